@@ -1,0 +1,94 @@
+//! One delivery: an (event, destination) pair, its stable id, and the input of the workflow
+//! that carries it out.
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use crate::{
+    destination::Destination,
+    event::{ActionMatchedEvent, ActionRef},
+    retry::RetryPolicy,
+};
+
+/// The delivery id: `<destination id>:<event uuid>`, the uuid in lowercase hyphenated form.
+///
+/// It is the Temporal workflow id (so a replayed Kafka message cannot start a second
+/// workflow for the same pair) and the `webhook-id` header of every attempt (so a receiver
+/// can dedupe). Destination ids cannot contain `:`, so the id splits back unambiguously.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct DeliveryId(String);
+
+impl DeliveryId {
+    /// The id of the delivery of `event_uuid` to `destination_id`.
+    pub fn new(destination_id: &str, event_uuid: Uuid) -> Self {
+        DeliveryId(format!("{destination_id}:{}", event_uuid.as_hyphenated()))
+    }
+
+    /// The id as a string.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for DeliveryId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// What the delivery workflow is started with. It carries ids and the event, never a URL,
+/// header or secret: the activity resolves those from the destination store at attempt time,
+/// so credentials stay out of the workflow history.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DeliveryInput {
+    /// The delivery id (also the workflow id).
+    pub delivery_id: DeliveryId,
+    /// The destination to deliver to.
+    pub destination_id: String,
+    /// The event to deliver.
+    pub event: ActionMatchedEvent,
+    /// The event's actions that this destination wants (at least one).
+    pub actions: Vec<ActionRef>,
+    /// The retry schedule, fixed when the delivery starts so the workflow stays deterministic.
+    pub retry: RetryPolicy,
+}
+
+/// The deliveries an event needs: one per matching destination, listing every matching action.
+pub fn plan_deliveries<'a>(
+    event: &ActionMatchedEvent,
+    destinations: impl IntoIterator<Item = &'a Destination>,
+    retry: &RetryPolicy,
+) -> Vec<DeliveryInput> {
+    destinations
+        .into_iter()
+        .filter_map(|destination| {
+            let actions = destination.matching_actions(event)?;
+            Some(DeliveryInput {
+                delivery_id: DeliveryId::new(&destination.id, event.uuid),
+                destination_id: destination.id.clone(),
+                event: event.clone(),
+                actions,
+                retry: retry.clone(),
+            })
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn delivery_id_is_stable_and_case_insensitive_in_the_uuid() {
+        let upper = Uuid::parse_str("0190F3A4-0000-7000-8000-00000000000A").expect("uuid");
+        let lower = Uuid::parse_str("0190f3a4-0000-7000-8000-00000000000a").expect("uuid");
+        assert_eq!(DeliveryId::new("d-1", upper), DeliveryId::new("d-1", lower));
+        assert_eq!(
+            DeliveryId::new("d-1", lower).as_str(),
+            "d-1:0190f3a4-0000-7000-8000-00000000000a"
+        );
+    }
+}

@@ -1,0 +1,380 @@
+//! Destinations: where a team wants its action-matched events delivered, and which of them
+//! match a given event.
+//!
+//! A destinations file is TOML with one `[[destination]]` table per destination (see
+//! `config/destinations.example.toml`). Parsing validates every destination and names the
+//! destination and field at fault.
+
+use std::{collections::HashMap, fmt, sync::Arc};
+
+use serde::{Deserialize, Deserializer};
+use url::Url;
+
+use crate::event::{ActionMatchedEvent, ActionRef};
+
+/// Default per-attempt timeout when a destination sets none.
+pub const DEFAULT_TIMEOUT_MS: u64 = 5_000;
+/// The longest per-attempt timeout a destination may ask for.
+pub const MAX_TIMEOUT_MS: u64 = 60_000;
+
+/// A Standard Webhooks signing secret (`whsec_` + base64). Its `Debug` and `Display` never
+/// show the key, so a secret cannot leak through a log line or an error message.
+#[derive(Clone, PartialEq, Eq)]
+pub struct SigningSecret(String);
+
+impl SigningSecret {
+    /// Validates the `whsec_<base64>` form.
+    pub fn parse(raw: &str) -> Result<Self, &'static str> {
+        let Some(key) = raw.strip_prefix("whsec_") else {
+            return Err("must start with `whsec_`");
+        };
+        if key.is_empty() || standardwebhooks::Webhook::new(raw).is_err() {
+            return Err("must be `whsec_` followed by base64");
+        }
+        Ok(SigningSecret(raw.to_owned()))
+    }
+
+    /// The secret itself, for signing only.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for SigningSecret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("SigningSecret(<redacted>)")
+    }
+}
+
+/// One destination of one team.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Destination {
+    /// Unique id; part of every delivery id (`[A-Za-z0-9_.-]`, 1 to 64 characters).
+    pub id: String,
+    /// The team whose events go here.
+    pub team_id: i64,
+    /// Where deliveries are POSTed.
+    pub url: Url,
+    /// Action ids this destination wants; empty means every action of the team.
+    pub actions: Vec<i64>,
+    /// Signing secret; without one, deliveries are sent unsigned.
+    pub secret: Option<SigningSecret>,
+    /// Total timeout of one attempt, in milliseconds.
+    pub timeout_ms: u64,
+}
+
+impl Destination {
+    /// The actions of `event` that this destination wants, or `None` when it wants none
+    /// of them (or belongs to another team).
+    pub fn matching_actions(&self, event: &ActionMatchedEvent) -> Option<Vec<ActionRef>> {
+        if self.team_id != event.team_id {
+            return None;
+        }
+        let wanted: Vec<ActionRef> = event
+            .matched_actions
+            .iter()
+            .filter(|action| self.actions.is_empty() || self.actions.contains(&action.id))
+            .cloned()
+            .collect();
+        (!wanted.is_empty()).then_some(wanted)
+    }
+}
+
+/// Looks destinations up; implemented by the destination stores.
+pub trait DestinationCatalog: Send + Sync + 'static {
+    /// Every destination of a team.
+    fn for_team(&self, team_id: i64) -> Vec<Arc<Destination>>;
+    /// One destination by id.
+    fn get(&self, id: &str) -> Option<Arc<Destination>>;
+    /// How many destinations are loaded.
+    fn len(&self) -> usize;
+    /// Whether no destination is loaded.
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// An immutable set of destinations indexed by id and by team.
+#[derive(Debug, Default, Clone)]
+pub struct DestinationSet {
+    by_id: HashMap<String, Arc<Destination>>,
+    by_team: HashMap<i64, Vec<Arc<Destination>>>,
+}
+
+impl DestinationSet {
+    /// Indexes `destinations`; ids must be unique.
+    pub fn new(destinations: Vec<Destination>) -> Result<Self, DestinationFileError> {
+        let mut set = DestinationSet::default();
+        for destination in destinations {
+            let destination = Arc::new(destination);
+            if set
+                .by_id
+                .insert(destination.id.clone(), destination.clone())
+                .is_some()
+            {
+                return Err(DestinationFileError::DuplicateId(destination.id.clone()));
+            }
+            set.by_team
+                .entry(destination.team_id)
+                .or_default()
+                .push(destination);
+        }
+        Ok(set)
+    }
+
+    /// Parses and validates a destinations file's text.
+    pub fn from_toml(text: &str) -> Result<Self, DestinationFileError> {
+        let file: DestinationFile =
+            toml::from_str(text).map_err(|e| DestinationFileError::Syntax(e.to_string()))?;
+        let destinations = file
+            .destination
+            .into_iter()
+            .enumerate()
+            .map(|(index, raw)| raw.validate(index))
+            .collect::<Result<Vec<_>, _>>()?;
+        Self::new(destinations)
+    }
+}
+
+impl DestinationCatalog for DestinationSet {
+    fn for_team(&self, team_id: i64) -> Vec<Arc<Destination>> {
+        self.by_team.get(&team_id).cloned().unwrap_or_default()
+    }
+
+    fn get(&self, id: &str) -> Option<Arc<Destination>> {
+        self.by_id.get(id).cloned()
+    }
+
+    fn len(&self) -> usize {
+        self.by_id.len()
+    }
+}
+
+/// Why a destinations file was refused.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum DestinationFileError {
+    /// The file is not valid TOML of the expected shape.
+    #[error("destinations file: {0}")]
+    Syntax(String),
+    /// One destination has an invalid field.
+    #[error("destination {destination}: field `{field}` {problem}")]
+    Invalid {
+        /// The destination's id, or its position when the id itself is at fault.
+        destination: String,
+        /// The field at fault.
+        field: &'static str,
+        /// What is wrong.
+        problem: String,
+    },
+    /// Two destinations share an id.
+    #[error("destination id `{0}` is used more than once")]
+    DuplicateId(String),
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DestinationFile {
+    #[serde(default)]
+    destination: Vec<RawDestination>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawDestination {
+    id: String,
+    team_id: i64,
+    url: String,
+    #[serde(default)]
+    actions: Vec<i64>,
+    #[serde(default, deserialize_with = "empty_as_none")]
+    secret: Option<String>,
+    #[serde(default)]
+    timeout_ms: Option<u64>,
+}
+
+fn empty_as_none<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    Ok(Option::<String>::deserialize(d)?.filter(|s| !s.is_empty()))
+}
+
+/// Whether `id` is usable in a delivery id: short, and free of the `:` separator.
+pub fn is_valid_destination_id(id: &str) -> bool {
+    (1..=64).contains(&id.len())
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'))
+}
+
+impl RawDestination {
+    fn validate(self, index: usize) -> Result<Destination, DestinationFileError> {
+        let name = if is_valid_destination_id(&self.id) {
+            self.id.clone()
+        } else {
+            format!("#{}", index + 1)
+        };
+        let invalid = |field: &'static str, problem: String| DestinationFileError::Invalid {
+            destination: name.clone(),
+            field,
+            problem,
+        };
+        if !is_valid_destination_id(&self.id) {
+            return Err(invalid("id", "must be 1 to 64 of A-Z a-z 0-9 _ - .".into()));
+        }
+        let url =
+            Url::parse(&self.url).map_err(|e| invalid("url", format!("is not a URL: {e}")))?;
+        if !matches!(url.scheme(), "http" | "https") || url.host().is_none() {
+            return Err(invalid("url", "must be an http(s) URL with a host".into()));
+        }
+        let secret = self
+            .secret
+            .map(|raw| SigningSecret::parse(&raw).map_err(|p| invalid("secret", p.into())))
+            .transpose()?;
+        let timeout_ms = self.timeout_ms.unwrap_or(DEFAULT_TIMEOUT_MS);
+        if !(1..=MAX_TIMEOUT_MS).contains(&timeout_ms) {
+            return Err(invalid(
+                "timeout_ms",
+                format!("must be between 1 and {MAX_TIMEOUT_MS}"),
+            ));
+        }
+        Ok(Destination {
+            id: self.id,
+            team_id: self.team_id,
+            url,
+            actions: self.actions,
+            secret,
+            timeout_ms,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+
+    fn event(team_id: i64, actions: &[i64]) -> ActionMatchedEvent {
+        ActionMatchedEvent {
+            uuid: uuid::Uuid::nil(),
+            team_id,
+            event: "e".into(),
+            distinct_id: None,
+            timestamp: "2026-11-21T10:00:00Z".into(),
+            properties: Default::default(),
+            person: None,
+            matched_actions: actions
+                .iter()
+                .map(|&id| ActionRef {
+                    id,
+                    name: format!("a{id}"),
+                })
+                .collect(),
+        }
+    }
+
+    fn destination(actions: Vec<i64>) -> Destination {
+        Destination {
+            id: "d".into(),
+            team_id: 2,
+            url: Url::parse("https://example.com").expect("url"),
+            actions,
+            secret: None,
+            timeout_ms: 1000,
+        }
+    }
+
+    #[test]
+    fn empty_action_filter_takes_every_action_of_the_team() {
+        let d = destination(vec![]);
+        assert_eq!(
+            d.matching_actions(&event(2, &[1, 2])).map(|a| a.len()),
+            Some(2)
+        );
+        assert_eq!(d.matching_actions(&event(3, &[1])), None);
+    }
+
+    #[test]
+    fn action_filter_keeps_only_the_shared_actions() {
+        let d = destination(vec![2, 9]);
+        let ids: Vec<i64> = d
+            .matching_actions(&event(2, &[1, 2, 9]))
+            .expect("match")
+            .iter()
+            .map(|a| a.id)
+            .collect();
+        assert_eq!(ids, vec![2, 9]);
+        assert_eq!(d.matching_actions(&event(2, &[1, 3])), None);
+    }
+
+    #[test]
+    fn parses_a_file_and_indexes_by_team_and_id() {
+        let set = DestinationSet::from_toml(&format!(
+            r#"
+            [[destination]]
+            id = "d-1"
+            team_id = 2
+            url = "https://hooks.example.com/x"
+            actions = [17]
+            secret = "{SECRET}"
+            timeout_ms = 2500
+
+            [[destination]]
+            id = "d-2"
+            team_id = 2
+            url = "http://127.0.0.1:9000/"
+            "#
+        ))
+        .expect("valid file");
+        assert_eq!(set.len(), 2);
+        assert_eq!(set.for_team(2).len(), 2);
+        assert!(set.for_team(3).is_empty());
+        let d1 = set.get("d-1").expect("d-1");
+        assert_eq!(d1.timeout_ms, 2500);
+        assert_eq!(d1.secret.as_ref().map(SigningSecret::expose), Some(SECRET));
+        assert_eq!(set.get("d-2").expect("d-2").timeout_ms, DEFAULT_TIMEOUT_MS);
+    }
+
+    #[test]
+    fn errors_name_the_destination_and_field() {
+        let cases = [
+            (r#"id = "bad id""#, "destination #1: field `id`"),
+            (
+                r#"id = "x"
+                secret = "nope""#,
+                "destination x: field `secret` must start with `whsec_`",
+            ),
+            (
+                r#"id = "x"
+                timeout_ms = 0"#,
+                "destination x: field `timeout_ms`",
+            ),
+        ];
+        for (fields, expected) in cases {
+            let text =
+                format!("[[destination]]\nteam_id = 1\nurl = \"https://a.example\"\n{fields}\n");
+            let err = DestinationSet::from_toml(&text).unwrap_err().to_string();
+            assert!(err.starts_with(expected), "{err}");
+        }
+        let err = DestinationSet::from_toml(
+            "[[destination]]\nid = \"x\"\nteam_id = 1\nurl = \"ftp://a\"\n",
+        )
+        .unwrap_err()
+        .to_string();
+        assert_eq!(
+            err,
+            "destination x: field `url` must be an http(s) URL with a host"
+        );
+    }
+
+    #[test]
+    fn duplicate_ids_are_refused() {
+        let one = "[[destination]]\nid = \"x\"\nteam_id = 1\nurl = \"https://a.example\"\n";
+        let err = DestinationSet::from_toml(&format!("{one}{one}")).unwrap_err();
+        assert_eq!(err, DestinationFileError::DuplicateId("x".into()));
+    }
+
+    #[test]
+    fn secrets_never_show_in_debug_output() {
+        let secret = SigningSecret::parse(SECRET).expect("secret");
+        assert_eq!(format!("{secret:?}"), "SigningSecret(<redacted>)");
+    }
+}

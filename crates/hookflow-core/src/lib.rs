@@ -1,0 +1,24 @@
+//! hookflow's domain: what an action-matched event is, which destinations want it, what
+//! one delivery of it is called and carries, how its body is rendered and signed, and how a
+//! failed attempt is retried. Everything here is pure and deterministic, so the Temporal
+//! workflow, the Kafka consumer and the HTTP activity can all share it, and it is tested
+//! without any I/O.
+
+pub mod delivery;
+pub mod destination;
+pub mod event;
+pub mod payload;
+pub mod retry;
+pub mod scheduler;
+pub mod signing;
+
+pub use delivery::{DeliveryId, DeliveryInput, plan_deliveries};
+pub use destination::{
+    Destination, DestinationCatalog, DestinationFileError, DestinationSet, SigningSecret,
+};
+pub use event::{ActionMatchedEvent, ActionRef, ContractError};
+pub use retry::{
+    AttemptError, AttemptErrorKind, AttemptReport, DeliveryOutcome, DeliveryResult, RetryDecision,
+    RetryPolicy,
+};
+pub use scheduler::{DeliveryScheduler, ScheduleError, ScheduleOutcome};

