@@ -1,0 +1,173 @@
+//! The delivery HTTP client: one POST per call, reported as an [`AttemptReport`].
+
+use std::{
+    error::Error as _,
+    sync::Arc,
+    time::{Duration, Instant, SystemTime},
+};
+
+use hookflow_core::{AttemptErrorKind, AttemptReport};
+use reqwest::header::{HeaderMap, HeaderName, HeaderValue, RETRY_AFTER};
+use url::Url;
+
+use crate::{
+    retry_after::parse_retry_after,
+    ssrf::{AddressGuard, BlockedAddress},
+};
+
+/// How the client connects.
+#[derive(Debug, Clone)]
+pub struct HttpSettings {
+    /// Time allowed to establish a connection (TCP + TLS).
+    pub connect_timeout: Duration,
+    /// Hosts the SSRF guard lets through even when they resolve to private addresses.
+    pub allowed_hosts: Vec<String>,
+    /// The `User-Agent` header.
+    pub user_agent: String,
+}
+
+/// One attempt to make.
+#[derive(Debug)]
+pub struct AttemptRequest<'a> {
+    /// Where to POST.
+    pub url: &'a Url,
+    /// Headers, including the Standard Webhooks ones.
+    pub headers: Vec<(&'static str, String)>,
+    /// The body, sent as `application/json`.
+    pub body: Vec<u8>,
+    /// Total time allowed for the attempt, from connect to the last byte of the response.
+    pub timeout: Duration,
+}
+
+/// Makes delivery attempts. Cheap to clone: connections are pooled and shared.
+#[derive(Clone)]
+pub struct DeliveryClient {
+    client: reqwest::Client,
+    guard: Arc<AddressGuard>,
+}
+
+/// Why the HTTP client could not be built.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot build the HTTP client: {0}")]
+pub struct ClientBuildError(#[from] reqwest::Error);
+
+impl DeliveryClient {
+    /// Builds the client: no redirects, no proxy, no retries, connect timeout, guarded DNS.
+    pub fn new(settings: &HttpSettings) -> Result<Self, ClientBuildError> {
+        let guard = Arc::new(AddressGuard::new(&settings.allowed_hosts));
+        let client = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            // reqwest retries some protocol-level refusals by default; the workflow is the
+            // one owner of retries, so the client makes exactly one request per attempt.
+            .retry(reqwest::retry::never())
+            .no_proxy()
+            .connect_timeout(settings.connect_timeout)
+            .dns_resolver(guard.clone())
+            .user_agent(settings.user_agent.clone())
+            .pool_idle_timeout(Duration::from_secs(60))
+            .build()?;
+        Ok(DeliveryClient { client, guard })
+    }
+
+    /// Makes one attempt. Never retries, never follows a redirect, never panics: every
+    /// failure becomes a report.
+    pub async fn attempt(&self, request: AttemptRequest<'_>) -> AttemptReport {
+        let started = Instant::now();
+        let elapsed_ms = || started.elapsed().as_millis() as u64;
+        if let Err(blocked) = self.guard.check_literal(request.url) {
+            return AttemptReport::failed(AttemptErrorKind::Blocked, blocked.to_string(), 0);
+        }
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            reqwest::header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+        for (name, value) in request.headers {
+            match HeaderValue::from_str(&value) {
+                Ok(value) => {
+                    headers.insert(HeaderName::from_static(name), value);
+                }
+                Err(_) => {
+                    let reason = format!("header {name} has a value that is not valid in HTTP");
+                    return AttemptReport::failed(AttemptErrorKind::Invalid, reason, 0);
+                }
+            }
+        }
+        let sent = self
+            .client
+            .post(request.url.clone())
+            .headers(headers)
+            .timeout(request.timeout)
+            .body(request.body)
+            .send()
+            .await;
+        let response = match sent {
+            Ok(response) => response,
+            Err(error) => return report_error(&error, request.timeout, elapsed_ms()),
+        };
+        let status = response.status().as_u16();
+        let retry_after = response
+            .headers()
+            .get(RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| parse_retry_after(v, SystemTime::now()))
+            .map(|d| d.as_millis() as u64);
+        // Read (and discard) the body within the same timeout, so the connection can be
+        // reused and a receiver that stalls mid-body counts as a timeout.
+        if let Err(error) = response.bytes().await {
+            if error.is_timeout() {
+                return report_error(&error, request.timeout, elapsed_ms());
+            }
+        }
+        AttemptReport::response(status, retry_after, elapsed_ms())
+    }
+}
+
+fn report_error(error: &reqwest::Error, timeout: Duration, elapsed_ms: u64) -> AttemptReport {
+    if let Some(blocked) = find_source::<BlockedAddress>(error) {
+        return AttemptReport::failed(AttemptErrorKind::Blocked, blocked.to_string(), elapsed_ms);
+    }
+    let (kind, message) = if error.is_timeout() {
+        (
+            AttemptErrorKind::Timeout,
+            format!("no response within {} ms", timeout.as_millis()),
+        )
+    } else if error.is_connect() {
+        (
+            AttemptErrorKind::Connect,
+            format!("connection failed: {}", root_cause(error)),
+        )
+    } else if error.is_builder() {
+        (
+            AttemptErrorKind::Invalid,
+            format!("invalid request: {}", root_cause(error)),
+        )
+    } else {
+        (
+            AttemptErrorKind::Other,
+            format!("request failed: {}", root_cause(error)),
+        )
+    };
+    AttemptReport::failed(kind, message, elapsed_ms)
+}
+
+fn find_source<'a, T: std::error::Error + 'static>(error: &'a reqwest::Error) -> Option<&'a T> {
+    let mut source = error.source();
+    while let Some(err) = source {
+        if let Some(found) = err.downcast_ref::<T>() {
+            return Some(found);
+        }
+        source = err.source();
+    }
+    None
+}
+
+/// The innermost error's text: reqwest's own message repeats the URL, which may carry
+/// credentials in its query, so only the cause is reported.
+fn root_cause(error: &reqwest::Error) -> String {
+    let mut current: &dyn std::error::Error = error;
+    while let Some(next) = current.source() {
+        current = next;
+    }
+    current.to_string()
+}

@@ -1,0 +1,154 @@
+//! One attempt against real HTTP servers on 127.0.0.1:0: statuses, Retry-After, redirects
+//! not followed, timeouts, refused connections and the SSRF guard.
+
+use std::{
+    net::SocketAddr,
+    sync::{
+        Arc,
+        atomic::{AtomicUsize, Ordering},
+    },
+    time::Duration,
+};
+
+use axum::{Router, http::StatusCode, response::IntoResponse, routing::post};
+use hookflow_core::AttemptErrorKind;
+use hookflow_http::{AttemptRequest, DeliveryClient, HttpSettings};
+use url::Url;
+
+async fn serve(router: Router) -> SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(async move { axum::serve(listener, router).await.expect("serve") });
+    addr
+}
+
+fn client(allowed: &[&str]) -> DeliveryClient {
+    DeliveryClient::new(&HttpSettings {
+        connect_timeout: Duration::from_secs(1),
+        allowed_hosts: allowed.iter().map(|s| s.to_string()).collect(),
+        user_agent: "hookflow/test".into(),
+    })
+    .expect("client")
+}
+
+fn request(url: &Url, timeout_ms: u64) -> AttemptRequest<'_> {
+    AttemptRequest {
+        url,
+        headers: vec![("webhook-id", "d:1".into())],
+        body: b"{}".to_vec(),
+        timeout: Duration::from_millis(timeout_ms),
+    }
+}
+
+#[tokio::test]
+async fn reports_status_retry_after_and_never_follows_redirects() {
+    let hits = Arc::new(AtomicUsize::new(0));
+    let counter = hits.clone();
+    let addr = serve(
+        Router::new()
+            .route("/ok", post(|| async { StatusCode::NO_CONTENT }))
+            .route(
+                "/busy",
+                post(|| async { (StatusCode::TOO_MANY_REQUESTS, [("retry-after", "7")]) }),
+            )
+            .route(
+                "/moved",
+                post(|| async { (StatusCode::FOUND, [("location", "/target")]) }),
+            )
+            .route(
+                "/target",
+                post(move || {
+                    counter.fetch_add(1, Ordering::SeqCst);
+                    async { StatusCode::OK }
+                }),
+            ),
+    )
+    .await;
+    let client = client(&["127.0.0.1"]);
+    let url = |p: &str| Url::parse(&format!("http://{addr}{p}")).expect("url");
+
+    let ok = client.attempt(request(&url("/ok"), 1000)).await;
+    assert_eq!((ok.status, ok.error), (Some(204), None));
+
+    let busy = client.attempt(request(&url("/busy"), 1000)).await;
+    assert_eq!((busy.status, busy.retry_after_ms), (Some(429), Some(7_000)));
+
+    let moved = client.attempt(request(&url("/moved"), 1000)).await;
+    assert_eq!(moved.status, Some(302));
+    assert_eq!(
+        hits.load(Ordering::SeqCst),
+        0,
+        "the redirect target must not be requested"
+    );
+}
+
+#[tokio::test]
+async fn a_slow_endpoint_is_a_timeout_and_a_closed_port_a_connect_error() {
+    let addr = serve(Router::new().route(
+        "/slow",
+        post(|| async {
+            tokio::time::sleep(Duration::from_secs(5)).await;
+            StatusCode::OK.into_response()
+        }),
+    ))
+    .await;
+    let client = client(&["127.0.0.1"]);
+    let slow = Url::parse(&format!("http://{addr}/slow")).expect("url");
+    let report = client.attempt(request(&slow, 200)).await;
+    assert_eq!(
+        report.error.map(|e| e.kind),
+        Some(AttemptErrorKind::Timeout)
+    );
+
+    let closed = {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        listener.local_addr().expect("addr")
+    };
+    let url = Url::parse(&format!("http://{closed}/")).expect("url");
+    let report = client.attempt(request(&url, 1000)).await;
+    assert_eq!(
+        report.error.map(|e| e.kind),
+        Some(AttemptErrorKind::Connect)
+    );
+}
+
+#[tokio::test]
+async fn private_addresses_are_blocked_unless_allow_listed() {
+    let hits = Arc::new(AtomicUsize::new(0));
+    let counter = hits.clone();
+    let addr = serve(Router::new().route(
+        "/",
+        post(move || {
+            counter.fetch_add(1, Ordering::SeqCst);
+            async { StatusCode::OK }
+        }),
+    ))
+    .await;
+    let guarded = client(&[]);
+    for url in [
+        format!("http://{addr}/"),
+        format!("http://localhost:{}/", addr.port()),
+    ] {
+        let url = Url::parse(&url).expect("url");
+        let report = guarded.attempt(request(&url, 1000)).await;
+        let error = report.error.expect("blocked");
+        assert_eq!(
+            error.kind,
+            AttemptErrorKind::Blocked,
+            "{url}: {}",
+            error.message
+        );
+    }
+    assert_eq!(
+        hits.load(Ordering::SeqCst),
+        0,
+        "a blocked destination is never contacted"
+    );
+
+    let allowed = client(&["localhost"]);
+    let url = Url::parse(&format!("http://localhost:{}/", addr.port())).expect("url");
+    assert_eq!(allowed.attempt(request(&url, 1000)).await.status, Some(200));
+    assert_eq!(hits.load(Ordering::SeqCst), 1);
+}
