@@ -1,1 +1,14 @@
-//! stub
+//! hookflow on Temporal. One [`workflow::DeliveryWorkflow`] per (event, destination) pair,
+//! started by [`starter::TemporalScheduler`] under the delivery id so a duplicate start is a
+//! no-op; the workflow runs one [`activities::DeliveryActivities::attempt`] per HTTP attempt
+//! and owns the retry schedule on durable timers.
+
+pub mod activities;
+pub mod connection;
+pub mod search_attributes;
+pub mod starter;
+pub mod worker;
+pub mod workflow;
+
+pub use connection::{TemporalError, TemporalSettings, connect};
+pub use starter::TemporalScheduler;

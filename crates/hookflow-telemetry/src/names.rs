@@ -1,0 +1,24 @@
+//! Every metric hookflow exports. Labels are bounded: outcomes, reasons, status classes and
+//! error kinds, never URLs, ids or free text.
+
+/// Kafka messages handled, by `outcome`: `started` (every delivery started or found
+/// existing), `skipped` (no destination wants it), `dead_lettered`.
+pub const CONSUMER_MESSAGES: &str = "hookflow_consumer_messages_total";
+/// Messages skipped, by `reason`: `no_destinations`, `no_matching_destination`.
+pub const CONSUMER_SKIPPED: &str = "hookflow_consumer_skipped_total";
+/// Messages dead-lettered, by `reason`: `not_json`, `contract`, `empty`, `unstartable`.
+pub const CONSUMER_DEAD_LETTERS: &str = "hookflow_consumer_dead_letters_total";
+/// Offset commits, by `result`: `ok`, `error`.
+pub const CONSUMER_COMMITS: &str = "hookflow_consumer_commits_total";
+/// Messages being processed now.
+pub const CONSUMER_MESSAGES_IN_FLIGHT: &str = "hookflow_consumer_messages_in_flight";
+/// Workflow starts, by `result`: `started`, `already_exists`, `failed`.
+pub const WORKFLOW_STARTS: &str = "hookflow_workflow_starts_total";
+/// Time to start one delivery workflow, seconds.
+pub const WORKFLOW_START_DURATION: &str = "hookflow_workflow_start_duration_seconds";
+/// HTTP attempts, by `class`: `2xx`…`5xx`, `timeout`, `connect`, `blocked`, `invalid`, `other`.
+pub const DELIVERY_ATTEMPTS: &str = "hookflow_delivery_attempts_total";
+/// Duration of one HTTP attempt, seconds.
+pub const DELIVERY_ATTEMPT_DURATION: &str = "hookflow_delivery_attempt_duration_seconds";
+/// Always 1, labelled with the running `version`.
+pub const BUILD_INFO: &str = "hookflow_build_info";

@@ -1,0 +1,101 @@
+//! The attempt activity: resolves the destination at attempt time (so URL and secret
+//! changes apply to pending retries and secrets never enter workflow history), renders and
+//! signs the body, and makes exactly one HTTP request.
+
+use std::{sync::Arc, time::Duration};
+
+use hookflow_core::{
+    AttemptErrorKind, AttemptReport, DeliveryInput, DestinationCatalog, payload::render_json_body,
+    signing::signature_header,
+};
+use hookflow_http::{AttemptRequest, DeliveryClient};
+use hookflow_telemetry::names;
+use serde::{Deserialize, Serialize};
+use temporalio_macros::activities;
+use temporalio_sdk::activities::{ActivityContext, ActivityError};
+use tracing::Instrument;
+
+/// The input of one attempt.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct AttemptInput {
+    /// The delivery being attempted.
+    pub delivery: DeliveryInput,
+    /// 1 for the first attempt.
+    pub attempt: u32,
+}
+
+/// What the attempt activity needs: the HTTP client and the destination store.
+pub struct DeliveryActivities {
+    client: DeliveryClient,
+    destinations: Arc<dyn DestinationCatalog>,
+}
+
+impl DeliveryActivities {
+    /// Activities that deliver with `client` to destinations from `destinations`.
+    pub fn new(client: DeliveryClient, destinations: Arc<dyn DestinationCatalog>) -> Self {
+        DeliveryActivities {
+            client,
+            destinations,
+        }
+    }
+
+    async fn deliver(&self, input: &AttemptInput) -> AttemptReport {
+        let delivery = &input.delivery;
+        let Some(destination) = self.destinations.get(&delivery.destination_id) else {
+            let reason = format!("destination {} no longer exists", delivery.destination_id);
+            return AttemptReport::failed(AttemptErrorKind::Invalid, reason, 0);
+        };
+        let body = render_json_body(delivery);
+        let timestamp = chrono::Utc::now().timestamp();
+        let webhook_id = delivery.delivery_id.as_str();
+        let mut headers = vec![
+            ("webhook-id", webhook_id.to_owned()),
+            ("webhook-timestamp", timestamp.to_string()),
+        ];
+        if let Some(secret) = &destination.secret {
+            match signature_header(secret, webhook_id, timestamp, &body) {
+                Ok(signature) => headers.push(("webhook-signature", signature)),
+                Err(error) => {
+                    return AttemptReport::failed(AttemptErrorKind::Invalid, error.to_string(), 0);
+                }
+            }
+        }
+        let report = self
+            .client
+            .attempt(AttemptRequest {
+                url: &destination.url,
+                headers,
+                body,
+                timeout: Duration::from_millis(destination.timeout_ms),
+            })
+            .await;
+        metrics::counter!(names::DELIVERY_ATTEMPTS, "class" => report.class()).increment(1);
+        metrics::histogram!(names::DELIVERY_ATTEMPT_DURATION)
+            .record(report.duration_ms as f64 / 1000.0);
+        tracing::debug!(status = ?report.status, class = report.class(), duration_ms = report.duration_ms, "attempt finished");
+        report
+    }
+}
+
+// The macro generates undocumented items next to the documented method.
+#[allow(missing_docs)]
+#[activities]
+impl DeliveryActivities {
+    /// Makes one HTTP attempt and reports its outcome. It never fails as an activity: every
+    /// HTTP outcome, including errors, is a report for the workflow to decide on.
+    #[activity]
+    pub async fn attempt(
+        self: Arc<Self>,
+        _ctx: ActivityContext,
+        input: AttemptInput,
+    ) -> Result<AttemptReport, ActivityError> {
+        let span = tracing::info_span!(
+            "delivery_attempt",
+            delivery_id = %input.delivery.delivery_id,
+            team_id = input.delivery.event.team_id,
+            destination_id = %input.delivery.destination_id,
+            attempt = input.attempt,
+        );
+        Ok(self.deliver(&input).instrument(span).await)
+    }
+}

@@ -1,0 +1,129 @@
+//! Reaching Temporal: address, namespace, and for Temporal Cloud an API key or mTLS.
+
+use std::{path::PathBuf, str::FromStr, time::Duration};
+
+use serde::Deserialize;
+use temporalio_client::{
+    Client, ClientOptions, ClientTlsOptions, Connection, ConnectionOptions, TlsOptions, Url,
+};
+
+/// Where Temporal is and how hookflow talks to it.
+#[derive(Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TemporalSettings {
+    /// The frontend's gRPC address, `http://host:port` (or `https://` for TLS).
+    pub address: String,
+    /// The namespace delivery workflows run in.
+    pub namespace: String,
+    /// The task queue the worker polls and the starter starts workflows on.
+    pub task_queue: String,
+    /// API key for Temporal Cloud; implies TLS. Prefer setting it through
+    /// `HOOKFLOW_TEMPORAL__API_KEY` rather than a file.
+    #[serde(default)]
+    pub api_key: Option<String>,
+    /// TLS (and mTLS) settings; absent means plaintext unless an API key is set.
+    #[serde(default)]
+    pub tls: Option<TemporalTls>,
+    /// How long to wait for the first connection, in milliseconds.
+    pub connect_timeout_ms: u64,
+}
+
+impl std::fmt::Debug for TemporalSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TemporalSettings")
+            .field("address", &self.address)
+            .field("namespace", &self.namespace)
+            .field("task_queue", &self.task_queue)
+            .field("api_key", &self.api_key.as_ref().map(|_| "<redacted>"))
+            .field("tls", &self.tls)
+            .finish()
+    }
+}
+
+/// TLS to the Temporal frontend.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TemporalTls {
+    /// PEM file of the CA that signed the server's certificate; system roots when absent.
+    #[serde(default)]
+    pub server_ca_cert: Option<PathBuf>,
+    /// Name to verify the server's certificate against, when it differs from the address.
+    #[serde(default)]
+    pub domain: Option<String>,
+    /// PEM client certificate, for mTLS.
+    #[serde(default)]
+    pub client_cert: Option<PathBuf>,
+    /// PEM client private key, for mTLS.
+    #[serde(default)]
+    pub client_key: Option<PathBuf>,
+}
+
+/// Failures talking to Temporal.
+#[derive(Debug, thiserror::Error)]
+pub enum TemporalError {
+    /// The settings cannot be used (a bad address, an unreadable certificate).
+    #[error("temporal settings: {0}")]
+    Settings(String),
+    /// The server could not be reached.
+    #[error("cannot connect to Temporal at {address}: {reason}")]
+    Connect {
+        /// The configured address.
+        address: String,
+        /// Why.
+        reason: String,
+    },
+    /// A call failed.
+    #[error("temporal: {0}")]
+    Rpc(String),
+}
+
+/// Connects a client bound to the configured namespace.
+pub async fn connect(settings: &TemporalSettings) -> Result<Client, TemporalError> {
+    let url = Url::from_str(&settings.address).map_err(|e| {
+        TemporalError::Settings(format!("address `{}` is not a URL: {e}", settings.address))
+    })?;
+    let tls = settings.tls.as_ref().map(tls_options).transpose()?;
+    let options = ConnectionOptions::new(url)
+        .identity(format!("hookflow@{}", std::process::id()))
+        .maybe_tls_options(tls)
+        .maybe_api_key(settings.api_key.clone())
+        .connect_timeout(Duration::from_millis(settings.connect_timeout_ms))
+        .build();
+    let connection = Connection::connect(options)
+        .await
+        .map_err(|e| TemporalError::Connect {
+            address: settings.address.clone(),
+            reason: e.to_string(),
+        })?;
+    Client::new(
+        connection,
+        ClientOptions::new(settings.namespace.clone()).build(),
+    )
+    .map_err(|e| TemporalError::Settings(e.to_string()))
+}
+
+fn tls_options(tls: &TemporalTls) -> Result<TlsOptions, TemporalError> {
+    let read = |path: &PathBuf| {
+        std::fs::read(path)
+            .map_err(|e| TemporalError::Settings(format!("cannot read {}: {e}", path.display())))
+    };
+    let client = match (&tls.client_cert, &tls.client_key) {
+        (Some(cert), Some(key)) => Some(
+            ClientTlsOptions::builder()
+                .client_cert(read(cert)?)
+                .client_private_key(read(key)?)
+                .build(),
+        ),
+        (None, None) => None,
+        _ => {
+            return Err(TemporalError::Settings(
+                "tls.client_cert and tls.client_key go together".into(),
+            ));
+        }
+    };
+    Ok(TlsOptions::builder()
+        .maybe_server_root_ca_cert(tls.server_ca_cert.as_ref().map(read).transpose()?)
+        .maybe_domain(tls.domain.clone())
+        .maybe_client_tls_options(client)
+        .build())
+}

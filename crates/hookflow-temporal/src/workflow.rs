@@ -1,0 +1,124 @@
+//! The delivery workflow: deterministic, so it may only use the workflow context for time,
+//! randomness and waiting (`ctx.timer`), never tokio or the system clock.
+//!
+//! It makes one HTTP attempt per activity and decides what to do next with the pure
+//! [`RetryPolicy::decide`]; waits between attempts are durable timers, so a restart of every
+//! hookflow process loses nothing and a retrying delivery holds no worker slot.
+
+use std::time::{Duration, SystemTime};
+
+use hookflow_core::{
+    AttemptErrorKind, AttemptReport, DeliveryInput, DeliveryOutcome, DeliveryResult, RetryDecision,
+    RetryPolicy,
+};
+use temporalio_common::RetryPolicy as ActivityRetryPolicy;
+use temporalio_macros::{workflow, workflow_methods};
+use temporalio_sdk::{
+    ActivityExecutionError, ActivityOptions, TimerResult, WorkflowContext, WorkflowResult,
+};
+
+use crate::{
+    activities::{AttemptInput, DeliveryActivities},
+    search_attributes,
+};
+
+/// Longest an attempt activity may run: the largest destination timeout, plus connect time
+/// and slack. An attempt whose worker died is reported as a timeout after this long.
+pub const ATTEMPT_ACTIVITY_TIMEOUT: Duration = Duration::from_secs(90);
+
+/// Delivers one event to one destination.
+#[workflow]
+#[derive(Default)]
+pub struct DeliveryWorkflow;
+
+// The macro generates undocumented items next to the documented method.
+#[allow(missing_docs)]
+#[workflow_methods]
+impl DeliveryWorkflow {
+    /// Attempts, waits, attempts again, until delivered, refused, out of attempts or
+    /// cancelled; the result says which.
+    #[run]
+    pub async fn run(
+        ctx: &mut WorkflowContext<Self>,
+        input: DeliveryInput,
+    ) -> WorkflowResult<DeliveryResult> {
+        let started = ctx.workflow_time().unwrap_or(SystemTime::UNIX_EPOCH);
+        let policy: RetryPolicy = input.retry.clone();
+        let mut attempt: u32 = 0;
+        let mut last: Option<AttemptReport> = None;
+        loop {
+            attempt += 1;
+            let report = match ctx
+                .execute_activity(
+                    DeliveryActivities::attempt,
+                    AttemptInput {
+                        delivery: input.clone(),
+                        attempt,
+                    },
+                    attempt_options(),
+                )
+                .await
+            {
+                Ok(report) => report,
+                Err(ActivityExecutionError::Cancelled(_)) => {
+                    return Ok(finish(
+                        ctx,
+                        DeliveryOutcome::Cancelled,
+                        attempt - 1,
+                        last.as_ref(),
+                    ));
+                }
+                // The activity itself failed (its worker died, or it overran its timeout):
+                // to the delivery that is one failed attempt, retried on the same schedule.
+                Err(error) => AttemptReport::failed(AttemptErrorKind::Other, error.to_string(), 0),
+            };
+            let now = ctx.workflow_time().unwrap_or(started);
+            let elapsed = now.duration_since(started).unwrap_or_default();
+            let decision = policy.decide(attempt, &report, elapsed, ctx.random::<f64>());
+            last = Some(report);
+            let outcome = match decision {
+                RetryDecision::Delivered => DeliveryOutcome::Delivered,
+                RetryDecision::FailPermanently => DeliveryOutcome::FailedPermanently,
+                RetryDecision::GiveUp => DeliveryOutcome::GaveUp,
+                RetryDecision::RetryAfter(delay) => {
+                    if ctx.timer(delay).await == TimerResult::Cancelled {
+                        return Ok(finish(
+                            ctx,
+                            DeliveryOutcome::Cancelled,
+                            attempt,
+                            last.as_ref(),
+                        ));
+                    }
+                    continue;
+                }
+            };
+            return Ok(finish(ctx, outcome, attempt, last.as_ref()));
+        }
+    }
+}
+
+/// One attempt per activity: Temporal must not retry it, the workflow does.
+fn attempt_options() -> ActivityOptions {
+    ActivityOptions::with_start_to_close_timeout(ATTEMPT_ACTIVITY_TIMEOUT)
+        .retry_policy(ActivityRetryPolicy::builder().maximum_attempts(1).build())
+        .build()
+}
+
+fn finish(
+    ctx: &WorkflowContext<DeliveryWorkflow>,
+    outcome: DeliveryOutcome,
+    attempts: u32,
+    last: Option<&AttemptReport>,
+) -> DeliveryResult {
+    ctx.upsert_search_attributes([
+        search_attributes::OUTCOME.value_set(outcome.as_str().to_owned())
+    ]);
+    DeliveryResult {
+        outcome,
+        attempts,
+        last_status: last.and_then(|r| r.status),
+        last_error: last
+            .filter(|r| !matches!(r.status, Some(200..=299)))
+            .map(AttemptReport::describe),
+    }
+}
