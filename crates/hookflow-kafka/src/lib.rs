@@ -1,1 +1,12 @@
-//! stub
+//! hookflow's Kafka side: the consumer that turns action-matched events into delivery
+//! starts ([`consumer::run`]), the per-message logic ([`pipeline::Pipeline`]), offset
+//! tracking that never commits past unfinished work ([`offsets::OffsetTracker`]), and the
+//! dead-letter producer ([`dead_letter::DeadLetterProducer`]).
+
+pub mod consumer;
+pub mod dead_letter;
+pub mod offsets;
+pub mod pipeline;
+
+pub use consumer::{ConsumerError, KafkaSettings};
+pub use pipeline::{MessageOutcome, Pipeline, StartBackoff};

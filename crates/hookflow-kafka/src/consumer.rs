@@ -1,0 +1,352 @@
+//! The consumer loop: receives messages, processes them concurrently (bounded), and commits
+//! each partition's offsets only up to its lowest unfinished message.
+//!
+//! At-least-once: an offset is committed only after every delivery its message needs is
+//! started or found existing (or the message is skipped or dead-lettered). Temporal's
+//! workflow-id dedupe turns the re-consumption that at-least-once allows into exactly one
+//! delivery per (event, destination). On shutdown and on partition revocation, in-flight
+//! messages finish and their offsets are committed before the partitions are let go.
+
+use std::{
+    collections::BTreeMap,
+    sync::{Arc, Condvar, Mutex, MutexGuard},
+    time::{Duration, Instant},
+};
+
+use hookflow_core::DeliveryScheduler;
+use hookflow_telemetry::names;
+use rdkafka::{
+    ClientConfig, ClientContext, Message, Offset, TopicPartitionList,
+    consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer},
+    error::KafkaError,
+};
+use serde::Deserialize;
+use tokio::{sync::Semaphore, task::JoinSet};
+use tokio_util::sync::CancellationToken;
+
+use crate::{
+    dead_letter::{DeadLetter, DeadLetterProducer},
+    offsets::{OffsetTracker, Partition},
+    pipeline::{MessageOutcome, Pipeline},
+};
+
+/// Kafka settings (`[kafka]` in the configuration).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KafkaSettings {
+    /// Bootstrap brokers, `host:port[,host:port]`.
+    pub brokers: String,
+    /// The topic of action-matched events.
+    pub topic: String,
+    /// Where messages that cannot be delivered go.
+    pub dead_letter_topic: String,
+    /// Consumer group id.
+    pub group_id: String,
+    /// Where a new group starts: `earliest` or `latest`.
+    pub offset_reset: String,
+    /// Messages processed at once, across partitions.
+    pub max_messages_in_flight: usize,
+    /// Workflow starts in flight at once.
+    pub max_starts_in_flight: usize,
+    /// How often finished offsets are committed, in milliseconds.
+    pub commit_interval_ms: u64,
+    /// Group session timeout, in milliseconds.
+    pub session_timeout_ms: u64,
+    /// Group heartbeat interval, in milliseconds.
+    pub heartbeat_interval_ms: u64,
+    /// How long shutdown and revocation wait for in-flight messages, in milliseconds.
+    pub drain_timeout_ms: u64,
+    /// First wait before retrying a workflow start that failed, in milliseconds.
+    pub start_retry_initial_ms: u64,
+    /// Longest wait between start retries, in milliseconds.
+    pub start_retry_max_ms: u64,
+    /// How long to wait for the broker to acknowledge a dead letter, in milliseconds.
+    pub dead_letter_timeout_ms: u64,
+    /// Extra librdkafka settings for consumer and producer (`security.protocol`, `sasl.*`, …).
+    #[serde(default)]
+    pub client: BTreeMap<String, String>,
+}
+
+impl KafkaSettings {
+    /// The librdkafka settings shared by the consumer and the dead-letter producer.
+    pub fn client_config(&self) -> ClientConfig {
+        let mut config = ClientConfig::new();
+        config.set("bootstrap.servers", &self.brokers);
+        for (key, value) in &self.client {
+            config.set(key, value);
+        }
+        config
+    }
+
+    fn consumer_config(&self) -> ClientConfig {
+        let mut config = self.client_config();
+        config
+            .set("group.id", &self.group_id)
+            .set("enable.auto.commit", "false")
+            .set("enable.auto.offset.store", "false")
+            .set("auto.offset.reset", &self.offset_reset)
+            .set("session.timeout.ms", self.session_timeout_ms.to_string())
+            .set(
+                "heartbeat.interval.ms",
+                self.heartbeat_interval_ms.to_string(),
+            );
+        config
+    }
+}
+
+/// Why the consumer could not run.
+#[derive(Debug, thiserror::Error)]
+pub enum ConsumerError {
+    /// The client could not be created (bad settings).
+    #[error("kafka client: {0}")]
+    Client(#[from] KafkaError),
+}
+
+/// State shared between the loop, the message tasks and the rebalance callback.
+struct Shared {
+    tracker: Mutex<OffsetTracker>,
+    changed: Condvar,
+    drain_timeout: Duration,
+}
+
+impl Shared {
+    fn tracker(&self) -> MutexGuard<'_, OffsetTracker> {
+        // A panic while holding the lock cannot leave the tracker half-updated in a way that
+        // loses messages (at worst it re-offers a commit), so a poisoned lock is recovered.
+        self.tracker
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn finish(&self, partition: &Partition, offset: i64) {
+        self.tracker().finish(partition, offset);
+        self.changed.notify_all();
+    }
+
+    /// Blocks until no message of `partitions` is in flight, or the drain timeout passes.
+    fn wait_drained(&self, partitions: &[Partition]) {
+        let deadline = Instant::now() + self.drain_timeout;
+        let mut tracker = self.tracker();
+        while partitions.iter().any(|p| tracker.in_flight(p) > 0) {
+            let Some(left) = deadline.checked_duration_since(Instant::now()) else {
+                tracing::warn!(
+                    "messages still in flight after the drain timeout; they will be consumed again"
+                );
+                return;
+            };
+            tracker = self
+                .changed
+                .wait_timeout(tracker, left)
+                .unwrap_or_else(|p| p.into_inner())
+                .0;
+        }
+    }
+}
+
+/// The consumer's context: commits a revoked partition's finished offsets before it goes.
+struct RebalanceContext {
+    shared: Arc<Shared>,
+}
+
+impl ClientContext for RebalanceContext {}
+
+impl ConsumerContext for RebalanceContext {
+    fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        let Rebalance::Revoke(revoked) = rebalance else {
+            return;
+        };
+        let partitions: Vec<Partition> = revoked
+            .elements()
+            .iter()
+            .map(|e| (e.topic().to_owned(), e.partition()))
+            .collect();
+        tracing::info!(
+            partitions = partitions.len(),
+            "partitions revoked; draining in-flight messages"
+        );
+        // This callback runs inside the consumer's poll on a runtime thread; let the runtime
+        // move its other tasks elsewhere while it waits for the message tasks to finish.
+        let wait = || self.shared.wait_drained(&partitions);
+        match tokio::runtime::Handle::try_current().map(|h| h.runtime_flavor()) {
+            Ok(tokio::runtime::RuntimeFlavor::MultiThread) => tokio::task::block_in_place(wait),
+            _ => wait(),
+        }
+        commit(consumer, &self.shared, CommitMode::Sync);
+        let mut tracker = self.shared.tracker();
+        for partition in &partitions {
+            tracker.forget(partition);
+        }
+    }
+}
+
+/// Commits every partition's finished offsets.
+fn commit<C: Consumer<RebalanceContext>>(consumer: &C, shared: &Shared, mode: CommitMode) {
+    let offsets = shared.tracker().take_commits();
+    if offsets.is_empty() {
+        return;
+    }
+    let mut list = TopicPartitionList::new();
+    for ((topic, partition), offset) in &offsets {
+        if let Err(error) = list.add_partition_offset(topic, *partition, Offset::Offset(*offset)) {
+            tracing::error!(%error, "cannot build the commit list");
+            return;
+        }
+    }
+    match consumer.commit(&list, mode) {
+        Ok(()) => metrics::counter!(names::CONSUMER_COMMITS, "result" => "ok").increment(1),
+        Err(error) => {
+            metrics::counter!(names::CONSUMER_COMMITS, "result" => "error").increment(1);
+            tracing::warn!(%error, "offset commit failed; it will be retried");
+            shared.tracker().commit_failed(&offsets);
+        }
+    }
+}
+
+/// Consumes the events topic until `shutdown` is cancelled, then drains and commits.
+pub async fn run<S: DeliveryScheduler>(
+    settings: &KafkaSettings,
+    pipeline: Arc<Pipeline<S>>,
+    shutdown: CancellationToken,
+) -> Result<(), ConsumerError> {
+    let shared = Arc::new(Shared {
+        tracker: Mutex::new(OffsetTracker::default()),
+        changed: Condvar::new(),
+        drain_timeout: Duration::from_millis(settings.drain_timeout_ms),
+    });
+    let consumer: Arc<StreamConsumer<RebalanceContext>> = Arc::new(
+        settings
+            .consumer_config()
+            .create_with_context(RebalanceContext {
+                shared: shared.clone(),
+            })?,
+    );
+    consumer.subscribe(&[&settings.topic])?;
+    let dead_letters =
+        DeadLetterProducer::new(&settings.client_config(), &settings.dead_letter_topic)?;
+    let dead_letter_timeout = Duration::from_millis(settings.dead_letter_timeout_ms);
+    let permits = Arc::new(Semaphore::new(settings.max_messages_in_flight.max(1)));
+    let mut tasks = JoinSet::new();
+    let mut commit_tick =
+        tokio::time::interval(Duration::from_millis(settings.commit_interval_ms.max(10)));
+    commit_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    tracing::info!(topic = %settings.topic, group = %settings.group_id, "consumer started");
+
+    loop {
+        // Wait for room before receiving, so at most max_messages_in_flight are held.
+        let permit = tokio::select! {
+            _ = shutdown.cancelled() => break,
+            _ = commit_tick.tick() => {
+                commit(consumer.as_ref(), &shared, CommitMode::Async);
+                while tasks.try_join_next().is_some() {}
+                continue;
+            }
+            permit = permits.clone().acquire_owned() => match permit {
+                Ok(permit) => permit,
+                Err(_) => break,
+            },
+        };
+        let message = tokio::select! {
+            _ = shutdown.cancelled() => break,
+            _ = commit_tick.tick() => {
+                commit(consumer.as_ref(), &shared, CommitMode::Async);
+                while tasks.try_join_next().is_some() {}
+                continue;
+            }
+            message = consumer.recv() => message,
+        };
+        let message = match message {
+            Ok(message) => message.detach(),
+            Err(error) => {
+                tracing::warn!(%error, "kafka receive error");
+                continue;
+            }
+        };
+        let partition: Partition = (message.topic().to_owned(), message.partition());
+        let offset = message.offset();
+        shared.tracker().begin(&partition, offset);
+        metrics::gauge!(names::CONSUMER_MESSAGES_IN_FLIGHT).increment(1.0);
+        let (pipeline, shared, dead_letters, shutdown) = (
+            pipeline.clone(),
+            shared.clone(),
+            dead_letters.clone(),
+            shutdown.clone(),
+        );
+        tasks.spawn(async move {
+            let _permit = permit;
+            let outcome = pipeline.process(message.payload()).await;
+            let done = match &outcome {
+                MessageOutcome::Interrupted => false,
+                MessageOutcome::Started { .. } => true,
+                MessageOutcome::Skipped { reason } => {
+                    metrics::counter!(names::CONSUMER_SKIPPED, "reason" => *reason).increment(1);
+                    true
+                }
+                MessageOutcome::DeadLetter { kind, reason } => {
+                    let letter = DeadLetter {
+                        topic: message.topic(),
+                        partition: message.partition(),
+                        offset,
+                        key: message.key(),
+                        payload: message.payload(),
+                        kind,
+                        reason,
+                    };
+                    tracing::warn!(partition = letter.partition, offset, kind, reason = %reason, "dead-lettering message");
+                    let sent = send_dead_letter(&dead_letters, &letter, dead_letter_timeout, &shutdown).await;
+                    if sent {
+                        metrics::counter!(names::CONSUMER_DEAD_LETTERS, "reason" => *kind).increment(1);
+                    }
+                    sent
+                }
+            };
+            metrics::counter!(names::CONSUMER_MESSAGES, "outcome" => outcome.label()).increment(1);
+            metrics::gauge!(names::CONSUMER_MESSAGES_IN_FLIGHT).decrement(1.0);
+            if done {
+                shared.finish(&partition, offset);
+            } else {
+                // Not done: its offset stays unfinished and is never committed past, so the
+                // message is consumed again after the restart.
+                shared.changed.notify_all();
+            }
+        });
+    }
+
+    tracing::info!(
+        in_flight = shared.tracker().total_in_flight(),
+        "consumer stopping; draining in-flight messages"
+    );
+    let drained = tokio::time::timeout(shared.drain_timeout, async {
+        while tasks.join_next().await.is_some() {}
+    })
+    .await;
+    if drained.is_err() {
+        tracing::warn!(
+            "messages still in flight after the drain timeout; they will be consumed again"
+        );
+    }
+    commit(consumer.as_ref(), &shared, CommitMode::Sync);
+    consumer.unsubscribe();
+    tracing::info!("consumer stopped");
+    Ok(())
+}
+
+/// Sends a dead letter, retrying until the broker takes it or shutdown comes.
+async fn send_dead_letter(
+    producer: &DeadLetterProducer,
+    letter: &DeadLetter<'_>,
+    timeout: Duration,
+    shutdown: &CancellationToken,
+) -> bool {
+    let mut wait = Duration::from_millis(200);
+    loop {
+        match producer.send(letter, timeout).await {
+            Ok(()) => return true,
+            Err(error) => tracing::warn!(%error, "dead letter not acknowledged; retrying"),
+        }
+        tokio::select! {
+            _ = shutdown.cancelled() => return false,
+            _ = tokio::time::sleep(wait) => {}
+        }
+        wait = (wait * 2).min(Duration::from_secs(10));
+    }
+}
