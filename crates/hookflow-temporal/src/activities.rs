@@ -1,6 +1,8 @@
 //! The attempt activity: resolves the destination at attempt time (so URL and secret
 //! changes apply to pending retries and secrets never enter workflow history), renders and
 //! signs the body, and makes exactly one HTTP request.
+// The Temporal macros generate undocumented items beside the documented methods.
+#![allow(missing_docs)]
 
 use std::{sync::Arc, time::Duration};
 
@@ -77,8 +79,6 @@ impl DeliveryActivities {
     }
 }
 
-// The macro generates undocumented items next to the documented method.
-#[allow(missing_docs)]
 #[activities]
 impl DeliveryActivities {
     /// Makes one HTTP attempt and reports its outcome. It never fails as an activity: every

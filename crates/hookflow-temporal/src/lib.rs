@@ -12,3 +12,4 @@ pub mod workflow;
 
 pub use connection::{TemporalError, TemporalSettings, connect};
 pub use starter::TemporalScheduler;
+pub use temporalio_client::Client;

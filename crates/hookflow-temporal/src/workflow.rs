@@ -4,6 +4,8 @@
 //! It makes one HTTP attempt per activity and decides what to do next with the pure
 //! [`RetryPolicy::decide`]; waits between attempts are durable timers, so a restart of every
 //! hookflow process loses nothing and a retrying delivery holds no worker slot.
+// The Temporal macros generate undocumented items beside the documented methods.
+#![allow(missing_docs)]
 
 use std::time::{Duration, SystemTime};
 
@@ -31,8 +33,6 @@ pub const ATTEMPT_ACTIVITY_TIMEOUT: Duration = Duration::from_secs(90);
 #[derive(Default)]
 pub struct DeliveryWorkflow;
 
-// The macro generates undocumented items next to the documented method.
-#[allow(missing_docs)]
 #[workflow_methods]
 impl DeliveryWorkflow {
     /// Attempts, waits, attempts again, until delivered, refused, out of attempts or

@@ -1,1 +1,22 @@
-fn main() {}
+//! `hookflow`: reliable webhook delivery. This file only parses the command line and hands
+//! over to the subcommand; the wiring lives in `run.rs`.
+
+mod cli;
+mod receiver;
+mod run;
+mod sample;
+mod settings;
+
+use clap::Parser;
+
+#[tokio::main]
+async fn main() -> std::process::ExitCode {
+    let cli = cli::Cli::parse();
+    match cli.execute().await {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("hookflow: {error:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,110 @@
+//! The command line: `run`, `register-search-attributes`, `send-sample`, `receive`,
+//! `check-config`.
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand, ValueEnum};
+
+use crate::settings::Settings;
+
+/// Reliable webhook delivery: Kafka → Temporal → signed HTTP.
+#[derive(Debug, Parser)]
+#[command(name = "hookflow", version)]
+pub struct Cli {
+    /// Configuration file layered over the built-in defaults (config/default.toml);
+    /// HOOKFLOW_<SECTION>__<KEY> environment variables override both.
+    #[arg(long, short, global = true, env = "HOOKFLOW_CONFIG")]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Consume events and deliver them (consumer and worker in one process by default).
+    Run {
+        /// Which parts to run, so they can be scaled separately.
+        #[arg(long, value_enum, default_value_t = Role::All)]
+        role: Role,
+    },
+    /// Register hookflow's search attributes on the configured namespace (idempotent).
+    RegisterSearchAttributes,
+    /// Validate the configuration and the destinations file, then exit.
+    CheckConfig,
+    /// Produce sample action-matched events to the events topic.
+    SendSample {
+        /// Team of the events.
+        #[arg(long, default_value_t = 2)]
+        team: i64,
+        /// Action id the events matched.
+        #[arg(long, default_value_t = 17)]
+        action: i64,
+        /// How many events.
+        #[arg(long, default_value_t = 1)]
+        count: u32,
+    },
+    /// Run a local webhook receiver that prints every request (and verifies signatures).
+    Receive {
+        /// Address to listen on.
+        #[arg(long, default_value = "127.0.0.1:8787")]
+        listen: std::net::SocketAddr,
+        /// Standard Webhooks secret to verify signatures with.
+        #[arg(long, env = "HOOKFLOW_RECEIVER_SECRET")]
+        secret: Option<String>,
+    },
+}
+
+/// Which parts of hookflow a process runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Role {
+    /// Kafka consumer and Temporal worker.
+    All,
+    /// Only the Kafka consumer (starts workflows).
+    Consumer,
+    /// Only the Temporal worker (runs workflows and HTTP attempts).
+    Worker,
+}
+
+impl Cli {
+    /// Runs the chosen subcommand.
+    pub async fn execute(self) -> anyhow::Result<()> {
+        let config = self.config;
+        let settings = || Settings::load(config.as_deref());
+        match self.command {
+            Command::Run { role } => crate::run::run(settings()?, role).await,
+            Command::RegisterSearchAttributes => {
+                let settings = settings()?;
+                let client = hookflow_temporal::connect(&settings.temporal).await?;
+                let namespace = &settings.temporal.namespace;
+                let added =
+                    hookflow_temporal::search_attributes::register(&client, namespace).await?;
+                if added.is_empty() {
+                    println!("search attributes already registered on {namespace}");
+                } else {
+                    println!("registered on {namespace}: {}", added.join(", "));
+                }
+                Ok(())
+            }
+            Command::CheckConfig => {
+                let settings = settings()?;
+                let destinations = crate::run::load_destinations(&settings.destinations.file)?;
+                println!(
+                    "configuration valid; {} destinations",
+                    hookflow_core::DestinationCatalog::len(&destinations)
+                );
+                Ok(())
+            }
+            Command::SendSample {
+                team,
+                action,
+                count,
+            } => crate::sample::send(&settings()?.kafka, team, action, count)
+                .await
+                .context("sending sample events"),
+            Command::Receive { listen, secret } => {
+                crate::receiver::serve(listen, secret.as_deref()).await
+            }
+        }
+    }
+}

@@ -1,0 +1,140 @@
+//! `hookflow run`: wires the crates together. Telemetry first, then destinations, then
+//! Temporal (retried until reachable), then the consumer and/or the worker, all stopped by
+//! one cancellation token that SIGINT and SIGTERM cancel.
+
+use std::{path::Path, sync::Arc, time::Duration};
+
+use anyhow::Context;
+use hookflow_core::{DestinationCatalog, destination::DestinationSet};
+use hookflow_http::{DeliveryClient, HttpSettings};
+use hookflow_kafka::{Pipeline, StartBackoff};
+use hookflow_telemetry::LogFormat;
+use hookflow_temporal::{TemporalScheduler, activities::DeliveryActivities};
+use tokio_util::sync::CancellationToken;
+
+use crate::{cli::Role, settings::Settings};
+
+/// Loads and validates the destinations file.
+pub fn load_destinations(path: &Path) -> anyhow::Result<DestinationSet> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read the destinations file {}", path.display()))?;
+    DestinationSet::from_toml(&text).with_context(|| format!("in {}", path.display()))
+}
+
+/// Runs until SIGINT or SIGTERM.
+pub async fn run(settings: Settings, role: Role) -> anyhow::Result<()> {
+    let format = if settings.telemetry.log_format == "json" {
+        LogFormat::Json
+    } else {
+        LogFormat::Text
+    };
+    hookflow_telemetry::init_tracing(&settings.telemetry.log_filter, format);
+    hookflow_telemetry::install_prometheus(settings.telemetry.metrics_address)?;
+
+    let destinations: Arc<dyn DestinationCatalog> =
+        Arc::new(load_destinations(&settings.destinations.file)?);
+    tracing::info!(
+        destinations = destinations.len(),
+        ?role,
+        "hookflow starting"
+    );
+
+    let shutdown = CancellationToken::new();
+    tokio::spawn(cancel_on_signal(shutdown.clone()));
+
+    let Some(client) = connect_temporal(&settings, &shutdown).await else {
+        return Ok(());
+    };
+
+    let consumer = if role != Role::Worker {
+        let scheduler = Arc::new(TemporalScheduler::new(
+            client.clone(),
+            settings.temporal.task_queue.clone(),
+        ));
+        let backoff = StartBackoff {
+            initial: Duration::from_millis(settings.kafka.start_retry_initial_ms),
+            max: Duration::from_millis(settings.kafka.start_retry_max_ms),
+        };
+        let pipeline = Arc::new(Pipeline::new(
+            scheduler,
+            destinations.clone(),
+            settings.retry.clone(),
+            settings.kafka.max_starts_in_flight,
+            backoff,
+            shutdown.clone(),
+        ));
+        let kafka = settings.kafka.clone();
+        let token = shutdown.clone();
+        Some(tokio::spawn(async move {
+            let result = hookflow_kafka::consumer::run(&kafka, pipeline, token.clone()).await;
+            // A consumer that cannot run takes the process down rather than idling silently.
+            token.cancel();
+            result
+        }))
+    } else {
+        None
+    };
+
+    if role != Role::Consumer {
+        let http = DeliveryClient::new(&HttpSettings {
+            connect_timeout: Duration::from_millis(settings.http.connect_timeout_ms),
+            allowed_hosts: settings.http.allowed_hosts.clone(),
+            user_agent: format!("hookflow/{}", env!("CARGO_PKG_VERSION")),
+        })?;
+        let activities = DeliveryActivities::new(http, destinations.clone());
+        let mut worker =
+            hookflow_temporal::worker::build(client, &settings.temporal.task_queue, activities)?;
+        let stop_worker = worker.shutdown_handle();
+        // The worker's future is not Send: it runs here, on the main task.
+        let (result, ()) = tokio::join!(worker.run(), async {
+            shutdown.cancelled().await;
+            stop_worker();
+        });
+        shutdown.cancel();
+        result.context("temporal worker")?;
+    }
+
+    if let Some(consumer) = consumer {
+        consumer.await.context("consumer task")??;
+    }
+    tracing::info!("hookflow stopped");
+    Ok(())
+}
+
+/// Connects to Temporal, retrying with backoff while it is unreachable; `None` on shutdown.
+async fn connect_temporal(
+    settings: &Settings,
+    shutdown: &CancellationToken,
+) -> Option<hookflow_temporal::Client> {
+    let mut wait = Duration::from_millis(500);
+    loop {
+        match hookflow_temporal::connect(&settings.temporal).await {
+            Ok(client) => return Some(client),
+            Err(error) => {
+                tracing::warn!(%error, retry_in_ms = wait.as_millis() as u64, "Temporal unreachable; retrying")
+            }
+        }
+        tokio::select! {
+            _ = shutdown.cancelled() => return None,
+            _ = tokio::time::sleep(wait) => {}
+        }
+        wait = (wait * 2).min(Duration::from_secs(30));
+    }
+}
+
+async fn cancel_on_signal(shutdown: CancellationToken) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut interrupt), Ok(mut terminate)) = (
+        signal(SignalKind::interrupt()),
+        signal(SignalKind::terminate()),
+    ) else {
+        tracing::error!("cannot install signal handlers; stop hookflow with SIGKILL");
+        return;
+    };
+    tokio::select! {
+        _ = interrupt.recv() => tracing::info!("SIGINT: shutting down"),
+        _ = terminate.recv() => tracing::info!("SIGTERM: shutting down"),
+        _ = shutdown.cancelled() => {}
+    }
+    shutdown.cancel();
+}

@@ -1,0 +1,236 @@
+//! hookflow's configuration: `config/default.toml` (compiled in, every key commented),
+//! overridden by an optional file, overridden by `HOOKFLOW_<SECTION>__<KEY>` environment
+//! variables. An invalid configuration is refused with a message naming the key.
+
+use std::{
+    net::SocketAddr,
+    path::{Path, PathBuf},
+};
+
+use figment::{
+    Figment,
+    providers::{Env, Format, Toml},
+};
+use hookflow_core::RetryPolicy;
+use hookflow_kafka::KafkaSettings;
+use hookflow_temporal::TemporalSettings;
+use serde::Deserialize;
+
+/// The compiled-in defaults.
+pub const DEFAULTS: &str = include_str!("../../../config/default.toml");
+
+/// All of hookflow's settings.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Settings {
+    /// `[kafka]`
+    pub kafka: KafkaSettings,
+    /// `[temporal]`
+    pub temporal: TemporalSettings,
+    /// `[http]`
+    pub http: HttpSection,
+    /// `[destinations]`
+    pub destinations: DestinationsSection,
+    /// `[retry]`
+    pub retry: RetryPolicy,
+    /// `[telemetry]`
+    pub telemetry: TelemetrySection,
+}
+
+/// `[http]`: outbound delivery requests.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpSection {
+    /// Connect timeout, milliseconds.
+    pub connect_timeout_ms: u64,
+    /// Hosts exempt from the SSRF guard.
+    pub allowed_hosts: Vec<String>,
+}
+
+/// `[destinations]`: where destinations come from.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DestinationsSection {
+    /// The destinations file.
+    pub file: PathBuf,
+}
+
+/// `[telemetry]`: logs and metrics.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TelemetrySection {
+    /// Listener of `/metrics`.
+    pub metrics_address: SocketAddr,
+    /// `text` or `json`.
+    pub log_format: String,
+    /// RUST_LOG-style filter.
+    pub log_filter: String,
+}
+
+/// Why the configuration was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum SettingsError {
+    /// A key is missing, unknown or of the wrong type (figment names it).
+    #[error("invalid configuration: {0}")]
+    Shape(#[from] Box<figment::Error>),
+    /// A value is out of range.
+    #[error("invalid configuration: `{key}` {problem}")]
+    Value {
+        /// The dotted key.
+        key: &'static str,
+        /// What is wrong with it.
+        problem: String,
+    },
+}
+
+impl Settings {
+    /// Loads defaults, then `file` (if any), then the environment.
+    pub fn load(file: Option<&Path>) -> Result<Self, SettingsError> {
+        let mut figment = Figment::from(Toml::string(DEFAULTS));
+        if let Some(file) = file {
+            figment = figment.merge(Toml::file_exact(file));
+        }
+        Self::from_figment(figment.merge(Env::prefixed("HOOKFLOW_").split("__")))
+    }
+
+    fn from_figment(figment: Figment) -> Result<Self, SettingsError> {
+        let settings: Settings = figment.extract().map_err(Box::new)?;
+        settings.validate()?;
+        Ok(settings)
+    }
+
+    fn validate(&self) -> Result<(), SettingsError> {
+        let bad = |key, problem: &str| {
+            Err(SettingsError::Value {
+                key,
+                problem: problem.to_owned(),
+            })
+        };
+        let k = &self.kafka;
+        if k.brokers.trim().is_empty() {
+            return bad("kafka.brokers", "must name at least one broker");
+        }
+        if k.topic.is_empty() || k.dead_letter_topic.is_empty() || k.topic == k.dead_letter_topic {
+            return bad(
+                "kafka.dead_letter_topic",
+                "must be set and differ from kafka.topic",
+            );
+        }
+        if !matches!(k.offset_reset.as_str(), "earliest" | "latest") {
+            return bad("kafka.offset_reset", "must be \"earliest\" or \"latest\"");
+        }
+        for (key, value) in [
+            (
+                "kafka.max_messages_in_flight",
+                k.max_messages_in_flight as u64,
+            ),
+            ("kafka.max_starts_in_flight", k.max_starts_in_flight as u64),
+            ("kafka.commit_interval_ms", k.commit_interval_ms),
+            ("kafka.session_timeout_ms", k.session_timeout_ms),
+            ("kafka.heartbeat_interval_ms", k.heartbeat_interval_ms),
+            ("kafka.start_retry_initial_ms", k.start_retry_initial_ms),
+            ("http.connect_timeout_ms", self.http.connect_timeout_ms),
+            (
+                "temporal.connect_timeout_ms",
+                self.temporal.connect_timeout_ms,
+            ),
+        ] {
+            if value == 0 {
+                return bad(key, "must be greater than 0");
+            }
+        }
+        if k.heartbeat_interval_ms >= k.session_timeout_ms {
+            return bad(
+                "kafka.heartbeat_interval_ms",
+                "must be less than kafka.session_timeout_ms",
+            );
+        }
+        if self.temporal.namespace.is_empty() || self.temporal.task_queue.is_empty() {
+            return bad("temporal.namespace", "and temporal.task_queue must be set");
+        }
+        let r = &self.retry;
+        if !(0.0..=1.0).contains(&r.jitter) {
+            return bad("retry.jitter", "must be between 0 and 1");
+        }
+        if r.max_age_ms == 0 {
+            return bad("retry.max_age_ms", "must be greater than 0");
+        }
+        if !matches!(self.telemetry.log_format.as_str(), "text" | "json") {
+            return bad("telemetry.log_format", "must be \"text\" or \"json\"");
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load(overrides: &str) -> Result<Settings, SettingsError> {
+        Settings::from_figment(Figment::from(Toml::string(DEFAULTS)).merge(Toml::string(overrides)))
+    }
+
+    #[test]
+    fn the_defaults_are_valid() {
+        let settings = load("").expect("defaults");
+        assert_eq!(settings.kafka.topic, "hookflow_events");
+        assert_eq!(settings.kafka.dead_letter_topic, "hookflow_events_dlq");
+        assert_eq!(settings.retry, RetryPolicy::default());
+        assert!(
+            settings.http.allowed_hosts.is_empty(),
+            "production allows no private host"
+        );
+    }
+
+    #[test]
+    fn the_local_config_is_valid() {
+        let local = include_str!("../../../config/local.toml");
+        assert_eq!(
+            load(local).expect("local").http.allowed_hosts,
+            ["127.0.0.1", "localhost"]
+        );
+    }
+
+    #[test]
+    fn errors_name_the_key() {
+        let cases = [
+            (
+                "[kafka]\nmax_starts_in_flight = 0",
+                "`kafka.max_starts_in_flight` must be greater than 0",
+            ),
+            (
+                "[retry]\njitter = 2.0",
+                "`retry.jitter` must be between 0 and 1",
+            ),
+            ("[kafka]\noffset_reset = \"middle\"", "`kafka.offset_reset`"),
+            (
+                "[telemetry]\nlog_format = \"xml\"",
+                "`telemetry.log_format`",
+            ),
+        ];
+        for (overrides, expected) in cases {
+            let err = load(overrides).expect_err(overrides).to_string();
+            assert!(err.contains(expected), "{err}");
+        }
+        let err = load("[kafka]\ncommit_interval_ms = \"soon\"")
+            .expect_err("type")
+            .to_string();
+        assert!(err.contains("kafka.commit_interval_ms"), "{err}");
+        let err = load("[kafka]\nbrokerz = \"x\"")
+            .expect_err("unknown")
+            .to_string();
+        assert!(err.contains("brokerz"), "{err}");
+    }
+
+    #[test]
+    fn environment_variables_override_files() {
+        figment::Jail::expect_with(|jail| {
+            jail.set_env("HOOKFLOW_KAFKA__BROKERS", "kafka-1:9092,kafka-2:9092");
+            jail.set_env("HOOKFLOW_TEMPORAL__NAMESPACE", "prod");
+            let settings = Settings::load(None).expect("settings");
+            assert_eq!(settings.kafka.brokers, "kafka-1:9092,kafka-2:9092");
+            assert_eq!(settings.temporal.namespace, "prod");
+            Ok(())
+        });
+    }
+}
