@@ -48,7 +48,8 @@ up() {
     "$tansu" topic create "$topic" --broker "tcp://127.0.0.1:$KAFKA_PORT" --partitions 4 >/dev/null 2>&1 || true
   done
   start temporal temporal server start-dev --ip 127.0.0.1 --port "$TEMPORAL_PORT" \
-    --ui-port $((TEMPORAL_PORT + 1000)) --db-filename "$state/temporal.db" --log-level warn
+    --ui-port $((TEMPORAL_PORT + 1000)) --ui-disable-news-fetch --http-port $((TEMPORAL_PORT + 1)) \
+    --metrics-port $((TEMPORAL_PORT + 2)) --db-filename "$state/temporal.db" --log-level warn
   wait_port temporal "$TEMPORAL_PORT"
   start redis redis-server --bind 127.0.0.1 --port "$REDIS_PORT" --save "" --appendonly no
   wait_port redis "$REDIS_PORT"

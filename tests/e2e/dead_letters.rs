@@ -1,0 +1,100 @@
+//! Bad input never blocks a partition: a malformed message is dead-lettered with its reason,
+//! a message for a team without destinations is skipped, both are counted, and the messages
+//! after them are delivered.
+
+use std::time::Duration;
+
+use hookflow_e2e::{
+    events, eventually, hookflow::Deployment, kafka, receiver::Receiver, stack::stack, unique_team,
+};
+
+#[tokio::test(flavor = "multi_thread")]
+async fn malformed_and_unwanted_messages_do_not_block_the_ones_after_them() {
+    let stack = stack();
+    let receiver = Receiver::start().await;
+    let team = unique_team();
+    let mut deployment = Deployment::new(stack);
+    deployment.destination("d", team, &receiver.url("d"), "");
+    // One partition would make "after" literal; with four, the key-less messages spread, so
+    // the test relies on every message being processed, which is the property that matters.
+    let (_, no_destination) = events::event(team + 1, &[(1, "Any")]);
+    let (_, missing_uuid) = {
+        let (uuid, mut event) = events::event(team, &[(1, "Any")]);
+        event.as_object_mut().expect("object").remove("uuid");
+        (uuid, event)
+    };
+    let (good_uuid, good) = events::event(team, &[(1, "Any")]);
+    kafka::produce(
+        &stack.kafka,
+        &deployment.topic,
+        &[
+            b"{this is not json".to_vec(),
+            missing_uuid.to_string().into_bytes(),
+            no_destination.to_string().into_bytes(),
+            good.to_string().into_bytes(),
+        ],
+    )
+    .await;
+    let process = deployment.start();
+
+    eventually(
+        Duration::from_secs(60),
+        "the good event to be delivered",
+        || async { (receiver.received().len() == 1).then_some(()) },
+    )
+    .await;
+    assert_eq!(
+        receiver.received()[0].header("webhook-id"),
+        format!("d:{good_uuid}")
+    );
+
+    let letters = kafka::read_all(
+        &stack.kafka,
+        &deployment.dead_letter_topic,
+        Duration::from_secs(10),
+    )
+    .await;
+    assert_eq!(letters.len(), 2, "{letters:?}");
+    let mut kinds: Vec<&str> = letters
+        .iter()
+        .map(|l| l.header("hookflow-error-kind").unwrap_or("?"))
+        .collect();
+    kinds.sort();
+    assert_eq!(kinds, ["contract", "not_json"]);
+    let not_json = letters
+        .iter()
+        .find(|l| l.header("hookflow-error-kind") == Some("not_json"))
+        .expect("not_json letter");
+    assert_eq!(
+        not_json.payload, b"{this is not json",
+        "the payload is kept unchanged"
+    );
+    assert_eq!(
+        not_json.header("hookflow-source-topic"),
+        Some(deployment.topic.as_str())
+    );
+    let contract = letters
+        .iter()
+        .find(|l| l.header("hookflow-error-kind") == Some("contract"))
+        .expect("contract letter");
+    assert!(
+        contract
+            .header("hookflow-error")
+            .unwrap_or_default()
+            .contains("missing field `uuid`")
+    );
+
+    eventually(Duration::from_secs(10), "the counters", || async {
+        let not_json = process
+            .metric("hookflow_consumer_dead_letters_total{reason=\"not_json\"}")
+            .await;
+        let contract = process
+            .metric("hookflow_consumer_dead_letters_total{reason=\"contract\"}")
+            .await;
+        let skipped = process
+            .metric("hookflow_consumer_skipped_total{reason=\"no_destinations\"}")
+            .await;
+        (not_json == 1.0 && contract == 1.0 && skipped == 1.0).then_some(())
+    })
+    .await;
+}

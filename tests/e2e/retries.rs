@@ -1,0 +1,97 @@
+//! The workflow's retry schedule: 503 twice then 200 is delivered on the third attempt with
+//! the same webhook-id; 400 fails permanently after one attempt; 429 with Retry-After waits.
+
+use std::time::Duration;
+
+use hookflow_core::DeliveryOutcome;
+use hookflow_e2e::{
+    events, eventually,
+    hookflow::Deployment,
+    kafka,
+    receiver::{Answer, Receiver},
+    stack::stack,
+    temporal, unique_team,
+};
+
+#[tokio::test(flavor = "multi_thread")]
+async fn retryable_statuses_are_retried_and_permanent_ones_are_not() {
+    let stack = stack();
+    let temporal = temporal::client(&stack.temporal).await;
+    let receiver = Receiver::start().await;
+    receiver.script(
+        "flaky",
+        vec![
+            Answer::Status(503, None),
+            Answer::Status(503, None),
+            Answer::Status(200, None),
+        ],
+    );
+    receiver.script("bad", vec![Answer::Status(400, None)]);
+    receiver.script(
+        "busy",
+        vec![Answer::Status(429, Some(3)), Answer::Status(204, None)],
+    );
+    let team = unique_team();
+    let mut deployment = Deployment::new(stack);
+    deployment
+        .destination("flaky", team, &receiver.url("flaky"), "")
+        .destination("bad", team, &receiver.url("bad"), "")
+        .destination("busy", team, &receiver.url("busy"), "");
+    let (uuid, event) = events::event(team, &[(1, "Any")]);
+    kafka::produce(
+        &stack.kafka,
+        &deployment.topic,
+        &[event.to_string().into_bytes()],
+    )
+    .await;
+    let _process = deployment.start();
+
+    let flaky = temporal::result(&temporal, &format!("flaky:{uuid}")).await;
+    assert_eq!(
+        (flaky.outcome, flaky.attempts, flaky.last_status),
+        (DeliveryOutcome::Delivered, 3, Some(200))
+    );
+    let attempts = receiver.received_on("flaky");
+    assert_eq!(attempts.len(), 3);
+    assert!(
+        attempts
+            .iter()
+            .all(|r| r.header("webhook-id") == format!("flaky:{uuid}")),
+        "same webhook-id on every attempt"
+    );
+    assert!(
+        attempts[1].at - attempts[0].at >= Duration::from_millis(900),
+        "retries wait for the schedule"
+    );
+
+    let bad = temporal::result(&temporal, &format!("bad:{uuid}")).await;
+    assert_eq!(
+        (bad.outcome, bad.attempts, bad.last_status),
+        (DeliveryOutcome::FailedPermanently, 1, Some(400))
+    );
+    assert_eq!(bad.last_error.as_deref(), Some("HTTP 400"));
+
+    let busy = temporal::result(&temporal, &format!("busy:{uuid}")).await;
+    assert_eq!(
+        (busy.outcome, busy.attempts, busy.last_status),
+        (DeliveryOutcome::Delivered, 2, Some(204))
+    );
+    let busy_attempts = receiver.received_on("busy");
+    assert!(
+        busy_attempts[1].at - busy_attempts[0].at >= Duration::from_secs(3),
+        "Retry-After: 3 must be honoured, waited {:?}",
+        busy_attempts[1].at - busy_attempts[0].at
+    );
+
+    // A permanent failure is final: no attempt follows.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(receiver.received_on("bad").len(), 1);
+    let outcome_query =
+        format!("HookflowTeamId = {team} AND HookflowOutcome = 'failed_permanently'");
+    eventually(
+        Duration::from_secs(10),
+        "the outcome search attribute",
+        || async { (temporal::count(&temporal, &outcome_query).await == 1).then_some(()) },
+    )
+    .await;
+}

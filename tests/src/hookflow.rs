@@ -1,0 +1,227 @@
+//! The real `hookflow` binary as a child process, with a configuration generated for one
+//! test: its own topics, consumer group, task queue and metrics port, and a short retry
+//! schedule so retries happen within seconds.
+
+use std::{
+    path::PathBuf,
+    process::{Child, Command, Stdio},
+};
+
+use crate::{free_port, stack::Stack, unique};
+
+/// One test's hookflow deployment: configuration and destinations; processes are started
+/// from it with [`Deployment::start`].
+pub struct Deployment {
+    dir: tempfile::TempDir,
+    /// Events topic.
+    pub topic: String,
+    /// Dead-letter topic.
+    pub dead_letter_topic: String,
+    /// Task queue.
+    pub task_queue: String,
+    /// Consumer group.
+    pub group: String,
+    brokers: String,
+    temporal: String,
+    destinations: String,
+    allowed_hosts: Vec<String>,
+}
+
+/// A running hookflow process; killed when dropped.
+pub struct Process {
+    child: Child,
+    /// Its metrics port.
+    pub metrics_port: u16,
+}
+
+impl Deployment {
+    /// A deployment with fresh topics (4 partitions) on the shared stack.
+    pub fn new(stack: &Stack) -> Self {
+        let topic = unique("events");
+        let dead_letter_topic = format!("{topic}-dlq");
+        stack.create_topic(&topic, 4);
+        stack.create_topic(&dead_letter_topic, 1);
+        Deployment {
+            dir: tempfile::tempdir().expect("tempdir"),
+            topic,
+            dead_letter_topic,
+            task_queue: unique("deliveries"),
+            group: unique("hookflow"),
+            brokers: stack.kafka.clone(),
+            temporal: stack.temporal.clone(),
+            destinations: String::new(),
+            allowed_hosts: vec!["127.0.0.1".into()],
+        }
+    }
+
+    /// Adds a destination; `extra` holds more TOML lines (actions, secret, timeout_ms).
+    pub fn destination(&mut self, id: &str, team: i64, url: &str, extra: &str) -> &mut Self {
+        self.destinations.push_str(&format!(
+            "[[destination]]\nid = \"{id}\"\nteam_id = {team}\nurl = \"{url}\"\n{extra}\n\n"
+        ));
+        self
+    }
+
+    /// Replaces the SSRF allow-list (default: 127.0.0.1).
+    pub fn allowed_hosts(&mut self, hosts: &[&str]) -> &mut Self {
+        self.allowed_hosts = hosts.iter().map(|h| h.to_string()).collect();
+        self
+    }
+
+    /// Uses a new consumer group (as a fresh deployment reading from offset 0 would).
+    pub fn new_group(&mut self) -> &mut Self {
+        self.group = unique("hookflow");
+        self
+    }
+
+    fn write_config(&self, metrics_port: u16) -> PathBuf {
+        let destinations = self.dir.path().join("destinations.toml");
+        std::fs::write(&destinations, &self.destinations).expect("write destinations");
+        let allowed: Vec<String> = self
+            .allowed_hosts
+            .iter()
+            .map(|h| format!("\"{h}\""))
+            .collect();
+        let config = format!(
+            r#"
+[kafka]
+brokers = "{brokers}"
+topic = "{topic}"
+dead_letter_topic = "{dlq}"
+group_id = "{group}"
+session_timeout_ms = 6000
+heartbeat_interval_ms = 500
+commit_interval_ms = 200
+drain_timeout_ms = 10000
+start_retry_initial_ms = 200
+start_retry_max_ms = 2000
+
+[temporal]
+address = "{temporal}"
+task_queue = "{task_queue}"
+
+[http]
+allowed_hosts = [{allowed}]
+
+[destinations]
+file = "{destinations}"
+
+[retry]
+schedule_ms = [1000, 1000, 1000, 1000]
+jitter = 0.0
+max_age_ms = 120000
+max_retry_after_ms = 10000
+
+[telemetry]
+metrics_address = "127.0.0.1:{metrics_port}"
+log_filter = "info,temporalio_sdk_core=warn"
+"#,
+            brokers = self.brokers,
+            topic = self.topic,
+            dlq = self.dead_letter_topic,
+            group = self.group,
+            temporal = self.temporal,
+            task_queue = self.task_queue,
+            allowed = allowed.join(", "),
+            destinations = destinations.display(),
+        );
+        let path = self
+            .dir
+            .path()
+            .join(format!("hookflow-{metrics_port}.toml"));
+        std::fs::write(&path, config).expect("write config");
+        path
+    }
+
+    /// Starts `hookflow run` with this configuration.
+    pub fn start(&self) -> Process {
+        let metrics_port = free_port();
+        let config = self.write_config(metrics_port);
+        let log = self.dir.path().join(format!("hookflow-{metrics_port}.log"));
+        let child = Command::new(binary())
+            .args(["--config", config.to_str().expect("utf-8 path"), "run"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::from(std::fs::File::create(&log).expect("log")))
+            .stderr(Stdio::from(
+                std::fs::File::create(log.with_extension("err")).expect("log"),
+            ))
+            .spawn()
+            .expect("start hookflow");
+        Process {
+            child,
+            metrics_port,
+        }
+    }
+
+    /// The logs of every process this deployment started, for failure messages.
+    pub fn logs(&self) -> String {
+        let mut out = String::new();
+        for entry in std::fs::read_dir(self.dir.path())
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            let path = entry.path();
+            if matches!(
+                path.extension().and_then(|e| e.to_str()),
+                Some("log" | "err")
+            ) {
+                out.push_str(&std::fs::read_to_string(&path).unwrap_or_default());
+            }
+        }
+        out
+    }
+}
+
+/// The hookflow binary built next to this test binary (`cargo build` builds it first).
+fn binary() -> PathBuf {
+    let exe = std::env::current_exe().expect("current exe");
+    let target = exe
+        .parent()
+        .and_then(|deps| deps.parent())
+        .expect("target dir");
+    let binary = target.join("hookflow");
+    assert!(
+        binary.exists(),
+        "{} is missing: run `cargo build --workspace` first",
+        binary.display()
+    );
+    binary
+}
+
+impl Process {
+    /// Kills the process with SIGKILL, as a crash would.
+    pub fn kill_9(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Sends SIGTERM and waits for a graceful exit; returns whether it exited successfully.
+    pub fn terminate(&mut self) -> bool {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        self.child.wait().map(|s| s.success()).unwrap_or(false)
+    }
+
+    /// The value of a metric series (exact name with labels, e.g.
+    /// `hookflow_consumer_dead_letters_total{reason="not_json"}`), 0 when absent.
+    pub async fn metric(&self, series: &str) -> f64 {
+        let text =
+            match reqwest::get(format!("http://127.0.0.1:{}/metrics", self.metrics_port)).await {
+                Ok(response) => response.text().await.unwrap_or_default(),
+                Err(_) => return 0.0,
+            };
+        text.lines()
+            .filter_map(|line| line.rsplit_once(' '))
+            .find(|(name, _)| *name == series)
+            .and_then(|(_, value)| value.parse().ok())
+            .unwrap_or(0.0)
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        self.kill_9();
+    }
+}

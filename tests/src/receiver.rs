@@ -1,0 +1,147 @@
+//! A real webhook receiver on 127.0.0.1:0 that records every request and answers from a
+//! per-path script (for example 503, 503, then 200), the last answer repeating.
+
+use std::{
+    collections::HashMap,
+    net::SocketAddr,
+    sync::{Arc, Mutex},
+    time::{Duration, Instant},
+};
+
+use axum::{
+    Router,
+    body::Bytes,
+    extract::Path,
+    http::{HeaderMap, StatusCode},
+    response::{IntoResponse, Response},
+    routing::post,
+};
+
+/// One answer of the script.
+#[derive(Debug, Clone)]
+pub enum Answer {
+    /// This status, with an optional Retry-After (seconds).
+    Status(u16, Option<u64>),
+    /// Sleep this long, then 200 (a hanging endpoint).
+    Hang(Duration),
+}
+
+/// A request the receiver got.
+#[derive(Debug, Clone)]
+pub struct Received {
+    /// The path's last segment.
+    pub path: String,
+    /// Headers.
+    pub headers: HeaderMap,
+    /// Body.
+    pub body: Bytes,
+    /// When it arrived.
+    pub at: Instant,
+}
+
+impl Received {
+    /// A header's value, or "".
+    pub fn header(&self, name: &str) -> &str {
+        self.headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+    }
+}
+
+#[derive(Default)]
+struct State {
+    received: Vec<Received>,
+    scripts: HashMap<String, Vec<Answer>>,
+}
+
+/// The receiver.
+#[derive(Clone)]
+pub struct Receiver {
+    /// Where it listens.
+    pub addr: SocketAddr,
+    state: Arc<Mutex<State>>,
+}
+
+impl Receiver {
+    /// Starts a receiver; paths without a script answer 200.
+    pub async fn start() -> Receiver {
+        let state = Arc::new(Mutex::new(State::default()));
+        let shared = state.clone();
+        let app = Router::new().route(
+            "/{path}",
+            post(
+                move |Path(path): Path<String>, headers: HeaderMap, body: Bytes| {
+                    let state = shared.clone();
+                    async move {
+                        let answer = {
+                            let mut state = state.lock().expect("receiver state");
+                            let seen = state.received.iter().filter(|r| r.path == path).count();
+                            state.received.push(Received {
+                                path: path.clone(),
+                                headers,
+                                body,
+                                at: Instant::now(),
+                            });
+                            state
+                                .scripts
+                                .get(&path)
+                                .and_then(|s| s.get(seen.min(s.len().saturating_sub(1))).cloned())
+                        };
+                        respond(answer).await
+                    }
+                },
+            ),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind receiver");
+        let addr = listener.local_addr().expect("receiver addr");
+        tokio::spawn(async move { axum::serve(listener, app).await.expect("receiver") });
+        Receiver { addr, state }
+    }
+
+    /// Sets the answers of `path`.
+    pub fn script(&self, path: &str, answers: Vec<Answer>) {
+        self.state
+            .lock()
+            .expect("receiver state")
+            .scripts
+            .insert(path.to_owned(), answers);
+    }
+
+    /// The URL of `path`.
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}/{path}", self.addr)
+    }
+
+    /// Everything received so far.
+    pub fn received(&self) -> Vec<Received> {
+        self.state.lock().expect("receiver state").received.clone()
+    }
+
+    /// Requests received on `path`.
+    pub fn received_on(&self, path: &str) -> Vec<Received> {
+        self.received()
+            .into_iter()
+            .filter(|r| r.path == path)
+            .collect()
+    }
+}
+
+async fn respond(answer: Option<Answer>) -> Response {
+    match answer {
+        None => StatusCode::OK.into_response(),
+        Some(Answer::Status(status, retry_after)) => {
+            let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+            match retry_after {
+                Some(seconds) => (status, [("retry-after", seconds.to_string())]).into_response(),
+                None => status.into_response(),
+            }
+        }
+        Some(Answer::Hang(duration)) => {
+            tokio::time::sleep(duration).await;
+            StatusCode::OK.into_response()
+        }
+    }
+}
