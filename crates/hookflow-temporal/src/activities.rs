@@ -17,6 +17,9 @@ use temporalio_macros::activities;
 use temporalio_sdk::activities::{ActivityContext, ActivityError};
 use tracing::Instrument;
 
+/// How often a running attempt tells Temporal its worker is alive.
+pub const HEARTBEAT_INTERVAL: Duration = Duration::from_secs(2);
+
 /// The input of one attempt.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct AttemptInput {
@@ -86,7 +89,7 @@ impl DeliveryActivities {
     #[activity]
     pub async fn attempt(
         self: Arc<Self>,
-        _ctx: ActivityContext,
+        ctx: ActivityContext,
         input: AttemptInput,
     ) -> Result<AttemptReport, ActivityError> {
         let span = tracing::info_span!(
@@ -96,6 +99,20 @@ impl DeliveryActivities {
             destination_id = %input.delivery.destination_id,
             attempt = input.attempt,
         );
-        Ok(self.deliver(&input).instrument(span).await)
+        // Heartbeat while the request is out, so a worker that dies mid-attempt is noticed
+        // within the heartbeat timeout instead of the whole activity timeout.
+        let deliver = self.deliver(&input).instrument(span);
+        tokio::pin!(deliver);
+        let mut heartbeat = tokio::time::interval(HEARTBEAT_INTERVAL);
+        loop {
+            tokio::select! {
+                report = &mut deliver => return Ok(report),
+                _ = heartbeat.tick() => {
+                    if let Err(error) = ctx.record_heartbeat(()).await {
+                        tracing::warn!(%error, "activity heartbeat failed");
+                    }
+                }
+            }
+        }
     }
 }

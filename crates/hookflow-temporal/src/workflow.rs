@@ -25,8 +25,11 @@ use crate::{
 };
 
 /// Longest an attempt activity may run: the largest destination timeout, plus connect time
-/// and slack. An attempt whose worker died is reported as a timeout after this long.
+/// and slack.
 pub const ATTEMPT_ACTIVITY_TIMEOUT: Duration = Duration::from_secs(90);
+/// An attempt whose worker stopped heartbeating this long ago is failed and retried by the
+/// workflow (the activity heartbeats every [`crate::activities::HEARTBEAT_INTERVAL`]).
+pub const ATTEMPT_HEARTBEAT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Delivers one event to one destination.
 #[workflow]
@@ -100,6 +103,7 @@ impl DeliveryWorkflow {
 /// One attempt per activity: Temporal must not retry it, the workflow does.
 fn attempt_options() -> ActivityOptions {
     ActivityOptions::with_start_to_close_timeout(ATTEMPT_ACTIVITY_TIMEOUT)
+        .heartbeat_timeout(ATTEMPT_HEARTBEAT_TIMEOUT)
         .retry_policy(ActivityRetryPolicy::builder().maximum_attempts(1).build())
         .build()
 }

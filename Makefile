@@ -1,0 +1,36 @@
+# hookflow's two everyday commands:
+#   make run   installs what is missing, starts the local stack, runs hookflow (Ctrl-C stops it)
+#   make test  installs what is missing, builds the workspace once, runs every test
+# `make stack-down` stops the local stack that `make run` started.
+
+CARGO ?= cargo
+HOOKFLOW := target/debug/hookflow
+LOCAL_CONFIG := config/local.toml
+
+.PHONY: run test deps build stack-up stack-down sample receive
+
+deps:
+	./deploy/local/install-deps.sh
+
+build: deps
+	$(CARGO) build --workspace --all-targets --locked
+
+run: build stack-up
+	$(HOOKFLOW) --config $(LOCAL_CONFIG) register-search-attributes
+	$(HOOKFLOW) --config $(LOCAL_CONFIG) run
+
+test: build
+	$(CARGO) test --workspace --locked -- --test-threads=3
+
+stack-up:
+	./deploy/local/stack.sh up
+
+stack-down:
+	./deploy/local/stack.sh down
+
+# Try it: `make receive` in one terminal, `make run` in another, then `make sample`.
+sample:
+	$(HOOKFLOW) --config $(LOCAL_CONFIG) send-sample --count 3
+
+receive:
+	$(HOOKFLOW) receive --secret whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw
