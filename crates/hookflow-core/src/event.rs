@@ -186,6 +186,31 @@ mod tests {
         assert!(err.to_string().contains("missing field `uuid`"), "{err}");
     }
 
+    /// The JSON Schema shipped for producers says the same as the parser: removing a field
+    /// it requires breaks the contract, removing any other leaves the event valid.
+    #[test]
+    fn the_shipped_json_schema_matches_the_parser() {
+        let schema: Value = serde_json::from_str(include_str!("../../../config/event.schema.json"))
+            .expect("schema");
+        let required: Vec<&str> = schema["required"]
+            .as_array()
+            .expect("required")
+            .iter()
+            .filter_map(Value::as_str)
+            .collect();
+        let properties = schema["properties"].as_object().expect("properties");
+        assert_eq!(properties.len(), 8);
+        for field in properties.keys() {
+            let mut v = valid();
+            v.as_object_mut().expect("object").remove(field);
+            assert_eq!(
+                parse(&v).is_err(),
+                required.contains(&field.as_str()),
+                "field {field}"
+            );
+        }
+    }
+
     #[test]
     fn rejects_bad_values() {
         let cases = [
