@@ -4,19 +4,14 @@
 
 use std::time::Duration;
 
-use hookflow_e2e::{
-    events, eventually, hookflow::Deployment, kafka, receiver::Receiver, stack::stack, unique_team,
-};
+use hookflow_e2e::{events, eventually, kafka, scenario::Scenario};
 
 #[tokio::test(flavor = "multi_thread")]
 async fn malformed_and_unwanted_messages_do_not_block_the_ones_after_them() {
-    let stack = stack();
-    let receiver = Receiver::start().await;
-    let team = unique_team();
-    let mut deployment = Deployment::new(stack);
-    deployment.destination("d", team, &receiver.url("d"), "");
-    // One partition would make "after" literal; with four, the key-less messages spread, so
-    // the test relies on every message being processed, which is the property that matters.
+    // One partition, so "after" is literal: the good event waits behind the bad ones.
+    let mut s = Scenario::with_partitions(1).await;
+    s.destination("d", "d", "");
+    let (stack, receiver, team, deployment) = (s.stack, &s.receiver, s.team, &s.deployment);
     let (_, no_destination) = events::event(team + 1, &[(1, "Any")]);
     let (_, missing_uuid) = {
         let (uuid, mut event) = events::event(team, &[(1, "Any")]);

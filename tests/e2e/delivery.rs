@@ -3,34 +3,25 @@
 
 use std::{collections::BTreeSet, time::Duration};
 
-use hookflow_e2e::{
-    events, eventually, hookflow::Deployment, kafka, receiver::Receiver, stack::stack, temporal,
-    unique_team,
-};
+use hookflow_e2e::{events, eventually, kafka, scenario::Scenario, temporal};
 
 const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
 
 #[tokio::test(flavor = "multi_thread")]
 async fn every_expected_pair_is_delivered_once_signed_and_replays_deliver_nothing() {
-    let stack = stack();
-    let temporal = temporal::client(&stack.temporal).await;
-    let receiver = Receiver::start().await;
-    let team = unique_team();
-    let mut deployment = Deployment::new(stack);
-    deployment
-        .destination(
-            "all",
-            team,
-            &receiver.url("all"),
-            &format!("secret = \"{SECRET}\""),
-        )
+    let mut s = Scenario::new().await;
+    s.destination("all", "all", &format!("secret = \"{SECRET}\""))
         .destination(
             "only-17",
-            team,
-            &receiver.url("only-17"),
-            &format!("actions = [17]\nsecret = \"{SECRET}\""),
+            "only-17",
+            &format!(
+                "actions = [17]
+secret = \"{SECRET}\""
+            ),
         )
-        .destination("only-99", team, &receiver.url("only-99"), "actions = [99]");
+        .destination("only-99", "only-99", "actions = [99]");
+    let (stack, temporal, receiver, team) = (s.stack, &s.temporal, &s.receiver, s.team);
+    let deployment = &mut s.deployment;
 
     // Event 0 matches 17 and 18, event 1 matches 18, event 2 matches 17 and 99.
     let matched: [&[(i64, &str)]; 3] = [
@@ -96,8 +87,8 @@ async fn every_expected_pair_is_delivered_once_signed_and_replays_deliver_nothin
         }
     }
     let query = format!("HookflowTeamId = {team}");
-    assert_eq!(temporal::count(&temporal, &query).await, expected.len());
-    let result = temporal::result(&temporal, &format!("only-99:{}", events[2].0)).await;
+    assert_eq!(temporal::count(temporal, &query).await, expected.len());
+    let result = temporal::result(temporal, &format!("only-99:{}", events[2].0)).await;
     assert_eq!(result.outcome, hookflow_core::DeliveryOutcome::Delivered);
     assert_eq!(result.attempts, 1);
     assert_eq!(result.last_status, Some(200));
@@ -126,7 +117,7 @@ async fn every_expected_pair_is_delivered_once_signed_and_replays_deliver_nothin
         "replays must deliver nothing"
     );
     assert_eq!(
-        temporal::count(&temporal, &query).await,
+        temporal::count(temporal, &query).await,
         expected.len(),
         "replays must start no workflow"
     );

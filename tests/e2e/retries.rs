@@ -4,20 +4,12 @@
 use std::time::Duration;
 
 use hookflow_core::DeliveryOutcome;
-use hookflow_e2e::{
-    events, eventually,
-    hookflow::Deployment,
-    kafka,
-    receiver::{Answer, Receiver},
-    stack::stack,
-    temporal, unique_team,
-};
+use hookflow_e2e::{events, eventually, receiver::Answer, scenario::Scenario, temporal};
 
 #[tokio::test(flavor = "multi_thread")]
 async fn retryable_statuses_are_retried_and_permanent_ones_are_not() {
-    let stack = stack();
-    let temporal = temporal::client(&stack.temporal).await;
-    let receiver = Receiver::start().await;
+    let mut s = Scenario::new().await;
+    let receiver = s.receiver.clone();
     receiver.script(
         "flaky",
         vec![
@@ -31,22 +23,15 @@ async fn retryable_statuses_are_retried_and_permanent_ones_are_not() {
         "busy",
         vec![Answer::Status(429, Some(3)), Answer::Status(204, None)],
     );
-    let team = unique_team();
-    let mut deployment = Deployment::new(stack);
-    deployment
-        .destination("flaky", team, &receiver.url("flaky"), "")
-        .destination("bad", team, &receiver.url("bad"), "")
-        .destination("busy", team, &receiver.url("busy"), "");
-    let (uuid, event) = events::event(team, &[(1, "Any")]);
-    kafka::produce(
-        &stack.kafka,
-        &deployment.topic,
-        &[event.to_string().into_bytes()],
-    )
-    .await;
-    let _process = deployment.start();
+    s.destination("flaky", "flaky", "")
+        .destination("bad", "bad", "")
+        .destination("busy", "busy", "");
+    let (uuid, event) = events::event(s.team, &[(1, "Any")]);
+    s.produce(&[&event]).await;
+    let _process = s.deployment.start();
+    let (temporal, team) = (&s.temporal, s.team);
 
-    let flaky = temporal::result(&temporal, &format!("flaky:{uuid}")).await;
+    let flaky = temporal::result(temporal, &format!("flaky:{uuid}")).await;
     assert_eq!(
         (flaky.outcome, flaky.attempts, flaky.last_status),
         (DeliveryOutcome::Delivered, 3, Some(200))
@@ -64,14 +49,14 @@ async fn retryable_statuses_are_retried_and_permanent_ones_are_not() {
         "retries wait for the schedule"
     );
 
-    let bad = temporal::result(&temporal, &format!("bad:{uuid}")).await;
+    let bad = temporal::result(temporal, &format!("bad:{uuid}")).await;
     assert_eq!(
         (bad.outcome, bad.attempts, bad.last_status),
         (DeliveryOutcome::FailedPermanently, 1, Some(400))
     );
     assert_eq!(bad.last_error.as_deref(), Some("HTTP 400"));
 
-    let busy = temporal::result(&temporal, &format!("busy:{uuid}")).await;
+    let busy = temporal::result(temporal, &format!("busy:{uuid}")).await;
     assert_eq!(
         (busy.outcome, busy.attempts, busy.last_status),
         (DeliveryOutcome::Delivered, 2, Some(204))
@@ -91,7 +76,7 @@ async fn retryable_statuses_are_retried_and_permanent_ones_are_not() {
     eventually(
         Duration::from_secs(10),
         "the outcome search attribute",
-        || async { (temporal::count(&temporal, &outcome_query).await == 1).then_some(()) },
+        || async { (temporal::count(temporal, &outcome_query).await == 1).then_some(()) },
     )
     .await;
 }

@@ -35,11 +35,11 @@ pub struct Process {
 }
 
 impl Deployment {
-    /// A deployment with fresh topics (4 partitions) on the shared stack.
-    pub fn new(stack: &Stack) -> Self {
+    /// A deployment with a fresh events topic of `partitions` partitions on the shared stack.
+    pub fn new(stack: &Stack, partitions: u32) -> Self {
         let topic = unique("events");
         let dead_letter_topic = format!("{topic}-dlq");
-        stack.create_topic(&topic, 4);
+        stack.create_topic(&topic, partitions);
         stack.create_topic(&dead_letter_topic, 1);
         Deployment {
             dir: tempfile::tempdir().expect("tempdir"),

@@ -7,6 +7,7 @@ pub mod events;
 pub mod hookflow;
 pub mod kafka;
 pub mod receiver;
+pub mod scenario;
 pub mod stack;
 pub mod temporal;
 

@@ -232,27 +232,24 @@ pub async fn run<S: DeliveryScheduler>(
     tracing::info!(topic = %settings.topic, group = %settings.group_id, "consumer started");
 
     loop {
-        // Wait for room before receiving, so at most max_messages_in_flight are held.
-        let permit = tokio::select! {
-            _ = shutdown.cancelled() => break,
-            _ = commit_tick.tick() => {
-                commit(consumer.as_ref(), &shared, CommitMode::Async);
-                while tasks.try_join_next().is_some() {}
-                continue;
-            }
-            permit = permits.clone().acquire_owned() => match permit {
-                Ok(permit) => permit,
-                Err(_) => break,
-            },
+        // Wait for room before receiving, so at most max_messages_in_flight are held. The
+        // receive completes in the same poll as its permit's wait, so a commit tick that
+        // wins the race never drops a received message.
+        let next = async {
+            let permit = permits.clone().acquire_owned().await.ok()?;
+            Some((permit, consumer.recv().await))
         };
-        let message = tokio::select! {
+        let (permit, message) = tokio::select! {
             _ = shutdown.cancelled() => break,
             _ = commit_tick.tick() => {
                 commit(consumer.as_ref(), &shared, CommitMode::Async);
                 while tasks.try_join_next().is_some() {}
                 continue;
             }
-            message = consumer.recv() => message,
+            next = next => match next {
+                Some(next) => next,
+                None => break,
+            },
         };
         let message = match message {
             Ok(message) => message.detach(),
