@@ -90,7 +90,10 @@ impl Settings {
         if let Some(file) = file {
             figment = figment.merge(Toml::file_exact(file));
         }
-        Self::from_figment(figment.merge(Env::prefixed("HOOKFLOW_").split("__")))
+        // Only HOOKFLOW_<SECTION>__<KEY> variables are settings; others with the prefix
+        // (HOOKFLOW_CONFIG, HOOKFLOW_RECEIVER_SECRET) belong to the command line.
+        let env = Env::prefixed("HOOKFLOW_").filter(|key| key.as_str().contains("__")).split("__");
+        Self::from_figment(figment.merge(env))
     }
 
     fn from_figment(figment: Figment) -> Result<Self, SettingsError> {
@@ -227,6 +230,7 @@ mod tests {
         figment::Jail::expect_with(|jail| {
             jail.set_env("HOOKFLOW_KAFKA__BROKERS", "kafka-1:9092,kafka-2:9092");
             jail.set_env("HOOKFLOW_TEMPORAL__NAMESPACE", "prod");
+            jail.set_env("HOOKFLOW_CONFIG", "ignored-here.toml");
             let settings = Settings::load(None).expect("settings");
             assert_eq!(settings.kafka.brokers, "kafka-1:9092,kafka-2:9092");
             assert_eq!(settings.temporal.namespace, "prod");
