@@ -5,5 +5,6 @@ mod cancel;
 mod crash;
 mod dead_letters;
 mod delivery;
+mod health;
 mod retries;
 mod ssrf;

@@ -68,6 +68,12 @@ impl Deployment {
         self
     }
 
+    /// Points the deployment at another Temporal address (for example one nothing listens on).
+    pub fn temporal_address(&mut self, address: &str) -> &mut Self {
+        self.temporal = address.to_owned();
+        self
+    }
+
     /// Uses a new consumer group (as a fresh deployment reading from offset 0 would).
     pub fn new_group(&mut self) -> &mut Self {
         self.group = unique("hookflow");
@@ -113,7 +119,7 @@ max_age_ms = 120000
 max_retry_after_ms = 10000
 
 [telemetry]
-metrics_address = "127.0.0.1:{metrics_port}"
+ops_address = "127.0.0.1:{metrics_port}"
 log_filter = "info,temporalio_sdk_core=warn"
 "#,
             brokers = self.brokers,
@@ -202,6 +208,15 @@ impl Process {
             .args(["-TERM", &self.child.id().to_string()])
             .status();
         self.child.wait().map(|s| s.success()).unwrap_or(false)
+    }
+
+    /// GETs an operations endpoint (`/_liveness`, `/_readiness`): its status and JSON body.
+    pub async fn probe(&self, path: &str) -> Option<(u16, serde_json::Value)> {
+        let response = reqwest::get(format!("http://127.0.0.1:{}{path}", self.metrics_port))
+            .await
+            .ok()?;
+        let status = response.status().as_u16();
+        Some((status, response.json().await.ok()?))
     }
 
     /// The value of a metric series (exact name with labels, e.g.

@@ -14,7 +14,7 @@ use std::{
 };
 
 use hookflow_core::DeliveryScheduler;
-use hookflow_telemetry::names;
+use hookflow_telemetry::{health::HealthHandle, names};
 use rdkafka::{
     ClientConfig, ClientContext, Message, Offset, TopicPartitionList,
     consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer},
@@ -203,9 +203,13 @@ fn commit<C: Consumer<RebalanceContext>>(consumer: &C, shared: &Shared, mode: Co
 }
 
 /// Consumes the events topic until `shutdown` is cancelled, then drains and commits.
+///
+/// `health` hears a beat on every turn of the loop (at least every commit interval) and,
+/// every few seconds, whether the broker answers a metadata request for the topic.
 pub async fn run<S: DeliveryScheduler>(
     settings: &KafkaSettings,
     pipeline: Arc<Pipeline<S>>,
+    health: HealthHandle,
     shutdown: CancellationToken,
 ) -> Result<(), ConsumerError> {
     let shared = Arc::new(Shared {
@@ -229,9 +233,16 @@ pub async fn run<S: DeliveryScheduler>(
     let mut commit_tick =
         tokio::time::interval(Duration::from_millis(settings.commit_interval_ms.max(10)));
     commit_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    tokio::spawn(probe_broker(
+        consumer.clone(),
+        settings.topic.clone(),
+        health.clone(),
+        shutdown.clone(),
+    ));
     tracing::info!(topic = %settings.topic, group = %settings.group_id, "consumer started");
 
     loop {
+        health.beat();
         // Wait for room before receiving, so at most max_messages_in_flight are held. The
         // receive completes in the same poll as its permit's wait, so a commit tick that
         // wins the race never drops a received message.
@@ -325,6 +336,39 @@ pub async fn run<S: DeliveryScheduler>(
     consumer.unsubscribe();
     tracing::info!("consumer stopped");
     Ok(())
+}
+
+/// Every few seconds, asks the broker for the topic's metadata and reports the answer.
+async fn probe_broker(
+    consumer: Arc<StreamConsumer<RebalanceContext>>,
+    topic: String,
+    health: HealthHandle,
+    shutdown: CancellationToken,
+) {
+    const INTERVAL: Duration = Duration::from_secs(5);
+    let mut tick = tokio::time::interval(INTERVAL);
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        let (consumer, probed) = (consumer.clone(), topic.clone());
+        // fetch_metadata blocks: keep it off the runtime's worker threads.
+        let answer = tokio::task::spawn_blocking(move || {
+            consumer
+                .fetch_metadata(Some(&probed), INTERVAL)
+                .map(|m| m.topics().iter().any(|t| t.error().is_none()))
+        })
+        .await;
+        match answer {
+            Ok(Ok(true)) => health.set_ready(true, ""),
+            Ok(Ok(false)) => {
+                health.set_ready(false, format!("kafka: topic {topic} is not available"))
+            }
+            Ok(Err(error)) => health.set_ready(false, format!("kafka: {error}")),
+            Err(error) => health.set_ready(false, format!("kafka probe: {error}")),
+        }
+    }
 }
 
 /// Sends a dead letter, retrying until the broker takes it or shutdown comes.

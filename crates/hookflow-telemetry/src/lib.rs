@@ -2,11 +2,11 @@
 //! dashboards and the code agree; labels never carry URLs, only bounded values (outcome,
 //! status class, error kind).
 
+pub mod health;
 pub mod names;
+pub mod ops;
 
-use std::net::SocketAddr;
-
-use metrics_exporter_prometheus::PrometheusBuilder;
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use tracing_subscriber::{EnvFilter, fmt, prelude::*};
 
 /// Log format.
@@ -32,24 +32,25 @@ pub fn init_tracing(filter: &str, format: LogFormat) {
     };
 }
 
-/// Why the metrics exporter could not start.
+/// Why the metrics recorder could not be installed.
 #[derive(Debug, thiserror::Error)]
-#[error("cannot serve metrics on {addr}: {reason}")]
-pub struct ExporterError {
-    addr: SocketAddr,
-    reason: String,
-}
+#[error("cannot install the metrics recorder: {0}")]
+pub struct RecorderError(String);
 
-/// Serves Prometheus metrics on `http://<addr>/metrics` and installs the global recorder.
-/// Must be called inside a tokio runtime.
-pub fn install_prometheus(addr: SocketAddr) -> Result<(), ExporterError> {
-    PrometheusBuilder::new()
-        .with_http_listener(addr)
-        .install()
-        .map_err(|e| ExporterError {
-            addr,
-            reason: e.to_string(),
-        })?;
+/// Installs the global Prometheus recorder and returns the handle that renders `/metrics`.
+/// Must be called inside a tokio runtime: it spawns the recorder's periodic upkeep.
+pub fn install_prometheus() -> Result<PrometheusHandle, RecorderError> {
+    let handle = PrometheusBuilder::new()
+        .install_recorder()
+        .map_err(|e| RecorderError(e.to_string()))?;
+    let upkeep = handle.clone();
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(std::time::Duration::from_secs(5));
+        loop {
+            tick.tick().await;
+            upkeep.run_upkeep();
+        }
+    });
     metrics::gauge!(names::BUILD_INFO, "version" => env!("CARGO_PKG_VERSION")).set(1.0);
-    Ok(())
+    Ok(handle)
 }

@@ -127,3 +127,31 @@ fn tls_options(tls: &TemporalTls) -> Result<TlsOptions, TemporalError> {
         .maybe_client_tls_options(client)
         .build())
 }
+
+/// How often [`probe`] asks Temporal whether it answers.
+pub const PROBE_INTERVAL: Duration = Duration::from_secs(5);
+
+/// Keeps `health` up to date with whether the Temporal frontend answers, until `shutdown`.
+pub async fn probe(
+    client: Client,
+    health: hookflow_telemetry::health::HealthHandle,
+    shutdown: impl std::future::Future<Output = ()>,
+) {
+    use temporalio_common::protos::temporal::api::workflowservice::v1::GetSystemInfoRequest;
+    let mut tick = tokio::time::interval(PROBE_INTERVAL);
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            _ = &mut shutdown => return,
+            _ = tick.tick() => {}
+        }
+        let mut service = client.connection().workflow_service();
+        let request = temporalio_client::tonic::Request::new(GetSystemInfoRequest::default());
+        match tokio::time::timeout(PROBE_INTERVAL, service.get_system_info(request)).await {
+            Ok(Ok(_)) => health.set_ready(true, ""),
+            Ok(Err(status)) => health.set_ready(false, format!("temporal: {}", status.message())),
+            Err(_) => health.set_ready(false, "temporal: no answer within 5s"),
+        }
+        health.beat();
+    }
+}

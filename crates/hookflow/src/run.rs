@@ -8,7 +8,11 @@ use anyhow::Context;
 use hookflow_core::{DestinationCatalog, destination::DestinationSet};
 use hookflow_http::{DeliveryClient, HttpSettings};
 use hookflow_kafka::{Pipeline, StartBackoff};
-use hookflow_telemetry::LogFormat;
+use hookflow_telemetry::{
+    LogFormat,
+    health::{Health, HealthHandle},
+    ops,
+};
 use hookflow_temporal::{TemporalScheduler, activities::DeliveryActivities};
 use tokio_util::sync::CancellationToken;
 
@@ -21,6 +25,9 @@ pub fn load_destinations(path: &Path) -> anyhow::Result<DestinationSet> {
     DestinationSet::from_toml(&text).with_context(|| format!("in {}", path.display()))
 }
 
+/// A component that has not reported for this long is presumed stalled (liveness fails).
+const PROBE_DEADLINE: Duration = Duration::from_secs(60);
+
 /// Runs until SIGINT or SIGTERM.
 pub async fn run(settings: Settings, role: Role) -> anyhow::Result<()> {
     let format = if settings.telemetry.log_format == "json" {
@@ -29,7 +36,7 @@ pub async fn run(settings: Settings, role: Role) -> anyhow::Result<()> {
         LogFormat::Text
     };
     hookflow_telemetry::init_tracing(&settings.telemetry.log_filter, format);
-    hookflow_telemetry::install_prometheus(settings.telemetry.metrics_address)?;
+    let metrics = hookflow_telemetry::install_prometheus()?;
 
     let destinations: Arc<dyn DestinationCatalog> =
         Arc::new(load_destinations(&settings.destinations.file)?);
@@ -42,9 +49,30 @@ pub async fn run(settings: Settings, role: Role) -> anyhow::Result<()> {
     let shutdown = CancellationToken::new();
     tokio::spawn(cancel_on_signal(shutdown.clone()));
 
-    let Some(client) = connect_temporal(&settings, &shutdown).await else {
+    // The operations listener comes up first, so probes see "not ready" while Temporal is
+    // still being reached rather than no answer at all.
+    let health = Health::default();
+    let ops_address = settings.telemetry.ops_address;
+    let listener = tokio::net::TcpListener::bind(ops_address)
+        .await
+        .with_context(|| format!("cannot listen on telemetry.ops_address {ops_address}"))?;
+    tokio::spawn(ops::serve(
+        listener,
+        metrics,
+        health.clone(),
+        shutdown.clone().cancelled_owned(),
+    ));
+    let temporal_health = health.register("temporal", PROBE_DEADLINE);
+    temporal_health.set_ready(false, "connecting");
+
+    let Some(client) = connect_temporal(&settings, &shutdown, &temporal_health).await else {
         return Ok(());
     };
+    tokio::spawn(hookflow_temporal::connection::probe(
+        client.clone(),
+        temporal_health,
+        shutdown.clone().cancelled_owned(),
+    ));
 
     let consumer = if role != Role::Worker {
         let scheduler = Arc::new(TemporalScheduler::new(
@@ -65,8 +93,14 @@ pub async fn run(settings: Settings, role: Role) -> anyhow::Result<()> {
         ));
         let kafka = settings.kafka.clone();
         let token = shutdown.clone();
+        // The loop may legitimately pause for a whole drain during a rebalance.
+        let deadline = Duration::from_millis(kafka.drain_timeout_ms) + PROBE_DEADLINE;
+        let consumer_health = health.register("kafka_consumer", deadline);
+        consumer_health.set_ready(false, "joining the consumer group");
         Some(tokio::spawn(async move {
-            let result = hookflow_kafka::consumer::run(&kafka, pipeline, token.clone()).await;
+            let result =
+                hookflow_kafka::consumer::run(&kafka, pipeline, consumer_health, token.clone())
+                    .await;
             // A consumer that cannot run takes the process down rather than idling silently.
             token.cancel();
             result
@@ -105,13 +139,16 @@ pub async fn run(settings: Settings, role: Role) -> anyhow::Result<()> {
 async fn connect_temporal(
     settings: &Settings,
     shutdown: &CancellationToken,
+    health: &HealthHandle,
 ) -> Option<hookflow_temporal::Client> {
     let mut wait = Duration::from_millis(500);
     loop {
+        health.beat();
         match hookflow_temporal::connect(&settings.temporal).await {
             Ok(client) => return Some(client),
             Err(error) => {
-                tracing::warn!(%error, retry_in_ms = wait.as_millis() as u64, "Temporal unreachable; retrying")
+                tracing::warn!(%error, retry_in_ms = wait.as_millis() as u64, "Temporal unreachable; retrying");
+                health.set_ready(false, error.to_string());
             }
         }
         tokio::select! {

@@ -59,8 +59,8 @@ pub struct DestinationsSection {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TelemetrySection {
-    /// Listener of `/metrics`.
-    pub metrics_address: SocketAddr,
+    /// Listener of `/metrics`, `/_liveness` and `/_readiness`.
+    pub ops_address: SocketAddr,
     /// `text` or `json`.
     pub log_format: String,
     /// RUST_LOG-style filter.
@@ -92,7 +92,9 @@ impl Settings {
         }
         // Only HOOKFLOW_<SECTION>__<KEY> variables are settings; others with the prefix
         // (HOOKFLOW_CONFIG, HOOKFLOW_RECEIVER_SECRET) belong to the command line.
-        let env = Env::prefixed("HOOKFLOW_").filter(|key| key.as_str().contains("__")).split("__");
+        let env = Env::prefixed("HOOKFLOW_")
+            .filter(|key| key.as_str().contains("__"))
+            .split("__");
         Self::from_figment(figment.merge(env))
     }
 

@@ -1,0 +1,176 @@
+//! Liveness and readiness. Each long-running component registers with a deadline and
+//! reports in ([`HealthHandle::beat`]) at least that often; one that stops reporting is
+//! presumed stalled, and `/_liveness` fails so the orchestrator restarts the process.
+//! Readiness holds only while every component says its dependency is reachable
+//! ([`HealthHandle::set_ready`]), so traffic and rollouts wait for a working process.
+
+use std::{
+    collections::BTreeMap,
+    sync::{Arc, Mutex, MutexGuard},
+    time::Duration,
+};
+
+use serde::Serialize;
+use tokio::time::Instant;
+
+#[derive(Debug)]
+struct Component {
+    deadline: Duration,
+    last_beat: Instant,
+    ready: bool,
+    reason: String,
+}
+
+/// The registry of components.
+#[derive(Debug, Clone, Default)]
+pub struct Health {
+    components: Arc<Mutex<BTreeMap<&'static str, Component>>>,
+}
+
+/// One component's way to report.
+#[derive(Debug, Clone)]
+pub struct HealthHandle {
+    name: &'static str,
+    health: Health,
+}
+
+/// One component's state in a report.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ComponentStatus {
+    /// Whether it reported within its deadline.
+    pub alive: bool,
+    /// Whether its dependency is reachable.
+    pub ready: bool,
+    /// Why it is not ready, if it is not.
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub reason: String,
+}
+
+/// A health report: overall verdict and per-component detail.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct HealthReport {
+    /// The verdict.
+    pub healthy: bool,
+    /// Per component.
+    pub components: BTreeMap<&'static str, ComponentStatus>,
+}
+
+impl Health {
+    fn components(&self) -> MutexGuard<'_, BTreeMap<&'static str, Component>> {
+        self.components
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Registers a component that must report at least every `deadline`. It starts alive
+    /// and not ready.
+    pub fn register(&self, name: &'static str, deadline: Duration) -> HealthHandle {
+        let component = Component {
+            deadline,
+            last_beat: Instant::now(),
+            ready: false,
+            reason: "starting".into(),
+        };
+        self.components().insert(name, component);
+        HealthHandle {
+            name,
+            health: self.clone(),
+        }
+    }
+
+    fn report(&self, verdict: impl Fn(&ComponentStatus) -> bool) -> HealthReport {
+        let now = Instant::now();
+        let components: BTreeMap<&'static str, ComponentStatus> = self
+            .components()
+            .iter()
+            .map(|(name, c)| {
+                let alive = now.duration_since(c.last_beat) <= c.deadline;
+                (
+                    *name,
+                    ComponentStatus {
+                        alive,
+                        ready: c.ready,
+                        reason: c.reason.clone(),
+                    },
+                )
+            })
+            .collect();
+        HealthReport {
+            healthy: components.values().all(verdict),
+            components,
+        }
+    }
+
+    /// Alive when every component reported within its deadline.
+    pub fn liveness(&self) -> HealthReport {
+        self.report(|c| c.alive)
+    }
+
+    /// Ready when every component is alive and ready.
+    pub fn readiness(&self) -> HealthReport {
+        self.report(|c| c.alive && c.ready)
+    }
+}
+
+impl HealthHandle {
+    /// Reports that the component is making progress.
+    pub fn beat(&self) {
+        if let Some(c) = self.health.components().get_mut(self.name) {
+            c.last_beat = Instant::now();
+        }
+    }
+
+    /// Reports whether the component's dependency is reachable, and why not. It does not
+    /// count as progress: a probe may run beside a loop that is stuck.
+    pub fn set_ready(&self, ready: bool, reason: impl Into<String>) {
+        if let Some(c) = self.health.components().get_mut(self.name) {
+            c.ready = ready;
+            c.reason = if ready { String::new() } else { reason.into() };
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn a_component_that_stops_reporting_fails_liveness() {
+        let health = Health::default();
+        let consumer = health.register("consumer", Duration::from_secs(30));
+        let temporal = health.register("temporal", Duration::from_secs(60));
+        assert!(health.liveness().healthy);
+        assert!(!health.readiness().healthy, "components start not ready");
+
+        consumer.set_ready(true, "");
+        temporal.set_ready(true, "");
+        assert!(health.readiness().healthy);
+
+        tokio::time::advance(Duration::from_secs(31)).await;
+        temporal.beat();
+        consumer.set_ready(true, "");
+        let live = health.liveness();
+        assert!(!live.healthy);
+        assert!(!live.components["consumer"].alive);
+        assert!(live.components["temporal"].alive);
+        assert!(
+            !health.readiness().healthy,
+            "a stalled component is not ready either"
+        );
+
+        consumer.beat();
+        assert!(health.liveness().healthy);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn readiness_reports_why_not() {
+        let health = Health::default();
+        let kafka = health.register("kafka", Duration::from_secs(30));
+        kafka.set_ready(false, "broker unreachable");
+        let report = health.readiness();
+        assert!(!report.healthy);
+        assert_eq!(report.components["kafka"].reason, "broker unreachable");
+        kafka.set_ready(true, "ignored when ready");
+        assert_eq!(health.readiness().components["kafka"].reason, "");
+    }
+}
