@@ -28,7 +28,7 @@ async fn retryable_statuses_are_retried_and_permanent_ones_are_not() {
         .destination("busy", "busy", "");
     let (uuid, event) = events::event(s.team, &[(1, "Any")]);
     s.produce(&[&event]).await;
-    let _process = s.deployment.start();
+    let process = s.deployment.start();
     let (temporal, team) = (&s.temporal, s.team);
 
     let flaky = temporal::result(temporal, &format!("flaky:{uuid}")).await;
@@ -79,4 +79,15 @@ async fn retryable_statuses_are_retried_and_permanent_ones_are_not() {
         || async { (temporal::count(temporal, &outcome_query).await == 1).then_some(()) },
     )
     .await;
+    let attempts_5xx = process
+        .metric("hookflow_delivery_attempts_total{class=\"5xx\"}")
+        .await;
+    let attempts_4xx = process
+        .metric("hookflow_delivery_attempts_total{class=\"4xx\"}")
+        .await;
+    assert_eq!(
+        (attempts_5xx, attempts_4xx),
+        (2.0, 2.0),
+        "two 503s; one 400 and one 429"
+    );
 }

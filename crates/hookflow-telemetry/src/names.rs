@@ -12,7 +12,9 @@ pub const CONSUMER_DEAD_LETTERS: &str = "hookflow_consumer_dead_letters_total";
 pub const CONSUMER_COMMITS: &str = "hookflow_consumer_commits_total";
 /// Messages being processed now.
 pub const CONSUMER_MESSAGES_IN_FLIGHT: &str = "hookflow_consumer_messages_in_flight";
-/// Workflow starts, by `result`: `started`, `already_exists`, `failed`.
+/// Workflow starts, by `result`: `started`, `already_exists`, `failed`. With conflict
+/// policy UseExisting the server answers a start of a still-running workflow like a new
+/// start, so `started` includes those; `already_exists` counts finished ones.
 pub const WORKFLOW_STARTS: &str = "hookflow_workflow_starts_total";
 /// Time to start one delivery workflow, seconds.
 pub const WORKFLOW_START_DURATION: &str = "hookflow_workflow_start_duration_seconds";
