@@ -24,3 +24,27 @@ pub const DELIVERY_ATTEMPTS: &str = "hookflow_delivery_attempts_total";
 pub const DELIVERY_ATTEMPT_DURATION: &str = "hookflow_delivery_attempt_duration_seconds";
 /// Always 1, labelled with the running `version`.
 pub const BUILD_INFO: &str = "hookflow_build_info";
+
+#[cfg(test)]
+mod tests {
+    /// Every metric above has a row in docs/metrics.md, and every row names a metric above.
+    #[test]
+    fn the_metrics_table_lists_exactly_these_metrics() {
+        let source = include_str!("names.rs");
+        let mut defined: Vec<&str> = source
+            .lines()
+            .filter(|l| l.starts_with("pub const "))
+            .filter_map(|l| l.split('"').nth(1))
+            .collect();
+        let doc = include_str!("../../../docs/metrics.md");
+        let mut documented: Vec<String> = doc
+            .lines()
+            .filter_map(|l| l.strip_prefix("| `hookflow_"))
+            .filter_map(|l| l.split('`').next())
+            .map(|name| format!("hookflow_{name}"))
+            .collect();
+        defined.sort_unstable();
+        documented.sort_unstable();
+        assert_eq!(defined, documented);
+    }
+}
