@@ -92,4 +92,18 @@ async fn malformed_and_unwanted_messages_do_not_block_the_ones_after_them() {
         (not_json == 1.0 && contract == 1.0 && skipped == 1.0).then_some(())
     })
     .await;
+
+    // Everything processed and committed: the only partition's lag is exported and zero.
+    eventually(
+        Duration::from_secs(20),
+        "the lag of partition 0 to be 0",
+        || async {
+            (process
+                .series("hookflow_consumer_lag{partition=\"0\"}")
+                .await
+                == Some(0.0))
+            .then_some(())
+        },
+    )
+    .await;
 }

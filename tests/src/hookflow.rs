@@ -222,16 +222,17 @@ impl Process {
     /// The value of a metric series (exact name with labels, e.g.
     /// `hookflow_consumer_dead_letters_total{reason="not_json"}`), 0 when absent.
     pub async fn metric(&self, series: &str) -> f64 {
-        let text =
-            match reqwest::get(format!("http://127.0.0.1:{}/metrics", self.metrics_port)).await {
-                Ok(response) => response.text().await.unwrap_or_default(),
-                Err(_) => return 0.0,
-            };
+        self.series(series).await.unwrap_or(0.0)
+    }
+
+    /// The value of a metric series, `None` when it is not exported.
+    pub async fn series(&self, series: &str) -> Option<f64> {
+        let url = format!("http://127.0.0.1:{}/metrics", self.metrics_port);
+        let text = reqwest::get(url).await.ok()?.text().await.ok()?;
         text.lines()
             .filter_map(|line| line.rsplit_once(' '))
             .find(|(name, _)| *name == series)
             .and_then(|(_, value)| value.parse().ok())
-            .unwrap_or(0.0)
     }
 }
 

@@ -16,7 +16,7 @@ use std::{
 use hookflow_core::DeliveryScheduler;
 use hookflow_telemetry::{health::HealthHandle, names};
 use rdkafka::{
-    ClientConfig, ClientContext, Message, Offset, TopicPartitionList,
+    ClientConfig, ClientContext, Message, Offset, Statistics, TopicPartitionList,
     consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer},
     error::KafkaError,
 };
@@ -89,10 +89,14 @@ impl KafkaSettings {
             .set(
                 "heartbeat.interval.ms",
                 self.heartbeat_interval_ms.to_string(),
-            );
+            )
+            .set("statistics.interval.ms", STATISTICS_INTERVAL_MS);
         config
     }
 }
+
+/// How often librdkafka reports statistics (partition lag), in milliseconds.
+const STATISTICS_INTERVAL_MS: &str = "5000";
 
 /// Why the consumer could not run.
 #[derive(Debug, thiserror::Error)]
@@ -148,7 +152,20 @@ struct RebalanceContext {
     shared: Arc<Shared>,
 }
 
-impl ClientContext for RebalanceContext {}
+impl ClientContext for RebalanceContext {
+    /// librdkafka's periodic statistics: exports each assigned partition's lag (high
+    /// watermark minus committed offset; unknown lags are skipped).
+    fn stats(&self, statistics: Statistics) {
+        for topic in statistics.topics.values() {
+            for (partition, p) in &topic.partitions {
+                if *partition >= 0 && p.consumer_lag >= 0 {
+                    metrics::gauge!(names::CONSUMER_LAG, "partition" => partition.to_string())
+                        .set(p.consumer_lag as f64);
+                }
+            }
+        }
+    }
+}
 
 impl ConsumerContext for RebalanceContext {
     fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {

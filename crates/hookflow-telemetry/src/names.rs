@@ -10,6 +10,9 @@ pub const CONSUMER_SKIPPED: &str = "hookflow_consumer_skipped_total";
 pub const CONSUMER_DEAD_LETTERS: &str = "hookflow_consumer_dead_letters_total";
 /// Offset commits, by `result`: `ok`, `error`.
 pub const CONSUMER_COMMITS: &str = "hookflow_consumer_commits_total";
+/// Messages behind the high watermark, by `partition` (bounded by the topic's partition
+/// count), from librdkafka's statistics every 5 s.
+pub const CONSUMER_LAG: &str = "hookflow_consumer_lag";
 /// Messages being processed now.
 pub const CONSUMER_MESSAGES_IN_FLIGHT: &str = "hookflow_consumer_messages_in_flight";
 /// Workflow starts, by `result`: `started`, `already_exists`, `failed`. With conflict
