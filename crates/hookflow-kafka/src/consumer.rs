@@ -25,6 +25,7 @@ use tokio::{sync::Semaphore, task::JoinSet};
 use tokio_util::sync::CancellationToken;
 
 use crate::{
+    backoff::{Backoff, StartBackoff},
     dead_letter::{DeadLetter, DeadLetterProducer},
     offsets::{OffsetTracker, Partition},
     pipeline::{MessageOutcome, Pipeline},
@@ -326,12 +327,10 @@ pub async fn run<S: DeliveryScheduler>(
             };
             metrics::counter!(names::CONSUMER_MESSAGES, "outcome" => outcome.label()).increment(1);
             metrics::gauge!(names::CONSUMER_MESSAGES_IN_FLIGHT).decrement(1.0);
+            // A message that is not done keeps its offset unfinished, so no commit passes it
+            // and it is consumed again after the restart.
             if done {
                 shared.finish(&partition, offset);
-            } else {
-                // Not done: its offset stays unfinished and is never committed past, so the
-                // message is consumed again after the restart.
-                shared.changed.notify_all();
             }
         });
     }
@@ -395,16 +394,17 @@ async fn send_dead_letter(
     timeout: Duration,
     shutdown: &CancellationToken,
 ) -> bool {
-    let mut wait = Duration::from_millis(200);
+    let mut backoff = Backoff::new(StartBackoff {
+        initial: Duration::from_millis(200),
+        max: Duration::from_secs(10),
+    });
     loop {
         match producer.send(letter, timeout).await {
             Ok(()) => return true,
             Err(error) => tracing::warn!(%error, "dead letter not acknowledged; retrying"),
         }
-        tokio::select! {
-            _ = shutdown.cancelled() => return false,
-            _ = tokio::time::sleep(wait) => {}
+        if !backoff.wait(shutdown).await {
+            return false;
         }
-        wait = (wait * 2).min(Duration::from_secs(10));
     }
 }

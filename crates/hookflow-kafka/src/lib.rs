@@ -3,10 +3,12 @@
 //! tracking that never commits past unfinished work ([`offsets::OffsetTracker`]), and the
 //! dead-letter producer ([`dead_letter::DeadLetterProducer`]).
 
+pub mod backoff;
 pub mod consumer;
 pub mod dead_letter;
 pub mod offsets;
 pub mod pipeline;
 
+pub use backoff::{Backoff, StartBackoff};
 pub use consumer::{ConsumerError, KafkaSettings};
-pub use pipeline::{MessageOutcome, Pipeline, StartBackoff};
+pub use pipeline::{MessageOutcome, Pipeline};

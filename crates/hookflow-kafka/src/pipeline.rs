@@ -3,7 +3,7 @@
 //! service is unavailable. The result tells the consumer whether the message is done (and
 //! may be committed), must be dead-lettered, or was interrupted by shutdown.
 
-use std::{sync::Arc, time::Duration};
+use std::sync::Arc;
 
 use futures::future::join_all;
 use hookflow_core::{
@@ -13,6 +13,8 @@ use hookflow_core::{
 use hookflow_telemetry::names;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
+
+use crate::backoff::{Backoff, StartBackoff};
 
 /// How a message ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -51,15 +53,6 @@ impl MessageOutcome {
             Self::Interrupted => "interrupted",
         }
     }
-}
-
-/// Backoff between retries of a start that failed because Temporal was unavailable.
-#[derive(Debug, Clone, Copy)]
-pub struct StartBackoff {
-    /// First wait.
-    pub initial: Duration,
-    /// Longest wait.
-    pub max: Duration,
 }
 
 /// Turns messages into delivery starts.
@@ -149,7 +142,7 @@ impl<S: DeliveryScheduler> Pipeline<S> {
         &self,
         delivery: &hookflow_core::DeliveryInput,
     ) -> Result<ScheduleOutcome, Option<String>> {
-        let mut wait = self.backoff.initial;
+        let mut backoff = Backoff::new(self.backoff);
         loop {
             let outcome = {
                 let _permit = self.starts.acquire().await.map_err(|_| None)?;
@@ -171,21 +164,19 @@ impl<S: DeliveryScheduler> Pipeline<S> {
                         tracing::error!(delivery_id = %delivery.delivery_id, %error, "delivery cannot be started");
                         return Err(Some(error.message));
                     }
-                    tracing::warn!(delivery_id = %delivery.delivery_id, %error, retry_in_ms = wait.as_millis() as u64, "delivery start failed; retrying");
+                    tracing::warn!(delivery_id = %delivery.delivery_id, %error, retry_in_ms = backoff.next_wait().as_millis() as u64, "delivery start failed; retrying");
                 }
             }
-            tokio::select! {
-                _ = self.shutdown.cancelled() => return Err(None),
-                _ = tokio::time::sleep(wait) => {}
+            if !backoff.wait(&self.shutdown).await {
+                return Err(None);
             }
-            wait = (wait * 2).min(self.backoff.max);
         }
     }
 }
 
 #[cfg(test)]
 mod tests {
-    use std::sync::Mutex;
+    use std::{sync::Mutex, time::Duration};
 
     use hookflow_core::{DeliveryInput, ScheduleError, destination::DestinationSet};
 

@@ -7,7 +7,7 @@ use std::{path::Path, sync::Arc, time::Duration};
 use anyhow::Context;
 use hookflow_core::{DestinationCatalog, destination::DestinationSet};
 use hookflow_http::{DeliveryClient, HttpSettings};
-use hookflow_kafka::{Pipeline, StartBackoff};
+use hookflow_kafka::{Backoff, Pipeline, StartBackoff};
 use hookflow_telemetry::{
     LogFormat,
     health::{Health, HealthHandle},
@@ -141,21 +141,23 @@ async fn connect_temporal(
     shutdown: &CancellationToken,
     health: &HealthHandle,
 ) -> Option<hookflow_temporal::Client> {
-    let mut wait = Duration::from_millis(500);
+    let mut backoff = Backoff::new(StartBackoff {
+        initial: Duration::from_millis(500),
+        max: Duration::from_secs(30),
+    });
     loop {
         health.beat();
         match hookflow_temporal::connect(&settings.temporal).await {
             Ok(client) => return Some(client),
             Err(error) => {
-                tracing::warn!(%error, retry_in_ms = wait.as_millis() as u64, "Temporal unreachable; retrying");
+                let retry_in_ms = backoff.next_wait().as_millis() as u64;
+                tracing::warn!(%error, retry_in_ms, "Temporal unreachable; retrying");
                 health.set_ready(false, error.to_string());
             }
         }
-        tokio::select! {
-            _ = shutdown.cancelled() => return None,
-            _ = tokio::time::sleep(wait) => {}
+        if !backoff.wait(shutdown).await {
+            return None;
         }
-        wait = (wait * 2).min(Duration::from_secs(30));
     }
 }
 

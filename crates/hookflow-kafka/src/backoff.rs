@@ -1,0 +1,70 @@
+//! Exponential backoff that gives up when shutdown comes: the one waiting rule for every
+//! "retry while a dependency is down" loop (workflow starts, dead letters, connecting to
+//! Temporal), so none of them holds shutdown up and all of them back off alike.
+
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+
+/// First and longest wait between retries.
+#[derive(Debug, Clone, Copy)]
+pub struct StartBackoff {
+    /// First wait.
+    pub initial: Duration,
+    /// Longest wait.
+    pub max: Duration,
+}
+
+/// One retry loop's state: the next wait, doubling up to the maximum.
+#[derive(Debug)]
+pub struct Backoff {
+    next: Duration,
+    max: Duration,
+}
+
+impl Backoff {
+    /// A fresh loop starting at `settings.initial`.
+    pub fn new(settings: StartBackoff) -> Self {
+        Backoff {
+            next: settings.initial,
+            max: settings.max,
+        }
+    }
+
+    /// The wait the next [`Backoff::wait`] will sleep, for log lines.
+    pub fn next_wait(&self) -> Duration {
+        self.next
+    }
+
+    /// Sleeps the next wait; `false` when shutdown came first (stop retrying).
+    pub async fn wait(&mut self, shutdown: &CancellationToken) -> bool {
+        let wait = self.next;
+        self.next = (self.next * 2).min(self.max);
+        tokio::select! {
+            _ = shutdown.cancelled() => false,
+            _ = tokio::time::sleep(wait) => true,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn doubles_up_to_the_maximum_and_stops_on_shutdown() {
+        let shutdown = CancellationToken::new();
+        let mut backoff = Backoff::new(StartBackoff {
+            initial: Duration::from_secs(1),
+            max: Duration::from_secs(3),
+        });
+        let mut waits = Vec::new();
+        for _ in 0..4 {
+            waits.push(backoff.next_wait());
+            assert!(backoff.wait(&shutdown).await);
+        }
+        assert_eq!(waits, [1, 2, 3, 3].map(Duration::from_secs));
+        shutdown.cancel();
+        assert!(!backoff.wait(&shutdown).await);
+    }
+}
