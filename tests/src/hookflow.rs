@@ -21,10 +21,14 @@ pub struct Deployment {
     pub task_queue: String,
     /// Consumer group.
     pub group: String,
+    /// Prefix of the deployment's Redis keys.
+    pub redis_prefix: String,
     brokers: String,
     temporal: String,
+    redis: String,
     destinations: String,
     allowed_hosts: Vec<String>,
+    extra: String,
 }
 
 /// A running hookflow process; killed when dropped.
@@ -47,10 +51,13 @@ impl Deployment {
             dead_letter_topic,
             task_queue: unique("deliveries"),
             group: unique("hookflow"),
+            redis_prefix: unique("hookflow"),
             brokers: stack.kafka.clone(),
             temporal: stack.temporal.clone(),
+            redis: stack.redis.url(),
             destinations: String::new(),
             allowed_hosts: vec!["127.0.0.1".into()],
+            extra: String::new(),
         }
     }
 
@@ -71,6 +78,19 @@ impl Deployment {
     /// Points the deployment at another Temporal address (for example one nothing listens on).
     pub fn temporal_address(&mut self, address: &str) -> &mut Self {
         self.temporal = address.to_owned();
+        self
+    }
+
+    /// Points the deployment at another Redis (for example one the test stops).
+    pub fn redis_url(&mut self, url: &str) -> &mut Self {
+        self.redis = url.to_owned();
+        self
+    }
+
+    /// Appends TOML sections to the generated configuration (for example `[isolation]`).
+    pub fn config(&mut self, toml: &str) -> &mut Self {
+        self.extra.push_str(toml);
+        self.extra.push('\n');
         self
     }
 
@@ -118,9 +138,15 @@ jitter = 0.0
 max_age_ms = 120000
 max_retry_after_ms = 10000
 
+[redis]
+url = "{redis}"
+key_prefix = "{redis_prefix}"
+
 [telemetry]
 ops_address = "127.0.0.1:{metrics_port}"
 log_filter = "info,temporalio_sdk_core=warn"
+
+{extra}
 "#,
             brokers = self.brokers,
             topic = self.topic,
@@ -130,6 +156,9 @@ log_filter = "info,temporalio_sdk_core=warn"
             task_queue = self.task_queue,
             allowed = allowed.join(", "),
             destinations = destinations.display(),
+            redis = self.redis,
+            redis_prefix = self.redis_prefix,
+            extra = self.extra,
         );
         let path = self
             .dir
@@ -141,11 +170,16 @@ log_filter = "info,temporalio_sdk_core=warn"
 
     /// Starts `hookflow run` with this configuration.
     pub fn start(&self) -> Process {
+        self.start_as("all")
+    }
+
+    /// Starts `hookflow run --role <role>` (`all`, `consumer` or `worker`).
+    pub fn start_as(&self, role: &str) -> Process {
         let metrics_port = free_port();
         let config = self.write_config(metrics_port);
         let log = self.dir.path().join(format!("hookflow-{metrics_port}.log"));
         let child = Command::new(binary())
-            .args(["--config", config.to_str().expect("utf-8 path"), "run"])
+            .args(["--config", config.to_str().expect("utf-8 path"), "run", "--role", role])
             .stdin(Stdio::null())
             .stdout(Stdio::from(std::fs::File::create(&log).expect("log")))
             .stderr(Stdio::from(

@@ -1,5 +1,6 @@
-//! The shared stack: one tansu broker and one Temporal dev server per test binary, started
-//! on first use. Each runs under a small shell guard that kills it when the test process
+//! The shared stack: one tansu broker, one Temporal dev server and one Redis per test
+//! binary, started on first use; and Redis servers of a test's own, for tests that stop
+//! them. Each runs under a small shell guard that kills it when the test process
 //! exits, however it exits, so no server outlives the tests.
 
 use std::{
@@ -17,7 +18,62 @@ pub struct Stack {
     pub kafka: String,
     /// `http://127.0.0.1:port` of the Temporal frontend.
     pub temporal: String,
+    /// The shared Redis (deployments keep apart by key prefix).
+    pub redis: RedisServer,
     tansu: String,
+}
+
+/// A `redis-server` on loopback without persistence.
+#[derive(Debug, Clone)]
+pub struct RedisServer {
+    /// Its port.
+    pub port: u16,
+}
+
+impl RedisServer {
+    /// Starts one on a free port.
+    pub fn start() -> RedisServer {
+        let server = RedisServer { port: free_port() };
+        server.restart();
+        server
+    }
+
+    /// `redis://127.0.0.1:port`
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    /// Starts it (again) on its port, empty.
+    pub fn restart(&self) {
+        let args: Vec<String> = [
+            "redis-server",
+            "--bind",
+            "127.0.0.1",
+            "--port",
+            &self.port.to_string(),
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        spawn_guarded(&format!("redis-{}", self.port), &args);
+        wait_for_port("redis", self.port);
+    }
+
+    /// Stops it, as a crash would, and waits until its port is closed.
+    pub fn stop(&self) {
+        let _ = Command::new("redis-cli")
+            .args(["-p", &self.port.to_string(), "shutdown", "nosave"])
+            .output();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
+            assert!(Instant::now() < deadline, "redis did not stop");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
 }
 
 static STACK: OnceLock<Stack> = OnceLock::new();
@@ -113,11 +169,13 @@ fn start() -> Stack {
         temporal_args.extend(["--search-attribute".to_string(), format!("{name}={kind}")]);
     }
     spawn_guarded("temporal", &temporal_args);
+    let redis = RedisServer::start();
     wait_for_port("tansu", kafka_port);
     wait_for_port("temporal", temporal_port);
     Stack {
         kafka,
         temporal: format!("http://127.0.0.1:{temporal_port}"),
+        redis,
         tansu,
     }
 }

@@ -10,7 +10,10 @@ use std::{collections::HashMap, fmt, sync::Arc};
 use serde::{Deserialize, Deserializer};
 use url::Url;
 
-use crate::event::{ActionMatchedEvent, ActionRef};
+use crate::{
+    endpoint::{EndpointKey, EndpointLimits},
+    event::{ActionMatchedEvent, ActionRef},
+};
 
 /// Default per-attempt timeout when a destination sets none.
 pub const DEFAULT_TIMEOUT_MS: u64 = 5_000;
@@ -61,6 +64,33 @@ pub struct Destination {
     pub secret: Option<SigningSecret>,
     /// Total timeout of one attempt, in milliseconds.
     pub timeout_ms: u64,
+    /// The endpoint whose limits and breaker this destination shares.
+    pub endpoint: EndpointKey,
+    /// The destination's own limits for its endpoint, where it sets them.
+    pub limits: LimitOverrides,
+}
+
+/// Limits a destination sets for its endpoint; the rest come from the deployment's
+/// defaults. Destinations sharing an endpoint must agree on them.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct LimitOverrides {
+    /// Requests per second across all workers.
+    pub rate_per_second: Option<f64>,
+    /// Burst across all workers.
+    pub burst: Option<u32>,
+    /// Attempts in flight per worker.
+    pub max_in_flight: Option<u32>,
+}
+
+impl LimitOverrides {
+    /// These overrides on top of `defaults`.
+    pub fn over(&self, defaults: EndpointLimits) -> EndpointLimits {
+        EndpointLimits {
+            rate_per_second: self.rate_per_second.unwrap_or(defaults.rate_per_second),
+            burst: self.burst.unwrap_or(defaults.burst),
+            max_in_flight: self.max_in_flight.unwrap_or(defaults.max_in_flight),
+        }
+    }
 }
 
 impl Destination {
@@ -105,7 +135,18 @@ impl DestinationSet {
     /// Indexes `destinations`; ids must be unique.
     pub fn new(destinations: Vec<Destination>) -> Result<Self, DestinationFileError> {
         let mut set = DestinationSet::default();
+        let mut endpoint_limits: HashMap<EndpointKey, (String, LimitOverrides)> = HashMap::new();
         for destination in destinations {
+            let (first, limits) = endpoint_limits
+                .entry(destination.endpoint.clone())
+                .or_insert_with(|| (destination.id.clone(), destination.limits));
+            if *limits != destination.limits {
+                return Err(DestinationFileError::ConflictingLimits {
+                    endpoint: destination.endpoint.to_string(),
+                    first: first.clone(),
+                    second: destination.id.clone(),
+                });
+            }
             let destination = Arc::new(destination);
             if set
                 .by_id
@@ -169,6 +210,19 @@ pub enum DestinationFileError {
     /// Two destinations share an id.
     #[error("destination id `{0}` is used more than once")]
     DuplicateId(String),
+    /// Two destinations share an endpoint but set different limits for it.
+    #[error(
+        "destinations {first} and {second} share endpoint {endpoint} but set different limits; \
+         give them the same rate_per_second, burst and max_in_flight, or their own endpoint_key"
+    )]
+    ConflictingLimits {
+        /// The shared endpoint.
+        endpoint: String,
+        /// The first destination of the endpoint.
+        first: String,
+        /// The destination that disagrees with it.
+        second: String,
+    },
 }
 
 #[derive(Deserialize)]
@@ -190,6 +244,14 @@ struct RawDestination {
     secret: Option<String>,
     #[serde(default)]
     timeout_ms: Option<u64>,
+    #[serde(default)]
+    endpoint_key: Option<String>,
+    #[serde(default)]
+    rate_per_second: Option<f64>,
+    #[serde(default)]
+    burst: Option<u32>,
+    #[serde(default)]
+    max_in_flight: Option<u32>,
 }
 
 fn empty_as_none<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
@@ -235,6 +297,19 @@ impl RawDestination {
                 format!("must be between 1 and {MAX_TIMEOUT_MS}"),
             ));
         }
+        let endpoint = match &self.endpoint_key {
+            Some(key) => EndpointKey::custom(key).map_err(|p| invalid("endpoint_key", p.into()))?,
+            None => EndpointKey::of_url(&url),
+        };
+        let limits = LimitOverrides {
+            rate_per_second: self.rate_per_second,
+            burst: self.burst,
+            max_in_flight: self.max_in_flight,
+        };
+        limits
+            .over(EndpointLimits::default())
+            .validate()
+            .map_err(|(field, problem)| invalid(field, problem))?;
         Ok(Destination {
             id: self.id,
             team_id: self.team_id,
@@ -242,6 +317,8 @@ impl RawDestination {
             actions: self.actions,
             secret,
             timeout_ms,
+            endpoint,
+            limits,
         })
     }
 }
@@ -279,6 +356,8 @@ mod tests {
             actions,
             secret: None,
             timeout_ms: 1000,
+            endpoint: EndpointKey::custom("e").expect("key"),
+            limits: LimitOverrides::default(),
         }
     }
 
@@ -370,6 +449,55 @@ mod tests {
         let one = "[[destination]]\nid = \"x\"\nteam_id = 1\nurl = \"https://a.example\"\n";
         let err = DestinationSet::from_toml(&format!("{one}{one}")).unwrap_err();
         assert_eq!(err, DestinationFileError::DuplicateId("x".into()));
+    }
+
+    #[test]
+    fn destinations_of_one_endpoint_must_agree_on_its_limits() {
+        let text = |second_extra: &str| {
+            format!(
+                "[[destination]]\nid = \"a\"\nteam_id = 1\nurl = \"https://h.example/1\"\n\
+                 rate_per_second = 5.0\n\n[[destination]]\nid = \"b\"\nteam_id = 2\n\
+                 url = \"https://h.example:443/2\"\n{second_extra}\n"
+            )
+        };
+        let err = DestinationSet::from_toml(&text("")).unwrap_err();
+        assert_eq!(
+            err,
+            DestinationFileError::ConflictingLimits {
+                endpoint: "https://h.example:443".into(),
+                first: "a".into(),
+                second: "b".into(),
+            }
+        );
+        let set = DestinationSet::from_toml(&text("rate_per_second = 5.0")).expect("agree");
+        assert_eq!(
+            set.get("a").map(|d| d.endpoint.clone()),
+            set.get("b").map(|d| d.endpoint.clone())
+        );
+        let own_key = text("endpoint_key = \"h-2\"");
+        let set = DestinationSet::from_toml(&own_key).expect("own endpoint");
+        assert_eq!(set.get("b").expect("b").endpoint.as_str(), "h-2");
+        assert_eq!(
+            set.get("a")
+                .expect("a")
+                .limits
+                .over(EndpointLimits::default())
+                .rate_per_second,
+            5.0
+        );
+    }
+
+    #[test]
+    fn limit_overrides_are_range_checked() {
+        let err = DestinationSet::from_toml(
+            "[[destination]]\nid = \"x\"\nteam_id = 1\nurl = \"https://a.example\"\nmax_in_flight = 0\n",
+        )
+        .unwrap_err()
+        .to_string();
+        assert_eq!(
+            err,
+            "destination x: field `max_in_flight` must be at least 1"
+        );
     }
 
     #[test]

@@ -4,8 +4,10 @@
 //! workflow, the Kafka consumer and the HTTP activity can all share it, and it is tested
 //! without any I/O.
 
+pub mod breaker;
 pub mod delivery;
 pub mod destination;
+pub mod endpoint;
 pub mod event;
 pub mod payload;
 pub mod retry;
@@ -14,11 +16,13 @@ pub mod signing;
 
 pub use delivery::{DeliveryId, DeliveryInput, plan_deliveries};
 pub use destination::{
-    Destination, DestinationCatalog, DestinationFileError, DestinationSet, SigningSecret,
+    Destination, DestinationCatalog, DestinationFileError, DestinationSet, LimitOverrides,
+    SigningSecret,
 };
+pub use endpoint::{Deferral, DeferralReason, EndpointKey, EndpointLimits};
 pub use event::{ActionMatchedEvent, ActionRef, ContractError};
 pub use retry::{
-    AttemptError, AttemptErrorKind, AttemptReport, DeliveryOutcome, DeliveryResult, RetryDecision,
-    RetryPolicy,
+    AttemptError, AttemptErrorKind, AttemptReport, AttemptStep, DeliveryOutcome, DeliveryResult,
+    RetryDecision, RetryPolicy,
 };
 pub use scheduler::{DeliveryScheduler, ScheduleError, ScheduleOutcome};

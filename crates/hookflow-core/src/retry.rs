@@ -9,6 +9,8 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use crate::endpoint::Deferral;
+
 /// How the delivery of one (event, destination) pair is retried.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RetryPolicy {
@@ -145,6 +147,19 @@ impl AttemptReport {
     }
 }
 
+/// What the attempt activity did: made the request, deferred it (the endpoint's limiter,
+/// concurrency cap or breaker said not now), or found the destination disabled.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AttemptStep {
+    /// One HTTP attempt was made (or refused by the SSRF guard).
+    Attempted(AttemptReport),
+    /// No request was made; try again after the deferral's wait. Not an attempt.
+    Deferred(Deferral),
+    /// The destination is disabled (for example after 410 Gone); the reason is recorded.
+    DestinationDisabled(String),
+}
+
 /// What the workflow does after an attempt.
 #[derive(Debug, Clone, PartialEq)]
 pub enum RetryDecision {
@@ -192,6 +207,22 @@ impl RetryPolicy {
         }
         RetryDecision::RetryAfter(delay)
     }
+
+    /// The next step after a deferral, `elapsed` after the first attempt started: wait out
+    /// the deferral (plus jitter), unless that passes the maximum age. `random` is uniform
+    /// in `[0, 1)`.
+    pub fn after_deferral(
+        &self,
+        deferral: &Deferral,
+        elapsed: Duration,
+        random: f64,
+    ) -> RetryDecision {
+        let delay = deferral.delay(random);
+        if elapsed + delay > Duration::from_millis(self.max_age_ms) {
+            return RetryDecision::GiveUp;
+        }
+        RetryDecision::RetryAfter(delay)
+    }
 }
 
 /// How a delivery ended.
@@ -206,6 +237,8 @@ pub enum DeliveryOutcome {
     GaveUp,
     /// An operator cancelled it.
     Cancelled,
+    /// The destination was disabled (after 410 Gone, or by an operator).
+    DestinationDisabled,
 }
 
 impl DeliveryOutcome {
@@ -216,6 +249,7 @@ impl DeliveryOutcome {
             Self::FailedPermanently => "failed_permanently",
             Self::GaveUp => "gave_up",
             Self::Cancelled => "cancelled",
+            Self::DestinationDisabled => "destination_disabled",
         }
     }
 }
@@ -352,6 +386,23 @@ mod tests {
         assert_eq!(
             p.decide(1, &status(503), Duration::from_millis(9_000), 0.5),
             RetryDecision::RetryAfter(Duration::from_secs(1))
+        );
+    }
+
+    #[test]
+    fn deferrals_wait_but_respect_the_maximum_age() {
+        let p = policy();
+        let deferral = Deferral {
+            reason: crate::endpoint::DeferralReason::BreakerOpen,
+            wait_ms: 2_000,
+        };
+        assert_eq!(
+            p.after_deferral(&deferral, Duration::from_millis(7_000), 0.0),
+            RetryDecision::RetryAfter(Duration::from_secs(2))
+        );
+        assert_eq!(
+            p.after_deferral(&deferral, Duration::from_millis(8_500), 0.0),
+            RetryDecision::GiveUp
         );
     }
 

@@ -2,10 +2,16 @@
 //! reports what happened as an [`hookflow_core::AttemptReport`]; the delivery workflow owns
 //! every retry. The client never follows redirects and never connects to a loopback,
 //! private, link-local, multicast or unspecified address unless its host is allow-listed.
+//!
+//! [`isolation`] keeps endpoints apart: per-endpoint concurrency caps, rate limits and
+//! circuit breakers shared between workers through [`RedisLink`].
 
 mod client;
+pub mod isolation;
+mod redis_link;
 mod retry_after;
 mod ssrf;
 
 pub use client::{AttemptRequest, DeliveryClient, HttpSettings};
+pub use redis_link::{LinkError, RedisLink, RedisSettings};
 pub use ssrf::{AddressGuard, is_forbidden_ip};

@@ -25,6 +25,25 @@ pub const WORKFLOW_START_DURATION: &str = "hookflow_workflow_start_duration_seco
 pub const DELIVERY_ATTEMPTS: &str = "hookflow_delivery_attempts_total";
 /// Duration of one HTTP attempt, seconds.
 pub const DELIVERY_ATTEMPT_DURATION: &str = "hookflow_delivery_attempt_duration_seconds";
+/// Circuit breaker phase changes made by this process, by `from` and `to`: `closed`,
+/// `open`, `half_open`. Summed over processes it counts every transition once.
+pub const BREAKER_TRANSITIONS: &str = "hookflow_breaker_transitions_total";
+/// Endpoints this process knows, by breaker `state`. No endpoint label: endpoints are
+/// customer-controlled and unbounded.
+pub const BREAKERS: &str = "hookflow_breakers";
+/// Attempts deferred without a request, by `reason`: `rate_limited` (the limiter
+/// refused), `concurrency_cap`, `breaker_open`.
+pub const DEFERRALS: &str = "hookflow_deferrals_total";
+/// Attempts in flight now in this worker.
+pub const ATTEMPTS_IN_FLIGHT: &str = "hookflow_attempts_in_flight";
+/// Live worker processes sharing the rate limits (from the Redis worker set).
+pub const WORKERS_LIVE: &str = "hookflow_workers_live";
+/// Destinations disabled by this process after 410 Gone.
+pub const DESTINATIONS_DISABLED: &str = "hookflow_destinations_disabled_total";
+/// 1 while Redis answers, 0 while this process runs on its per-process fallback.
+pub const REDIS_AVAILABLE: &str = "hookflow_redis_available";
+/// Redis commands that failed or timed out.
+pub const REDIS_ERRORS: &str = "hookflow_redis_errors_total";
 /// Always 1, labelled with the running `version`.
 pub const BUILD_INFO: &str = "hookflow_build_info";
 

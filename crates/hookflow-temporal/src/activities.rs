@@ -1,16 +1,20 @@
 //! The attempt activity: resolves the destination at attempt time (so URL and secret
 //! changes apply to pending retries and secrets never enter workflow history), renders and
-//! signs the body, and makes exactly one HTTP request.
+//! signs the body, asks the endpoint's gate (concurrency cap, rate limit, breaker), and
+//! makes exactly one HTTP request, or returns at once with a deferral.
 // The Temporal macros generate undocumented items beside the documented methods.
 #![allow(missing_docs)]
 
 use std::{sync::Arc, time::Duration};
 
 use hookflow_core::{
-    AttemptErrorKind, AttemptReport, DeliveryInput, DestinationCatalog, payload::render_json_body,
-    signing::signature_header,
+    AttemptErrorKind, AttemptReport, AttemptStep, DeliveryInput, DestinationCatalog,
+    payload::render_json_body, signing::signature_header,
 };
-use hookflow_http::{AttemptRequest, DeliveryClient};
+use hookflow_http::{
+    AttemptRequest, DeliveryClient,
+    isolation::{DisabledDestinations, EndpointGate},
+};
 use hookflow_telemetry::names;
 use serde::{Deserialize, Serialize};
 use temporalio_macros::activities;
@@ -29,27 +33,42 @@ pub struct AttemptInput {
     pub attempt: u32,
 }
 
-/// What the attempt activity needs: the HTTP client and the destination store.
+/// What the attempt activity needs: the HTTP client, the destination store, the endpoint
+/// gate and the registry of disabled destinations.
 pub struct DeliveryActivities {
     client: DeliveryClient,
     destinations: Arc<dyn DestinationCatalog>,
+    gate: EndpointGate,
+    disabled: Arc<DisabledDestinations>,
 }
 
 impl DeliveryActivities {
-    /// Activities that deliver with `client` to destinations from `destinations`.
-    pub fn new(client: DeliveryClient, destinations: Arc<dyn DestinationCatalog>) -> Self {
+    /// Activities that deliver with `client` to destinations from `destinations`, through
+    /// `gate`, skipping destinations in `disabled`.
+    pub fn new(
+        client: DeliveryClient,
+        destinations: Arc<dyn DestinationCatalog>,
+        gate: EndpointGate,
+        disabled: Arc<DisabledDestinations>,
+    ) -> Self {
         DeliveryActivities {
             client,
             destinations,
+            gate,
+            disabled,
         }
     }
 
-    async fn deliver(&self, input: &AttemptInput) -> AttemptReport {
+    async fn deliver(&self, input: &AttemptInput) -> AttemptStep {
         let delivery = &input.delivery;
         let Some(destination) = self.destinations.get(&delivery.destination_id) else {
             let reason = format!("destination {} no longer exists", delivery.destination_id);
-            return AttemptReport::failed(AttemptErrorKind::Invalid, reason, 0);
+            let report = AttemptReport::failed(AttemptErrorKind::Invalid, reason, 0);
+            return AttemptStep::Attempted(report);
         };
+        if let Some(disabled) = self.disabled.check(&destination.id).await {
+            return AttemptStep::DestinationDisabled(disabled.reason);
+        }
         let body = render_json_body(delivery);
         let timestamp = chrono::Utc::now().timestamp();
         let webhook_id = delivery.delivery_id.as_str();
@@ -61,10 +80,19 @@ impl DeliveryActivities {
             match signature_header(secret, webhook_id, timestamp, &body) {
                 Ok(signature) => headers.push(("webhook-signature", signature)),
                 Err(error) => {
-                    return AttemptReport::failed(AttemptErrorKind::Invalid, error.to_string(), 0);
+                    let report =
+                        AttemptReport::failed(AttemptErrorKind::Invalid, error.to_string(), 0);
+                    return AttemptStep::Attempted(report);
                 }
             }
         }
+        let pass = match self.gate.enter(&destination).await {
+            Ok(pass) => pass,
+            Err(deferral) => {
+                tracing::debug!(reason = deferral.reason.as_str(), wait_ms = deferral.wait_ms, "attempt deferred");
+                return AttemptStep::Deferred(deferral);
+            }
+        };
         let report = self
             .client
             .attempt(AttemptRequest {
@@ -78,20 +106,28 @@ impl DeliveryActivities {
         metrics::histogram!(names::DELIVERY_ATTEMPT_DURATION)
             .record(report.duration_ms as f64 / 1000.0);
         tracing::debug!(status = ?report.status, class = report.class(), duration_ms = report.duration_ms, "attempt finished");
-        report
+        self.gate.leave(&destination, pass, &report).await;
+        if report.status == Some(410) {
+            let reason = format!(
+                "the endpoint answered 410 Gone to delivery {}",
+                delivery.delivery_id
+            );
+            self.disabled.disable(&destination.id, reason).await;
+        }
+        AttemptStep::Attempted(report)
     }
 }
 
 #[activities]
 impl DeliveryActivities {
-    /// Makes one HTTP attempt and reports its outcome. It never fails as an activity: every
-    /// HTTP outcome, including errors, is a report for the workflow to decide on.
+    /// Makes one HTTP attempt and reports its outcome, or defers it. It never fails as an
+    /// activity: every outcome, including errors, is a step for the workflow to decide on.
     #[activity]
     pub async fn attempt(
         self: Arc<Self>,
         ctx: ActivityContext,
         input: AttemptInput,
-    ) -> Result<AttemptReport, ActivityError> {
+    ) -> Result<AttemptStep, ActivityError> {
         let span = tracing::info_span!(
             "delivery_attempt",
             delivery_id = %input.delivery.delivery_id,

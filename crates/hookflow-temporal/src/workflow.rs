@@ -3,15 +3,18 @@
 //!
 //! It makes one HTTP attempt per activity and decides what to do next with the pure
 //! [`RetryPolicy::decide`]; waits between attempts are durable timers, so a restart of every
-//! hookflow process loses nothing and a retrying delivery holds no worker slot.
+//! hookflow process loses nothing and a retrying delivery holds no worker slot. An attempt
+//! the endpoint's gate deferred (rate limit, concurrency cap, open breaker) is not an
+//! attempt: the workflow waits it out on a timer ([`RetryPolicy::after_deferral`]) and asks
+//! again, within the same maximum age.
 // The Temporal macros generate undocumented items beside the documented methods.
 #![allow(missing_docs)]
 
 use std::time::{Duration, SystemTime};
 
 use hookflow_core::{
-    AttemptErrorKind, AttemptReport, DeliveryInput, DeliveryOutcome, DeliveryResult, RetryDecision,
-    RetryPolicy,
+    AttemptErrorKind, AttemptReport, AttemptStep, DeliveryInput, DeliveryOutcome, DeliveryResult,
+    RetryDecision, RetryPolicy,
 };
 use temporalio_common::RetryPolicy as ActivityRetryPolicy;
 use temporalio_macros::{workflow, workflow_methods};
@@ -50,35 +53,54 @@ impl DeliveryWorkflow {
         let mut attempt: u32 = 0;
         let mut last: Option<AttemptReport> = None;
         loop {
-            attempt += 1;
-            let report = match ctx
+            let step = match ctx
                 .execute_activity(
                     DeliveryActivities::attempt,
                     AttemptInput {
                         delivery: input.clone(),
-                        attempt,
+                        attempt: attempt + 1,
                     },
                     attempt_options(),
                 )
                 .await
             {
-                Ok(report) => report,
+                Ok(step) => step,
                 Err(ActivityExecutionError::Cancelled(_)) => {
-                    return Ok(finish(
-                        ctx,
-                        DeliveryOutcome::Cancelled,
-                        attempt - 1,
-                        last.as_ref(),
-                    ));
+                    return Ok(finish(ctx, DeliveryOutcome::Cancelled, attempt, last.as_ref()));
                 }
                 // The activity itself failed (its worker died, or it overran its timeout):
                 // to the delivery that is one failed attempt, retried on the same schedule.
-                Err(error) => AttemptReport::failed(AttemptErrorKind::Other, error.to_string(), 0),
+                Err(error) => AttemptStep::Attempted(AttemptReport::failed(
+                    AttemptErrorKind::Other,
+                    error.to_string(),
+                    0,
+                )),
             };
             let now = ctx.workflow_time().unwrap_or(started);
             let elapsed = now.duration_since(started).unwrap_or_default();
-            let decision = policy.decide(attempt, &report, elapsed, ctx.random::<f64>());
-            last = Some(report);
+            let decision = match step {
+                AttemptStep::Attempted(report) => {
+                    attempt += 1;
+                    let decision = policy.decide(attempt, &report, elapsed, ctx.random::<f64>());
+                    last = Some(report);
+                    decision
+                }
+                AttemptStep::Deferred(deferral) => {
+                    policy.after_deferral(&deferral, elapsed, ctx.random::<f64>())
+                }
+                AttemptStep::DestinationDisabled(reason) => {
+                    let result = finish(
+                        ctx,
+                        DeliveryOutcome::DestinationDisabled,
+                        attempt,
+                        last.as_ref(),
+                    );
+                    return Ok(DeliveryResult {
+                        last_error: Some(format!("destination disabled: {reason}")),
+                        ..result
+                    });
+                }
+            };
             let outcome = match decision {
                 RetryDecision::Delivered => DeliveryOutcome::Delivered,
                 RetryDecision::FailPermanently => DeliveryOutcome::FailedPermanently,

@@ -1,5 +1,5 @@
-//! The command line: `run`, `register-search-attributes`, `send-sample`, `receive`,
-//! `check-config`.
+//! The command line: `run`, `register-search-attributes`, `check-config`, `destinations`,
+//! `send-sample`, `receive`.
 
 use std::path::PathBuf;
 
@@ -32,6 +32,9 @@ enum Command {
     RegisterSearchAttributes,
     /// Validate the configuration and the destinations file, then exit.
     CheckConfig,
+    /// Operator actions on destinations.
+    #[command(subcommand)]
+    Destinations(DestinationsCommand),
     /// Produce sample action-matched events to the events topic.
     SendSample {
         /// Team of the events.
@@ -52,6 +55,17 @@ enum Command {
         /// Standard Webhooks secret to verify signatures with.
         #[arg(long, env = "HOOKFLOW_RECEIVER_SECRET")]
         secret: Option<String>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum DestinationsCommand {
+    /// List destinations disabled after 410 Gone, with the reason.
+    Disabled,
+    /// Re-enable a destination disabled after 410 Gone; its endpoint is attempted again.
+    Enable {
+        /// The destination's id.
+        id: String,
     },
 }
 
@@ -95,6 +109,7 @@ impl Cli {
                 );
                 Ok(())
             }
+            Command::Destinations(command) => destinations(&settings()?, command).await,
             Command::SendSample {
                 team,
                 action,
@@ -107,4 +122,31 @@ impl Cli {
             }
         }
     }
+}
+
+/// The disabled-destinations registry lives in Redis, so these commands need it.
+async fn destinations(settings: &Settings, command: DestinationsCommand) -> anyhow::Result<()> {
+    let redis = hookflow_http::RedisLink::new(&settings.redis)?
+        .context("redis.url is empty: disabled destinations are only kept in Redis")?;
+    let registry = hookflow_http::isolation::DisabledDestinations::new(Some(redis));
+    match command {
+        DestinationsCommand::Disabled => {
+            let mut disabled: Vec<_> = registry.list().await?.into_iter().collect();
+            disabled.sort_by(|a, b| a.0.cmp(&b.0));
+            if disabled.is_empty() {
+                println!("no destination is disabled");
+            }
+            for (id, disablement) in disabled {
+                println!("{id}\t{}\t{}", disablement.at, disablement.reason);
+            }
+        }
+        DestinationsCommand::Enable { id } => {
+            if registry.enable(&id).await? {
+                println!("{id} enabled: its deliveries are attempted again");
+            } else {
+                println!("{id} was not disabled");
+            }
+        }
+    }
+    Ok(())
 }

@@ -6,7 +6,10 @@ use std::{path::Path, sync::Arc, time::Duration};
 
 use anyhow::Context;
 use hookflow_core::{DestinationCatalog, destination::DestinationSet};
-use hookflow_http::{DeliveryClient, HttpSettings};
+use hookflow_http::{
+    DeliveryClient, HttpSettings, RedisLink,
+    isolation::{DisabledDestinations, EndpointGate, WorkerRegistry},
+};
 use hookflow_kafka::{Backoff, Pipeline, StartBackoff};
 use hookflow_telemetry::{
     LogFormat,
@@ -115,7 +118,16 @@ pub async fn run(settings: Settings, role: Role) -> anyhow::Result<()> {
             allowed_hosts: settings.http.allowed_hosts.clone(),
             user_agent: format!("hookflow/{}", env!("CARGO_PKG_VERSION")),
         })?;
-        let activities = DeliveryActivities::new(http, destinations.clone());
+        let redis = RedisLink::new(&settings.redis).context("redis.url")?;
+        if redis.is_none() {
+            tracing::warn!("no redis.url: breakers and rate limits are per process");
+        }
+        let registry = WorkerRegistry::new(redis.clone(), &settings.temporal.task_queue);
+        registry.register().await;
+        let gate = EndpointGate::new(&settings.isolation, redis.clone(), registry.live());
+        tokio::spawn(registry.run(shutdown.clone()));
+        let disabled = Arc::new(DisabledDestinations::new(redis));
+        let activities = DeliveryActivities::new(http, destinations.clone(), gate, disabled);
         let mut worker =
             hookflow_temporal::worker::build(client, &settings.temporal.task_queue, activities)?;
         let stop_worker = worker.shutdown_handle();

@@ -12,6 +12,7 @@ use figment::{
     providers::{Env, Format, Toml},
 };
 use hookflow_core::RetryPolicy;
+use hookflow_http::{RedisSettings, isolation::IsolationSettings};
 use hookflow_kafka::KafkaSettings;
 use hookflow_temporal::TemporalSettings;
 use serde::Deserialize;
@@ -33,6 +34,10 @@ pub struct Settings {
     pub destinations: DestinationsSection,
     /// `[retry]`
     pub retry: RetryPolicy,
+    /// `[isolation]`
+    pub isolation: IsolationSettings,
+    /// `[redis]`
+    pub redis: RedisSettings,
     /// `[telemetry]`
     pub telemetry: TelemetrySection,
 }
@@ -160,6 +165,28 @@ impl Settings {
         if r.max_age_ms == 0 {
             return bad("retry.max_age_ms", "must be greater than 0");
         }
+        let i = &self.isolation;
+        if let Err((field, problem)) = i.default_limits().validate() {
+            let key = match field {
+                "rate_per_second" => "isolation.rate_per_second",
+                "burst" => "isolation.burst",
+                _ => "isolation.max_in_flight",
+            };
+            return bad(key, &problem);
+        }
+        if let Err(problem) = i.breaker.validate() {
+            return bad("isolation.breaker", &problem);
+        }
+        for (key, value) in [
+            ("isolation.breaker_cache_ms", i.breaker_cache_ms),
+            ("isolation.concurrency_retry_ms", i.concurrency_retry_ms),
+            ("redis.command_timeout_ms", self.redis.command_timeout_ms),
+            ("redis.retry_after_ms", self.redis.retry_after_ms),
+        ] {
+            if value == 0 {
+                return bad(key, "must be greater than 0");
+            }
+        }
         if !matches!(self.telemetry.log_format.as_str(), "text" | "json") {
             return bad("telemetry.log_format", "must be \"text\" or \"json\"");
         }
@@ -211,6 +238,14 @@ mod tests {
             (
                 "[telemetry]\nlog_format = \"xml\"",
                 "`telemetry.log_format`",
+            ),
+            (
+                "[isolation]\nmax_in_flight = 0",
+                "`isolation.max_in_flight` must be at least 1",
+            ),
+            (
+                "[isolation.breaker]\nfailure_ratio = 1.5",
+                "`isolation.breaker` failure_ratio must be in (0, 1]",
             ),
         ];
         for (overrides, expected) in cases {

@@ -1,0 +1,221 @@
+//! Endpoints, the unit of isolation: the rate limit, the concurrency cap and the circuit
+//! breaker belong to an endpoint, not to a destination, so destinations that share a host
+//! share its protection. Also what an attempt that was not made reports instead (a
+//! [`Deferral`]), and the wait the workflow derives from it.
+
+use std::{fmt, time::Duration};
+
+use serde::{Deserialize, Serialize};
+use url::Url;
+
+/// Identifies an endpoint: by default the destination URL's `scheme://host:port`; a
+/// destination may name its own (for example to give one path its own limits).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct EndpointKey(String);
+
+impl EndpointKey {
+    /// The default key of `url`: scheme, host and port (the scheme's default port when the
+    /// URL names none). Never the path, the query or credentials.
+    pub fn of_url(url: &Url) -> EndpointKey {
+        let host = url.host_str().unwrap_or_default();
+        let port = url.port_or_known_default().unwrap_or(0);
+        EndpointKey(format!("{}://{host}:{port}", url.scheme()))
+    }
+
+    /// A key a destination chose; 1 to 128 printable ASCII characters without spaces.
+    pub fn custom(key: &str) -> Result<EndpointKey, &'static str> {
+        if (1..=128).contains(&key.len()) && key.bytes().all(|b| b.is_ascii_graphic()) {
+            Ok(EndpointKey(key.to_owned()))
+        } else {
+            Err("must be 1 to 128 printable ASCII characters without spaces")
+        }
+    }
+
+    /// The key as text (used in Redis keys and logs, never as a metric label).
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for EndpointKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// How hard one endpoint may be driven.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EndpointLimits {
+    /// Requests per second, in total across every hookflow worker.
+    pub rate_per_second: f64,
+    /// Requests that may go at once after a quiet period, in total.
+    pub burst: u32,
+    /// Attempts in flight at once, per worker process.
+    pub max_in_flight: u32,
+}
+
+impl Default for EndpointLimits {
+    /// 50 requests per second with a burst of 50; 10 in flight per worker.
+    fn default() -> Self {
+        EndpointLimits {
+            rate_per_second: 50.0,
+            burst: 50,
+            max_in_flight: 10,
+        }
+    }
+}
+
+impl EndpointLimits {
+    /// The most requests per second a limit may allow.
+    pub const MAX_RATE_PER_SECOND: f64 = 100_000.0;
+
+    /// Checks the ranges; the error names the field.
+    pub fn validate(&self) -> Result<(), (&'static str, String)> {
+        if !(self.rate_per_second > 0.0 && self.rate_per_second <= Self::MAX_RATE_PER_SECOND) {
+            return Err((
+                "rate_per_second",
+                format!("must be above 0 and at most {}", Self::MAX_RATE_PER_SECOND),
+            ));
+        }
+        if self.burst == 0 {
+            return Err(("burst", "must be at least 1".into()));
+        }
+        if self.max_in_flight == 0 {
+            return Err(("max_in_flight", "must be at least 1".into()));
+        }
+        Ok(())
+    }
+
+    /// This worker's share when `workers` processes split the limits: the rate divided
+    /// evenly, the burst too but never below 1.
+    pub fn share(&self, workers: u32) -> (f64, u32) {
+        let workers = workers.max(1);
+        (
+            self.rate_per_second / f64::from(workers),
+            (self.burst / workers).max(1),
+        )
+    }
+}
+
+/// Why an attempt was not made.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DeferralReason {
+    /// The endpoint's rate limit has no request left now.
+    RateLimited,
+    /// This worker already has the endpoint's maximum of attempts in flight.
+    ConcurrencyCap,
+    /// The endpoint's circuit breaker is open (or half-open with its probe out).
+    BreakerOpen,
+}
+
+impl DeferralReason {
+    /// Every reason, for metrics.
+    pub const ALL: [DeferralReason; 3] = [
+        DeferralReason::RateLimited,
+        DeferralReason::ConcurrencyCap,
+        DeferralReason::BreakerOpen,
+    ];
+
+    /// A stable label for metrics.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::RateLimited => "rate_limited",
+            Self::ConcurrencyCap => "concurrency_cap",
+            Self::BreakerOpen => "breaker_open",
+        }
+    }
+}
+
+/// An attempt that was not made, and the earliest moment it may be.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Deferral {
+    /// Why.
+    pub reason: DeferralReason,
+    /// How long from now, in milliseconds.
+    pub wait_ms: u64,
+}
+
+impl Deferral {
+    /// The workflow's wait before trying again: the deferral's wait plus up to half of it
+    /// (at least 100 ms) of jitter, so deliveries deferred together do not return together.
+    /// `random` is uniform in `[0, 1)`.
+    pub fn delay(&self, random: f64) -> Duration {
+        let spread = (self.wait_ms / 2).max(100) as f64;
+        Duration::from_millis(self.wait_ms + (spread * random.clamp(0.0, 1.0)) as u64)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(url: &str) -> String {
+        EndpointKey::of_url(&Url::parse(url).expect("url"))
+            .as_str()
+            .to_owned()
+    }
+
+    #[test]
+    fn the_default_key_is_scheme_host_and_port() {
+        assert_eq!(
+            key("https://Hooks.Example.com/a?b=c"),
+            "https://hooks.example.com:443"
+        );
+        assert_eq!(
+            key("http://user:pw@example.com:8080/x"),
+            "http://example.com:8080"
+        );
+        assert_eq!(key("http://127.0.0.1/y"), "http://127.0.0.1:80");
+        assert_eq!(key("https://a.example/1"), key("https://a.example:443/2"));
+    }
+
+    #[test]
+    fn custom_keys_are_checked() {
+        assert!(EndpointKey::custom("slack-eu").is_ok());
+        assert!(EndpointKey::custom("").is_err());
+        assert!(EndpointKey::custom("has space").is_err());
+    }
+
+    #[test]
+    fn limits_split_evenly_between_workers() {
+        let limits = EndpointLimits {
+            rate_per_second: 10.0,
+            burst: 5,
+            max_in_flight: 3,
+        };
+        assert_eq!(limits.share(1), (10.0, 5));
+        assert_eq!(limits.share(2), (5.0, 2));
+        assert_eq!(limits.share(10), (1.0, 1), "the burst never drops below 1");
+        assert_eq!(limits.share(0), (10.0, 5));
+    }
+
+    #[test]
+    fn limits_validation_names_the_field() {
+        let mut limits = EndpointLimits::default();
+        assert_eq!(limits.validate(), Ok(()));
+        limits.rate_per_second = 0.0;
+        assert_eq!(limits.validate().unwrap_err().0, "rate_per_second");
+        limits = EndpointLimits {
+            burst: 0,
+            ..Default::default()
+        };
+        assert_eq!(limits.validate().unwrap_err().0, "burst");
+    }
+
+    #[test]
+    fn deferral_delay_adds_bounded_jitter() {
+        let d = Deferral {
+            reason: DeferralReason::BreakerOpen,
+            wait_ms: 4_000,
+        };
+        assert_eq!(d.delay(0.0), Duration::from_millis(4_000));
+        assert_eq!(d.delay(0.5), Duration::from_millis(5_000));
+        let short = Deferral {
+            reason: DeferralReason::RateLimited,
+            wait_ms: 20,
+        };
+        assert_eq!(short.delay(0.5), Duration::from_millis(70));
+    }
+}

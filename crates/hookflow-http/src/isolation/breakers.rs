@@ -1,0 +1,250 @@
+//! Circuit breakers shared by every worker through Redis, with a short-lived local copy so
+//! Redis is not on every attempt's path, and a per-process fallback while Redis is down.
+//!
+//! Each endpoint's [`BreakerState`] lives in one Redis hash (`<prefix>:breaker:<endpoint>`,
+//! fields `v` = version and `s` = JSON state). A change is read → applied with the pure
+//! state machine → written back by a Lua compare-and-set on the version, retried on
+//! conflict; so the one half-open probe is claimed by exactly one worker.
+//!
+//! On the attempt path: a closed breaker whose local copy is younger than `cache_ttl` admits
+//! without Redis. Results are counted locally and flushed at the next sync, except when
+//! they would trip the breaker or are a probe's result: those are written at once, so an
+//! open breaker reaches the other workers within one round trip.
+
+use std::{
+    collections::HashMap,
+    sync::Mutex,
+    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
+};
+
+use hookflow_core::{
+    EndpointKey,
+    breaker::{Admission, BreakerPolicy, BreakerState, Counts, Phase, Transition},
+};
+use hookflow_telemetry::names;
+use redis::Script;
+
+use crate::redis_link::{LinkError, RedisLink};
+
+/// How long an untouched breaker's state stays in Redis.
+const STATE_TTL_MS: u64 = 24 * 3_600 * 1_000;
+/// Compare-and-set tries before giving up on one change (then applied locally).
+const MAX_CAS_TRIES: usize = 8;
+
+/// Writes `ARGV[3]` as the state with version `ARGV[2]` if the stored version (0 when
+/// absent) is still `ARGV[1]`. Returns 1 when written.
+const CAS_SCRIPT: &str = r#"
+local v = tonumber(redis.call('HGET', KEYS[1], 'v') or '0')
+if v ~= tonumber(ARGV[1]) then return 0 end
+redis.call('HSET', KEYS[1], 'v', ARGV[2], 's', ARGV[3])
+redis.call('PEXPIRE', KEYS[1], ARGV[4])
+return 1
+"#;
+
+#[derive(Default)]
+struct Entry {
+    state: BreakerState,
+    synced_at: Option<Instant>,
+    pending: Counts,
+}
+
+/// The breakers of every endpoint this worker has attempted.
+pub struct SharedBreakers {
+    policy: BreakerPolicy,
+    redis: Option<RedisLink>,
+    cache_ttl: Duration,
+    cas: Script,
+    entries: Mutex<HashMap<EndpointKey, Entry>>,
+}
+
+impl SharedBreakers {
+    /// Breakers following `policy`, shared through `redis` when given (else per process),
+    /// trusting a local copy for `cache_ttl`.
+    pub fn new(policy: BreakerPolicy, redis: Option<RedisLink>, cache_ttl: Duration) -> Self {
+        SharedBreakers {
+            policy,
+            redis,
+            cache_ttl,
+            cas: Script::new(CAS_SCRIPT),
+            entries: Mutex::default(),
+        }
+    }
+
+    /// Asks `endpoint`'s breaker whether an attempt may go now. A probe holds its lease for
+    /// `probe_lease`, after which another worker may probe.
+    pub async fn admit(&self, endpoint: &EndpointKey, probe_lease: Duration) -> Admission {
+        let now = now_ms();
+        let cached = {
+            let mut entries = self.lock();
+            let entry = entries.entry(endpoint.clone()).or_default();
+            let fresh = entry
+                .synced_at
+                .is_some_and(|at| at.elapsed() < self.cache_ttl);
+            // A refusal until a future time holds whatever its age: nothing can close a
+            // breaker before its cooldown ends.
+            entry
+                .state
+                .peek(now)
+                .filter(|a| fresh || self.redis.is_none() || matches!(a, Admission::Deny { .. }))
+        };
+        if let Some(admission) = cached {
+            return admission;
+        }
+        let lease_ms = probe_lease.as_millis() as u64;
+        self.change(endpoint, |state, now| state.admit(now, lease_ms))
+            .await
+    }
+
+    /// Reports the result of an attempt that `admit` let through as `admission`.
+    pub async fn record(&self, endpoint: &EndpointKey, admission: Admission, failed: bool) {
+        match admission {
+            Admission::Probe => {
+                let policy = self.policy.clone();
+                self.change(endpoint, |state, now| {
+                    ((), state.record_probe(&policy, now, failed))
+                })
+                .await;
+            }
+            Admission::Allow => {
+                let would_trip = {
+                    let mut entries = self.lock();
+                    let entry = entries.entry(endpoint.clone()).or_default();
+                    entry.pending.add(Counts::one(failed));
+                    let mut preview = entry.state.clone();
+                    preview.record(&self.policy, now_ms(), entry.pending).is_some()
+                };
+                if would_trip || self.redis.is_none() {
+                    self.change(endpoint, |_, _| ((), None)).await;
+                }
+            }
+            Admission::Deny { .. } => {}
+        }
+    }
+
+    /// How many known endpoints are in each phase, for the breaker gauge.
+    pub fn phases(&self) -> HashMap<Phase, usize> {
+        let mut counts: HashMap<Phase, usize> = Phase::ALL.iter().map(|&p| (p, 0)).collect();
+        for entry in self.lock().values() {
+            *counts.entry(entry.state.phase).or_default() += 1;
+        }
+        counts
+    }
+
+    /// Applies the pending counts and then `op` to the shared state (or, without Redis, to
+    /// the local one), keeps the result as the local copy and reports transitions.
+    async fn change<R>(
+        &self,
+        endpoint: &EndpointKey,
+        mut op: impl FnMut(&mut BreakerState, u64) -> (R, Option<Transition>),
+    ) -> R {
+        let pending = {
+            let mut entries = self.lock();
+            std::mem::take(&mut entries.entry(endpoint.clone()).or_default().pending)
+        };
+        let policy = self.policy.clone();
+        let mut apply = |state: &mut BreakerState, now: u64| {
+            let tripped = state.record(&policy, now, pending);
+            let (result, transition) = op(state, now);
+            (result, [tripped, transition])
+        };
+        if let Some(redis) = &self.redis {
+            match self.change_shared(redis, endpoint, &mut apply).await {
+                Ok((state, result, transitions)) => {
+                    self.keep(endpoint, state, transitions);
+                    self.export_phases();
+                    return result;
+                }
+                Err(error) => {
+                    tracing::debug!(%error, endpoint = %endpoint, "breaker change applied locally");
+                }
+            }
+        }
+        let mut entries = self.lock();
+        let entry = entries.entry(endpoint.clone()).or_default();
+        let (result, transitions) = apply(&mut entry.state, now_ms());
+        drop(entries);
+        report(endpoint, transitions);
+        self.export_phases();
+        result
+    }
+
+    fn export_phases(&self) {
+        for (phase, count) in self.phases() {
+            metrics::gauge!(names::BREAKERS, "state" => phase.as_str()).set(count as f64);
+        }
+    }
+
+    async fn change_shared<R>(
+        &self,
+        redis: &RedisLink,
+        endpoint: &EndpointKey,
+        apply: &mut impl FnMut(&mut BreakerState, u64) -> (R, [Option<Transition>; 2]),
+    ) -> Result<(BreakerState, R, [Option<Transition>; 2]), LinkError> {
+        let key = redis.key(&["breaker", endpoint.as_str()]);
+        for _ in 0..MAX_CAS_TRIES {
+            let (version, stored): (Option<u64>, Option<String>) = redis
+                .run(|mut c| {
+                    let key = key.clone();
+                    async move { redis::cmd("HMGET").arg(key).arg("v").arg("s").query_async(&mut c).await }
+                })
+                .await?;
+            let before: BreakerState = match stored.as_deref().map(serde_json::from_str) {
+                Some(Ok(state)) => state,
+                Some(Err(error)) => {
+                    tracing::warn!(%error, endpoint = %endpoint, "unreadable breaker state in redis; starting closed");
+                    BreakerState::default()
+                }
+                None => BreakerState::default(),
+            };
+            let mut after = before.clone();
+            let (result, transitions) = apply(&mut after, now_ms());
+            if after == before {
+                return Ok((after, result, transitions));
+            }
+            let version = version.unwrap_or(0);
+            let json = serde_json::to_string(&after).unwrap_or_default();
+            let mut invocation = self.cas.key(&key);
+            invocation
+                .arg(version)
+                .arg(version + 1)
+                .arg(json)
+                .arg(STATE_TTL_MS);
+            let written: i32 = redis
+                .run(|mut c| async move { invocation.invoke_async(&mut c).await })
+                .await?;
+            if written == 1 {
+                return Ok((after, result, transitions));
+            }
+        }
+        Err(LinkError::Contended)
+    }
+
+    fn keep(&self, endpoint: &EndpointKey, state: BreakerState, transitions: [Option<Transition>; 2]) {
+        let mut entries = self.lock();
+        let entry = entries.entry(endpoint.clone()).or_default();
+        entry.state = state;
+        entry.synced_at = Some(Instant::now());
+        report(endpoint, transitions);
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<EndpointKey, Entry>> {
+        self.entries
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+fn report(endpoint: &EndpointKey, transitions: [Option<Transition>; 2]) {
+    for t in transitions.into_iter().flatten() {
+        metrics::counter!(names::BREAKER_TRANSITIONS, "from" => t.from.as_str(), "to" => t.to.as_str())
+            .increment(1);
+        tracing::warn!(endpoint = %endpoint, from = t.from.as_str(), to = t.to.as_str(), "circuit breaker changed");
+    }
+}
+
+/// Wall-clock milliseconds: breaker times are shared between hosts, so they are absolute.
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}

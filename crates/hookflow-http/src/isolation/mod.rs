@@ -1,0 +1,149 @@
+//! Endpoint isolation: what stands between a delivery attempt and its endpoint, so that a
+//! slow, failing or rate-limiting endpoint costs every other endpoint nothing.
+//!
+//! [`EndpointGate::enter`] asks, in order, the endpoint's concurrency cap (this worker),
+//! its rate limit (split across workers) and its circuit breaker (shared through Redis).
+//! Any refusal is a [`Deferral`] returned at once: no request is made and no worker slot is
+//! held; the workflow waits on a durable timer and tries again. [`EndpointGate::leave`]
+//! reports the attempt's result to the breaker.
+
+mod breakers;
+mod bulkhead;
+mod disabled;
+mod limiter;
+mod workers;
+
+use std::{
+    sync::{Arc, atomic::AtomicU32},
+    time::{Duration, SystemTime, UNIX_EPOCH},
+};
+
+pub use breakers::SharedBreakers;
+pub use bulkhead::{Bulkheads, Slot};
+pub use disabled::{Disablement, DisabledDestinations};
+use hookflow_core::{
+    AttemptReport, Deferral, DeferralReason, Destination, EndpointLimits,
+    breaker::{Admission, BreakerPolicy, failure_of},
+};
+use hookflow_telemetry::names;
+pub use limiter::EndpointRateLimiter;
+use serde::Deserialize;
+pub use workers::WorkerRegistry;
+
+use crate::redis_link::RedisLink;
+
+/// A half-open probe's lease is its destination's timeout plus this, covering connect
+/// time; after the lease another worker may probe.
+const PROBE_LEASE_SLACK: Duration = Duration::from_secs(5);
+
+/// `[isolation]` settings.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IsolationSettings {
+    /// Default requests per second of an endpoint, across all workers.
+    pub rate_per_second: f64,
+    /// Default burst of an endpoint, across all workers.
+    pub burst: u32,
+    /// Default attempts in flight per endpoint per worker.
+    pub max_in_flight: u32,
+    /// How long a worker trusts its copy of a shared closed breaker, in milliseconds.
+    pub breaker_cache_ms: u64,
+    /// How long an attempt refused by the concurrency cap waits, in milliseconds.
+    pub concurrency_retry_ms: u64,
+    /// `[isolation.breaker]`
+    pub breaker: BreakerPolicy,
+}
+
+impl IsolationSettings {
+    /// The default limits of an endpoint.
+    pub fn default_limits(&self) -> EndpointLimits {
+        EndpointLimits {
+            rate_per_second: self.rate_per_second,
+            burst: self.burst,
+            max_in_flight: self.max_in_flight,
+        }
+    }
+}
+
+/// An attempt let through the gate; hand it back with [`EndpointGate::leave`].
+pub struct Pass {
+    admission: Admission,
+    _slot: Slot,
+}
+
+/// The concurrency caps, rate limiters and breakers of every endpoint.
+pub struct EndpointGate {
+    defaults: EndpointLimits,
+    concurrency_retry: Duration,
+    bulkheads: Bulkheads,
+    limiter: EndpointRateLimiter,
+    breakers: SharedBreakers,
+}
+
+impl EndpointGate {
+    /// A gate with `settings`, sharing breakers through `redis` when given and splitting
+    /// rates by the live-worker count in `workers`.
+    pub fn new(
+        settings: &IsolationSettings,
+        redis: Option<RedisLink>,
+        workers: Arc<AtomicU32>,
+    ) -> Self {
+        EndpointGate {
+            defaults: settings.default_limits(),
+            concurrency_retry: Duration::from_millis(settings.concurrency_retry_ms),
+            bulkheads: Bulkheads::default(),
+            limiter: EndpointRateLimiter::new(workers),
+            breakers: SharedBreakers::new(
+                settings.breaker.clone(),
+                redis,
+                Duration::from_millis(settings.breaker_cache_ms),
+            ),
+        }
+    }
+
+    /// Lets an attempt to `destination` through, or says how long to defer it.
+    pub async fn enter(&self, destination: &Destination) -> Result<Pass, Deferral> {
+        let endpoint = &destination.endpoint;
+        let limits = destination.limits.over(self.defaults);
+        let Some(slot) = self.bulkheads.try_enter(endpoint, limits.max_in_flight) else {
+            return Err(deferred(
+                DeferralReason::ConcurrencyCap,
+                self.concurrency_retry,
+            ));
+        };
+        if let Err(wait) = self.limiter.check(endpoint, &limits) {
+            return Err(deferred(DeferralReason::RateLimited, wait));
+        }
+        let lease = Duration::from_millis(destination.timeout_ms) + PROBE_LEASE_SLACK;
+        match self.breakers.admit(endpoint, lease).await {
+            Admission::Deny { until_ms } => {
+                let now = SystemTime::now()
+                    .duration_since(UNIX_EPOCH)
+                    .map_or(0, |d| d.as_millis() as u64);
+                let wait = Duration::from_millis(until_ms.saturating_sub(now));
+                Err(deferred(DeferralReason::BreakerOpen, wait))
+            }
+            admission => Ok(Pass {
+                admission,
+                _slot: slot,
+            }),
+        }
+    }
+
+    /// Reports the result of an attempt that [`EndpointGate::enter`] let through.
+    pub async fn leave(&self, destination: &Destination, pass: Pass, report: &AttemptReport) {
+        if let Some(failed) = failure_of(report) {
+            self.breakers
+                .record(&destination.endpoint, pass.admission, failed)
+                .await;
+        }
+    }
+}
+
+fn deferred(reason: DeferralReason, wait: Duration) -> Deferral {
+    metrics::counter!(names::DEFERRALS, "reason" => reason.as_str()).increment(1);
+    Deferral {
+        reason,
+        wait_ms: wait.as_millis() as u64,
+    }
+}
