@@ -93,10 +93,17 @@ async fn one_workers_trip_stops_the_other_and_exactly_one_probe_goes_out() {
     } else {
         (&b, &a)
     };
-    assert!(is_deny(other.admit(&hanging, LEASE).await), "the probe is out");
+    assert!(
+        is_deny(other.admit(&hanging, LEASE).await),
+        "the probe is out"
+    );
 
     prober.record(&hanging, Admission::Probe, false).await;
-    assert_eq!(prober.admit(&hanging, LEASE).await, Admission::Allow, "the probe closed it");
+    assert_eq!(
+        prober.admit(&hanging, LEASE).await,
+        Admission::Allow,
+        "the probe closed it"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]

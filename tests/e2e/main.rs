@@ -7,5 +7,6 @@ mod crash;
 mod dead_letters;
 mod delivery;
 mod health;
+mod isolation;
 mod retries;
 mod ssrf;

@@ -179,7 +179,13 @@ log_filter = "info,temporalio_sdk_core=warn"
         let config = self.write_config(metrics_port);
         let log = self.dir.path().join(format!("hookflow-{metrics_port}.log"));
         let child = Command::new(binary())
-            .args(["--config", config.to_str().expect("utf-8 path"), "run", "--role", role])
+            .args([
+                "--config",
+                config.to_str().expect("utf-8 path"),
+                "run",
+                "--role",
+                role,
+            ])
             .stdin(Stdio::null())
             .stdout(Stdio::from(std::fs::File::create(&log).expect("log")))
             .stderr(Stdio::from(
@@ -191,6 +197,25 @@ log_filter = "info,temporalio_sdk_core=warn"
             child,
             metrics_port,
         }
+    }
+
+    /// Runs a one-shot `hookflow` command (for example `destinations enable ID`) with this
+    /// configuration; its exit success and standard output.
+    pub fn command(&self, args: &[&str]) -> (bool, String) {
+        let config = self.write_config(free_port());
+        let out = Command::new(binary())
+            .args(["--config", config.to_str().expect("utf-8 path")])
+            .args(args)
+            .output()
+            .expect("run hookflow");
+        (
+            out.status.success(),
+            format!(
+                "{}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            ),
+        )
     }
 
     /// The logs of every process this deployment started, for failure messages.

@@ -120,6 +120,16 @@ impl Receiver {
         self.state.lock().expect("receiver state").received.clone()
     }
 
+    /// How many different `webhook-id`s arrived on `path`.
+    pub fn distinct_deliveries_on(&self, path: &str) -> usize {
+        let ids: std::collections::HashSet<String> = self
+            .received_on(path)
+            .iter()
+            .map(|r| r.header("webhook-id").to_owned())
+            .collect();
+        ids.len()
+    }
+
     /// Requests received on `path`.
     pub fn received_on(&self, path: &str) -> Vec<Received> {
         self.received()

@@ -49,6 +49,30 @@ impl Scenario {
         self
     }
 
+    /// Adds a destination of the scenario's team that posts to `path` on another
+    /// `receiver` (another endpoint).
+    pub fn destination_on(
+        &mut self,
+        receiver: &Receiver,
+        id: &str,
+        path: &str,
+        extra: &str,
+    ) -> &mut Self {
+        let url = receiver.url(path);
+        self.deployment.destination(id, self.team, &url, extra);
+        self
+    }
+
+    /// Produces `n` events of the scenario's team matching action 1; their uuids.
+    pub async fn produce_events(&self, n: usize) -> Vec<uuid::Uuid> {
+        let events: Vec<(uuid::Uuid, serde_json::Value)> = (0..n)
+            .map(|_| crate::events::event(self.team, &[(1, "Any")]))
+            .collect();
+        let refs: Vec<&serde_json::Value> = events.iter().map(|(_, e)| e).collect();
+        self.produce(&refs).await;
+        events.into_iter().map(|(uuid, _)| uuid).collect()
+    }
+
     /// Produces JSON events to the deployment's topic.
     pub async fn produce(&self, events: &[&serde_json::Value]) {
         let payloads: Vec<Vec<u8>> = events.iter().map(|e| e.to_string().into_bytes()).collect();

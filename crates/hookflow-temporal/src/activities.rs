@@ -89,7 +89,11 @@ impl DeliveryActivities {
         let pass = match self.gate.enter(&destination).await {
             Ok(pass) => pass,
             Err(deferral) => {
-                tracing::debug!(reason = deferral.reason.as_str(), wait_ms = deferral.wait_ms, "attempt deferred");
+                tracing::debug!(
+                    reason = deferral.reason.as_str(),
+                    wait_ms = deferral.wait_ms,
+                    "attempt deferred"
+                );
                 return AttemptStep::Deferred(deferral);
             }
         };

@@ -66,7 +66,12 @@ impl DeliveryWorkflow {
             {
                 Ok(step) => step,
                 Err(ActivityExecutionError::Cancelled(_)) => {
-                    return Ok(finish(ctx, DeliveryOutcome::Cancelled, attempt, last.as_ref()));
+                    return Ok(finish(
+                        ctx,
+                        DeliveryOutcome::Cancelled,
+                        attempt,
+                        last.as_ref(),
+                    ));
                 }
                 // The activity itself failed (its worker died, or it overran its timeout):
                 // to the delivery that is one failed attempt, retried on the same schedule.

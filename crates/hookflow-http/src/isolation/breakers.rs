@@ -111,7 +111,9 @@ impl SharedBreakers {
                     let entry = entries.entry(endpoint.clone()).or_default();
                     entry.pending.add(Counts::one(failed));
                     let mut preview = entry.state.clone();
-                    preview.record(&self.policy, now_ms(), entry.pending).is_some()
+                    preview
+                        .record(&self.policy, now_ms(), entry.pending)
+                        .is_some()
                 };
                 if would_trip || self.redis.is_none() {
                     self.change(endpoint, |_, _| ((), None)).await;
@@ -185,7 +187,14 @@ impl SharedBreakers {
             let (version, stored): (Option<u64>, Option<String>) = redis
                 .run(|mut c| {
                     let key = key.clone();
-                    async move { redis::cmd("HMGET").arg(key).arg("v").arg("s").query_async(&mut c).await }
+                    async move {
+                        redis::cmd("HMGET")
+                            .arg(key)
+                            .arg("v")
+                            .arg("s")
+                            .query_async(&mut c)
+                            .await
+                    }
                 })
                 .await?;
             let before: BreakerState = match stored.as_deref().map(serde_json::from_str) {
@@ -219,7 +228,12 @@ impl SharedBreakers {
         Err(LinkError::Contended)
     }
 
-    fn keep(&self, endpoint: &EndpointKey, state: BreakerState, transitions: [Option<Transition>; 2]) {
+    fn keep(
+        &self,
+        endpoint: &EndpointKey,
+        state: BreakerState,
+        transitions: [Option<Transition>; 2],
+    ) {
         let mut entries = self.lock();
         let entry = entries.entry(endpoint.clone()).or_default();
         entry.state = state;

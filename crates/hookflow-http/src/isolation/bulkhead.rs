@@ -55,9 +55,18 @@ mod tests {
         let first = bulkheads.try_enter(&a, 2);
         let second = bulkheads.try_enter(&a, 2);
         assert!(first.is_some() && second.is_some());
-        assert!(bulkheads.try_enter(&a, 2).is_none(), "third is over the cap");
-        assert!(bulkheads.try_enter(&b, 2).is_some(), "other endpoints are not affected");
+        assert!(
+            bulkheads.try_enter(&a, 2).is_none(),
+            "third is over the cap"
+        );
+        assert!(
+            bulkheads.try_enter(&b, 2).is_some(),
+            "other endpoints are not affected"
+        );
         drop(first);
-        assert!(bulkheads.try_enter(&a, 2).is_some(), "a freed slot is reused");
+        assert!(
+            bulkheads.try_enter(&a, 2).is_some(),
+            "a freed slot is reused"
+        );
     }
 }

@@ -46,7 +46,10 @@ pub struct DisabledDestinations {
 impl DisabledDestinations {
     /// The registry, shared through `redis` when given (else kept in this process only).
     pub fn new(redis: Option<RedisLink>) -> Self {
-        let key = redis.as_ref().map(|r| r.key(&["disabled"])).unwrap_or_default();
+        let key = redis
+            .as_ref()
+            .map(|r| r.key(&["disabled"]))
+            .unwrap_or_default();
         DisabledDestinations {
             redis,
             key,
@@ -76,7 +79,8 @@ impl DisabledDestinations {
         tracing::warn!(destination, reason = %disablement.reason, "destination disabled; re-enable with `hookflow destinations enable`");
         {
             let mut copy = self.lock();
-            copy.disabled.insert(destination.to_owned(), disablement.clone());
+            copy.disabled
+                .insert(destination.to_owned(), disablement.clone());
             copy.unwritten.insert(destination.to_owned(), disablement);
         }
         self.refresh().await;
@@ -90,7 +94,11 @@ impl DisabledDestinations {
                 let (key, field) = (self.key.clone(), destination.to_owned());
                 redis
                     .run(|mut c| async move {
-                        redis::cmd("HDEL").arg(key).arg(field).query_async::<i64>(&mut c).await
+                        redis::cmd("HDEL")
+                            .arg(key)
+                            .arg(field)
+                            .query_async::<i64>(&mut c)
+                            .await
                     })
                     .await?
                     > 0
@@ -130,7 +138,12 @@ impl DisabledDestinations {
             let field = id.clone();
             redis
                 .run(|mut c| async move {
-                    redis::cmd("HSET").arg(key).arg(field).arg(json).query_async::<i64>(&mut c).await
+                    redis::cmd("HSET")
+                        .arg(key)
+                        .arg(field)
+                        .arg(json)
+                        .query_async::<i64>(&mut c)
+                        .await
                 })
                 .await?;
             self.lock().unwritten.remove(&id);

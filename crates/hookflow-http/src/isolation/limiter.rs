@@ -55,12 +55,10 @@ impl EndpointRateLimiter {
                 .entries
                 .lock()
                 .unwrap_or_else(std::sync::PoisonError::into_inner);
-            let entry = entries
-                .entry(endpoint.clone())
-                .or_insert_with(|| Entry {
-                    share,
-                    limiter: Arc::new(limiter_for(share)),
-                });
+            let entry = entries.entry(endpoint.clone()).or_insert_with(|| Entry {
+                share,
+                limiter: Arc::new(limiter_for(share)),
+            });
             if entry.share != share {
                 *entry = Entry {
                     share,
@@ -108,9 +106,15 @@ mod tests {
             assert!(limiter.check(&key, &limits(2.0, 3)).is_ok());
         }
         let wait = limiter.check(&key, &limits(2.0, 3)).unwrap_err();
-        assert!(wait > Duration::from_millis(400) && wait <= Duration::from_millis(500), "{wait:?}");
+        assert!(
+            wait > Duration::from_millis(400) && wait <= Duration::from_millis(500),
+            "{wait:?}"
+        );
         let other = EndpointKey::custom("b").expect("key");
-        assert!(limiter.check(&other, &limits(2.0, 3)).is_ok(), "endpoints are independent");
+        assert!(
+            limiter.check(&other, &limits(2.0, 3)).is_ok(),
+            "endpoints are independent"
+        );
     }
 
     #[test]
@@ -124,6 +128,9 @@ mod tests {
         let wait = limiter.check(&key, &limits(2.0, 4)).unwrap_err();
         assert!(wait > Duration::from_millis(900), "{wait:?}");
         workers.store(1, Ordering::Relaxed);
-        assert!(limiter.check(&key, &limits(2.0, 4)).is_ok(), "rebuilt with the whole quota");
+        assert!(
+            limiter.check(&key, &limits(2.0, 4)).is_ok(),
+            "rebuilt with the whole quota"
+        );
     }
 }

@@ -20,7 +20,7 @@ use std::{
 
 pub use breakers::SharedBreakers;
 pub use bulkhead::{Bulkheads, Slot};
-pub use disabled::{Disablement, DisabledDestinations};
+pub use disabled::{DisabledDestinations, Disablement};
 use hookflow_core::{
     AttemptReport, Deferral, DeferralReason, Destination, EndpointLimits,
     breaker::{Admission, BreakerPolicy, failure_of},

@@ -114,7 +114,9 @@ impl WorkerRegistry {
                 }
                 metrics::gauge!(names::WORKERS_LIVE).set(f64::from(live));
             }
-            Err(error) => tracing::debug!(%error, "worker heartbeat failed; keeping the last count"),
+            Err(error) => {
+                tracing::debug!(%error, "worker heartbeat failed; keeping the last count")
+            }
         }
     }
 }

@@ -1,0 +1,307 @@
+//! Endpoint isolation with the real binary: a hanging endpoint's breaker opens and its
+//! deliveries wait without requests while healthy ones flow; two workers share one
+//! breaker; a rate limit holds in total across two workers; Redis can go away and come
+//! back; 410 Gone disables a destination until an operator re-enables it.
+
+use std::time::{Duration, Instant};
+
+use hookflow_core::DeliveryOutcome;
+use hookflow_e2e::{
+    eventually,
+    hookflow::Process,
+    receiver::{Answer, Receiver},
+    scenario::Scenario,
+    stack::RedisServer,
+    temporal,
+};
+
+const OPENED: &str = r#"hookflow_breaker_transitions_total{from="closed",to="open"}"#;
+const DEFERRED_OPEN: &str = r#"hookflow_deferrals_total{reason="breaker_open"}"#;
+
+/// A breaker that trips on 4 failures and stays open `cooldown_ms`.
+fn breaker_config(cooldown_ms: u64) -> String {
+    format!(
+        "[isolation.breaker]\nwindow_ms = 30000\nmin_attempts = 4\nfailure_ratio = 0.5\n\
+         cooldown_ms = {cooldown_ms}\nmax_cooldown_ms = {cooldown_ms}\n"
+    )
+}
+
+async fn wait_metric(process: &Process, series: &str, at_least: f64, timeout_s: u64) {
+    eventually(Duration::from_secs(timeout_s), series, || async {
+        (process.metric(series).await >= at_least).then_some(())
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_hanging_endpoint_is_fenced_off_by_its_breaker_while_others_flow() {
+    let mut s = Scenario::new().await;
+    let hanging = Receiver::start().await;
+    hanging.script("hang", vec![Answer::Hang(Duration::from_secs(30))]);
+    s.destination("healthy", "healthy", "");
+    s.destination_on(&hanging, "hanging", "hang", "timeout_ms = 1000");
+    s.deployment.config(&breaker_config(6_000));
+    let uuids = s.produce_events(12).await;
+    let process = s.deployment.start();
+
+    eventually(
+        Duration::from_secs(60),
+        "every healthy delivery",
+        || async { (s.receiver.received_on("healthy").len() >= 12).then_some(()) },
+    )
+    .await;
+    assert_eq!(s.receiver.received_on("healthy").len(), 12, "exactly once");
+    assert_eq!(s.receiver.distinct_deliveries_on("healthy"), 12);
+
+    wait_metric(&process, OPENED, 1.0, 30).await;
+    let opened_at = Instant::now();
+    let requests_when_opened = hanging.received_on("hang").len();
+    assert!(
+        (4..=12).contains(&requests_when_opened),
+        "at most the bulkhead's 10 at once plus ones deferred by it: {requests_when_opened}"
+    );
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert!(
+        opened_at.elapsed() < Duration::from_secs(6),
+        "still within the cooldown"
+    );
+    assert_eq!(
+        hanging.received_on("hang").len(),
+        requests_when_opened,
+        "no request reaches the endpoint while its breaker is open"
+    );
+    assert!(process.metric(DEFERRED_OPEN).await >= 1.0);
+
+    hanging.script("hang", vec![Answer::Status(200, None)]);
+    for uuid in &uuids {
+        let result = temporal::result(&s.temporal, &format!("hanging:{uuid}")).await;
+        assert_eq!(result.outcome, DeliveryOutcome::Delivered, "hanging:{uuid}");
+    }
+    assert_eq!(hanging.distinct_deliveries_on("hang"), 12);
+    assert!(
+        process
+            .metric(r#"hookflow_breaker_transitions_total{from="half_open",to="closed"}"#)
+            .await
+            >= 1.0,
+        "a probe closed it"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn two_workers_share_one_breaker() {
+    let mut s = Scenario::new().await;
+    s.receiver
+        .script("hang", vec![Answer::Hang(Duration::from_secs(30))]);
+    s.destination("hanging", "hang", "timeout_ms = 1000");
+    s.deployment.config(&breaker_config(20_000));
+    s.produce_events(6).await;
+    let first = s.deployment.start();
+    wait_metric(&first, OPENED, 1.0, 60).await;
+    let opened_at = Instant::now();
+    let requests_when_opened = s.receiver.received_on("hang").len();
+
+    let second = s.deployment.start_as("worker");
+    s.produce_events(6).await;
+    wait_metric(&second, DEFERRED_OPEN, 1.0, 15).await;
+    assert!(
+        opened_at.elapsed() < Duration::from_secs(19),
+        "still within the cooldown"
+    );
+    assert_eq!(
+        s.receiver.received_on("hang").len(),
+        requests_when_opened,
+        "neither worker sends a request while the shared breaker is open"
+    );
+    assert_eq!(
+        second
+            .metric(r#"hookflow_delivery_attempts_total{class="timeout"}"#)
+            .await,
+        0.0,
+        "the second worker never attempted the endpoint the first one fenced off"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_rate_limit_holds_in_total_across_two_workers() {
+    const EVENTS: usize = 40;
+    let mut s = Scenario::new().await;
+    s.destination("limited", "limited", "rate_per_second = 4.0\nburst = 8");
+    let first = s.deployment.start();
+    let second = s.deployment.start_as("worker");
+    for process in [&first, &second] {
+        wait_metric(process, "hookflow_workers_live", 2.0, 30).await;
+    }
+    s.produce_events(EVENTS).await;
+    eventually(Duration::from_secs(90), "every delivery", || async {
+        (s.receiver.received_on("limited").len() >= EVENTS).then_some(())
+    })
+    .await;
+    let arrivals: Vec<Instant> = s
+        .receiver
+        .received_on("limited")
+        .iter()
+        .map(|r| r.at)
+        .collect();
+    assert_eq!(arrivals.len(), EVENTS, "exactly once");
+    // Each worker allows 2/s with a burst of 4, so any 3 s window holds at most
+    // 2 × (4 + 2 × 3) = 20 requests: 4/s and the burst of 8, in total.
+    let window = Duration::from_secs(3);
+    let busiest = arrivals
+        .iter()
+        .map(|start| {
+            arrivals
+                .iter()
+                .filter(|t| **t >= *start && **t - *start < window)
+                .count()
+        })
+        .max()
+        .unwrap_or(0);
+    assert!(
+        busiest <= 20,
+        "{busiest} requests within 3 s at 4/s, burst 8"
+    );
+    let span = arrivals[EVENTS - 1] - arrivals[0];
+    assert!(
+        span >= Duration::from_secs(7),
+        "{EVENTS} at 4/s after a burst of 8 take at least 8 s: {span:?}"
+    );
+    for process in [&first, &second] {
+        let delivered = process
+            .metric(r#"hookflow_delivery_attempts_total{class="2xx"}"#)
+            .await;
+        assert!(
+            delivered > 0.0,
+            "both workers delivered, so both shares were used"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn deliveries_continue_while_redis_is_down_and_sharing_resumes_after() {
+    let redis = RedisServer::start();
+    let mut s = Scenario::new().await;
+    s.destination("steady", "steady", "");
+    s.deployment.redis_url(&redis.url());
+    let process = s.deployment.start();
+    s.produce_events(3).await;
+    let arrived = |n: usize| {
+        let receiver = s.receiver.clone();
+        async move {
+            eventually(
+                Duration::from_secs(60),
+                &format!("{n} deliveries"),
+                || async { (receiver.received_on("steady").len() >= n).then_some(()) },
+            )
+            .await;
+        }
+    };
+    arrived(3).await;
+
+    redis.stop();
+    s.produce_events(3).await;
+    arrived(6).await;
+    eventually(
+        Duration::from_secs(20),
+        "the degradation to show",
+        || async { (process.series("hookflow_redis_available").await == Some(0.0)).then_some(()) },
+    )
+    .await;
+
+    redis.restart();
+    eventually(
+        Duration::from_secs(20),
+        "redis to be used again",
+        || async { (process.series("hookflow_redis_available").await == Some(1.0)).then_some(()) },
+    )
+    .await;
+    s.produce_events(3).await;
+    arrived(9).await;
+    assert_eq!(s.receiver.distinct_deliveries_on("steady"), 9);
+    let client = redis::Client::open(redis.url()).expect("redis url");
+    let mut connection = client
+        .get_multiplexed_async_connection()
+        .await
+        .expect("redis");
+    let prefix = &s.deployment.redis_prefix;
+    let workers: i64 = redis::cmd("ZCARD")
+        .arg(format!("{prefix}:workers:{}", s.deployment.task_queue))
+        .query_async(&mut connection)
+        .await
+        .expect("zcard");
+    assert_eq!(
+        workers, 1,
+        "the worker registered again in the restarted Redis"
+    );
+    let endpoint = format!("http://{}", s.receiver.addr);
+    let breaker: Option<String> =
+        eventually(Duration::from_secs(10), "shared breaker state", || {
+            let mut connection = connection.clone();
+            let key = format!("{prefix}:breaker:{endpoint}");
+            async move {
+                let state: Option<String> = redis::cmd("HGET")
+                    .arg(key)
+                    .arg("s")
+                    .query_async(&mut connection)
+                    .await
+                    .ok()?;
+                state.map(Some)
+            }
+        })
+        .await;
+    assert!(
+        breaker
+            .as_deref()
+            .is_some_and(|s| s.contains(r#""phase":"closed""#)),
+        "{breaker:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn gone_disables_the_destination_until_an_operator_enables_it() {
+    let mut s = Scenario::new().await;
+    s.receiver.script("gone", vec![Answer::Status(410, None)]);
+    s.destination("gone", "gone", "");
+    let _process = s.deployment.start();
+    let first = s.produce_events(1).await;
+    let result = temporal::result(&s.temporal, &format!("gone:{}", first[0])).await;
+    assert_eq!(
+        (result.outcome, result.last_status),
+        (DeliveryOutcome::FailedPermanently, Some(410))
+    );
+
+    let second = s.produce_events(1).await;
+    let result = temporal::result(&s.temporal, &format!("gone:{}", second[0])).await;
+    assert_eq!(result.outcome, DeliveryOutcome::DestinationDisabled);
+    assert_eq!(result.attempts, 0);
+    assert!(
+        result
+            .last_error
+            .as_deref()
+            .is_some_and(|e| e.contains("410 Gone")),
+        "{result:?}"
+    );
+    assert_eq!(
+        s.receiver.received_on("gone").len(),
+        1,
+        "never attempted again"
+    );
+    let (ok, listed) = s.deployment.command(&["destinations", "disabled"]);
+    assert!(
+        ok && listed.starts_with("gone\t") && listed.contains("410 Gone"),
+        "{listed}"
+    );
+
+    s.receiver.script("gone", vec![Answer::Status(200, None)]);
+    let (ok, said) = s.deployment.command(&["destinations", "enable", "gone"]);
+    assert!(ok, "{said}");
+    assert_eq!(
+        said.trim(),
+        "gone enabled: its deliveries are attempted again"
+    );
+    // Workers re-read the registry every 2 s.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let third = s.produce_events(1).await;
+    let result = temporal::result(&s.temporal, &format!("gone:{}", third[0])).await;
+    assert_eq!(result.outcome, DeliveryOutcome::Delivered);
+    assert_eq!(s.receiver.received_on("gone").len(), 2);
+}
