@@ -55,6 +55,20 @@ async fn run(events: usize, rate: u64, hanging: bool) -> Figures {
         .set("linger.ms", "0")
         .create()
         .expect("producer");
+    // Warm up: one event delivered end to end, so the consumer group has joined and the
+    // worker polls before anything is measured.
+    let (_, warm_up) = hookflow_e2e::events::event(s.team, &[(1, "Any")]);
+    producer
+        .send(
+            FutureRecord::<(), str>::to(&s.deployment.topic).payload(&warm_up.to_string()),
+            Duration::from_secs(10),
+        )
+        .await
+        .map_err(|(e, _)| e)
+        .expect("produce");
+    while s.receiver.received_on("healthy").is_empty() {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     let mut produced_at: HashMap<String, Instant> = HashMap::new();
     let mut tick = tokio::time::interval(Duration::from_secs_f64(1.0 / rate as f64));
     let first = Instant::now();
@@ -72,11 +86,18 @@ async fn run(events: usize, rate: u64, hanging: bool) -> Figures {
             .map_err(|(e, _)| e)
             .expect("produce");
     }
+    let measured = || -> Vec<hookflow_e2e::receiver::Received> {
+        s.receiver
+            .received_on("healthy")
+            .into_iter()
+            .filter(|r| produced_at.contains_key(r.header("webhook-id")))
+            .collect()
+    };
     let deadline = Instant::now() + Duration::from_secs(300);
-    while s.receiver.received_on("healthy").len() < events && Instant::now() < deadline {
+    while measured().len() < events && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let received = s.receiver.received_on("healthy");
+    let received = measured();
     let mut latencies: Vec<Duration> = received
         .iter()
         .filter_map(|r| Some(r.at - *produced_at.get(r.header("webhook-id"))?))

@@ -137,13 +137,33 @@ pub struct Deferral {
     pub wait_ms: u64,
 }
 
+/// The first floor of a repeated rate-limit or concurrency-cap deferral, in milliseconds.
+pub const DEFERRAL_BACKOFF_MS: u64 = 250;
+/// The highest floor, in milliseconds.
+pub const MAX_DEFERRAL_BACKOFF_MS: u64 = 30_000;
+
 impl Deferral {
-    /// The workflow's wait before trying again: the deferral's wait plus up to half of it
-    /// (at least 100 ms) of jitter, so deliveries deferred together do not return together.
-    /// `random` is uniform in `[0, 1)`.
-    pub fn delay(&self, random: f64) -> Duration {
-        let spread = (self.wait_ms / 2).max(100) as f64;
-        Duration::from_millis(self.wait_ms + (spread * random.clamp(0.0, 1.0)) as u64)
+    /// The workflow's wait before trying again, when this is the `in_a_row`-th deferral
+    /// (1-based) since the last attempt, plus up to half of it (at least 100 ms) of jitter
+    /// so deliveries deferred together do not return together. `random` is uniform in
+    /// `[0, 1)`.
+    ///
+    /// A breaker's refusal names the end of its cooldown, so that wait is kept. The
+    /// limiter and the cap only know the next free slot, which a backlog of deliveries
+    /// competes for; so their waits have a floor that doubles with every deferral in a row
+    /// (250 ms up to 30 s). That bounds how often a long backlog wakes up, and with it the
+    /// load on Temporal and the length of each workflow's history.
+    pub fn delay(&self, random: f64, in_a_row: u32) -> Duration {
+        let wait_ms = match self.reason {
+            DeferralReason::BreakerOpen => self.wait_ms,
+            DeferralReason::RateLimited | DeferralReason::ConcurrencyCap => {
+                let doublings = in_a_row.saturating_sub(1).min(16);
+                let floor = (DEFERRAL_BACKOFF_MS << doublings).min(MAX_DEFERRAL_BACKOFF_MS);
+                self.wait_ms.max(floor)
+            }
+        };
+        let spread = (wait_ms / 2).max(100) as f64;
+        Duration::from_millis(wait_ms + (spread * random.clamp(0.0, 1.0)) as u64)
     }
 }
 
@@ -210,12 +230,39 @@ mod tests {
             reason: DeferralReason::BreakerOpen,
             wait_ms: 4_000,
         };
-        assert_eq!(d.delay(0.0), Duration::from_millis(4_000));
-        assert_eq!(d.delay(0.5), Duration::from_millis(5_000));
-        let short = Deferral {
+        assert_eq!(d.delay(0.0, 1), Duration::from_millis(4_000));
+        assert_eq!(d.delay(0.5, 1), Duration::from_millis(5_000));
+        assert_eq!(
+            d.delay(0.0, 9),
+            Duration::from_millis(4_000),
+            "a breaker's cooldown end is kept however often it refused"
+        );
+    }
+
+    #[test]
+    fn repeated_limiter_deferrals_back_off_to_a_cap() {
+        let d = Deferral {
             reason: DeferralReason::RateLimited,
             wait_ms: 20,
         };
-        assert_eq!(short.delay(0.5), Duration::from_millis(70));
+        let floors: Vec<u64> = (1..=10)
+            .map(|n| d.delay(0.0, n).as_millis() as u64)
+            .collect();
+        assert_eq!(
+            floors,
+            [
+                250, 500, 1_000, 2_000, 4_000, 8_000, 16_000, 30_000, 30_000, 30_000
+            ]
+        );
+        assert_eq!(d.delay(0.5, 1), Duration::from_millis(312));
+        let slow = Deferral {
+            reason: DeferralReason::ConcurrencyCap,
+            wait_ms: 1_000,
+        };
+        assert_eq!(
+            slow.delay(0.0, 1),
+            Duration::from_millis(1_000),
+            "a longer wait is kept"
+        );
     }
 }

@@ -208,16 +208,17 @@ impl RetryPolicy {
         RetryDecision::RetryAfter(delay)
     }
 
-    /// The next step after a deferral, `elapsed` after the first attempt started: wait out
-    /// the deferral (plus jitter), unless that passes the maximum age. `random` is uniform
-    /// in `[0, 1)`.
+    /// The next step after the `in_a_row`-th deferral since the last attempt, `elapsed`
+    /// after the first attempt started: wait it out ([`Deferral::delay`]), unless that
+    /// passes the maximum age. `random` is uniform in `[0, 1)`.
     pub fn after_deferral(
         &self,
         deferral: &Deferral,
+        in_a_row: u32,
         elapsed: Duration,
         random: f64,
     ) -> RetryDecision {
-        let delay = deferral.delay(random);
+        let delay = deferral.delay(random, in_a_row);
         if elapsed + delay > Duration::from_millis(self.max_age_ms) {
             return RetryDecision::GiveUp;
         }
@@ -397,11 +398,11 @@ mod tests {
             wait_ms: 2_000,
         };
         assert_eq!(
-            p.after_deferral(&deferral, Duration::from_millis(7_000), 0.0),
+            p.after_deferral(&deferral, 1, Duration::from_millis(7_000), 0.0),
             RetryDecision::RetryAfter(Duration::from_secs(2))
         );
         assert_eq!(
-            p.after_deferral(&deferral, Duration::from_millis(8_500), 0.0),
+            p.after_deferral(&deferral, 1, Duration::from_millis(8_500), 0.0),
             RetryDecision::GiveUp
         );
     }

@@ -52,6 +52,8 @@ impl DeliveryWorkflow {
         let policy: RetryPolicy = input.retry.clone();
         let mut attempt: u32 = 0;
         let mut last: Option<AttemptReport> = None;
+        let mut deferrals_in_a_row: u32 = 0;
+        let mut last_deferral = None;
         loop {
             let step = match ctx
                 .execute_activity(
@@ -86,12 +88,16 @@ impl DeliveryWorkflow {
             let decision = match step {
                 AttemptStep::Attempted(report) => {
                     attempt += 1;
+                    deferrals_in_a_row = 0;
                     let decision = policy.decide(attempt, &report, elapsed, ctx.random::<f64>());
                     last = Some(report);
                     decision
                 }
                 AttemptStep::Deferred(deferral) => {
-                    policy.after_deferral(&deferral, elapsed, ctx.random::<f64>())
+                    deferrals_in_a_row += 1;
+                    last_deferral = Some(deferral.reason);
+                    let random = ctx.random::<f64>();
+                    policy.after_deferral(&deferral, deferrals_in_a_row, elapsed, random)
                 }
                 AttemptStep::DestinationDisabled(reason) => {
                     let result = finish(
@@ -109,6 +115,15 @@ impl DeliveryWorkflow {
             let outcome = match decision {
                 RetryDecision::Delivered => DeliveryOutcome::Delivered,
                 RetryDecision::FailPermanently => DeliveryOutcome::FailedPermanently,
+                RetryDecision::GiveUp if deferrals_in_a_row > 0 => {
+                    // Out of time while the endpoint's gate kept it waiting: say so.
+                    let result = finish(ctx, DeliveryOutcome::GaveUp, attempt, last.as_ref());
+                    let reason = last_deferral.map_or("deferred", |r| r.as_str());
+                    return Ok(DeliveryResult {
+                        last_error: Some(format!("maximum age reached while deferred ({reason})")),
+                        ..result
+                    });
+                }
                 RetryDecision::GiveUp => DeliveryOutcome::GaveUp,
                 RetryDecision::RetryAfter(delay) => {
                     if ctx.timer(delay).await == TimerResult::Cancelled {
