@@ -114,10 +114,10 @@ impl DeliveryClient {
             .map(|d| d.as_millis() as u64);
         // Read (and discard) the body within the same timeout, so the connection can be
         // reused and a receiver that stalls mid-body counts as a timeout.
-        if let Err(error) = response.bytes().await {
-            if error.is_timeout() {
-                return report_error(&error, request.timeout, elapsed_ms());
-            }
+        if let Err(error) = response.bytes().await
+            && error.is_timeout()
+        {
+            return report_error(&error, request.timeout, elapsed_ms());
         }
         AttemptReport::response(status, retry_after, elapsed_ms())
     }
@@ -151,7 +151,7 @@ fn report_error(error: &reqwest::Error, timeout: Duration, elapsed_ms: u64) -> A
     AttemptReport::failed(kind, message, elapsed_ms)
 }
 
-fn find_source<'a, T: std::error::Error + 'static>(error: &'a reqwest::Error) -> Option<&'a T> {
+fn find_source<T: std::error::Error + 'static>(error: &reqwest::Error) -> Option<&T> {
     let mut source = error.source();
     while let Some(err) = source {
         if let Some(found) = err.downcast_ref::<T>() {

@@ -61,11 +61,11 @@ impl OffsetTracker {
     pub fn take_commits(&mut self) -> BTreeMap<Partition, i64> {
         let mut commits = BTreeMap::new();
         for (partition, p) in &mut self.partitions {
-            if let Some(offset) = p.committable() {
-                if p.committed.is_none_or(|c| offset > c) {
-                    p.committed = Some(offset);
-                    commits.insert(partition.clone(), offset);
-                }
+            if let Some(offset) = p.committable()
+                && p.committed.is_none_or(|c| offset > c)
+            {
+                p.committed = Some(offset);
+                commits.insert(partition.clone(), offset);
             }
         }
         commits
