@@ -14,7 +14,7 @@ async fn a_cancelled_delivery_stops_attempting_and_says_so() {
     s.destination("down", "down", "");
     let (uuid, event) = events::event(s.team, &[(1, "Any")]);
     s.produce(&[&event]).await;
-    let _process = s.deployment.start();
+    let process = s.deployment.start();
     let (temporal, receiver) = (&s.temporal, &s.receiver);
 
     eventually(Duration::from_secs(60), "the first attempt", || async {
@@ -38,5 +38,12 @@ async fn a_cancelled_delivery_stops_attempting_and_says_so() {
         receiver.received_on("down").len(),
         attempts,
         "no attempt after cancellation"
+    );
+    assert_eq!(
+        process
+            .metric(r#"hookflow_deliveries_total{outcome="cancelled"}"#)
+            .await,
+        1.0,
+        "a cancelled delivery is still counted"
     );
 }

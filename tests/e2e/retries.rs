@@ -90,4 +90,37 @@ async fn retryable_statuses_are_retried_and_permanent_ones_are_not() {
         (2.0, 2.0),
         "two 503s; one 400 and one 429"
     );
+    let delivered = eventually(Duration::from_secs(10), "outcomes counted", || async {
+        let delivered = process
+            .metric(r#"hookflow_deliveries_total{outcome="delivered"}"#)
+            .await;
+        (delivered >= 2.0).then_some(delivered)
+    })
+    .await;
+    assert_eq!(delivered, 2.0, "flaky and busy");
+    assert_eq!(
+        process
+            .metric(r#"hookflow_deliveries_total{outcome="failed_permanently"}"#)
+            .await,
+        1.0
+    );
+    assert_eq!(
+        (
+            process
+                .metric("hookflow_delivery_attempts_per_delivery_count")
+                .await,
+            process
+                .metric("hookflow_delivery_attempts_per_delivery_sum")
+                .await,
+        ),
+        (3.0, 6.0),
+        "3 + 1 + 2 attempts over 3 deliveries"
+    );
+    assert_eq!(
+        process
+            .metric("hookflow_delivery_end_to_end_seconds_count")
+            .await,
+        2.0,
+        "one end-to-end latency per delivered delivery"
+    );
 }

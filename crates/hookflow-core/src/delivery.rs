@@ -54,6 +54,9 @@ pub struct DeliveryInput {
     pub actions: Vec<ActionRef>,
     /// The retry schedule, fixed when the delivery starts so the workflow stays deterministic.
     pub retry: RetryPolicy,
+    /// The Kafka message's timestamp (milliseconds since the epoch), for end-to-end latency.
+    #[serde(default)]
+    pub produced_at_ms: Option<i64>,
 }
 
 /// The deliveries an event needs: one per matching destination, listing every matching action.
@@ -61,6 +64,7 @@ pub fn plan_deliveries<'a>(
     event: &ActionMatchedEvent,
     destinations: impl IntoIterator<Item = &'a Destination>,
     retry: &RetryPolicy,
+    produced_at_ms: Option<i64>,
 ) -> Vec<DeliveryInput> {
     destinations
         .into_iter()
@@ -72,6 +76,7 @@ pub fn plan_deliveries<'a>(
                 event: event.clone(),
                 actions,
                 retry: retry.clone(),
+                produced_at_ms,
             })
         })
         .collect()

@@ -299,7 +299,9 @@ pub async fn run<S: DeliveryScheduler>(
         );
         tasks.spawn(async move {
             let _permit = permit;
-            let outcome = pipeline.process(message.payload()).await;
+            let outcome = pipeline
+                .process(message.payload(), message.timestamp().to_millis())
+                .await;
             let done = match &outcome {
                 MessageOutcome::Interrupted => false,
                 MessageOutcome::Started { .. } => true,

@@ -85,8 +85,12 @@ impl<S: DeliveryScheduler> Pipeline<S> {
         }
     }
 
-    /// Processes one message payload.
-    pub async fn process(&self, payload: Option<&[u8]>) -> MessageOutcome {
+    /// Processes one message payload, produced at `produced_at_ms` (the Kafka timestamp).
+    pub async fn process(
+        &self,
+        payload: Option<&[u8]>,
+        produced_at_ms: Option<i64>,
+    ) -> MessageOutcome {
         let Some(payload) = payload.filter(|p| !p.is_empty()) else {
             return MessageOutcome::DeadLetter {
                 kind: "empty",
@@ -112,6 +116,7 @@ impl<S: DeliveryScheduler> Pipeline<S> {
             &event,
             team_destinations.iter().map(Arc::as_ref),
             &self.retry,
+            produced_at_ms,
         );
         if deliveries.is_empty() {
             return MessageOutcome::Skipped {
@@ -280,7 +285,7 @@ mod tests {
         let p = pipeline(scheduler.clone(), CancellationToken::new());
         let msg = event(2, &[(17, "a"), (18, "b")]);
         assert_eq!(
-            p.process(Some(&msg)).await,
+            p.process(Some(&msg), None).await,
             MessageOutcome::Started {
                 started: 2,
                 existing: 0
@@ -296,7 +301,7 @@ mod tests {
             ]
         );
         assert_eq!(
-            p.process(Some(&msg)).await,
+            p.process(Some(&msg), None).await,
             MessageOutcome::Started {
                 started: 0,
                 existing: 2
@@ -311,25 +316,25 @@ mod tests {
             CancellationToken::new(),
         );
         assert!(matches!(
-            p.process(None).await,
+            p.process(None, None).await,
             MessageOutcome::DeadLetter { kind: "empty", .. }
         ));
         assert!(matches!(
-            p.process(Some(b"{oops")).await,
+            p.process(Some(b"{oops"), None).await,
             MessageOutcome::DeadLetter {
                 kind: "not_json",
                 ..
             }
         ));
         assert!(matches!(
-            p.process(Some(b"{}")).await,
+            p.process(Some(b"{}"), None).await,
             MessageOutcome::DeadLetter {
                 kind: "contract",
                 ..
             }
         ));
         assert_eq!(
-            p.process(Some(&event(3, &[(1, "a")]))).await,
+            p.process(Some(&event(3, &[(1, "a")])), None).await,
             MessageOutcome::Skipped {
                 reason: "no_destinations"
             }
@@ -345,7 +350,7 @@ mod tests {
         let p = pipeline(scheduler.clone(), CancellationToken::new());
         let msg = event(2, &[(99, "x")]);
         assert_eq!(
-            p.process(Some(&msg)).await,
+            p.process(Some(&msg), None).await,
             MessageOutcome::Started {
                 started: 2,
                 existing: 0
@@ -359,7 +364,7 @@ mod tests {
         });
         let p = pipeline(broken, CancellationToken::new());
         assert_eq!(
-            p.process(Some(&msg)).await,
+            p.process(Some(&msg), None).await,
             MessageOutcome::DeadLetter {
                 kind: "unstartable",
                 reason: "bad input".into()
@@ -376,7 +381,7 @@ mod tests {
         let shutdown = CancellationToken::new();
         let p = pipeline(scheduler, shutdown.clone());
         let msg = event(2, &[(99, "x")]);
-        let (outcome, ()) = tokio::join!(p.process(Some(&msg)), async {
+        let (outcome, ()) = tokio::join!(p.process(Some(&msg), None), async {
             tokio::time::sleep(Duration::from_secs(30)).await;
             shutdown.cancel();
         });

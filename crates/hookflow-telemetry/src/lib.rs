@@ -6,7 +6,7 @@ pub mod health;
 pub mod names;
 pub mod ops;
 
-use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use tracing_subscriber::{EnvFilter, fmt, prelude::*};
 
 /// Log format.
@@ -37,10 +37,24 @@ pub fn init_tracing(filter: &str, format: LogFormat) {
 #[error("cannot install the metrics recorder: {0}")]
 pub struct RecorderError(String);
 
+/// Bucket bounds of every `*_seconds` histogram: 5 ms to 1 h.
+const SECONDS_BUCKETS: &[f64] = &[
+    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0, 3600.0,
+];
+/// Bucket bounds of the attempts-per-delivery histogram.
+const COUNT_BUCKETS: &[f64] = &[1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 8.0, 10.0];
+
 /// Installs the global Prometheus recorder and returns the handle that renders `/metrics`.
 /// Must be called inside a tokio runtime: it spawns the recorder's periodic upkeep.
 pub fn install_prometheus() -> Result<PrometheusHandle, RecorderError> {
+    // Histograms with buckets (not client-side summaries), so dashboards can aggregate
+    // quantiles across processes with histogram_quantile().
     let handle = PrometheusBuilder::new()
+        .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), SECONDS_BUCKETS)
+        .and_then(|b| {
+            b.set_buckets_for_metric(Matcher::Suffix("_per_delivery".into()), COUNT_BUCKETS)
+        })
+        .map_err(|e| RecorderError(e.to_string()))?
         .install_recorder()
         .map_err(|e| RecorderError(e.to_string()))?;
     let upkeep = handle.clone();

@@ -25,6 +25,13 @@ pub const WORKFLOW_START_DURATION: &str = "hookflow_workflow_start_duration_seco
 pub const DELIVERY_ATTEMPTS: &str = "hookflow_delivery_attempts_total";
 /// Duration of one HTTP attempt, seconds.
 pub const DELIVERY_ATTEMPT_DURATION: &str = "hookflow_delivery_attempt_duration_seconds";
+/// Finished deliveries, by `outcome`: `delivered`, `failed_permanently`, `gave_up`,
+/// `cancelled`, `destination_disabled`.
+pub const DELIVERIES: &str = "hookflow_deliveries_total";
+/// HTTP attempts a finished delivery made.
+pub const DELIVERY_ATTEMPTS_PER_DELIVERY: &str = "hookflow_delivery_attempts_per_delivery";
+/// From the event's Kafka timestamp to the endpoint's 2xx, seconds.
+pub const DELIVERY_END_TO_END_DURATION: &str = "hookflow_delivery_end_to_end_seconds";
 /// Circuit breaker phase changes made by this process, by `from` and `to`: `closed`,
 /// `open`, `half_open`. Summed over processes it counts every transition once.
 pub const BREAKER_TRANSITIONS: &str = "hookflow_breaker_transitions_total";

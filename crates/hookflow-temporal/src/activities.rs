@@ -8,8 +8,8 @@
 use std::{sync::Arc, time::Duration};
 
 use hookflow_core::{
-    AttemptErrorKind, AttemptReport, AttemptStep, DeliveryInput, DestinationCatalog,
-    payload::render_json_body, signing::signature_header,
+    AttemptErrorKind, AttemptReport, AttemptStep, DeliveryInput, DeliveryOutcome,
+    DestinationCatalog, payload::render_json_body, signing::signature_header,
 };
 use hookflow_http::{
     AttemptRequest, DeliveryClient,
@@ -31,6 +31,15 @@ pub struct AttemptInput {
     pub delivery: DeliveryInput,
     /// 1 for the first attempt.
     pub attempt: u32,
+}
+
+/// What the outcome activity records.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct OutcomeInput {
+    /// How the delivery ended.
+    pub outcome: DeliveryOutcome,
+    /// HTTP attempts it made.
+    pub attempts: u32,
 }
 
 /// What the attempt activity needs: the HTTP client, the destination store, the endpoint
@@ -111,6 +120,11 @@ impl DeliveryActivities {
             .record(report.duration_ms as f64 / 1000.0);
         tracing::debug!(status = ?report.status, class = report.class(), duration_ms = report.duration_ms, "attempt finished");
         self.gate.leave(&destination, pass, &report).await;
+        if let (Some(200..=299), Some(produced_ms)) = (report.status, delivery.produced_at_ms) {
+            let latency_ms = chrono::Utc::now().timestamp_millis() - produced_ms;
+            metrics::histogram!(names::DELIVERY_END_TO_END_DURATION)
+                .record(latency_ms.max(0) as f64 / 1000.0);
+        }
         if report.status == Some(410) {
             let reason = format!(
                 "the endpoint answered 410 Gone to delivery {}",
@@ -124,6 +138,20 @@ impl DeliveryActivities {
 
 #[activities]
 impl DeliveryActivities {
+    /// Counts a finished delivery by outcome, and its attempts. Run by the workflow as a
+    /// local activity, once per delivery.
+    #[activity]
+    pub async fn record_outcome(
+        self: Arc<Self>,
+        _ctx: ActivityContext,
+        input: OutcomeInput,
+    ) -> Result<(), ActivityError> {
+        metrics::counter!(names::DELIVERIES, "outcome" => input.outcome.as_str()).increment(1);
+        metrics::histogram!(names::DELIVERY_ATTEMPTS_PER_DELIVERY)
+            .record(f64::from(input.attempts));
+        Ok(())
+    }
+
     /// Makes one HTTP attempt and reports its outcome, or defers it. It never fails as an
     /// activity: every outcome, including errors, is a step for the workflow to decide on.
     #[activity]

@@ -19,11 +19,12 @@ use hookflow_core::{
 use temporalio_common::RetryPolicy as ActivityRetryPolicy;
 use temporalio_macros::{workflow, workflow_methods};
 use temporalio_sdk::{
-    ActivityExecutionError, ActivityOptions, TimerResult, WorkflowContext, WorkflowResult,
+    ActivityExecutionError, ActivityOptions, LocalActivityOptions, TimerResult,
+    WorkflowCancellationToken, WorkflowContext, WorkflowResult,
 };
 
 use crate::{
-    activities::{AttemptInput, DeliveryActivities},
+    activities::{AttemptInput, DeliveryActivities, OutcomeInput},
     search_attributes,
 };
 
@@ -54,7 +55,9 @@ impl DeliveryWorkflow {
         let mut last: Option<AttemptReport> = None;
         let mut deferrals_in_a_row: u32 = 0;
         let mut last_deferral = None;
-        loop {
+        // Every way out of the loop names the outcome and, where the last attempt does not
+        // say it, why.
+        let (outcome, note) = loop {
             let step = match ctx
                 .execute_activity(
                     DeliveryActivities::attempt,
@@ -68,12 +71,7 @@ impl DeliveryWorkflow {
             {
                 Ok(step) => step,
                 Err(ActivityExecutionError::Cancelled(_)) => {
-                    return Ok(finish(
-                        ctx,
-                        DeliveryOutcome::Cancelled,
-                        attempt,
-                        last.as_ref(),
-                    ));
+                    break (DeliveryOutcome::Cancelled, None);
                 }
                 // The activity itself failed (its worker died, or it overran its timeout):
                 // to the delivery that is one failed attempt, retried on the same schedule.
@@ -100,45 +98,53 @@ impl DeliveryWorkflow {
                     policy.after_deferral(&deferral, deferrals_in_a_row, elapsed, random)
                 }
                 AttemptStep::DestinationDisabled(reason) => {
-                    let result = finish(
-                        ctx,
-                        DeliveryOutcome::DestinationDisabled,
-                        attempt,
-                        last.as_ref(),
-                    );
-                    return Ok(DeliveryResult {
-                        last_error: Some(format!("destination disabled: {reason}")),
-                        ..result
-                    });
+                    let note = format!("destination disabled: {reason}");
+                    break (DeliveryOutcome::DestinationDisabled, Some(note));
                 }
             };
-            let outcome = match decision {
-                RetryDecision::Delivered => DeliveryOutcome::Delivered,
-                RetryDecision::FailPermanently => DeliveryOutcome::FailedPermanently,
+            match decision {
+                RetryDecision::Delivered => break (DeliveryOutcome::Delivered, None),
+                RetryDecision::FailPermanently => break (DeliveryOutcome::FailedPermanently, None),
                 RetryDecision::GiveUp if deferrals_in_a_row > 0 => {
                     // Out of time while the endpoint's gate kept it waiting: say so.
-                    let result = finish(ctx, DeliveryOutcome::GaveUp, attempt, last.as_ref());
                     let reason = last_deferral.map_or("deferred", |r| r.as_str());
-                    return Ok(DeliveryResult {
-                        last_error: Some(format!("maximum age reached while deferred ({reason})")),
-                        ..result
-                    });
+                    let note = format!("maximum age reached while deferred ({reason})");
+                    break (DeliveryOutcome::GaveUp, Some(note));
                 }
-                RetryDecision::GiveUp => DeliveryOutcome::GaveUp,
+                RetryDecision::GiveUp => break (DeliveryOutcome::GaveUp, None),
                 RetryDecision::RetryAfter(delay) => {
                     if ctx.timer(delay).await == TimerResult::Cancelled {
-                        return Ok(finish(
-                            ctx,
-                            DeliveryOutcome::Cancelled,
-                            attempt,
-                            last.as_ref(),
-                        ));
+                        break (DeliveryOutcome::Cancelled, None);
                     }
-                    continue;
                 }
-            };
-            return Ok(finish(ctx, outcome, attempt, last.as_ref()));
-        }
+            }
+        };
+        ctx.upsert_search_attributes([
+            search_attributes::OUTCOME.value_set(outcome.as_str().to_owned())
+        ]);
+        // Counted by a local activity: it runs once per delivery, and replays of this
+        // workflow read its marker instead of counting again.
+        // Metrics are not worth failing a finished delivery over: the result is ignored.
+        let _ = ctx
+            .execute_local_activity(
+                DeliveryActivities::record_outcome,
+                OutcomeInput {
+                    outcome,
+                    attempts: attempt,
+                },
+                outcome_options(),
+            )
+            .await;
+        Ok(DeliveryResult {
+            outcome,
+            attempts: attempt,
+            last_status: last.as_ref().and_then(|r| r.status),
+            last_error: note.or_else(|| {
+                last.as_ref()
+                    .filter(|r| !matches!(r.status, Some(200..=299)))
+                    .map(AttemptReport::describe)
+            }),
+        })
     }
 }
 
@@ -150,21 +156,12 @@ fn attempt_options() -> ActivityOptions {
         .build()
 }
 
-fn finish(
-    ctx: &WorkflowContext<DeliveryWorkflow>,
-    outcome: DeliveryOutcome,
-    attempts: u32,
-    last: Option<&AttemptReport>,
-) -> DeliveryResult {
-    ctx.upsert_search_attributes([
-        search_attributes::OUTCOME.value_set(outcome.as_str().to_owned())
-    ]);
-    DeliveryResult {
-        outcome,
-        attempts,
-        last_status: last.and_then(|r| r.status),
-        last_error: last
-            .filter(|r| !matches!(r.status, Some(200..=299)))
-            .map(AttemptReport::describe),
-    }
+/// The outcome is counted even when the workflow was cancelled: the local activity gets a
+/// cancellation token of its own.
+fn outcome_options() -> LocalActivityOptions {
+    LocalActivityOptions::builder()
+        .start_to_close_timeout(Duration::from_secs(5))
+        .retry_policy(ActivityRetryPolicy::builder().maximum_attempts(3).build())
+        .cancellation_token(WorkflowCancellationToken::new())
+        .build()
 }
