@@ -126,6 +126,33 @@ impl RedisLink {
         result
     }
 
+    /// Reports Redis's reachability to readiness every `interval` until `shutdown`: a
+    /// deployment that configured Redis is not ready without it, although delivery goes on
+    /// (on the per-process fallback) while it is away.
+    pub async fn probe(
+        self,
+        interval: Duration,
+        health: hookflow_telemetry::health::HealthHandle,
+        shutdown: impl Future<Output = ()>,
+    ) {
+        let mut tick = tokio::time::interval(interval);
+        tokio::pin!(shutdown);
+        loop {
+            tokio::select! {
+                _ = &mut shutdown => return,
+                _ = tick.tick() => {}
+            }
+            let pinged = self
+                .run(|mut c| async move { redis::cmd("PING").query_async::<String>(&mut c).await })
+                .await;
+            match pinged {
+                Ok(_) => health.set_ready(true, ""),
+                Err(error) => health.set_ready(false, format!("redis: {error}")),
+            }
+            health.beat();
+        }
+    }
+
     /// Whether the last command succeeded (or none failed yet).
     pub fn is_available(&self) -> bool {
         !self.lock().unavailable

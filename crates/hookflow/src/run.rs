@@ -119,8 +119,16 @@ pub async fn run(settings: Settings, role: Role) -> anyhow::Result<()> {
             user_agent: format!("hookflow/{}", env!("CARGO_PKG_VERSION")),
         })?;
         let redis = RedisLink::new(&settings.redis).context("redis.url")?;
-        if redis.is_none() {
-            tracing::warn!("no redis.url: breakers and rate limits are per process");
+        match &redis {
+            Some(link) => {
+                let redis_health = health.register("redis", PROBE_DEADLINE);
+                tokio::spawn(link.clone().probe(
+                    Duration::from_secs(5),
+                    redis_health,
+                    shutdown.clone().cancelled_owned(),
+                ));
+            }
+            None => tracing::warn!("no redis.url: breakers and rate limits are per process"),
         }
         let registry = WorkerRegistry::new(redis.clone(), &settings.temporal.task_queue);
         registry.register().await;
