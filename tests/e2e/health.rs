@@ -1,5 +1,5 @@
-//! Health probes on the operations port: ready only while Temporal and Kafka answer, alive
-//! while every loop keeps reporting.
+//! Health probes on the operations port: ready only while Temporal, Kafka and Redis answer,
+//! alive while every loop keeps reporting; the SDK's worker metrics on their own port.
 
 use std::time::Duration;
 
@@ -22,9 +22,20 @@ async fn readiness_follows_the_dependencies_and_liveness_the_loops() {
     assert_eq!(body["healthy"], true);
     assert_eq!(body["components"]["temporal"]["ready"], true);
     assert_eq!(body["components"]["kafka_consumer"]["ready"], true);
+    assert_eq!(body["components"]["redis"]["ready"], true);
     assert_eq!(
         ready.probe("/_liveness").await.map(|(status, _)| status),
         Some(200)
+    );
+    let sdk = eventually(Duration::from_secs(30), "the SDK's worker metrics", || async {
+        let url = format!("http://127.0.0.1:{}/metrics", ready.sdk_metrics_port);
+        let text = reqwest::get(url).await.ok()?.text().await.ok()?;
+        text.contains("temporal_worker_task_slots_available").then_some(text)
+    })
+    .await;
+    assert!(
+        sdk.contains(&format!("task_queue=\"{}\"", s.deployment.task_queue)),
+        "labelled with the task queue"
     );
 
     // Nothing listens on this port: the process lives, but is not ready, and says why.

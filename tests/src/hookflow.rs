@@ -36,6 +36,8 @@ pub struct Process {
     child: Child,
     /// Its metrics port.
     pub metrics_port: u16,
+    /// The port of the Temporal SDK's metrics.
+    pub sdk_metrics_port: u16,
 }
 
 impl Deployment {
@@ -100,7 +102,7 @@ impl Deployment {
         self
     }
 
-    fn write_config(&self, metrics_port: u16) -> PathBuf {
+    fn write_config(&self, metrics_port: u16, sdk_metrics_port: u16) -> PathBuf {
         let destinations = self.dir.path().join("destinations.toml");
         std::fs::write(&destinations, &self.destinations).expect("write destinations");
         let allowed: Vec<String> = self
@@ -144,6 +146,7 @@ key_prefix = "{redis_prefix}"
 
 [telemetry]
 ops_address = "127.0.0.1:{metrics_port}"
+sdk_metrics_address = "127.0.0.1:{sdk_metrics_port}"
 log_filter = "info,temporalio_sdk_core=warn"
 
 {extra}
@@ -175,8 +178,8 @@ log_filter = "info,temporalio_sdk_core=warn"
 
     /// Starts `hookflow run --role <role>` (`all`, `consumer` or `worker`).
     pub fn start_as(&self, role: &str) -> Process {
-        let metrics_port = free_port();
-        let config = self.write_config(metrics_port);
+        let (metrics_port, sdk_metrics_port) = (free_port(), free_port());
+        let config = self.write_config(metrics_port, sdk_metrics_port);
         let log = self.dir.path().join(format!("hookflow-{metrics_port}.log"));
         let child = Command::new(binary())
             .args([
@@ -196,13 +199,14 @@ log_filter = "info,temporalio_sdk_core=warn"
         Process {
             child,
             metrics_port,
+            sdk_metrics_port,
         }
     }
 
     /// Runs a one-shot `hookflow` command (for example `destinations enable ID`) with this
     /// configuration; its exit success and standard output.
     pub fn command(&self, args: &[&str]) -> (bool, String) {
-        let config = self.write_config(free_port());
+        let config = self.write_config(free_port(), free_port());
         let out = Command::new(binary())
             .args(["--config", config.to_str().expect("utf-8 path")])
             .args(args)

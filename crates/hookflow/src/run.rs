@@ -136,8 +136,12 @@ pub async fn run(settings: Settings, role: Role) -> anyhow::Result<()> {
         tokio::spawn(registry.run(shutdown.clone()));
         let disabled = Arc::new(DisabledDestinations::new(redis));
         let activities = DeliveryActivities::new(http, destinations.clone(), gate, disabled);
-        let mut worker =
-            hookflow_temporal::worker::build(client, &settings.temporal.task_queue, activities)?;
+        let mut worker = hookflow_temporal::worker::build(
+            client,
+            &settings.temporal.task_queue,
+            activities,
+            settings.sdk_metrics_address()?,
+        )?;
         let stop_worker = worker.shutdown_handle();
         // The worker's future is not Send: it runs here, on the main task.
         let (result, ()) = tokio::join!(worker.run(), async {

@@ -66,6 +66,8 @@ pub struct DestinationsSection {
 pub struct TelemetrySection {
     /// Listener of `/metrics`, `/_liveness` and `/_readiness`.
     pub ops_address: SocketAddr,
+    /// Listener of the Temporal SDK's worker metrics; empty for none.
+    pub sdk_metrics_address: String,
     /// `text` or `json`.
     pub log_format: String,
     /// RUST_LOG-style filter.
@@ -107,6 +109,15 @@ impl Settings {
         let settings: Settings = figment.extract().map_err(Box::new)?;
         settings.validate()?;
         Ok(settings)
+    }
+
+    /// Where the Temporal SDK's metrics are served, if anywhere.
+    pub fn sdk_metrics_address(&self) -> Result<Option<SocketAddr>, std::net::AddrParseError> {
+        let address = self.telemetry.sdk_metrics_address.trim();
+        if address.is_empty() {
+            return Ok(None);
+        }
+        address.parse().map(Some)
     }
 
     fn validate(&self) -> Result<(), SettingsError> {
@@ -186,6 +197,12 @@ impl Settings {
             if value == 0 {
                 return bad(key, "must be greater than 0");
             }
+        }
+        if self.sdk_metrics_address().is_err() {
+            return bad(
+                "telemetry.sdk_metrics_address",
+                "must be host:port (an IP address) or empty",
+            );
         }
         if !matches!(self.telemetry.log_format.as_str(), "text" | "json") {
             return bad("telemetry.log_format", "must be \"text\" or \"json\"");
