@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what hookflow's local stack and build need on a fresh Debian machine, and nothing
-# that is already there: protoc (prost builds the Temporal protos), Redis, the Temporal CLI
-# (dev server) and the Kafka-compatible broker tansu. Safe to run any number of times.
+# that is already there: protoc (prost builds the Temporal protos), Redis, Prometheus with
+# promtool (the dashboard and alert-rule tests), the Temporal CLI (dev server) and the
+# Kafka-compatible broker tansu. Safe to run any number of times.
 set -euo pipefail
 
 need_apt=()
@@ -9,6 +10,7 @@ command -v protoc >/dev/null 2>&1 || need_apt+=(protobuf-compiler)
 # prost needs the well-known types (google/protobuf/*.proto) that protoc ships separately.
 [ -f /usr/include/google/protobuf/field_mask.proto ] || need_apt+=(libprotobuf-dev)
 command -v redis-server >/dev/null 2>&1 || need_apt+=(redis-server)
+command -v promtool >/dev/null 2>&1 || need_apt+=(prometheus)
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "install-deps: apt-get install ${need_apt[*]}"
   export DEBIAN_FRONTEND=noninteractive

@@ -27,11 +27,16 @@ async fn readiness_follows_the_dependencies_and_liveness_the_loops() {
         ready.probe("/_liveness").await.map(|(status, _)| status),
         Some(200)
     );
-    let sdk = eventually(Duration::from_secs(30), "the SDK's worker metrics", || async {
-        let url = format!("http://127.0.0.1:{}/metrics", ready.sdk_metrics_port);
-        let text = reqwest::get(url).await.ok()?.text().await.ok()?;
-        text.contains("temporal_worker_task_slots_available").then_some(text)
-    })
+    let sdk = eventually(
+        Duration::from_secs(30),
+        "the SDK's worker metrics",
+        || async {
+            let url = format!("http://127.0.0.1:{}/metrics", ready.sdk_metrics_port);
+            let text = reqwest::get(url).await.ok()?.text().await.ok()?;
+            text.contains("temporal_worker_task_slots_available")
+                .then_some(text)
+        },
+    )
     .await;
     assert!(
         sdk.contains(&format!("task_queue=\"{}\"", s.deployment.task_queue)),

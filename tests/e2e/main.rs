@@ -4,6 +4,7 @@
 mod breaker_store;
 mod cancel;
 mod crash;
+mod dashboards;
 mod dead_letters;
 mod delivery;
 mod health;

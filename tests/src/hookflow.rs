@@ -28,6 +28,7 @@ pub struct Deployment {
     redis: String,
     destinations: String,
     allowed_hosts: Vec<String>,
+    endpoint_labels: bool,
     extra: String,
 }
 
@@ -59,6 +60,7 @@ impl Deployment {
             redis: stack.redis.url(),
             destinations: String::new(),
             allowed_hosts: vec!["127.0.0.1".into()],
+            endpoint_labels: false,
             extra: String::new(),
         }
     }
@@ -86,6 +88,12 @@ impl Deployment {
     /// Points the deployment at another Redis (for example one the test stops).
     pub fn redis_url(&mut self, url: &str) -> &mut Self {
         self.redis = url.to_owned();
+        self
+    }
+
+    /// Turns on the per-endpoint failure metric (`telemetry.endpoint_labels`).
+    pub fn endpoint_labels(&mut self) -> &mut Self {
+        self.endpoint_labels = true;
         self
     }
 
@@ -147,6 +155,7 @@ key_prefix = "{redis_prefix}"
 [telemetry]
 ops_address = "127.0.0.1:{metrics_port}"
 sdk_metrics_address = "127.0.0.1:{sdk_metrics_port}"
+endpoint_labels = {endpoint_labels}
 log_filter = "info,temporalio_sdk_core=warn"
 
 {extra}
@@ -162,6 +171,7 @@ log_filter = "info,temporalio_sdk_core=warn"
             redis = self.redis,
             redis_prefix = self.redis_prefix,
             extra = self.extra,
+            endpoint_labels = self.endpoint_labels,
         );
         let path = self
             .dir

@@ -11,6 +11,8 @@ use std::{
 };
 
 use serde::Serialize;
+
+use crate::names;
 use tokio::time::Instant;
 
 #[derive(Debug)]
@@ -72,6 +74,7 @@ impl Health {
             reason: "starting".into(),
         };
         self.components().insert(name, component);
+        metrics::gauge!(names::COMPONENT_READY, "component" => name).set(0.0);
         HealthHandle {
             name,
             health: self.clone(),
@@ -127,6 +130,11 @@ impl HealthHandle {
             c.ready = ready;
             c.reason = if ready { String::new() } else { reason.into() };
         }
+        metrics::gauge!(names::COMPONENT_READY, "component" => self.name).set(if ready {
+            1.0
+        } else {
+            0.0
+        });
     }
 }
 

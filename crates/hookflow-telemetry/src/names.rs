@@ -51,6 +51,13 @@ pub const DESTINATIONS_DISABLED: &str = "hookflow_destinations_disabled_total";
 pub const REDIS_AVAILABLE: &str = "hookflow_redis_available";
 /// Redis commands that failed or timed out.
 pub const REDIS_ERRORS: &str = "hookflow_redis_errors_total";
+/// 1 while a component is ready, by `component`: `temporal`, `kafka_consumer`, `redis`
+/// (what `/_readiness` reports, for alerting).
+pub const COMPONENT_READY: &str = "hookflow_component_ready";
+/// Failed attempts by `endpoint` (`scheme://host:port` or the destination's key). Only
+/// exported when `telemetry.endpoint_labels` is on: endpoints are customer-controlled, so
+/// the label is unbounded; opt in where the destination count is known and small.
+pub const ENDPOINT_FAILURES: &str = "hookflow_endpoint_failures_total";
 /// Always 1, labelled with the running `version`.
 pub const BUILD_INFO: &str = "hookflow_build_info";
 

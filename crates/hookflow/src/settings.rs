@@ -68,6 +68,8 @@ pub struct TelemetrySection {
     pub ops_address: SocketAddr,
     /// Listener of the Temporal SDK's worker metrics; empty for none.
     pub sdk_metrics_address: String,
+    /// Whether to export failures per endpoint (an unbounded label).
+    pub endpoint_labels: bool,
     /// `text` or `json`.
     pub log_format: String,
     /// RUST_LOG-style filter.

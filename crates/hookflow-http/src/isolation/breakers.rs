@@ -61,6 +61,17 @@ impl SharedBreakers {
     /// Breakers following `policy`, shared through `redis` when given (else per process),
     /// trusting a local copy for `cache_ttl`.
     pub fn new(policy: BreakerPolicy, redis: Option<RedisLink>, cache_ttl: Duration) -> Self {
+        // Every possible transition is exported from the start at 0, so rates and alerts see
+        // a series before the first trip rather than nothing.
+        for (from, to) in [
+            (Phase::Closed, Phase::Open),
+            (Phase::Open, Phase::HalfOpen),
+            (Phase::HalfOpen, Phase::Closed),
+            (Phase::HalfOpen, Phase::Open),
+        ] {
+            metrics::counter!(names::BREAKER_TRANSITIONS, "from" => from.as_str(), "to" => to.as_str())
+                .absolute(0);
+        }
         SharedBreakers {
             policy,
             redis,

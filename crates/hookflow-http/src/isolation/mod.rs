@@ -74,6 +74,7 @@ pub struct Pass {
 /// The concurrency caps, rate limiters and breakers of every endpoint.
 pub struct EndpointGate {
     defaults: EndpointLimits,
+    endpoint_labels: bool,
     concurrency_retry: Duration,
     bulkheads: Bulkheads,
     limiter: EndpointRateLimiter,
@@ -88,8 +89,12 @@ impl EndpointGate {
         redis: Option<RedisLink>,
         workers: Arc<AtomicU32>,
     ) -> Self {
+        for reason in DeferralReason::ALL {
+            metrics::counter!(names::DEFERRALS, "reason" => reason.as_str()).absolute(0);
+        }
         EndpointGate {
             defaults: settings.default_limits(),
+            endpoint_labels: false,
             concurrency_retry: Duration::from_millis(settings.concurrency_retry_ms),
             bulkheads: Bulkheads::default(),
             limiter: EndpointRateLimiter::new(workers),
@@ -99,6 +104,13 @@ impl EndpointGate {
                 Duration::from_millis(settings.breaker_cache_ms),
             ),
         }
+    }
+
+    /// Also counts failed attempts per endpoint (`hookflow_endpoint_failures_total`), an
+    /// unbounded label the operator must opt into (`telemetry.endpoint_labels`).
+    pub fn with_endpoint_labels(mut self, on: bool) -> Self {
+        self.endpoint_labels = on;
+        self
     }
 
     /// Lets an attempt to `destination` through, or says how long to defer it.
@@ -133,6 +145,10 @@ impl EndpointGate {
     /// Reports the result of an attempt that [`EndpointGate::enter`] let through.
     pub async fn leave(&self, destination: &Destination, pass: Pass, report: &AttemptReport) {
         if let Some(failed) = failure_of(report) {
+            if failed && self.endpoint_labels {
+                let endpoint = destination.endpoint.to_string();
+                metrics::counter!(names::ENDPOINT_FAILURES, "endpoint" => endpoint).increment(1);
+            }
             self.breakers
                 .record(&destination.endpoint, pass.admission, failed)
                 .await;
