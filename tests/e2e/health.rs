@@ -23,6 +23,7 @@ async fn readiness_follows_the_dependencies_and_liveness_the_loops() {
     assert_eq!(body["components"]["temporal"]["ready"], true);
     assert_eq!(body["components"]["kafka_consumer"]["ready"], true);
     assert_eq!(body["components"]["redis"]["ready"], true);
+    assert_eq!(body["components"]["temporal_worker"]["alive"], true);
     assert_eq!(
         ready.probe("/_liveness").await.map(|(status, _)| status),
         Some(200)

@@ -9,5 +9,6 @@ mod dead_letters;
 mod delivery;
 mod health;
 mod isolation;
+mod outcomes;
 mod retries;
 mod ssrf;

@@ -17,6 +17,8 @@ pub struct Deployment {
     pub topic: String,
     /// Dead-letter topic.
     pub dead_letter_topic: String,
+    /// Topic of the per-team outcome summaries (one-second windows).
+    pub outcomes_topic: String,
     /// Task queue.
     pub task_queue: String,
     /// Consumer group.
@@ -48,10 +50,13 @@ impl Deployment {
         let dead_letter_topic = format!("{topic}-dlq");
         stack.create_topic(&topic, partitions);
         stack.create_topic(&dead_letter_topic, 1);
+        let outcomes_topic = format!("{topic}-outcomes");
+        stack.create_topic(&outcomes_topic, 1);
         Deployment {
             dir: tempfile::tempdir().expect("tempdir"),
             topic,
             dead_letter_topic,
+            outcomes_topic,
             task_queue: unique("deliveries"),
             group: unique("hookflow"),
             redis_prefix: unique("hookflow"),
@@ -148,6 +153,10 @@ jitter = 0.0
 max_age_ms = 120000
 max_retry_after_ms = 10000
 
+[outcomes]
+topic = "{outcomes_topic}"
+window_ms = 1000
+
 [redis]
 url = "{redis}"
 key_prefix = "{redis_prefix}"
@@ -169,6 +178,7 @@ log_filter = "info,temporalio_sdk_core=warn"
             allowed = allowed.join(", "),
             destinations = destinations.display(),
             redis = self.redis,
+            outcomes_topic = self.outcomes_topic,
             redis_prefix = self.redis_prefix,
             extra = self.extra,
             endpoint_labels = self.endpoint_labels,

@@ -9,6 +9,7 @@ pub mod delivery;
 pub mod destination;
 pub mod endpoint;
 pub mod event;
+pub mod outcomes;
 pub mod payload;
 pub mod retry;
 pub mod scheduler;

@@ -1,12 +1,14 @@
 //! hookflow's Kafka side: the consumer that turns action-matched events into delivery
 //! starts ([`consumer::run`]), the per-message logic ([`pipeline::Pipeline`]), offset
 //! tracking that never commits past unfinished work ([`offsets::OffsetTracker`]), and the
-//! dead-letter producer ([`dead_letter::DeadLetterProducer`]).
+//! dead-letter producer ([`dead_letter::DeadLetterProducer`]), and the publisher of per-team
+//! delivery outcomes ([`outcomes::OutcomePublisher`]).
 
 pub mod backoff;
 pub mod consumer;
 pub mod dead_letter;
 pub mod offsets;
+pub mod outcomes;
 pub mod pipeline;
 
 pub use backoff::{Backoff, StartBackoff};

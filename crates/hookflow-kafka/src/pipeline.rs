@@ -152,7 +152,9 @@ impl<S: DeliveryScheduler> Pipeline<S> {
             let outcome = {
                 let _permit = self.starts.acquire().await.map_err(|_| None)?;
                 let started = std::time::Instant::now();
+                metrics::gauge!(names::WORKFLOW_STARTS_IN_FLIGHT).increment(1);
                 let outcome = self.scheduler.schedule(delivery).await;
+                metrics::gauge!(names::WORKFLOW_STARTS_IN_FLIGHT).decrement(1);
                 metrics::histogram!(names::WORKFLOW_START_DURATION)
                     .record(started.elapsed().as_secs_f64());
                 outcome

@@ -19,6 +19,11 @@ pub const CONSUMER_MESSAGES_IN_FLIGHT: &str = "hookflow_consumer_messages_in_fli
 /// policy UseExisting the server answers a start of a still-running workflow like a new
 /// start, so `started` includes those; `already_exists` counts finished ones.
 pub const WORKFLOW_STARTS: &str = "hookflow_workflow_starts_total";
+/// Workflow starts waiting for Temporal's answer now (bounded by
+/// `kafka.max_starts_in_flight`).
+pub const WORKFLOW_STARTS_IN_FLIGHT: &str = "hookflow_workflow_starts_in_flight";
+/// Destinations loaded from the destination store.
+pub const DESTINATIONS_LOADED: &str = "hookflow_destinations_loaded";
 /// Time to start one delivery workflow, seconds.
 pub const WORKFLOW_START_DURATION: &str = "hookflow_workflow_start_duration_seconds";
 /// HTTP attempts, by `class`: `2xx`…`5xx`, `timeout`, `connect`, `blocked`, `invalid`, `other`.
@@ -51,13 +56,17 @@ pub const DESTINATIONS_DISABLED: &str = "hookflow_destinations_disabled_total";
 pub const REDIS_AVAILABLE: &str = "hookflow_redis_available";
 /// Redis commands that failed or timed out.
 pub const REDIS_ERRORS: &str = "hookflow_redis_errors_total";
-/// 1 while a component is ready, by `component`: `temporal`, `kafka_consumer`, `redis`
+/// 1 while a component is ready, by `component`: `temporal`, `kafka_consumer`,
+/// `temporal_worker`, `redis`
 /// (what `/_readiness` reports, for alerting).
 pub const COMPONENT_READY: &str = "hookflow_component_ready";
 /// Failed attempts by `endpoint` (`scheme://host:port` or the destination's key). Only
 /// exported when `telemetry.endpoint_labels` is on: endpoints are customer-controlled, so
 /// the label is unbounded; opt in where the destination count is known and small.
 pub const ENDPOINT_FAILURES: &str = "hookflow_endpoint_failures_total";
+/// Outcome summaries for the outcomes topic, by `result`: `sent`, `error` (kept and sent
+/// with the next window), `dropped` (too many kept while the broker was down).
+pub const OUTCOME_SUMMARIES: &str = "hookflow_outcome_summaries_total";
 /// Always 1, labelled with the running `version`.
 pub const BUILD_INFO: &str = "hookflow_build_info";
 

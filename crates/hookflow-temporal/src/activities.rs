@@ -5,11 +5,16 @@
 // The Temporal macros generate undocumented items beside the documented methods.
 #![allow(missing_docs)]
 
-use std::{sync::Arc, time::Duration};
+use std::{
+    sync::{Arc, Mutex},
+    time::Duration,
+};
 
 use hookflow_core::{
-    AttemptErrorKind, AttemptReport, AttemptStep, DeliveryInput, DeliveryOutcome,
-    DestinationCatalog, payload::render_json_body, signing::signature_header,
+    AttemptErrorKind, AttemptReport, AttemptStep, DeliveryInput, DestinationCatalog,
+    outcomes::{FinishedDelivery, OutcomeAggregator},
+    payload::render_json_body,
+    signing::signature_header,
 };
 use hookflow_http::{
     AttemptRequest, DeliveryClient,
@@ -33,14 +38,9 @@ pub struct AttemptInput {
     pub attempt: u32,
 }
 
-/// What the outcome activity records.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct OutcomeInput {
-    /// How the delivery ended.
-    pub outcome: DeliveryOutcome,
-    /// HTTP attempts it made.
-    pub attempts: u32,
-}
+/// What the outcome activity records: the finished delivery (ids, outcome, attempts and,
+/// for a failure, the last attempt's kind and description; never a secret or a body).
+pub type OutcomeInput = FinishedDelivery;
 
 /// What the attempt activity needs: the HTTP client, the destination store, the endpoint
 /// gate and the registry of disabled destinations.
@@ -49,6 +49,7 @@ pub struct DeliveryActivities {
     destinations: Arc<dyn DestinationCatalog>,
     gate: EndpointGate,
     disabled: Arc<DisabledDestinations>,
+    outcomes: Option<Arc<Mutex<OutcomeAggregator>>>,
 }
 
 impl DeliveryActivities {
@@ -65,7 +66,14 @@ impl DeliveryActivities {
             destinations,
             gate,
             disabled,
+            outcomes: None,
         }
+    }
+
+    /// Also aggregates finished deliveries into `outcomes` for the per-team outcomes topic.
+    pub fn with_outcomes(mut self, outcomes: Arc<Mutex<OutcomeAggregator>>) -> Self {
+        self.outcomes = Some(outcomes);
+        self
     }
 
     async fn deliver(&self, input: &AttemptInput) -> AttemptStep {
@@ -138,8 +146,8 @@ impl DeliveryActivities {
 
 #[activities]
 impl DeliveryActivities {
-    /// Counts a finished delivery by outcome, and its attempts. Run by the workflow as a
-    /// local activity, once per delivery.
+    /// Counts a finished delivery by outcome and its attempts, and adds it to the per-team
+    /// outcomes. Run by the workflow as a local activity, once per delivery.
     #[activity]
     pub async fn record_outcome(
         self: Arc<Self>,
@@ -149,6 +157,12 @@ impl DeliveryActivities {
         metrics::counter!(names::DELIVERIES, "outcome" => input.outcome.as_str()).increment(1);
         metrics::histogram!(names::DELIVERY_ATTEMPTS_PER_DELIVERY)
             .record(f64::from(input.attempts));
+        if let Some(outcomes) = &self.outcomes {
+            outcomes
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .record(&input);
+        }
         Ok(())
     }
 

@@ -124,13 +124,29 @@ impl DeliveryWorkflow {
         ]);
         // Counted by a local activity: it runs once per delivery, and replays of this
         // workflow read its marker instead of counting again.
+        let last_error = note.or_else(|| {
+            last.as_ref()
+                .filter(|r| !matches!(r.status, Some(200..=299)))
+                .map(AttemptReport::describe)
+        });
+        let failed = !matches!(
+            outcome,
+            DeliveryOutcome::Delivered | DeliveryOutcome::Cancelled
+        );
         // Metrics are not worth failing a finished delivery over: the result is ignored.
         let _ = ctx
             .execute_local_activity(
                 DeliveryActivities::record_outcome,
                 OutcomeInput {
+                    team_id: input.event.team_id,
+                    destination_id: input.destination_id.clone(),
                     outcome,
                     attempts: attempt,
+                    error_kind: last
+                        .as_ref()
+                        .filter(|_| failed)
+                        .map(|r| r.class().to_owned()),
+                    last_error: last_error.clone().filter(|_| failed),
                 },
                 outcome_options(),
             )
@@ -139,11 +155,7 @@ impl DeliveryWorkflow {
             outcome,
             attempts: attempt,
             last_status: last.as_ref().and_then(|r| r.status),
-            last_error: note.or_else(|| {
-                last.as_ref()
-                    .filter(|r| !matches!(r.status, Some(200..=299)))
-                    .map(AttemptReport::describe)
-            }),
+            last_error,
         })
     }
 }

@@ -1,16 +1,21 @@
 //! `hookflow run`: wires the crates together. Telemetry first, then destinations, then
-//! Temporal (retried until reachable), then the consumer and/or the worker, all stopped by
-//! one cancellation token that SIGINT and SIGTERM cancel.
+//! Temporal (retried until reachable), then the consumer and/or the worker (with its
+//! endpoint gate, Redis link and outcomes publisher), all stopped by one cancellation token
+//! that SIGINT and SIGTERM cancel.
 
-use std::{path::Path, sync::Arc, time::Duration};
+use std::{
+    path::Path,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
 
 use anyhow::Context;
-use hookflow_core::{DestinationCatalog, destination::DestinationSet};
+use hookflow_core::{DestinationCatalog, destination::DestinationSet, outcomes::OutcomeAggregator};
 use hookflow_http::{
     DeliveryClient, HttpSettings, RedisLink,
     isolation::{DisabledDestinations, EndpointGate, WorkerRegistry},
 };
-use hookflow_kafka::{Backoff, Pipeline, StartBackoff};
+use hookflow_kafka::{Backoff, Pipeline, StartBackoff, outcomes::OutcomePublisher};
 use hookflow_telemetry::{
     LogFormat,
     health::{Health, HealthHandle},
@@ -43,6 +48,7 @@ pub async fn run(settings: Settings, role: Role) -> anyhow::Result<()> {
 
     let destinations: Arc<dyn DestinationCatalog> =
         Arc::new(load_destinations(&settings.destinations.file)?);
+    metrics::gauge!(hookflow_telemetry::names::DESTINATIONS_LOADED).set(destinations.len() as f64);
     tracing::info!(
         destinations = destinations.len(),
         ?role,
@@ -136,7 +142,24 @@ pub async fn run(settings: Settings, role: Role) -> anyhow::Result<()> {
             .with_endpoint_labels(settings.telemetry.endpoint_labels);
         tokio::spawn(registry.run(shutdown.clone()));
         let disabled = Arc::new(DisabledDestinations::new(redis));
-        let activities = DeliveryActivities::new(http, destinations.clone(), gate, disabled);
+        let mut activities = DeliveryActivities::new(http, destinations.clone(), gate, disabled);
+        // Stopped only after the worker, so deliveries finished while it drains are still
+        // published.
+        let stop_outcomes = CancellationToken::new();
+        let mut outcomes_task = None;
+        if !settings.outcomes.topic.is_empty() {
+            let aggregator = Arc::new(Mutex::new(OutcomeAggregator::new(
+                instance_name(),
+                chrono::Utc::now(),
+            )));
+            activities = activities.with_outcomes(aggregator.clone());
+            let publisher =
+                OutcomePublisher::new(&settings.kafka.client_config(), &settings.outcomes)
+                    .context("outcomes producer")?;
+            outcomes_task = Some(tokio::spawn(
+                publisher.run(aggregator, stop_outcomes.clone()),
+            ));
+        }
         let mut worker = hookflow_temporal::worker::build(
             client,
             &settings.temporal.task_queue,
@@ -144,12 +167,32 @@ pub async fn run(settings: Settings, role: Role) -> anyhow::Result<()> {
             settings.sdk_metrics_address()?,
         )?;
         let stop_worker = worker.shutdown_handle();
+        // Beats from the task that polls the worker: if that task stalls (something blocks
+        // it), the beats stop and liveness fails after the deadline.
+        let worker_health = health.register("temporal_worker", PROBE_DEADLINE);
+        worker_health.set_ready(true, "");
         // The worker's future is not Send: it runs here, on the main task.
-        let (result, ()) = tokio::join!(worker.run(), async {
-            shutdown.cancelled().await;
-            stop_worker();
-        });
+        let (result, (), ()) = tokio::join!(
+            worker.run(),
+            async {
+                shutdown.cancelled().await;
+                stop_worker();
+            },
+            async {
+                let mut beat = tokio::time::interval(Duration::from_secs(5));
+                loop {
+                    tokio::select! {
+                        _ = beat.tick() => worker_health.beat(),
+                        _ = shutdown.cancelled() => return,
+                    }
+                }
+            }
+        );
         shutdown.cancel();
+        stop_outcomes.cancel();
+        if let Some(task) = outcomes_task {
+            task.await.context("outcomes task")?;
+        }
         result.context("temporal worker")?;
     }
 
@@ -184,6 +227,16 @@ async fn connect_temporal(
             return None;
         }
     }
+}
+
+/// This process's name in outcome summaries: host name and process id.
+fn instance_name() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|h| h.trim().to_owned())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "hookflow".to_owned());
+    format!("{host}-{}", std::process::id())
 }
 
 async fn cancel_on_signal(shutdown: CancellationToken) {

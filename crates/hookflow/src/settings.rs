@@ -13,7 +13,7 @@ use figment::{
 };
 use hookflow_core::RetryPolicy;
 use hookflow_http::{RedisSettings, isolation::IsolationSettings};
-use hookflow_kafka::KafkaSettings;
+use hookflow_kafka::{KafkaSettings, outcomes::OutcomeSettings};
 use hookflow_temporal::TemporalSettings;
 use serde::Deserialize;
 
@@ -38,6 +38,8 @@ pub struct Settings {
     pub isolation: IsolationSettings,
     /// `[redis]`
     pub redis: RedisSettings,
+    /// `[outcomes]`
+    pub outcomes: OutcomeSettings,
     /// `[telemetry]`
     pub telemetry: TelemetrySection,
 }
@@ -195,6 +197,8 @@ impl Settings {
             ("isolation.concurrency_retry_ms", i.concurrency_retry_ms),
             ("redis.command_timeout_ms", self.redis.command_timeout_ms),
             ("redis.retry_after_ms", self.redis.retry_after_ms),
+            ("outcomes.window_ms", self.outcomes.window_ms),
+            ("outcomes.send_timeout_ms", self.outcomes.send_timeout_ms),
         ] {
             if value == 0 {
                 return bad(key, "must be greater than 0");
