@@ -3,6 +3,7 @@
 
 mod breaker_store;
 mod cancel;
+mod configuration;
 mod crash;
 mod dashboards;
 mod dead_letters;

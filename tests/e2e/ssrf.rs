@@ -8,8 +8,9 @@ use hookflow_e2e::{events, scenario::Scenario, temporal};
 async fn a_private_destination_without_allow_list_entry_is_refused_and_never_contacted() {
     let mut s = Scenario::new().await;
     // 127.0.0.1 is allow-listed, "localhost" is not: the guard must check what the name
-    // resolves to, not the name.
-    let url = format!("http://localhost:{}/private", s.receiver.addr.port());
+    // resolves to, not the name. (https, since plain http is refused at load for hosts
+    // that are not allow-listed; the guard stops the request before any TLS.)
+    let url = format!("https://localhost:{}/private", s.receiver.addr.port());
     let team = s.team;
     s.deployment
         .allowed_hosts(&["127.0.0.1"])

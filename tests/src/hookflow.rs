@@ -115,9 +115,24 @@ impl Deployment {
         self
     }
 
-    fn write_config(&self, metrics_port: u16, sdk_metrics_port: u16) -> PathBuf {
+    /// Forgets every destination added so far (to add a new set and write it).
+    pub fn clear_destinations(&mut self) {
+        self.destinations.clear();
+    }
+
+    /// Writes the destinations file (a running process picks the change up within a
+    /// second); its path.
+    pub fn write_destinations(&self) -> PathBuf {
         let destinations = self.dir.path().join("destinations.toml");
-        std::fs::write(&destinations, &self.destinations).expect("write destinations");
+        // Write and rename, as editors and config managers do, so a reader never sees half.
+        let partial = self.dir.path().join("destinations.toml.partial");
+        std::fs::write(&partial, &self.destinations).expect("write destinations");
+        std::fs::rename(&partial, &destinations).expect("replace destinations");
+        destinations
+    }
+
+    fn write_config(&self, metrics_port: u16, sdk_metrics_port: u16) -> PathBuf {
+        let destinations = self.write_destinations();
         let allowed: Vec<String> = self
             .allowed_hosts
             .iter()

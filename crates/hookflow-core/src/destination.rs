@@ -5,7 +5,11 @@
 //! `config/destinations.example.toml`). Parsing validates every destination and names the
 //! destination and field at fault.
 
-use std::{collections::HashMap, fmt, sync::Arc};
+use std::{
+    collections::{BTreeMap, HashMap},
+    fmt,
+    sync::Arc,
+};
 
 use serde::{Deserialize, Deserializer};
 use url::Url;
@@ -13,6 +17,8 @@ use url::Url;
 use crate::{
     endpoint::{EndpointKey, EndpointLimits},
     event::{ActionMatchedEvent, ActionRef},
+    formats::Format,
+    template::Template,
 };
 
 /// Default per-attempt timeout when a destination sets none.
@@ -60,8 +66,19 @@ pub struct Destination {
     pub url: Url,
     /// Action ids this destination wants; empty means every action of the team.
     pub actions: Vec<i64>,
-    /// Signing secret; without one, deliveries are sent unsigned.
-    pub secret: Option<SigningSecret>,
+    /// A display name (the id when not set).
+    pub name: String,
+    /// Whether deliveries go out.
+    pub state: DestinationState,
+    /// The body's format.
+    pub format: Format,
+    /// The message template of the messaging formats (the default when `None`).
+    pub template: Option<String>,
+    /// Extra request headers, for example an auth header; treated as secrets.
+    pub headers: SecretHeaders,
+    /// Signing secrets: the current one first, then the previous one during a rotation.
+    /// Without any, deliveries are sent unsigned.
+    pub secrets: Vec<SigningSecret>,
     /// Total timeout of one attempt, in milliseconds.
     pub timeout_ms: u64,
     /// The endpoint whose limits and breaker this destination shares.
@@ -69,6 +86,46 @@ pub struct Destination {
     /// The destination's own limits for its endpoint, where it sets them.
     pub limits: LimitOverrides,
 }
+
+/// Whether a destination's deliveries go out.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum DestinationState {
+    /// Deliveries go out.
+    #[default]
+    Enabled,
+    /// Deliveries wait (deferred, not failed) until it is resumed.
+    Paused,
+    /// Deliveries end with outcome `destination_disabled`, for this reason.
+    Disabled(String),
+}
+
+/// Request headers that may carry credentials: their `Debug` shows the names only.
+#[derive(Clone, PartialEq, Eq, Default)]
+pub struct SecretHeaders(Vec<(String, String)>);
+
+impl SecretHeaders {
+    /// The headers, for building a request only.
+    pub fn expose(&self) -> &[(String, String)] {
+        &self.0
+    }
+}
+
+impl fmt::Debug for SecretHeaders {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let names: Vec<&str> = self.0.iter().map(|(n, _)| n.as_str()).collect();
+        write!(f, "SecretHeaders({names:?}, values redacted)")
+    }
+}
+
+/// Headers hookflow sets itself, which a destination may not override.
+const RESERVED_HEADERS: [&str; 6] = [
+    "content-type",
+    "content-length",
+    "host",
+    "webhook-id",
+    "webhook-timestamp",
+    "webhook-signature",
+];
 
 /// Limits a destination sets for its endpoint; the rest come from the deployment's
 /// defaults. Destinations sharing an endpoint must agree on them.
@@ -164,14 +221,14 @@ impl DestinationSet {
     }
 
     /// Parses and validates a destinations file's text.
-    pub fn from_toml(text: &str) -> Result<Self, DestinationFileError> {
+    pub fn from_toml(text: &str, rules: &ValidationRules) -> Result<Self, DestinationFileError> {
         let file: DestinationFile =
             toml::from_str(text).map_err(|e| DestinationFileError::Syntax(e.to_string()))?;
         let destinations = file
             .destination
             .into_iter()
             .enumerate()
-            .map(|(index, raw)| raw.validate(index))
+            .map(|(index, raw)| raw.validate(index, rules))
             .collect::<Result<Vec<_>, _>>()?;
         Self::new(destinations)
     }
@@ -189,6 +246,13 @@ impl DestinationCatalog for DestinationSet {
     fn len(&self) -> usize {
         self.by_id.len()
     }
+}
+
+/// What validation needs to know about the deployment.
+#[derive(Debug, Clone, Default)]
+pub struct ValidationRules {
+    /// Hosts that may be reached over plain http (`http.allowed_hosts`).
+    pub allowed_hosts: Vec<String>,
 }
 
 /// Why a destinations file was refused.
@@ -240,8 +304,22 @@ struct RawDestination {
     url: String,
     #[serde(default)]
     actions: Vec<i64>,
+    #[serde(default)]
+    name: Option<String>,
+    #[serde(default)]
+    state: Option<String>,
+    #[serde(default)]
+    disabled_reason: Option<String>,
+    #[serde(default)]
+    format: Format,
+    #[serde(default)]
+    template: Option<String>,
+    #[serde(default)]
+    headers: BTreeMap<String, String>,
     #[serde(default, deserialize_with = "empty_as_none")]
     secret: Option<String>,
+    #[serde(default, deserialize_with = "empty_as_none")]
+    previous_secret: Option<String>,
     #[serde(default)]
     timeout_ms: Option<u64>,
     #[serde(default)]
@@ -267,7 +345,11 @@ pub fn is_valid_destination_id(id: &str) -> bool {
 }
 
 impl RawDestination {
-    fn validate(self, index: usize) -> Result<Destination, DestinationFileError> {
+    fn validate(
+        self,
+        index: usize,
+        rules: &ValidationRules,
+    ) -> Result<Destination, DestinationFileError> {
         let name = if is_valid_destination_id(&self.id) {
             self.id.clone()
         } else {
@@ -286,10 +368,72 @@ impl RawDestination {
         if !matches!(url.scheme(), "http" | "https") || url.host().is_none() {
             return Err(invalid("url", "must be an http(s) URL with a host".into()));
         }
-        let secret = self
-            .secret
-            .map(|raw| SigningSecret::parse(&raw).map_err(|p| invalid("secret", p.into())))
-            .transpose()?;
+        let host = url.host_str().unwrap_or_default();
+        if url.scheme() != "https" && !rules.allowed_hosts.iter().any(|h| h == host) {
+            return Err(invalid(
+                "url",
+                "must be https (plain http only for hosts in http.allowed_hosts)".into(),
+            ));
+        }
+        let mut secrets = Vec::new();
+        for (field, raw) in [
+            ("secret", &self.secret),
+            ("previous_secret", &self.previous_secret),
+        ] {
+            if let Some(raw) = raw {
+                secrets.push(SigningSecret::parse(raw).map_err(|p| invalid(field, p.into()))?);
+            }
+        }
+        if self.secret.is_none() && self.previous_secret.is_some() {
+            return Err(invalid(
+                "previous_secret",
+                "needs a current `secret` to rotate from".into(),
+            ));
+        }
+        let state = match (self.state.as_deref(), self.disabled_reason) {
+            (None | Some("enabled"), _) => DestinationState::Enabled,
+            (Some("paused"), _) => DestinationState::Paused,
+            (Some("disabled"), reason) => DestinationState::Disabled(
+                reason.unwrap_or_else(|| "disabled in the destinations file".into()),
+            ),
+            (Some(_), _) => {
+                return Err(invalid(
+                    "state",
+                    "must be \"enabled\", \"paused\" or \"disabled\"".into(),
+                ));
+            }
+        };
+        if let Some(template) = &self.template {
+            if !self.format.uses_template() {
+                return Err(invalid(
+                    "template",
+                    "only applies to the slack, discord and teams formats".into(),
+                ));
+            }
+            Template::parse(template)
+                .map_err(|e| invalid("template", format!("is invalid: {e}")))?;
+        }
+        let mut headers = Vec::new();
+        for (name, value) in self.headers {
+            let lower = name.to_ascii_lowercase();
+            let valid_name = !name.is_empty()
+                && name
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b));
+            if !valid_name || RESERVED_HEADERS.contains(&lower.as_str()) {
+                return Err(invalid(
+                    "headers",
+                    format!("`{name}` is not a header name a destination may set"),
+                ));
+            }
+            if value.bytes().any(|b| b == b'\r' || b == b'\n') {
+                return Err(invalid(
+                    "headers",
+                    format!("the value of `{name}` has a line break"),
+                ));
+            }
+            headers.push((name, value));
+        }
         let timeout_ms = self.timeout_ms.unwrap_or(DEFAULT_TIMEOUT_MS);
         if !(1..=MAX_TIMEOUT_MS).contains(&timeout_ms) {
             return Err(invalid(
@@ -311,11 +455,16 @@ impl RawDestination {
             .validate()
             .map_err(|(field, problem)| invalid(field, problem))?;
         Ok(Destination {
+            name: self.name.unwrap_or_else(|| self.id.clone()),
             id: self.id,
             team_id: self.team_id,
             url,
             actions: self.actions,
-            secret,
+            state,
+            format: self.format,
+            template: self.template,
+            headers: SecretHeaders(headers),
+            secrets,
             timeout_ms,
             endpoint,
             limits,
@@ -328,6 +477,13 @@ mod tests {
     use super::*;
 
     const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+
+    fn parse(text: &str) -> Result<DestinationSet, DestinationFileError> {
+        let rules = ValidationRules {
+            allowed_hosts: vec!["127.0.0.1".into()],
+        };
+        DestinationSet::from_toml(text, &rules)
+    }
 
     fn event(team_id: i64, actions: &[i64]) -> ActionMatchedEvent {
         ActionMatchedEvent {
@@ -354,7 +510,12 @@ mod tests {
             team_id: 2,
             url: Url::parse("https://example.com").expect("url"),
             actions,
-            secret: None,
+            name: "d".into(),
+            state: DestinationState::Enabled,
+            format: Format::Json,
+            template: None,
+            headers: SecretHeaders::default(),
+            secrets: vec![],
             timeout_ms: 1000,
             endpoint: EndpointKey::custom("e").expect("key"),
             limits: LimitOverrides::default(),
@@ -386,7 +547,7 @@ mod tests {
 
     #[test]
     fn parses_a_file_and_indexes_by_team_and_id() {
-        let set = DestinationSet::from_toml(&format!(
+        let set = parse(&format!(
             r#"
             [[destination]]
             id = "d-1"
@@ -408,7 +569,13 @@ mod tests {
         assert!(set.for_team(3).is_empty());
         let d1 = set.get("d-1").expect("d-1");
         assert_eq!(d1.timeout_ms, 2500);
-        assert_eq!(d1.secret.as_ref().map(SigningSecret::expose), Some(SECRET));
+        assert_eq!(
+            d1.secrets
+                .iter()
+                .map(SigningSecret::expose)
+                .collect::<Vec<_>>(),
+            [SECRET]
+        );
         assert_eq!(set.get("d-2").expect("d-2").timeout_ms, DEFAULT_TIMEOUT_MS);
     }
 
@@ -430,14 +597,12 @@ mod tests {
         for (fields, expected) in cases {
             let text =
                 format!("[[destination]]\nteam_id = 1\nurl = \"https://a.example\"\n{fields}\n");
-            let err = DestinationSet::from_toml(&text).unwrap_err().to_string();
+            let err = parse(&text).unwrap_err().to_string();
             assert!(err.starts_with(expected), "{err}");
         }
-        let err = DestinationSet::from_toml(
-            "[[destination]]\nid = \"x\"\nteam_id = 1\nurl = \"ftp://a\"\n",
-        )
-        .unwrap_err()
-        .to_string();
+        let err = parse("[[destination]]\nid = \"x\"\nteam_id = 1\nurl = \"ftp://a\"\n")
+            .unwrap_err()
+            .to_string();
         assert_eq!(
             err,
             "destination x: field `url` must be an http(s) URL with a host"
@@ -447,7 +612,7 @@ mod tests {
     #[test]
     fn duplicate_ids_are_refused() {
         let one = "[[destination]]\nid = \"x\"\nteam_id = 1\nurl = \"https://a.example\"\n";
-        let err = DestinationSet::from_toml(&format!("{one}{one}")).unwrap_err();
+        let err = parse(&format!("{one}{one}")).unwrap_err();
         assert_eq!(err, DestinationFileError::DuplicateId("x".into()));
     }
 
@@ -460,7 +625,7 @@ mod tests {
                  url = \"https://h.example:443/2\"\n{second_extra}\n"
             )
         };
-        let err = DestinationSet::from_toml(&text("")).unwrap_err();
+        let err = parse(&text("")).unwrap_err();
         assert_eq!(
             err,
             DestinationFileError::ConflictingLimits {
@@ -469,13 +634,13 @@ mod tests {
                 second: "b".into(),
             }
         );
-        let set = DestinationSet::from_toml(&text("rate_per_second = 5.0")).expect("agree");
+        let set = parse(&text("rate_per_second = 5.0")).expect("agree");
         assert_eq!(
             set.get("a").map(|d| d.endpoint.clone()),
             set.get("b").map(|d| d.endpoint.clone())
         );
         let own_key = text("endpoint_key = \"h-2\"");
-        let set = DestinationSet::from_toml(&own_key).expect("own endpoint");
+        let set = parse(&own_key).expect("own endpoint");
         assert_eq!(set.get("b").expect("b").endpoint.as_str(), "h-2");
         assert_eq!(
             set.get("a")
@@ -489,7 +654,7 @@ mod tests {
 
     #[test]
     fn limit_overrides_are_range_checked() {
-        let err = DestinationSet::from_toml(
+        let err = parse(
             "[[destination]]\nid = \"x\"\nteam_id = 1\nurl = \"https://a.example\"\nmax_in_flight = 0\n",
         )
         .unwrap_err()
@@ -498,6 +663,87 @@ mod tests {
             err,
             "destination x: field `max_in_flight` must be at least 1"
         );
+    }
+
+    #[test]
+    fn the_full_model_parses() {
+        let set = parse(&format!(
+            r#"
+            [[destination]]
+            id = "slack-1"
+            name = "Sales channel"
+            team_id = 2
+            url = "https://hooks.slack.example/T1"
+            state = "paused"
+            format = "slack"
+            template = "[action.name] by [person] \\[!]"
+            headers = {{ Authorization = "Bearer t0ken" }}
+            secret = "{SECRET}"
+            previous_secret = "whsec_C2FVsBQIhrscChlQIMV+b5sSYspob7oD"
+
+            [[destination]]
+            id = "off"
+            team_id = 2
+            url = "https://x.example/"
+            state = "disabled"
+            disabled_reason = "customer asked"
+            "#
+        ))
+        .expect("valid");
+        let d = set.get("slack-1").expect("slack-1");
+        assert_eq!(d.name, "Sales channel");
+        assert_eq!(d.state, DestinationState::Paused);
+        assert_eq!(d.format, Format::Slack);
+        assert_eq!(d.secrets.len(), 2);
+        assert_eq!(
+            d.headers.expose(),
+            [("Authorization".into(), "Bearer t0ken".into())]
+        );
+        assert!(
+            !format!("{d:?}").contains("t0ken"),
+            "header values are redacted"
+        );
+        assert!(!format!("{d:?}").contains(SECRET), "secrets are redacted");
+        assert_eq!(
+            set.get("off").expect("off").state,
+            DestinationState::Disabled("customer asked".into())
+        );
+    }
+
+    #[test]
+    fn model_errors_name_the_field() {
+        let cases = [
+            ("url = \"http://a.example/\"", "field `url` must be https"),
+            (
+                "url = \"https://a.example/\"\nformat = \"json\"\ntemplate = \"[event]\"",
+                "field `template` only applies",
+            ),
+            (
+                "url = \"https://a.example/\"\nformat = \"slack\"\ntemplate = \"[user]\"",
+                "field `template` is invalid: unknown placeholder `[user]`",
+            ),
+            (
+                "url = \"https://a.example/\"\nformat = \"fax\"",
+                "unknown variant `fax`",
+            ),
+            (
+                "url = \"https://a.example/\"\nstate = \"sleeping\"",
+                "field `state` must be",
+            ),
+            (
+                "url = \"https://a.example/\"\nheaders = { webhook-id = \"x\" }",
+                "field `headers` `webhook-id`",
+            ),
+            (
+                "url = \"https://a.example/\"\nprevious_secret = \"whsec_C2FVsBQIhrscChlQIMV+b5sSYspob7oD\"",
+                "field `previous_secret` needs",
+            ),
+        ];
+        for (fields, expected) in cases {
+            let text = format!("[[destination]]\nid = \"x\"\nteam_id = 1\n{fields}\n");
+            let err = parse(&text).unwrap_err().to_string();
+            assert!(err.contains(expected), "{fields}: {err}");
+        }
     }
 
     #[test]

@@ -108,14 +108,17 @@ pub enum DeferralReason {
     ConcurrencyCap,
     /// The endpoint's circuit breaker is open (or half-open with its probe out).
     BreakerOpen,
+    /// The destination is paused.
+    Paused,
 }
 
 impl DeferralReason {
     /// Every reason, for metrics.
-    pub const ALL: [DeferralReason; 3] = [
+    pub const ALL: [DeferralReason; 4] = [
         DeferralReason::RateLimited,
         DeferralReason::ConcurrencyCap,
         DeferralReason::BreakerOpen,
+        DeferralReason::Paused,
     ];
 
     /// A stable label for metrics.
@@ -124,6 +127,7 @@ impl DeferralReason {
             Self::RateLimited => "rate_limited",
             Self::ConcurrencyCap => "concurrency_cap",
             Self::BreakerOpen => "breaker_open",
+            Self::Paused => "paused",
         }
     }
 }
@@ -156,7 +160,9 @@ impl Deferral {
     pub fn delay(&self, random: f64, in_a_row: u32) -> Duration {
         let wait_ms = match self.reason {
             DeferralReason::BreakerOpen => self.wait_ms,
-            DeferralReason::RateLimited | DeferralReason::ConcurrencyCap => {
+            DeferralReason::RateLimited
+            | DeferralReason::ConcurrencyCap
+            | DeferralReason::Paused => {
                 let doublings = in_a_row.saturating_sub(1).min(16);
                 let floor = (DEFERRAL_BACKOFF_MS << doublings).min(MAX_DEFERRAL_BACKOFF_MS);
                 self.wait_ms.max(floor)

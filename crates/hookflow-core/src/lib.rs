@@ -9,16 +9,18 @@ pub mod delivery;
 pub mod destination;
 pub mod endpoint;
 pub mod event;
+pub mod formats;
 pub mod outcomes;
 pub mod payload;
 pub mod retry;
 pub mod scheduler;
 pub mod signing;
+pub mod template;
 
 pub use delivery::{DeliveryId, DeliveryInput, plan_deliveries};
 pub use destination::{
-    Destination, DestinationCatalog, DestinationFileError, DestinationSet, LimitOverrides,
-    SigningSecret,
+    Destination, DestinationCatalog, DestinationFileError, DestinationSet, DestinationState,
+    LimitOverrides, SecretHeaders, SigningSecret, ValidationRules,
 };
 pub use endpoint::{Deferral, DeferralReason, EndpointKey, EndpointLimits};
 pub use event::{ActionMatchedEvent, ActionRef, ContractError};

@@ -31,8 +31,8 @@ pub struct HttpSettings {
 pub struct AttemptRequest<'a> {
     /// Where to POST.
     pub url: &'a Url,
-    /// Headers, including the Standard Webhooks ones.
-    pub headers: Vec<(&'static str, String)>,
+    /// Headers, including the Standard Webhooks ones and the destination's own.
+    pub headers: Vec<(String, String)>,
     /// The body, sent as `application/json`.
     pub body: Vec<u8>,
     /// Total time allowed for the attempt, from connect to the last byte of the response.
@@ -83,12 +83,16 @@ impl DeliveryClient {
             HeaderValue::from_static("application/json"),
         );
         for (name, value) in request.headers {
-            match HeaderValue::from_str(&value) {
-                Ok(value) => {
-                    headers.insert(HeaderName::from_static(name), value);
+            match (
+                HeaderName::from_bytes(name.as_bytes()),
+                HeaderValue::from_str(&value),
+            ) {
+                (Ok(name), Ok(value)) => {
+                    headers.insert(name, value);
                 }
-                Err(_) => {
-                    let reason = format!("header {name} has a value that is not valid in HTTP");
+                // The value may be a credential: the reason names the header only.
+                _ => {
+                    let reason = format!("header {name} is not valid in HTTP");
                     return AttemptReport::failed(AttemptErrorKind::Invalid, reason, 0);
                 }
             }

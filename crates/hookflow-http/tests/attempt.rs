@@ -36,7 +36,7 @@ fn client(allowed: &[&str]) -> DeliveryClient {
 fn request(url: &Url, timeout_ms: u64) -> AttemptRequest<'_> {
     AttemptRequest {
         url,
-        headers: vec![("webhook-id", "d:1".into())],
+        headers: vec![("webhook-id".into(), "d:1".into())],
         body: b"{}".to_vec(),
         timeout: Duration::from_millis(timeout_ms),
     }

@@ -245,6 +245,7 @@ mod tests {
                 url = "https://c.example/"
                 actions = [99]
                 "#,
+                &Default::default(),
             )
             .expect("destinations"),
         )

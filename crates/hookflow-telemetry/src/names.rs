@@ -24,6 +24,9 @@ pub const WORKFLOW_STARTS: &str = "hookflow_workflow_starts_total";
 pub const WORKFLOW_STARTS_IN_FLIGHT: &str = "hookflow_workflow_starts_in_flight";
 /// Destinations loaded from the destination store.
 pub const DESTINATIONS_LOADED: &str = "hookflow_destinations_loaded";
+/// Reloads of the destinations file after it changed, by `result`: `ok`, `error` (the last
+/// good destinations stay in use).
+pub const DESTINATION_RELOADS: &str = "hookflow_destination_reloads_total";
 /// Time to start one delivery workflow, seconds.
 pub const WORKFLOW_START_DURATION: &str = "hookflow_workflow_start_duration_seconds";
 /// HTTP attempts, by `class`: `2xx`…`5xx`, `timeout`, `connect`, `blocked`, `invalid`, `other`.

@@ -11,9 +11,10 @@ use std::{
 };
 
 use hookflow_core::{
-    AttemptErrorKind, AttemptReport, AttemptStep, DeliveryInput, DestinationCatalog,
+    AttemptErrorKind, AttemptReport, AttemptStep, Deferral, DeferralReason, DeliveryInput,
+    DestinationCatalog, DestinationState,
+    formats::{BodyContext, render_body},
     outcomes::{FinishedDelivery, OutcomeAggregator},
-    payload::render_json_body,
     signing::signature_header,
 };
 use hookflow_http::{
@@ -25,6 +26,10 @@ use serde::{Deserialize, Serialize};
 use temporalio_macros::activities;
 use temporalio_sdk::activities::{ActivityContext, ActivityError};
 use tracing::Instrument;
+
+/// How long a delivery to a paused destination waits before asking again (growing with
+/// every deferral in a row, see [`Deferral::delay`]).
+pub const PAUSED_RETRY_MS: u64 = 1_000;
 
 /// How often a running attempt tells Temporal its worker is alive.
 pub const HEARTBEAT_INTERVAL: Duration = Duration::from_secs(2);
@@ -50,6 +55,7 @@ pub struct DeliveryActivities {
     gate: EndpointGate,
     disabled: Arc<DisabledDestinations>,
     outcomes: Option<Arc<Mutex<OutcomeAggregator>>>,
+    site_url: String,
 }
 
 impl DeliveryActivities {
@@ -67,7 +73,14 @@ impl DeliveryActivities {
             gate,
             disabled,
             outcomes: None,
+            site_url: String::new(),
         }
+    }
+
+    /// Links in messages point to `site_url` (for example `https://app.example.com`).
+    pub fn with_site_url(mut self, site_url: &str) -> Self {
+        self.site_url = site_url.trim_end_matches('/').to_owned();
+        self
     }
 
     /// Also aggregates finished deliveries into `outcomes` for the per-team outcomes topic.
@@ -83,19 +96,40 @@ impl DeliveryActivities {
             let report = AttemptReport::failed(AttemptErrorKind::Invalid, reason, 0);
             return AttemptStep::Attempted(report);
         };
+        match &destination.state {
+            DestinationState::Enabled => {}
+            DestinationState::Paused => {
+                return deferred(Deferral {
+                    reason: DeferralReason::Paused,
+                    wait_ms: PAUSED_RETRY_MS,
+                });
+            }
+            DestinationState::Disabled(reason) => {
+                return AttemptStep::DestinationDisabled(reason.clone());
+            }
+        }
         if let Some(disabled) = self.disabled.check(&destination.id).await {
             return AttemptStep::DestinationDisabled(disabled.reason);
         }
-        let body = render_json_body(delivery);
+        let body = render_body(
+            delivery,
+            &BodyContext {
+                format: destination.format,
+                template: destination.template.as_deref(),
+                url: destination.url.as_str(),
+                site_url: &self.site_url,
+            },
+        );
         let timestamp = chrono::Utc::now().timestamp();
         let webhook_id = delivery.delivery_id.as_str();
-        let mut headers = vec![
-            ("webhook-id", webhook_id.to_owned()),
-            ("webhook-timestamp", timestamp.to_string()),
-        ];
-        if let Some(secret) = &destination.secret {
-            match signature_header(secret, webhook_id, timestamp, &body) {
-                Ok(signature) => headers.push(("webhook-signature", signature)),
+        // The destination's own headers first: hookflow's cannot be overridden (validation
+        // refuses them, and later inserts win).
+        let mut headers: Vec<(String, String)> = destination.headers.expose().to_vec();
+        headers.push(("webhook-id".into(), webhook_id.to_owned()));
+        headers.push(("webhook-timestamp".into(), timestamp.to_string()));
+        if !destination.secrets.is_empty() {
+            match signature_header(&destination.secrets, webhook_id, timestamp, &body) {
+                Ok(signature) => headers.push(("webhook-signature".into(), signature)),
                 Err(error) => {
                     let report =
                         AttemptReport::failed(AttemptErrorKind::Invalid, error.to_string(), 0);
@@ -105,14 +139,7 @@ impl DeliveryActivities {
         }
         let pass = match self.gate.enter(&destination).await {
             Ok(pass) => pass,
-            Err(deferral) => {
-                tracing::debug!(
-                    reason = deferral.reason.as_str(),
-                    wait_ms = deferral.wait_ms,
-                    "attempt deferred"
-                );
-                return AttemptStep::Deferred(deferral);
-            }
+            Err(deferral) => return deferred(deferral),
         };
         let report = self
             .client
@@ -142,6 +169,17 @@ impl DeliveryActivities {
         }
         AttemptStep::Attempted(report)
     }
+}
+
+/// Every deferral goes through here, so each is counted once, by reason.
+fn deferred(deferral: Deferral) -> AttemptStep {
+    metrics::counter!(names::DEFERRALS, "reason" => deferral.reason.as_str()).increment(1);
+    tracing::debug!(
+        reason = deferral.reason.as_str(),
+        wait_ms = deferral.wait_ms,
+        "attempt deferred"
+    );
+    AttemptStep::Deferred(deferral)
 }
 
 #[activities]

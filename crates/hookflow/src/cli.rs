@@ -102,7 +102,7 @@ impl Cli {
             }
             Command::CheckConfig => {
                 let settings = settings()?;
-                let destinations = crate::run::load_destinations(&settings.destinations.file)?;
+                let destinations = crate::run::load_destinations(&settings)?;
                 println!(
                     "configuration valid; {} destinations",
                     hookflow_core::DestinationCatalog::len(&destinations)

@@ -2,6 +2,7 @@
 //! over to the subcommand; the wiring lives in `run.rs`.
 
 mod cli;
+mod destination_file;
 mod receiver;
 mod run;
 mod sample;

@@ -4,13 +4,12 @@
 //! that SIGINT and SIGTERM cancel.
 
 use std::{
-    path::Path,
     sync::{Arc, Mutex},
     time::Duration,
 };
 
 use anyhow::Context;
-use hookflow_core::{DestinationCatalog, destination::DestinationSet, outcomes::OutcomeAggregator};
+use hookflow_core::{DestinationCatalog, ValidationRules, outcomes::OutcomeAggregator};
 use hookflow_http::{
     DeliveryClient, HttpSettings, RedisLink,
     isolation::{DisabledDestinations, EndpointGate, WorkerRegistry},
@@ -24,13 +23,14 @@ use hookflow_telemetry::{
 use hookflow_temporal::{TemporalScheduler, activities::DeliveryActivities};
 use tokio_util::sync::CancellationToken;
 
-use crate::{cli::Role, settings::Settings};
+use crate::{cli::Role, destination_file::FileDestinations, settings::Settings};
 
-/// Loads and validates the destinations file.
-pub fn load_destinations(path: &Path) -> anyhow::Result<DestinationSet> {
-    let text = std::fs::read_to_string(path)
-        .with_context(|| format!("cannot read the destinations file {}", path.display()))?;
-    DestinationSet::from_toml(&text).with_context(|| format!("in {}", path.display()))
+/// Loads and validates the destinations file named by the settings.
+pub fn load_destinations(settings: &Settings) -> anyhow::Result<FileDestinations> {
+    let rules = ValidationRules {
+        allowed_hosts: settings.http.allowed_hosts.clone(),
+    };
+    FileDestinations::load(&settings.destinations.file, rules)
 }
 
 /// A component that has not reported for this long is presumed stalled (liveness fails).
@@ -46,9 +46,8 @@ pub async fn run(settings: Settings, role: Role) -> anyhow::Result<()> {
     hookflow_telemetry::init_tracing(&settings.telemetry.log_filter, format);
     let metrics = hookflow_telemetry::install_prometheus()?;
 
-    let destinations: Arc<dyn DestinationCatalog> =
-        Arc::new(load_destinations(&settings.destinations.file)?);
-    metrics::gauge!(hookflow_telemetry::names::DESTINATIONS_LOADED).set(destinations.len() as f64);
+    let file_destinations = Arc::new(load_destinations(&settings)?);
+    let destinations: Arc<dyn DestinationCatalog> = file_destinations.clone();
     tracing::info!(
         destinations = destinations.len(),
         ?role,
@@ -57,6 +56,10 @@ pub async fn run(settings: Settings, role: Role) -> anyhow::Result<()> {
 
     let shutdown = CancellationToken::new();
     tokio::spawn(cancel_on_signal(shutdown.clone()));
+    tokio::spawn(file_destinations.watch(
+        Duration::from_millis(settings.destinations.reload_interval_ms),
+        shutdown.clone(),
+    ));
 
     // The operations listener comes up first, so probes see "not ready" while Temporal is
     // still being reached rather than no answer at all.
@@ -142,7 +145,8 @@ pub async fn run(settings: Settings, role: Role) -> anyhow::Result<()> {
             .with_endpoint_labels(settings.telemetry.endpoint_labels);
         tokio::spawn(registry.run(shutdown.clone()));
         let disabled = Arc::new(DisabledDestinations::new(redis));
-        let mut activities = DeliveryActivities::new(http, destinations.clone(), gate, disabled);
+        let mut activities = DeliveryActivities::new(http, destinations.clone(), gate, disabled)
+            .with_site_url(&settings.destinations.site_url);
         // Stopped only after the worker, so deliveries finished while it drains are still
         // published.
         let stop_outcomes = CancellationToken::new();

@@ -60,6 +60,10 @@ pub struct HttpSection {
 pub struct DestinationsSection {
     /// The destinations file.
     pub file: PathBuf,
+    /// How often the file is checked for changes, in milliseconds.
+    pub reload_interval_ms: u64,
+    /// Where links in messages point (the analytics product's URL).
+    pub site_url: String,
 }
 
 /// `[telemetry]`: logs and metrics.
@@ -198,6 +202,10 @@ impl Settings {
             ("redis.command_timeout_ms", self.redis.command_timeout_ms),
             ("redis.retry_after_ms", self.redis.retry_after_ms),
             ("outcomes.window_ms", self.outcomes.window_ms),
+            (
+                "destinations.reload_interval_ms",
+                self.destinations.reload_interval_ms,
+            ),
             ("outcomes.send_timeout_ms", self.outcomes.send_timeout_ms),
         ] {
             if value == 0 {

@@ -157,7 +157,6 @@ impl EndpointGate {
 }
 
 fn deferred(reason: DeferralReason, wait: Duration) -> Deferral {
-    metrics::counter!(names::DEFERRALS, "reason" => reason.as_str()).increment(1);
     Deferral {
         reason,
         wait_ms: wait.as_millis() as u64,
