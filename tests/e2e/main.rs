@@ -1,6 +1,7 @@
 //! End-to-end tests against the real stack: a tansu broker and a Temporal dev server shared
 //! by this binary, real HTTP receivers, and the real `hookflow` binary.
 
+mod admin;
 mod breaker_store;
 mod cancel;
 mod configuration;

@@ -31,6 +31,7 @@ pub struct Deployment {
     destinations: String,
     allowed_hosts: Vec<String>,
     endpoint_labels: bool,
+    admin: Option<(u16, String)>,
     extra: String,
 }
 
@@ -66,6 +67,7 @@ impl Deployment {
             destinations: String::new(),
             allowed_hosts: vec!["127.0.0.1".into()],
             endpoint_labels: false,
+            admin: None,
             extra: String::new(),
         }
     }
@@ -94,6 +96,14 @@ impl Deployment {
     pub fn redis_url(&mut self, url: &str) -> &mut Self {
         self.redis = url.to_owned();
         self
+    }
+
+    /// Keeps destinations in Redis and serves the admin API; its base URL and token.
+    pub fn admin_api(&mut self) -> (String, String) {
+        let port = free_port();
+        let token = unique("admin-token-0123456789");
+        self.admin = Some((port, token.clone()));
+        (format!("http://127.0.0.1:{port}"), token)
     }
 
     /// Turns on the per-endpoint failure metric (`telemetry.endpoint_labels`).
@@ -161,6 +171,11 @@ allowed_hosts = [{allowed}]
 
 [destinations]
 file = "{destinations}"
+store = "{store}"
+
+[admin]
+address = "{admin_address}"
+token = "{admin_token}"
 
 [retry]
 schedule_ms = [1000, 1000, 1000, 1000]
@@ -197,6 +212,21 @@ log_filter = "info,temporalio_sdk_core=warn"
             redis_prefix = self.redis_prefix,
             extra = self.extra,
             endpoint_labels = self.endpoint_labels,
+            store = if self.admin.is_some() {
+                "redis"
+            } else {
+                "file"
+            },
+            admin_address = self
+                .admin
+                .as_ref()
+                .map(|(port, _)| format!("127.0.0.1:{port}"))
+                .unwrap_or_default(),
+            admin_token = self
+                .admin
+                .as_ref()
+                .map(|(_, t)| t.as_str())
+                .unwrap_or_default(),
         );
         let path = self
             .dir

@@ -11,7 +11,7 @@ use std::{
     sync::Arc,
 };
 
-use serde::{Deserialize, Deserializer};
+use serde::{Deserialize, Deserializer, Serialize};
 use url::Url;
 
 use crate::{
@@ -293,44 +293,100 @@ pub enum DestinationFileError {
 #[serde(deny_unknown_fields)]
 struct DestinationFile {
     #[serde(default)]
-    destination: Vec<RawDestination>,
+    destination: Vec<DestinationSpec>,
 }
 
-#[derive(Deserialize)]
+/// A destination as written in the destinations file or sent to the admin API, before
+/// validation. Its `Debug` is not derived: it holds secrets; see
+/// [`DestinationSpec::redacted`].
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct RawDestination {
-    id: String,
-    team_id: i64,
-    url: String,
+pub struct DestinationSpec {
+    /// Unique id (`[A-Za-z0-9_.-]`, 1 to 64 characters).
+    pub id: String,
+    /// The team whose events go here.
+    pub team_id: i64,
+    /// Where deliveries are POSTed.
+    pub url: String,
+    /// Action ids wanted; empty means every action.
     #[serde(default)]
-    actions: Vec<i64>,
+    pub actions: Vec<i64>,
+    /// Display name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// `enabled`, `paused` or `disabled`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub state: Option<String>,
+    /// Why it is disabled.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub disabled_reason: Option<String>,
+    /// Body format.
     #[serde(default)]
-    name: Option<String>,
-    #[serde(default)]
-    state: Option<String>,
-    #[serde(default)]
-    disabled_reason: Option<String>,
-    #[serde(default)]
-    format: Format,
-    #[serde(default)]
-    template: Option<String>,
-    #[serde(default)]
-    headers: BTreeMap<String, String>,
-    #[serde(default, deserialize_with = "empty_as_none")]
-    secret: Option<String>,
-    #[serde(default, deserialize_with = "empty_as_none")]
-    previous_secret: Option<String>,
-    #[serde(default)]
-    timeout_ms: Option<u64>,
-    #[serde(default)]
-    endpoint_key: Option<String>,
-    #[serde(default)]
-    rate_per_second: Option<f64>,
-    #[serde(default)]
-    burst: Option<u32>,
-    #[serde(default)]
-    max_in_flight: Option<u32>,
+    pub format: Format,
+    /// Message template of the messaging formats.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub template: Option<String>,
+    /// Extra request headers (secret values).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub headers: BTreeMap<String, String>,
+    /// Current signing secret.
+    #[serde(
+        default,
+        deserialize_with = "empty_as_none",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub secret: Option<String>,
+    /// Previous signing secret, during a rotation.
+    #[serde(
+        default,
+        deserialize_with = "empty_as_none",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub previous_secret: Option<String>,
+    /// Per-attempt timeout, milliseconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout_ms: Option<u64>,
+    /// Own endpoint key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub endpoint_key: Option<String>,
+    /// Endpoint rate limit override.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rate_per_second: Option<f64>,
+    /// Endpoint burst override.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub burst: Option<u32>,
+    /// Endpoint concurrency cap override.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_in_flight: Option<u32>,
 }
+
+impl DestinationSpec {
+    /// A copy safe to show: secrets and header values replaced by `<redacted>`.
+    pub fn redacted(&self) -> DestinationSpec {
+        let hide = |v: &Option<String>| v.as_ref().map(|_| REDACTED.to_owned());
+        DestinationSpec {
+            secret: hide(&self.secret),
+            previous_secret: hide(&self.previous_secret),
+            headers: self
+                .headers
+                .keys()
+                .map(|k| (k.clone(), REDACTED.to_owned()))
+                .collect(),
+            ..self.clone()
+        }
+    }
+
+    /// Validates one destination on its own; the error names the field.
+    pub fn validate_one(
+        self,
+        rules: &ValidationRules,
+    ) -> Result<Destination, DestinationFileError> {
+        self.validate(0, rules)
+    }
+}
+
+/// What [`DestinationSpec::redacted`] shows instead of a secret.
+pub const REDACTED: &str = "<redacted>";
 
 fn empty_as_none<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
     Ok(Option::<String>::deserialize(d)?.filter(|s| !s.is_empty()))
@@ -344,7 +400,7 @@ pub fn is_valid_destination_id(id: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'))
 }
 
-impl RawDestination {
+impl DestinationSpec {
     fn validate(
         self,
         index: usize,

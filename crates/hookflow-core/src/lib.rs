@@ -19,8 +19,8 @@ pub mod template;
 
 pub use delivery::{DeliveryId, DeliveryInput, plan_deliveries};
 pub use destination::{
-    Destination, DestinationCatalog, DestinationFileError, DestinationSet, DestinationState,
-    LimitOverrides, SecretHeaders, SigningSecret, ValidationRules,
+    Destination, DestinationCatalog, DestinationFileError, DestinationSet, DestinationSpec,
+    DestinationState, LimitOverrides, SecretHeaders, SigningSecret, ValidationRules,
 };
 pub use endpoint::{Deferral, DeferralReason, EndpointKey, EndpointLimits};
 pub use event::{ActionMatchedEvent, ActionRef, ContractError};

@@ -1,8 +1,10 @@
 //! `hookflow`: reliable webhook delivery. This file only parses the command line and hands
 //! over to the subcommand; the wiring lives in `run.rs`.
 
+mod admin;
 mod cli;
 mod destination_file;
+mod destination_redis;
 mod receiver;
 mod run;
 mod sample;

@@ -23,7 +23,13 @@ use hookflow_telemetry::{
 use hookflow_temporal::{TemporalScheduler, activities::DeliveryActivities};
 use tokio_util::sync::CancellationToken;
 
-use crate::{cli::Role, destination_file::FileDestinations, settings::Settings};
+use crate::{
+    admin::{self, AdminState},
+    cli::Role,
+    destination_file::FileDestinations,
+    destination_redis::RedisDestinations,
+    settings::Settings,
+};
 
 /// Loads and validates the destinations file named by the settings.
 pub fn load_destinations(settings: &Settings) -> anyhow::Result<FileDestinations> {
@@ -31,6 +37,55 @@ pub fn load_destinations(settings: &Settings) -> anyhow::Result<FileDestinations
         allowed_hosts: settings.http.allowed_hosts.clone(),
     };
     FileDestinations::load(&settings.destinations.file, rules)
+}
+
+/// The destination store the settings name, watched for changes; the Redis store is also
+/// returned for the admin API.
+async fn open_destinations(
+    settings: &Settings,
+    redis: Option<RedisLink>,
+    shutdown: &CancellationToken,
+) -> anyhow::Result<(Arc<dyn DestinationCatalog>, Option<Arc<RedisDestinations>>)> {
+    let interval = Duration::from_millis(settings.destinations.reload_interval_ms);
+    if settings.destinations.store == "redis" {
+        let redis = redis.context("destinations.store = \"redis\" needs redis.url")?;
+        let rules = ValidationRules {
+            allowed_hosts: settings.http.allowed_hosts.clone(),
+        };
+        let store = Arc::new(RedisDestinations::open(redis, rules).await);
+        tokio::spawn(store.clone().watch(interval, shutdown.clone()));
+        return Ok((store.clone(), Some(store)));
+    }
+    let store = Arc::new(load_destinations(settings)?);
+    tokio::spawn(store.clone().watch(interval, shutdown.clone()));
+    Ok((store, None))
+}
+
+/// Starts the admin API when `admin.address` is set.
+async fn serve_admin(
+    settings: &Settings,
+    store: Arc<RedisDestinations>,
+    shutdown: &CancellationToken,
+) -> anyhow::Result<()> {
+    let Some(address) = settings.admin_address()? else {
+        return Ok(());
+    };
+    let listener = tokio::net::TcpListener::bind(address)
+        .await
+        .with_context(|| format!("cannot listen on admin.address {address}"))?;
+    let router = admin::router(AdminState {
+        store,
+        token: settings.admin.token.as_str().into(),
+    });
+    let stop = shutdown.clone();
+    tokio::spawn(async move {
+        let serve = axum::serve(listener, router).with_graceful_shutdown(stop.cancelled_owned());
+        if let Err(error) = serve.await {
+            tracing::error!(%error, "admin API stopped");
+        }
+    });
+    tracing::info!(%address, "admin API listening");
+    Ok(())
 }
 
 /// A component that has not reported for this long is presumed stalled (liveness fails).
@@ -46,20 +101,18 @@ pub async fn run(settings: Settings, role: Role) -> anyhow::Result<()> {
     hookflow_telemetry::init_tracing(&settings.telemetry.log_filter, format);
     let metrics = hookflow_telemetry::install_prometheus()?;
 
-    let file_destinations = Arc::new(load_destinations(&settings)?);
-    let destinations: Arc<dyn DestinationCatalog> = file_destinations.clone();
+    let shutdown = CancellationToken::new();
+    tokio::spawn(cancel_on_signal(shutdown.clone()));
+    let redis = RedisLink::new(&settings.redis).context("redis.url")?;
+    let (destinations, managed) = open_destinations(&settings, redis.clone(), &shutdown).await?;
     tracing::info!(
         destinations = destinations.len(),
         ?role,
         "hookflow starting"
     );
-
-    let shutdown = CancellationToken::new();
-    tokio::spawn(cancel_on_signal(shutdown.clone()));
-    tokio::spawn(file_destinations.watch(
-        Duration::from_millis(settings.destinations.reload_interval_ms),
-        shutdown.clone(),
-    ));
+    if let Some(store) = managed {
+        serve_admin(&settings, store, &shutdown).await?;
+    }
 
     // The operations listener comes up first, so probes see "not ready" while Temporal is
     // still being reached rather than no answer at all.
@@ -127,7 +180,6 @@ pub async fn run(settings: Settings, role: Role) -> anyhow::Result<()> {
             allowed_hosts: settings.http.allowed_hosts.clone(),
             user_agent: format!("hookflow/{}", env!("CARGO_PKG_VERSION")),
         })?;
-        let redis = RedisLink::new(&settings.redis).context("redis.url")?;
         match &redis {
             Some(link) => {
                 let redis_health = health.register("redis", PROBE_DEADLINE);

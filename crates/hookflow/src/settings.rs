@@ -40,6 +40,8 @@ pub struct Settings {
     pub redis: RedisSettings,
     /// `[outcomes]`
     pub outcomes: OutcomeSettings,
+    /// `[admin]`
+    pub admin: AdminSection,
     /// `[telemetry]`
     pub telemetry: TelemetrySection,
 }
@@ -58,12 +60,24 @@ pub struct HttpSection {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DestinationsSection {
+    /// `file` or `redis`.
+    pub store: String,
     /// The destinations file.
     pub file: PathBuf,
     /// How often the file is checked for changes, in milliseconds.
     pub reload_interval_ms: u64,
     /// Where links in messages point (the analytics product's URL).
     pub site_url: String,
+}
+
+/// `[admin]`: the admin HTTP API.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdminSection {
+    /// Listener; empty for no API.
+    pub address: String,
+    /// The bearer token requests must carry.
+    pub token: String,
 }
 
 /// `[telemetry]`: logs and metrics.
@@ -117,6 +131,15 @@ impl Settings {
         let settings: Settings = figment.extract().map_err(Box::new)?;
         settings.validate()?;
         Ok(settings)
+    }
+
+    /// Where the admin API listens, if anywhere.
+    pub fn admin_address(&self) -> Result<Option<SocketAddr>, std::net::AddrParseError> {
+        let address = self.admin.address.trim();
+        if address.is_empty() {
+            return Ok(None);
+        }
+        address.parse().map(Some)
     }
 
     /// Where the Temporal SDK's metrics are served, if anywhere.
@@ -217,6 +240,23 @@ impl Settings {
                 "telemetry.sdk_metrics_address",
                 "must be host:port (an IP address) or empty",
             );
+        }
+        if !matches!(self.destinations.store.as_str(), "file" | "redis") {
+            return bad("destinations.store", "must be \"file\" or \"redis\"");
+        }
+        if self.admin_address().is_err() {
+            return bad(
+                "admin.address",
+                "must be host:port (an IP address) or empty",
+            );
+        }
+        if self.admin_address().ok().flatten().is_some() {
+            if self.destinations.store != "redis" {
+                return bad("admin.address", "needs destinations.store = \"redis\"");
+            }
+            if self.admin.token.len() < 16 {
+                return bad("admin.token", "must be set, at least 16 characters");
+            }
         }
         if !matches!(self.telemetry.log_format.as_str(), "text" | "json") {
             return bad("telemetry.log_format", "must be \"text\" or \"json\"");

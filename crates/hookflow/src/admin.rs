@@ -1,0 +1,257 @@
+//! The admin HTTP API (described by `docs/openapi.yaml`): JSON over HTTP with bearer-token
+//! auth, managing the destinations of the Redis store per team.
+//!
+//! Client mistakes are answered 400 (with the field at fault), 401 (no or a wrong token),
+//! 404 (unknown id) or 409 (id taken), never 500; Redis being unreachable is a 503.
+
+use std::sync::Arc;
+
+use axum::{
+    Json, Router,
+    extract::{Path, Request, State, rejection::JsonRejection},
+    http::{StatusCode, header::AUTHORIZATION},
+    middleware::{self, Next},
+    response::{IntoResponse, Response},
+    routing::{get, post},
+};
+use hookflow_core::{DestinationFileError, DestinationSpec};
+use serde_json::{Value, json};
+
+use crate::destination_redis::{RedisDestinations, StoreError};
+
+/// What the handlers share.
+#[derive(Clone)]
+pub struct AdminState {
+    /// The destination store the API manages.
+    pub store: Arc<RedisDestinations>,
+    /// The bearer token every request must carry.
+    pub token: Arc<str>,
+}
+
+/// Every path the API serves; a test holds `docs/openapi.yaml` to exactly these.
+const PATHS: [&str; 4] = [
+    "/v1/teams/{team}/destinations",
+    "/v1/teams/{team}/destinations/{id}",
+    "/v1/teams/{team}/destinations/{id}/pause",
+    "/v1/teams/{team}/destinations/{id}/resume",
+];
+
+/// The API's routes.
+pub fn router(state: AdminState) -> Router {
+    Router::new()
+        .route(PATHS[0], get(list).post(create))
+        .route(PATHS[1], get(read).put(update).delete(remove))
+        .route(PATHS[2], post(pause))
+        .route(PATHS[3], post(resume))
+        .layer(middleware::from_fn_with_state(state.clone(), authorize))
+        .with_state(state)
+}
+
+/// An error answer: `{"error": "...", "field": "..."}`.
+struct ApiError {
+    status: StatusCode,
+    message: String,
+    field: Option<&'static str>,
+}
+
+impl ApiError {
+    fn bad_request(message: impl Into<String>, field: Option<&'static str>) -> ApiError {
+        ApiError {
+            status: StatusCode::BAD_REQUEST,
+            message: message.into(),
+            field,
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body = json!({"error": self.message, "field": self.field});
+        (self.status, Json(body)).into_response()
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(error: StoreError) -> ApiError {
+        let message = error.to_string();
+        let (status, field) = match &error {
+            StoreError::Invalid(DestinationFileError::Invalid { field, .. }) => {
+                (StatusCode::BAD_REQUEST, Some(*field))
+            }
+            StoreError::Invalid(_) => (StatusCode::BAD_REQUEST, None),
+            StoreError::NotFound(_) => (StatusCode::NOT_FOUND, None),
+            StoreError::Conflict(_) => (StatusCode::CONFLICT, Some("id")),
+            StoreError::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, None),
+        };
+        ApiError {
+            status,
+            message,
+            field,
+        }
+    }
+}
+
+async fn authorize(State(state): State<AdminState>, request: Request, next: Next) -> Response {
+    let presented = request
+        .headers()
+        .get(AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or_default();
+    if !constant_time_eq(presented.as_bytes(), state.token.as_bytes()) {
+        return ApiError {
+            status: StatusCode::UNAUTHORIZED,
+            message: "a valid bearer token is required".into(),
+            field: None,
+        }
+        .into_response();
+    }
+    next.run(request).await
+}
+
+/// Compares without an early exit, so the time taken does not reveal the token.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() || b.is_empty() {
+        return false;
+    }
+    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// The body as a spec of `team` (the path names the team; a body may omit `team_id`).
+fn spec_of(
+    team: i64,
+    body: Result<Json<Value>, JsonRejection>,
+) -> Result<DestinationSpec, ApiError> {
+    let Json(mut body) = body.map_err(|e| ApiError::bad_request(e.body_text(), None))?;
+    let object = body
+        .as_object_mut()
+        .ok_or_else(|| ApiError::bad_request("the body must be a JSON object", None))?;
+    match object.get("team_id") {
+        None => {
+            object.insert("team_id".into(), team.into());
+        }
+        Some(given) if given.as_i64() == Some(team) => {}
+        Some(_) => {
+            return Err(ApiError::bad_request(
+                "team_id differs from the team in the path",
+                Some("team_id"),
+            ));
+        }
+    }
+    serde_json::from_value(body).map_err(|e| ApiError::bad_request(e.to_string(), None))
+}
+
+async fn list(
+    State(state): State<AdminState>,
+    Path(team): Path<i64>,
+) -> Result<Json<Value>, ApiError> {
+    let mut specs: Vec<DestinationSpec> = state
+        .store
+        .all_specs()
+        .await
+        .map_err(StoreError::from)?
+        .into_values()
+        .filter(|spec| spec.team_id == team)
+        .map(|spec| spec.redacted())
+        .collect();
+    specs.sort_by(|a, b| a.id.cmp(&b.id));
+    Ok(Json(json!({ "destinations": specs })))
+}
+
+async fn create(
+    State(state): State<AdminState>,
+    Path(team): Path<i64>,
+    body: Result<Json<Value>, JsonRejection>,
+) -> Result<(StatusCode, Json<DestinationSpec>), ApiError> {
+    let spec = spec_of(team, body)?;
+    state.store.put(spec.clone(), true).await?;
+    Ok((StatusCode::CREATED, Json(spec.redacted())))
+}
+
+async fn read(
+    State(state): State<AdminState>,
+    Path((team, id)): Path<(i64, String)>,
+) -> Result<Json<DestinationSpec>, ApiError> {
+    Ok(Json(state.store.spec(team, &id).await?.redacted()))
+}
+
+async fn update(
+    State(state): State<AdminState>,
+    Path((team, id)): Path<(i64, String)>,
+    body: Result<Json<Value>, JsonRejection>,
+) -> Result<Json<DestinationSpec>, ApiError> {
+    let spec = spec_of(team, body)?;
+    if spec.id != id {
+        return Err(ApiError::bad_request(
+            "id differs from the id in the path",
+            Some("id"),
+        ));
+    }
+    state.store.spec(team, &id).await?;
+    state.store.put(spec.clone(), false).await?;
+    Ok(Json(spec.redacted()))
+}
+
+async fn remove(
+    State(state): State<AdminState>,
+    Path((team, id)): Path<(i64, String)>,
+) -> Result<StatusCode, ApiError> {
+    state.store.delete(team, &id).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn pause(
+    state: State<AdminState>,
+    path: Path<(i64, String)>,
+) -> Result<Json<DestinationSpec>, ApiError> {
+    set_state(state, path, Some("paused")).await
+}
+
+async fn resume(
+    state: State<AdminState>,
+    path: Path<(i64, String)>,
+) -> Result<Json<DestinationSpec>, ApiError> {
+    set_state(state, path, None).await
+}
+
+async fn set_state(
+    State(state): State<AdminState>,
+    Path((team, id)): Path<(i64, String)>,
+    new_state: Option<&str>,
+) -> Result<Json<DestinationSpec>, ApiError> {
+    let mut spec = state.store.spec(team, &id).await?;
+    spec.state = new_state.map(str::to_owned);
+    spec.disabled_reason = None;
+    state.store.put(spec.clone(), false).await?;
+    Ok(Json(spec.redacted()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_openapi_document_describes_exactly_these_paths() {
+        let document = include_str!("../../../docs/openapi.yaml");
+        let mut documented: Vec<&str> = document
+            .lines()
+            .filter(|l| l.starts_with("  /v1/"))
+            .map(|l| l.trim().trim_end_matches(':'))
+            .collect();
+        documented.sort_unstable();
+        let mut served = PATHS.to_vec();
+        served.sort_unstable();
+        assert_eq!(documented, served);
+    }
+
+    #[test]
+    fn tokens_compare_in_full() {
+        assert!(constant_time_eq(b"secret-token", b"secret-token"));
+        assert!(!constant_time_eq(b"secret-tokeX", b"secret-token"));
+        assert!(!constant_time_eq(b"secret", b"secret-token"));
+        assert!(
+            !constant_time_eq(b"", b""),
+            "an empty token never authorizes"
+        );
+    }
+}
