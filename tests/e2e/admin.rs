@@ -1,6 +1,7 @@
 //! The admin API with the real binary and the Redis store: bearer-token auth; create, read,
-//! list, update-by-pause/resume and delete; field errors, 404 and 409; a destination created
-//! through the API receives deliveries, and pausing it holds them until it is resumed.
+//! list, pause, resume and delete; field errors, 404 and 409; a destination created through
+//! the API receives deliveries; its deliveries are listed and looked up through Temporal
+//! visibility; a test send; pausing holds deliveries and cancel-pending ends them.
 
 use std::time::Duration;
 
@@ -113,6 +114,63 @@ async fn destinations_are_managed_through_the_api() {
     let result = temporal::result(&s.temporal, &format!("api-1:{first}")).await;
     assert_eq!(result.outcome, DeliveryOutcome::Delivered);
 
+    // Deliveries through visibility: the list, and one by event uuid with its result.
+    let listed = eventually(
+        Duration::from_secs(20),
+        "the delivery in visibility",
+        || async {
+            let (_, body) = api
+                .call("GET", &format!("{collection}/api-1/deliveries"), None)
+                .await;
+            let first_listed = body["deliveries"].get(0)?.clone();
+            (first_listed["outcome"] == "delivered").then_some(first_listed)
+        },
+    )
+    .await;
+    assert_eq!(listed["delivery_id"], format!("api-1:{first}"));
+    assert_eq!(listed["status"], "completed");
+    let (status, one) = api
+        .call(
+            "GET",
+            &format!("{collection}/api-1/deliveries/{first}"),
+            None,
+        )
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        (&one["result"]["outcome"], &one["result"]["attempts"]),
+        (&json!("delivered"), &json!(1))
+    );
+    let (status, _) = api
+        .call(
+            "GET",
+            &format!("{collection}/api-1/deliveries/not-a-uuid"),
+            None,
+        )
+        .await;
+    assert_eq!(status, 400);
+
+    // A test send goes out at once, signed, and says what happened.
+    let (status, tested) = api
+        .call("POST", &format!("{collection}/api-1/test"), None)
+        .await;
+    assert_eq!(
+        (status, &tested["delivered"], &tested["status"]),
+        (200, &json!(true), &json!(200)),
+        "{tested}"
+    );
+    let test_request = s
+        .receiver
+        .received_on("api")
+        .pop()
+        .expect("the test request");
+    assert_eq!(
+        test_request.header("webhook-id"),
+        tested["webhook_id"].as_str().unwrap_or_default()
+    );
+    assert!(test_request.header("webhook-signature").starts_with("v1,"));
+
+    // Paused: deliveries wait; cancelling the pending ones ends them as cancelled.
     let (status, paused) = api
         .call("POST", &format!("{collection}/api-1/pause"), None)
         .await;
@@ -128,14 +186,34 @@ async fn destinations_are_managed_through_the_api() {
     .await;
     assert_eq!(
         s.receiver.received_on("api").len(),
-        1,
+        2,
         "nothing while paused"
     );
+    let stopped = eventually(
+        Duration::from_secs(20),
+        "the pending delivery to be cancelled",
+        || async {
+            let (_, body) = api
+                .call("POST", &format!("{collection}/api-1/cancel-pending"), None)
+                .await;
+            body["stopped"].as_u64().filter(|n| *n > 0)
+        },
+    )
+    .await;
+    assert_eq!(stopped, 1);
+    let cancelled = temporal::result(&s.temporal, &format!("api-1:{second}")).await;
+    assert_eq!(
+        (cancelled.outcome, cancelled.attempts),
+        (DeliveryOutcome::Cancelled, 0)
+    );
+
+    // Resumed: new deliveries go out.
     let (status, _) = api
         .call("POST", &format!("{collection}/api-1/resume"), None)
         .await;
     assert_eq!(status, 200);
-    let result = temporal::result(&s.temporal, &format!("api-1:{second}")).await;
+    let third = s.produce_events(1).await[0];
+    let result = temporal::result(&s.temporal, &format!("api-1:{third}")).await;
     assert_eq!(
         (result.outcome, result.attempts),
         (DeliveryOutcome::Delivered, 1)

@@ -12,6 +12,7 @@ pub mod event;
 pub mod formats;
 pub mod outcomes;
 pub mod payload;
+pub mod request;
 pub mod retry;
 pub mod scheduler;
 pub mod signing;

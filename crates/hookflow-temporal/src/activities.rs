@@ -13,9 +13,8 @@ use std::{
 use hookflow_core::{
     AttemptErrorKind, AttemptReport, AttemptStep, Deferral, DeferralReason, DeliveryInput,
     DestinationCatalog, DestinationState,
-    formats::{BodyContext, render_body},
     outcomes::{FinishedDelivery, OutcomeAggregator},
-    signing::signature_header,
+    request::{PreparedRequest, prepare},
 };
 use hookflow_http::{
     AttemptRequest, DeliveryClient,
@@ -111,32 +110,16 @@ impl DeliveryActivities {
         if let Some(disabled) = self.disabled.check(&destination.id).await {
             return AttemptStep::DestinationDisabled(disabled.reason);
         }
-        let body = render_body(
-            delivery,
-            &BodyContext {
-                format: destination.format,
-                template: destination.template.as_deref(),
-                url: destination.url.as_str(),
-                site_url: &self.site_url,
-            },
-        );
         let timestamp = chrono::Utc::now().timestamp();
-        let webhook_id = delivery.delivery_id.as_str();
-        // The destination's own headers first: hookflow's cannot be overridden (validation
-        // refuses them, and later inserts win).
-        let mut headers: Vec<(String, String)> = destination.headers.expose().to_vec();
-        headers.push(("webhook-id".into(), webhook_id.to_owned()));
-        headers.push(("webhook-timestamp".into(), timestamp.to_string()));
-        if !destination.secrets.is_empty() {
-            match signature_header(&destination.secrets, webhook_id, timestamp, &body) {
-                Ok(signature) => headers.push(("webhook-signature".into(), signature)),
+        let PreparedRequest { headers, body } =
+            match prepare(&destination, delivery, &self.site_url, timestamp) {
+                Ok(request) => request,
                 Err(error) => {
                     let report =
                         AttemptReport::failed(AttemptErrorKind::Invalid, error.to_string(), 0);
                     return AttemptStep::Attempted(report);
                 }
-            }
-        }
+            };
         let pass = match self.gate.enter(&destination).await {
             Ok(pass) => pass,
             Err(deferral) => return deferred(deferral),

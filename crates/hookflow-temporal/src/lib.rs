@@ -1,10 +1,12 @@
 //! hookflow on Temporal. One [`workflow::DeliveryWorkflow`] per (event, destination) pair,
 //! started by [`starter::TemporalScheduler`] under the delivery id so a duplicate start is a
 //! no-op; the workflow runs one [`activities::DeliveryActivities::attempt`] per HTTP attempt
-//! and owns the retry schedule on durable timers.
+//! and owns the retry schedule on durable timers. [`deliveries`] lists and stops them for
+//! the admin API.
 
 pub mod activities;
 pub mod connection;
+pub mod deliveries;
 pub mod search_attributes;
 pub mod starter;
 pub mod worker;

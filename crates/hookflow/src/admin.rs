@@ -6,15 +6,24 @@
 
 use std::sync::Arc;
 
+use std::time::Duration;
+
 use axum::{
     Json, Router,
-    extract::{Path, Request, State, rejection::JsonRejection},
+    extract::{Path, Query, Request, State, rejection::JsonRejection},
     http::{StatusCode, header::AUTHORIZATION},
     middleware::{self, Next},
     response::{IntoResponse, Response},
     routing::{get, post},
 };
-use hookflow_core::{DestinationFileError, DestinationSpec};
+use hookflow_core::{
+    ActionMatchedEvent, ActionRef, DeliveryId, DeliveryInput, Destination, DestinationCatalog,
+    DestinationFileError, DestinationSpec,
+    request::{PreparedRequest, prepare},
+};
+use hookflow_http::{AttemptRequest, DeliveryClient};
+use hookflow_temporal::{Client, TemporalError};
+use serde::Deserialize;
 use serde_json::{Value, json};
 
 use crate::destination_redis::{RedisDestinations, StoreError};
@@ -26,14 +35,25 @@ pub struct AdminState {
     pub store: Arc<RedisDestinations>,
     /// The bearer token every request must carry.
     pub token: Arc<str>,
+    /// Temporal, for the deliveries.
+    pub temporal: Client,
+    /// The HTTP client of test sends (with the same SSRF guard as deliveries).
+    pub http: DeliveryClient,
+    /// Where links in messages point.
+    pub site_url: Arc<str>,
 }
 
 /// Every path the API serves; a test holds `docs/openapi.yaml` to exactly these.
-const PATHS: [&str; 4] = [
+const PATHS: [&str; 9] = [
     "/v1/teams/{team}/destinations",
     "/v1/teams/{team}/destinations/{id}",
     "/v1/teams/{team}/destinations/{id}/pause",
     "/v1/teams/{team}/destinations/{id}/resume",
+    "/v1/teams/{team}/destinations/{id}/test",
+    "/v1/teams/{team}/destinations/{id}/deliveries",
+    "/v1/teams/{team}/destinations/{id}/deliveries/{event_uuid}",
+    "/v1/teams/{team}/destinations/{id}/cancel-pending",
+    "/v1/teams/{team}/destinations/{id}/terminate-pending",
 ];
 
 /// The API's routes.
@@ -43,6 +63,11 @@ pub fn router(state: AdminState) -> Router {
         .route(PATHS[1], get(read).put(update).delete(remove))
         .route(PATHS[2], post(pause))
         .route(PATHS[3], post(resume))
+        .route(PATHS[4], post(send_test))
+        .route(PATHS[5], get(deliveries))
+        .route(PATHS[6], get(delivery))
+        .route(PATHS[7], post(cancel_pending))
+        .route(PATHS[8], post(terminate_pending))
         .layer(middleware::from_fn_with_state(state.clone(), authorize))
         .with_state(state)
 }
@@ -224,6 +249,144 @@ async fn set_state(
     spec.disabled_reason = None;
     state.store.put(spec.clone(), false).await?;
     Ok(Json(spec.redacted()))
+}
+
+impl From<TemporalError> for ApiError {
+    fn from(error: TemporalError) -> ApiError {
+        ApiError {
+            status: StatusCode::SERVICE_UNAVAILABLE,
+            message: error.to_string(),
+            field: None,
+        }
+    }
+}
+
+/// The destination as delivery sees it (validated), or 404.
+async fn destination(
+    state: &AdminState,
+    team: i64,
+    id: &str,
+) -> Result<Arc<Destination>, ApiError> {
+    state.store.spec(team, id).await?;
+    state
+        .store
+        .get(id)
+        .ok_or_else(|| StoreError::NotFound(id.to_owned()).into())
+}
+
+/// Sends a test event (action "Test", event `hookflow.test`) to the destination once, as a
+/// delivery would (format, headers, signature), and answers what happened.
+async fn send_test(
+    State(state): State<AdminState>,
+    Path((team, id)): Path<(i64, String)>,
+) -> Result<Json<Value>, ApiError> {
+    let destination = destination(&state, team, &id).await?;
+    let event = ActionMatchedEvent {
+        uuid: uuid::Uuid::new_v4(),
+        team_id: team,
+        event: "hookflow.test".into(),
+        distinct_id: Some("hookflow-test".into()),
+        timestamp: chrono::Utc::now().to_rfc3339(),
+        properties: Default::default(),
+        person: None,
+        matched_actions: vec![ActionRef {
+            id: 0,
+            name: "Test".into(),
+        }],
+    };
+    let delivery = DeliveryInput {
+        delivery_id: DeliveryId::new(&destination.id, event.uuid),
+        destination_id: destination.id.clone(),
+        actions: event.matched_actions.clone(),
+        event,
+        retry: Default::default(),
+        produced_at_ms: None,
+    };
+    let timestamp = chrono::Utc::now().timestamp();
+    let PreparedRequest { headers, body } =
+        prepare(&destination, &delivery, &state.site_url, timestamp)
+            .map_err(|e| ApiError::bad_request(e.to_string(), Some("secret")))?;
+    let report = state
+        .http
+        .attempt(AttemptRequest {
+            url: &destination.url,
+            headers,
+            body,
+            timeout: Duration::from_millis(destination.timeout_ms),
+        })
+        .await;
+    Ok(Json(json!({
+        "delivered": matches!(report.status, Some(200..=299)),
+        "status": report.status,
+        "error": report.error.as_ref().map(|_| report.describe()),
+        "duration_ms": report.duration_ms,
+        "webhook_id": delivery.delivery_id.as_str(),
+    })))
+}
+
+#[derive(Deserialize)]
+struct ListQuery {
+    limit: Option<usize>,
+}
+
+async fn deliveries(
+    State(state): State<AdminState>,
+    Path((team, id)): Path<(i64, String)>,
+    Query(query): Query<ListQuery>,
+) -> Result<Json<Value>, ApiError> {
+    state.store.spec(team, &id).await?;
+    let limit = query.limit.unwrap_or(50).clamp(1, 1000);
+    let views = hookflow_temporal::deliveries::list(&state.temporal, team, &id, limit).await?;
+    Ok(Json(json!({ "deliveries": views })))
+}
+
+async fn delivery(
+    State(state): State<AdminState>,
+    Path((team, id, event_uuid)): Path<(i64, String, String)>,
+) -> Result<Json<Value>, ApiError> {
+    state.store.spec(team, &id).await?;
+    let uuid = uuid::Uuid::parse_str(&event_uuid)
+        .map_err(|e| ApiError::bad_request(format!("not a uuid: {e}"), Some("event_uuid")))?;
+    let delivery_id = DeliveryId::new(&id, uuid);
+    match hookflow_temporal::deliveries::get(&state.temporal, team, &delivery_id).await? {
+        Some(view) => Ok(Json(json!(view))),
+        None => Err(ApiError {
+            status: StatusCode::NOT_FOUND,
+            message: format!("no delivery {delivery_id}"),
+            field: None,
+        }),
+    }
+}
+
+async fn cancel_pending(
+    state: State<AdminState>,
+    path: Path<(i64, String)>,
+) -> Result<Json<Value>, ApiError> {
+    stop_pending(state, path, false).await
+}
+
+async fn terminate_pending(
+    state: State<AdminState>,
+    path: Path<(i64, String)>,
+) -> Result<Json<Value>, ApiError> {
+    stop_pending(state, path, true).await
+}
+
+async fn stop_pending(
+    State(state): State<AdminState>,
+    Path((team, id)): Path<(i64, String)>,
+    terminate: bool,
+) -> Result<Json<Value>, ApiError> {
+    state.store.spec(team, &id).await?;
+    let reason = if terminate {
+        "terminated through the admin API"
+    } else {
+        "cancelled through the admin API"
+    };
+    let stopped =
+        hookflow_temporal::deliveries::stop_pending(&state.temporal, team, &id, terminate, reason)
+            .await?;
+    Ok(Json(json!({ "stopped": stopped })))
 }
 
 #[cfg(test)]

@@ -61,10 +61,20 @@ async fn open_destinations(
     Ok((store, None))
 }
 
+/// The HTTP client of deliveries (and of the admin API's test sends).
+fn delivery_client(settings: &Settings) -> anyhow::Result<DeliveryClient> {
+    Ok(DeliveryClient::new(&HttpSettings {
+        connect_timeout: Duration::from_millis(settings.http.connect_timeout_ms),
+        allowed_hosts: settings.http.allowed_hosts.clone(),
+        user_agent: format!("hookflow/{}", env!("CARGO_PKG_VERSION")),
+    })?)
+}
+
 /// Starts the admin API when `admin.address` is set.
 async fn serve_admin(
     settings: &Settings,
     store: Arc<RedisDestinations>,
+    temporal: hookflow_temporal::Client,
     shutdown: &CancellationToken,
 ) -> anyhow::Result<()> {
     let Some(address) = settings.admin_address()? else {
@@ -76,6 +86,9 @@ async fn serve_admin(
     let router = admin::router(AdminState {
         store,
         token: settings.admin.token.as_str().into(),
+        temporal,
+        http: delivery_client(settings)?,
+        site_url: settings.destinations.site_url.trim_end_matches('/').into(),
     });
     let stop = shutdown.clone();
     tokio::spawn(async move {
@@ -110,9 +123,6 @@ pub async fn run(settings: Settings, role: Role) -> anyhow::Result<()> {
         ?role,
         "hookflow starting"
     );
-    if let Some(store) = managed {
-        serve_admin(&settings, store, &shutdown).await?;
-    }
 
     // The operations listener comes up first, so probes see "not ready" while Temporal is
     // still being reached rather than no answer at all.
@@ -133,6 +143,9 @@ pub async fn run(settings: Settings, role: Role) -> anyhow::Result<()> {
     let Some(client) = connect_temporal(&settings, &shutdown, &temporal_health).await else {
         return Ok(());
     };
+    if let Some(store) = managed {
+        serve_admin(&settings, store, client.clone(), &shutdown).await?;
+    }
     tokio::spawn(hookflow_temporal::connection::probe(
         client.clone(),
         temporal_health,
@@ -175,11 +188,7 @@ pub async fn run(settings: Settings, role: Role) -> anyhow::Result<()> {
     };
 
     if role != Role::Consumer {
-        let http = DeliveryClient::new(&HttpSettings {
-            connect_timeout: Duration::from_millis(settings.http.connect_timeout_ms),
-            allowed_hosts: settings.http.allowed_hosts.clone(),
-            user_agent: format!("hookflow/{}", env!("CARGO_PKG_VERSION")),
-        })?;
+        let http = delivery_client(&settings)?;
         match &redis {
             Some(link) => {
                 let redis_health = health.register("redis", PROBE_DEADLINE);
