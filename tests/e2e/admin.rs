@@ -150,6 +150,37 @@ async fn destinations_are_managed_through_the_api() {
         .await;
     assert_eq!(status, 400);
 
+    // A redelivery is a new attempt chain with the same webhook-id.
+    let (status, redelivery) = api
+        .call(
+            "POST",
+            &format!("{collection}/api-1/deliveries/{first}/redeliver"),
+            None,
+        )
+        .await;
+    assert_eq!(status, 202, "{redelivery}");
+    let workflow_id = redelivery["workflow_id"]
+        .as_str()
+        .expect("workflow id")
+        .to_owned();
+    let again = temporal::result(&s.temporal, &workflow_id).await;
+    assert_eq!(again.outcome, DeliveryOutcome::Delivered);
+    let requests = s.receiver.received_on("api");
+    assert_eq!(requests.len(), 2);
+    assert_eq!(
+        requests[0].header("webhook-id"),
+        requests[1].header("webhook-id")
+    );
+    let unknown = uuid::Uuid::new_v4();
+    let (status, _) = api
+        .call(
+            "POST",
+            &format!("{collection}/api-1/deliveries/{unknown}/redeliver"),
+            None,
+        )
+        .await;
+    assert_eq!(status, 404);
+
     // A test send goes out at once, signed, and says what happened.
     let (status, tested) = api
         .call("POST", &format!("{collection}/api-1/test"), None)
@@ -186,7 +217,7 @@ async fn destinations_are_managed_through_the_api() {
     .await;
     assert_eq!(
         s.receiver.received_on("api").len(),
-        2,
+        3,
         "nothing while paused"
     );
     let stopped = eventually(

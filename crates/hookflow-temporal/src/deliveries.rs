@@ -1,16 +1,17 @@
 //! The deliveries of a destination as Temporal sees them, for the admin API: listed through
-//! visibility on hookflow's search attributes, one looked up by event uuid, and every
-//! pending one cancelled or terminated.
+//! visibility on hookflow's search attributes, one looked up by event uuid, one delivered
+//! again, and every pending one cancelled or terminated.
 
 use std::time::SystemTime;
 
 use futures::StreamExt;
-use hookflow_core::{DeliveryId, DeliveryResult};
+use hookflow_core::{DeliveryId, DeliveryInput, DeliveryResult};
 use serde::Serialize;
 use temporalio_client::{
     Client, WorkflowCancelOptions, WorkflowExecution, WorkflowExecutionStatus, WorkflowListOptions,
-    WorkflowTerminateOptions, errors::WorkflowGetResultError,
+    WorkflowStartOptions, WorkflowTerminateOptions, errors::WorkflowGetResultError,
 };
+use temporalio_common::protos::temporal::api::history::v1::history_event::Attributes;
 
 use crate::{connection::TemporalError, search_attributes, workflow::DeliveryWorkflow};
 
@@ -87,6 +88,52 @@ pub async fn get(
         }
     }
     Ok(Some(view))
+}
+
+/// Starts a new attempt chain for a delivery that exists: the same input, so the same
+/// `webhook-id` (receivers dedupe on it), under the workflow id
+/// `<delivery id>:redelivery-<unix ms>`; that id, or `None` when the delivery is unknown.
+pub async fn redeliver(
+    client: &Client,
+    task_queue: &str,
+    team_id: i64,
+    delivery: &DeliveryId,
+) -> Result<Option<String>, TemporalError> {
+    if get(client, team_id, delivery).await?.is_none() {
+        return Ok(None);
+    }
+    let handle = client.get_workflow_handle::<DeliveryWorkflow>(delivery.as_str());
+    let mut history = handle.fetch_history(Default::default());
+    let started = match history.next().await {
+        Some(Ok(event)) => event,
+        Some(Err(error)) => return Err(TemporalError::Rpc(error.to_string())),
+        None => return Ok(None),
+    };
+    let Some(Attributes::WorkflowExecutionStartedEventAttributes(attributes)) = started.attributes
+    else {
+        return Err(TemporalError::Rpc(format!(
+            "{delivery}: history does not start with its input"
+        )));
+    };
+    let input: DeliveryInput = attributes
+        .input
+        .as_ref()
+        .and_then(|payloads| payloads.payloads.first())
+        .and_then(|payload| serde_json::from_slice(&payload.data).ok())
+        .ok_or_else(|| TemporalError::Rpc(format!("{delivery}: unreadable workflow input")))?;
+    let workflow_id = format!(
+        "{delivery}:redelivery-{}",
+        chrono::Utc::now().timestamp_millis()
+    );
+    let options = WorkflowStartOptions::new(task_queue.to_owned(), workflow_id.clone())
+        .search_attributes(search_attributes::for_delivery(&input))
+        .static_summary(format!("redelivery of {delivery}"))
+        .build();
+    client
+        .start_workflow(DeliveryWorkflow::run, input, options)
+        .await
+        .map_err(|e| TemporalError::Rpc(e.to_string()))?;
+    Ok(Some(workflow_id))
 }
 
 /// Cancels (gracefully: no further attempt, outcome `cancelled`) or terminates every

@@ -41,10 +41,12 @@ pub struct AdminState {
     pub http: DeliveryClient,
     /// Where links in messages point.
     pub site_url: Arc<str>,
+    /// The task queue of delivery workflows (for redeliveries).
+    pub task_queue: Arc<str>,
 }
 
 /// Every path the API serves; a test holds `docs/openapi.yaml` to exactly these.
-const PATHS: [&str; 9] = [
+const PATHS: [&str; 10] = [
     "/v1/teams/{team}/destinations",
     "/v1/teams/{team}/destinations/{id}",
     "/v1/teams/{team}/destinations/{id}/pause",
@@ -54,6 +56,7 @@ const PATHS: [&str; 9] = [
     "/v1/teams/{team}/destinations/{id}/deliveries/{event_uuid}",
     "/v1/teams/{team}/destinations/{id}/cancel-pending",
     "/v1/teams/{team}/destinations/{id}/terminate-pending",
+    "/v1/teams/{team}/destinations/{id}/deliveries/{event_uuid}/redeliver",
 ];
 
 /// The API's routes.
@@ -68,6 +71,7 @@ pub fn router(state: AdminState) -> Router {
         .route(PATHS[6], get(delivery))
         .route(PATHS[7], post(cancel_pending))
         .route(PATHS[8], post(terminate_pending))
+        .route(PATHS[9], post(redeliver))
         .layer(middleware::from_fn_with_state(state.clone(), authorize))
         .with_state(state)
 }
@@ -350,6 +354,34 @@ async fn delivery(
     let delivery_id = DeliveryId::new(&id, uuid);
     match hookflow_temporal::deliveries::get(&state.temporal, team, &delivery_id).await? {
         Some(view) => Ok(Json(json!(view))),
+        None => Err(ApiError {
+            status: StatusCode::NOT_FOUND,
+            message: format!("no delivery {delivery_id}"),
+            field: None,
+        }),
+    }
+}
+
+async fn redeliver(
+    State(state): State<AdminState>,
+    Path((team, id, event_uuid)): Path<(i64, String, String)>,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    state.store.spec(team, &id).await?;
+    let uuid = uuid::Uuid::parse_str(&event_uuid)
+        .map_err(|e| ApiError::bad_request(format!("not a uuid: {e}"), Some("event_uuid")))?;
+    let delivery_id = DeliveryId::new(&id, uuid);
+    let started = hookflow_temporal::deliveries::redeliver(
+        &state.temporal,
+        &state.task_queue,
+        team,
+        &delivery_id,
+    )
+    .await?;
+    match started {
+        Some(workflow_id) => Ok((
+            StatusCode::ACCEPTED,
+            Json(json!({"workflow_id": workflow_id, "webhook_id": delivery_id.as_str()})),
+        )),
         None => Err(ApiError {
             status: StatusCode::NOT_FOUND,
             message: format!("no delivery {delivery_id}"),

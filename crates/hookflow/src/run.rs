@@ -89,6 +89,7 @@ async fn serve_admin(
         temporal,
         http: delivery_client(settings)?,
         site_url: settings.destinations.site_url.trim_end_matches('/').into(),
+        task_queue: settings.temporal.task_queue.as_str().into(),
     });
     let stop = shutdown.clone();
     tokio::spawn(async move {
