@@ -59,7 +59,8 @@ pub struct DeliveryInput {
     pub produced_at_ms: Option<i64>,
 }
 
-/// The deliveries an event needs: one per matching destination, listing every matching action.
+/// The deliveries an event needs: one per matching destination, listing every matching
+/// action, each with the deployment's retry policy and the destination's overrides.
 pub fn plan_deliveries<'a>(
     event: &ActionMatchedEvent,
     destinations: impl IntoIterator<Item = &'a Destination>,
@@ -75,7 +76,7 @@ pub fn plan_deliveries<'a>(
                 destination_id: destination.id.clone(),
                 event: event.clone(),
                 actions,
-                retry: retry.clone(),
+                retry: destination.retry_policy(retry),
                 produced_at_ms,
             })
         })

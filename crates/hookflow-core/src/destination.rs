@@ -18,6 +18,7 @@ use crate::{
     endpoint::{EndpointKey, EndpointLimits},
     event::{ActionMatchedEvent, ActionRef},
     formats::Format,
+    retry::RetryPolicy,
     template::Template,
 };
 
@@ -85,6 +86,10 @@ pub struct Destination {
     pub endpoint: EndpointKey,
     /// The destination's own limits for its endpoint, where it sets them.
     pub limits: LimitOverrides,
+    /// The destination's own retry schedule, where it sets one.
+    pub retry_schedule_ms: Option<Vec<u64>>,
+    /// The destination's own maximum delivery age, where it sets one.
+    pub max_age_ms: Option<u64>,
 }
 
 /// Whether a destination's deliveries go out.
@@ -150,7 +155,24 @@ impl LimitOverrides {
     }
 }
 
+/// The longest wait of a retry schedule and the longest maximum age: 7 days.
+pub const MAX_RETRY_MS: u64 = 7 * 24 * 3_600 * 1_000;
+/// The most entries a retry schedule may have.
+pub const MAX_RETRY_ENTRIES: usize = 30;
+
 impl Destination {
+    /// The deployment's retry policy with this destination's overrides.
+    pub fn retry_policy(&self, deployment: &RetryPolicy) -> RetryPolicy {
+        RetryPolicy {
+            schedule_ms: self
+                .retry_schedule_ms
+                .clone()
+                .unwrap_or_else(|| deployment.schedule_ms.clone()),
+            max_age_ms: self.max_age_ms.unwrap_or(deployment.max_age_ms),
+            ..deployment.clone()
+        }
+    }
+
     /// The actions of `event` that this destination wants, or `None` when it wants none
     /// of them (or belongs to another team).
     pub fn matching_actions(&self, event: &ActionMatchedEvent) -> Option<Vec<ActionRef>> {
@@ -358,6 +380,12 @@ pub struct DestinationSpec {
     /// Endpoint concurrency cap override.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_in_flight: Option<u32>,
+    /// Retry schedule override: waits before the 2nd, 3rd, … attempt, milliseconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry_schedule_ms: Option<Vec<u64>>,
+    /// Maximum delivery age override, milliseconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_age_ms: Option<u64>,
 }
 
 impl DestinationSpec {
@@ -510,7 +538,24 @@ impl DestinationSpec {
             .over(EndpointLimits::default())
             .validate()
             .map_err(|(field, problem)| invalid(field, problem))?;
+        if let Some(schedule) = &self.retry_schedule_ms
+            && (schedule.len() > MAX_RETRY_ENTRIES
+                || schedule.iter().any(|&ms| ms == 0 || ms > MAX_RETRY_MS))
+        {
+            return Err(invalid(
+                "retry_schedule_ms",
+                format!("must have at most {MAX_RETRY_ENTRIES} waits, each 1 ms to 7 days"),
+            ));
+        }
+        if self
+            .max_age_ms
+            .is_some_and(|ms| ms == 0 || ms > MAX_RETRY_MS)
+        {
+            return Err(invalid("max_age_ms", "must be 1 ms to 7 days".into()));
+        }
         Ok(Destination {
+            retry_schedule_ms: self.retry_schedule_ms,
+            max_age_ms: self.max_age_ms,
             name: self.name.unwrap_or_else(|| self.id.clone()),
             id: self.id,
             team_id: self.team_id,
@@ -575,6 +620,8 @@ mod tests {
             timeout_ms: 1000,
             endpoint: EndpointKey::custom("e").expect("key"),
             limits: LimitOverrides::default(),
+            retry_schedule_ms: None,
+            max_age_ms: None,
         }
     }
 
@@ -794,12 +841,40 @@ mod tests {
                 "url = \"https://a.example/\"\nprevious_secret = \"whsec_C2FVsBQIhrscChlQIMV+b5sSYspob7oD\"",
                 "field `previous_secret` needs",
             ),
+            (
+                "url = \"https://a.example/\"\nretry_schedule_ms = [0]",
+                "field `retry_schedule_ms` must have at most 30 waits",
+            ),
+            (
+                "url = \"https://a.example/\"\nmax_age_ms = 999999999999",
+                "field `max_age_ms` must be 1 ms to 7 days",
+            ),
         ];
         for (fields, expected) in cases {
             let text = format!("[[destination]]\nid = \"x\"\nteam_id = 1\n{fields}\n");
             let err = parse(&text).unwrap_err().to_string();
             assert!(err.contains(expected), "{fields}: {err}");
         }
+    }
+
+    #[test]
+    fn retry_overrides_replace_the_deployments_schedule_and_age() {
+        let set = parse(
+            "[[destination]]\nid = \"x\"\nteam_id = 1\nurl = \"https://a.example/\"\n\
+             retry_schedule_ms = [100, 200]\nmax_age_ms = 60000\n",
+        )
+        .expect("valid");
+        let policy = set
+            .get("x")
+            .expect("x")
+            .retry_policy(&RetryPolicy::default());
+        assert_eq!(policy.schedule_ms, [100, 200]);
+        assert_eq!(policy.max_age_ms, 60_000);
+        assert_eq!(
+            policy.jitter,
+            RetryPolicy::default().jitter,
+            "the rest is the deployment's"
+        );
     }
 
     #[test]

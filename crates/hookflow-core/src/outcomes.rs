@@ -50,7 +50,7 @@ pub struct OutcomeSummary {
     /// Of `successes`, those that needed more than one attempt.
     pub successes_on_retry: u64,
     /// Deliveries that ended without delivery: failed permanently, gave up, or found their
-    /// destination disabled.
+    /// destination disabled or deleted.
     pub failures: u64,
     /// Deliveries an operator cancelled.
     pub cancelled: u64,
@@ -107,10 +107,12 @@ impl OutcomeAggregator {
             DeliveryOutcome::Cancelled => tally.cancelled += 1,
             DeliveryOutcome::FailedPermanently
             | DeliveryOutcome::GaveUp
-            | DeliveryOutcome::DestinationDisabled => {
+            | DeliveryOutcome::DestinationDisabled
+            | DeliveryOutcome::DestinationDeleted => {
                 tally.failures += 1;
                 let kind = match (delivery.outcome, &delivery.error_kind) {
                     (DeliveryOutcome::DestinationDisabled, _) => "destination_disabled".into(),
+                    (DeliveryOutcome::DestinationDeleted, _) => "destination_deleted".into(),
                     (_, Some(kind)) => kind.clone(),
                     (_, None) => "deferred".into(),
                 };

@@ -158,6 +158,8 @@ pub enum AttemptStep {
     Deferred(Deferral),
     /// The destination is disabled (for example after 410 Gone); the reason is recorded.
     DestinationDisabled(String),
+    /// The destination no longer exists.
+    DestinationDeleted,
 }
 
 /// What the workflow does after an attempt.
@@ -240,6 +242,8 @@ pub enum DeliveryOutcome {
     Cancelled,
     /// The destination was disabled (after 410 Gone, or by an operator).
     DestinationDisabled,
+    /// The destination was deleted while the delivery was pending.
+    DestinationDeleted,
 }
 
 impl DeliveryOutcome {
@@ -251,6 +255,7 @@ impl DeliveryOutcome {
             Self::GaveUp => "gave_up",
             Self::Cancelled => "cancelled",
             Self::DestinationDisabled => "destination_disabled",
+            Self::DestinationDeleted => "destination_deleted",
         }
     }
 }

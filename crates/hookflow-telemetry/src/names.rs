@@ -34,7 +34,7 @@ pub const DELIVERY_ATTEMPTS: &str = "hookflow_delivery_attempts_total";
 /// Duration of one HTTP attempt, seconds.
 pub const DELIVERY_ATTEMPT_DURATION: &str = "hookflow_delivery_attempt_duration_seconds";
 /// Finished deliveries, by `outcome`: `delivered`, `failed_permanently`, `gave_up`,
-/// `cancelled`, `destination_disabled`.
+/// `cancelled`, `destination_disabled`, `destination_deleted`.
 pub const DELIVERIES: &str = "hookflow_deliveries_total";
 /// HTTP attempts a finished delivery made.
 pub const DELIVERY_ATTEMPTS_PER_DELIVERY: &str = "hookflow_delivery_attempts_per_delivery";

@@ -91,9 +91,7 @@ impl DeliveryActivities {
     async fn deliver(&self, input: &AttemptInput) -> AttemptStep {
         let delivery = &input.delivery;
         let Some(destination) = self.destinations.get(&delivery.destination_id) else {
-            let reason = format!("destination {} no longer exists", delivery.destination_id);
-            let report = AttemptReport::failed(AttemptErrorKind::Invalid, reason, 0);
-            return AttemptStep::Attempted(report);
+            return AttemptStep::DestinationDeleted;
         };
         match &destination.state {
             DestinationState::Enabled => {}

@@ -101,6 +101,10 @@ impl DeliveryWorkflow {
                     let note = format!("destination disabled: {reason}");
                     break (DeliveryOutcome::DestinationDisabled, Some(note));
                 }
+                AttemptStep::DestinationDeleted => {
+                    let note = format!("destination {} was deleted", input.destination_id);
+                    break (DeliveryOutcome::DestinationDeleted, Some(note));
+                }
             };
             match decision {
                 RetryDecision::Delivered => break (DeliveryOutcome::Delivered, None),
