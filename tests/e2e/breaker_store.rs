@@ -39,8 +39,8 @@ fn two_workers(redis: &RedisServer) -> (SharedBreakers, SharedBreakers, RedisLin
     };
     let (a, b) = (link(), link());
     (
-        SharedBreakers::new(policy(), Some(a.clone()), CACHE_TTL),
-        SharedBreakers::new(policy(), Some(b), CACHE_TTL),
+        SharedBreakers::new(Some(a.clone()), CACHE_TTL),
+        SharedBreakers::new(Some(b), CACHE_TTL),
         a,
     )
 }
@@ -51,9 +51,9 @@ fn endpoint(name: &str) -> EndpointKey {
 
 async fn fail(breakers: &SharedBreakers, endpoint: &EndpointKey, n: usize) {
     for _ in 0..n {
-        let admission = breakers.admit(endpoint, LEASE).await;
+        let admission = breakers.admit(endpoint, &policy(), LEASE).await;
         assert_eq!(admission, Admission::Allow);
-        breakers.record(endpoint, admission, true).await;
+        breakers.record(endpoint, &policy(), admission, true).await;
     }
 }
 
@@ -66,23 +66,27 @@ async fn one_workers_trip_stops_the_other_and_exactly_one_probe_goes_out() {
     let redis = RedisServer::start();
     let (a, b, _) = two_workers(&redis);
     let hanging = endpoint("hanging");
-    assert_eq!(b.admit(&hanging, LEASE).await, Admission::Allow);
+    assert_eq!(b.admit(&hanging, &policy(), LEASE).await, Admission::Allow);
 
     fail(&a, &hanging, 4).await;
-    assert!(is_deny(a.admit(&hanging, LEASE).await));
+    assert!(is_deny(a.admit(&hanging, &policy(), LEASE).await));
     tokio::time::sleep(CACHE_TTL + Duration::from_millis(50)).await;
     assert!(
-        is_deny(b.admit(&hanging, LEASE).await),
+        is_deny(b.admit(&hanging, &policy(), LEASE).await),
         "b refuses once its copy is older than the cache ttl"
     );
     assert_eq!(
-        b.admit(&endpoint("healthy"), LEASE).await,
+        b.admit(&endpoint("healthy"), &policy(), LEASE).await,
         Admission::Allow,
         "other endpoints are not affected"
     );
 
     tokio::time::sleep(Duration::from_millis(1_500)).await;
-    let (first, second) = tokio::join!(a.admit(&hanging, LEASE), b.admit(&hanging, LEASE));
+    let shared = policy();
+    let (first, second) = tokio::join!(
+        a.admit(&hanging, &shared, LEASE),
+        b.admit(&hanging, &shared, LEASE)
+    );
     let probes = [first, second]
         .iter()
         .filter(|x| **x == Admission::Probe)
@@ -94,13 +98,15 @@ async fn one_workers_trip_stops_the_other_and_exactly_one_probe_goes_out() {
         (&b, &a)
     };
     assert!(
-        is_deny(other.admit(&hanging, LEASE).await),
+        is_deny(other.admit(&hanging, &policy(), LEASE).await),
         "the probe is out"
     );
 
-    prober.record(&hanging, Admission::Probe, false).await;
+    prober
+        .record(&hanging, &policy(), Admission::Probe, false)
+        .await;
     assert_eq!(
-        prober.admit(&hanging, LEASE).await,
+        prober.admit(&hanging, &policy(), LEASE).await,
         Admission::Allow,
         "the probe closed it"
     );
@@ -111,7 +117,7 @@ async fn without_redis_each_worker_falls_back_then_sharing_resumes() {
     let redis = RedisServer::start();
     let (a, b, link) = two_workers(&redis);
     let first = endpoint("first");
-    assert_eq!(a.admit(&first, LEASE).await, Admission::Allow);
+    assert_eq!(a.admit(&first, &policy(), LEASE).await, Admission::Allow);
     assert!(link.is_available());
 
     redis.stop();
@@ -124,11 +130,11 @@ async fn without_redis_each_worker_falls_back_then_sharing_resumes() {
     );
     assert!(!link.is_available(), "the degradation is visible");
     assert!(
-        is_deny(a.admit(&first, LEASE).await),
+        is_deny(a.admit(&first, &policy(), LEASE).await),
         "a's own breaker tripped"
     );
     assert_eq!(
-        b.admit(&first, LEASE).await,
+        b.admit(&first, &policy(), LEASE).await,
         Admission::Allow,
         "b cannot learn of it without Redis and keeps delivering"
     );
@@ -138,14 +144,14 @@ async fn without_redis_each_worker_falls_back_then_sharing_resumes() {
     let deadline = Instant::now() + Duration::from_secs(5);
     while !link.is_available() {
         assert!(Instant::now() < deadline, "a did not reconnect to Redis");
-        assert_eq!(a.admit(&second, LEASE).await, Admission::Allow);
+        assert_eq!(a.admit(&second, &policy(), LEASE).await, Admission::Allow);
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    assert_eq!(b.admit(&second, LEASE).await, Admission::Allow);
+    assert_eq!(b.admit(&second, &policy(), LEASE).await, Admission::Allow);
     fail(&a, &second, 4).await;
     tokio::time::sleep(CACHE_TTL + Duration::from_millis(50)).await;
     assert!(
-        is_deny(b.admit(&second, LEASE).await),
+        is_deny(b.admit(&second, &policy(), LEASE).await),
         "a trip after Redis came back reaches b again"
     );
 }

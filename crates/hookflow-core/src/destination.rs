@@ -15,6 +15,7 @@ use serde::{Deserialize, Deserializer, Serialize};
 use url::Url;
 
 use crate::{
+    breaker::BreakerPolicy,
     endpoint::{EndpointKey, EndpointLimits},
     event::{ActionMatchedEvent, ActionRef},
     formats::Format,
@@ -142,9 +143,28 @@ pub struct LimitOverrides {
     pub burst: Option<u32>,
     /// Attempts in flight per worker.
     pub max_in_flight: Option<u32>,
+    /// The breaker's minimum attempts in its window.
+    pub breaker_min_attempts: Option<u32>,
+    /// The breaker's failure ratio.
+    pub breaker_failure_ratio: Option<f64>,
+    /// The breaker's first cooldown, milliseconds.
+    pub breaker_cooldown_ms: Option<u64>,
 }
 
 impl LimitOverrides {
+    /// These overrides on top of the deployment's breaker policy (a longer first cooldown
+    /// raises the cap with it).
+    pub fn breaker_over(&self, defaults: &BreakerPolicy) -> BreakerPolicy {
+        let cooldown_ms = self.breaker_cooldown_ms.unwrap_or(defaults.cooldown_ms);
+        BreakerPolicy {
+            min_attempts: self.breaker_min_attempts.unwrap_or(defaults.min_attempts),
+            failure_ratio: self.breaker_failure_ratio.unwrap_or(defaults.failure_ratio),
+            cooldown_ms,
+            max_cooldown_ms: defaults.max_cooldown_ms.max(cooldown_ms),
+            ..defaults.clone()
+        }
+    }
+
     /// These overrides on top of `defaults`.
     pub fn over(&self, defaults: EndpointLimits) -> EndpointLimits {
         EndpointLimits {
@@ -299,7 +319,8 @@ pub enum DestinationFileError {
     /// Two destinations share an endpoint but set different limits for it.
     #[error(
         "destinations {first} and {second} share endpoint {endpoint} but set different limits; \
-         give them the same rate_per_second, burst and max_in_flight, or their own endpoint_key"
+         give them the same rate_per_second, burst, max_in_flight and breaker_*, or their own \
+         endpoint_key"
     )]
     ConflictingLimits {
         /// The shared endpoint.
@@ -380,6 +401,15 @@ pub struct DestinationSpec {
     /// Endpoint concurrency cap override.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_in_flight: Option<u32>,
+    /// Endpoint breaker: minimum attempts in the window.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub breaker_min_attempts: Option<u32>,
+    /// Endpoint breaker: failure ratio that trips it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub breaker_failure_ratio: Option<f64>,
+    /// Endpoint breaker: first cooldown, milliseconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub breaker_cooldown_ms: Option<u64>,
     /// Retry schedule override: waits before the 2nd, 3rd, … attempt, milliseconds.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retry_schedule_ms: Option<Vec<u64>>,
@@ -533,7 +563,31 @@ impl DestinationSpec {
             rate_per_second: self.rate_per_second,
             burst: self.burst,
             max_in_flight: self.max_in_flight,
+            breaker_min_attempts: self.breaker_min_attempts,
+            breaker_failure_ratio: self.breaker_failure_ratio,
+            breaker_cooldown_ms: self.breaker_cooldown_ms,
         };
+        if self.breaker_min_attempts == Some(0) {
+            return Err(invalid("breaker_min_attempts", "must be at least 1".into()));
+        }
+        if self
+            .breaker_failure_ratio
+            .is_some_and(|r| !(r > 0.0 && r <= 1.0))
+        {
+            return Err(invalid(
+                "breaker_failure_ratio",
+                "must be above 0 and at most 1".into(),
+            ));
+        }
+        if self
+            .breaker_cooldown_ms
+            .is_some_and(|ms| ms == 0 || ms > MAX_RETRY_MS)
+        {
+            return Err(invalid(
+                "breaker_cooldown_ms",
+                "must be 1 ms to 7 days".into(),
+            ));
+        }
         limits
             .over(EndpointLimits::default())
             .validate()
@@ -875,6 +929,35 @@ mod tests {
             RetryPolicy::default().jitter,
             "the rest is the deployment's"
         );
+    }
+
+    #[test]
+    fn breaker_overrides_apply_to_the_endpoint_and_must_agree() {
+        let one = "[[destination]]\nid = \"a\"\nteam_id = 1\nurl = \"https://h.example/a\"\n\
+                   breaker_min_attempts = 3\nbreaker_cooldown_ms = 900000\n";
+        let set = parse(one).expect("valid");
+        let policy = set
+            .get("a")
+            .expect("a")
+            .limits
+            .breaker_over(&BreakerPolicy::default());
+        assert_eq!((policy.min_attempts, policy.cooldown_ms), (3, 900_000));
+        assert_eq!(
+            policy.max_cooldown_ms, 900_000,
+            "the cap is at least the first cooldown"
+        );
+        assert_eq!(policy.failure_ratio, BreakerPolicy::default().failure_ratio);
+        let two = format!(
+            "{one}[[destination]]\nid = \"b\"\nteam_id = 1\nurl = \"https://h.example/b\"\n"
+        );
+        assert!(matches!(
+            parse(&two),
+            Err(DestinationFileError::ConflictingLimits { .. })
+        ));
+        let err = parse("[[destination]]\nid = \"x\"\nteam_id = 1\nurl = \"https://a.example/\"\nbreaker_failure_ratio = 0.0\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("field `breaker_failure_ratio`"), "{err}");
     }
 
     #[test]

@@ -50,7 +50,6 @@ struct Entry {
 
 /// The breakers of every endpoint this worker has attempted.
 pub struct SharedBreakers {
-    policy: BreakerPolicy,
     redis: Option<RedisLink>,
     cache_ttl: Duration,
     cas: Script,
@@ -58,9 +57,9 @@ pub struct SharedBreakers {
 }
 
 impl SharedBreakers {
-    /// Breakers following `policy`, shared through `redis` when given (else per process),
+    /// Breakers shared through `redis` when given (else per process),
     /// trusting a local copy for `cache_ttl`.
-    pub fn new(policy: BreakerPolicy, redis: Option<RedisLink>, cache_ttl: Duration) -> Self {
+    pub fn new(redis: Option<RedisLink>, cache_ttl: Duration) -> Self {
         // Every possible transition is exported from the start at 0, so rates and alerts see
         // a series before the first trip rather than nothing.
         for (from, to) in [
@@ -73,7 +72,6 @@ impl SharedBreakers {
                 .absolute(0);
         }
         SharedBreakers {
-            policy,
             redis,
             cache_ttl,
             cas: Script::new(CAS_SCRIPT),
@@ -83,7 +81,12 @@ impl SharedBreakers {
 
     /// Asks `endpoint`'s breaker whether an attempt may go now. A probe holds its lease for
     /// `probe_lease`, after which another worker may probe.
-    pub async fn admit(&self, endpoint: &EndpointKey, probe_lease: Duration) -> Admission {
+    pub async fn admit(
+        &self,
+        endpoint: &EndpointKey,
+        policy: &BreakerPolicy,
+        probe_lease: Duration,
+    ) -> Admission {
         let now = now_ms();
         let cached = {
             let mut entries = self.lock();
@@ -102,17 +105,22 @@ impl SharedBreakers {
             return admission;
         }
         let lease_ms = probe_lease.as_millis() as u64;
-        self.change(endpoint, |state, now| state.admit(now, lease_ms))
+        self.change(endpoint, policy, |state, now| state.admit(now, lease_ms))
             .await
     }
 
     /// Reports the result of an attempt that `admit` let through as `admission`.
-    pub async fn record(&self, endpoint: &EndpointKey, admission: Admission, failed: bool) {
+    pub async fn record(
+        &self,
+        endpoint: &EndpointKey,
+        policy: &BreakerPolicy,
+        admission: Admission,
+        failed: bool,
+    ) {
         match admission {
             Admission::Probe => {
-                let policy = self.policy.clone();
-                self.change(endpoint, |state, now| {
-                    ((), state.record_probe(&policy, now, failed))
+                self.change(endpoint, policy, |state, now| {
+                    ((), state.record_probe(policy, now, failed))
                 })
                 .await;
             }
@@ -122,12 +130,10 @@ impl SharedBreakers {
                     let entry = entries.entry(endpoint.clone()).or_default();
                     entry.pending.add(Counts::one(failed));
                     let mut preview = entry.state.clone();
-                    preview
-                        .record(&self.policy, now_ms(), entry.pending)
-                        .is_some()
+                    preview.record(policy, now_ms(), entry.pending).is_some()
                 };
                 if would_trip || self.redis.is_none() {
-                    self.change(endpoint, |_, _| ((), None)).await;
+                    self.change(endpoint, policy, |_, _| ((), None)).await;
                 }
             }
             Admission::Deny { .. } => {}
@@ -148,15 +154,15 @@ impl SharedBreakers {
     async fn change<R>(
         &self,
         endpoint: &EndpointKey,
+        policy: &BreakerPolicy,
         mut op: impl FnMut(&mut BreakerState, u64) -> (R, Option<Transition>),
     ) -> R {
         let pending = {
             let mut entries = self.lock();
             std::mem::take(&mut entries.entry(endpoint.clone()).or_default().pending)
         };
-        let policy = self.policy.clone();
         let mut apply = |state: &mut BreakerState, now: u64| {
-            let tripped = state.record(&policy, now, pending);
+            let tripped = state.record(policy, now, pending);
             let (result, transition) = op(state, now);
             (result, [tripped, transition])
         };

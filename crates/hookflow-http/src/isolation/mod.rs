@@ -74,6 +74,7 @@ pub struct Pass {
 /// The concurrency caps, rate limiters and breakers of every endpoint.
 pub struct EndpointGate {
     defaults: EndpointLimits,
+    breaker: BreakerPolicy,
     endpoint_labels: bool,
     concurrency_retry: Duration,
     bulkheads: Bulkheads,
@@ -94,15 +95,12 @@ impl EndpointGate {
         }
         EndpointGate {
             defaults: settings.default_limits(),
+            breaker: settings.breaker.clone(),
             endpoint_labels: false,
             concurrency_retry: Duration::from_millis(settings.concurrency_retry_ms),
             bulkheads: Bulkheads::default(),
             limiter: EndpointRateLimiter::new(workers),
-            breakers: SharedBreakers::new(
-                settings.breaker.clone(),
-                redis,
-                Duration::from_millis(settings.breaker_cache_ms),
-            ),
+            breakers: SharedBreakers::new(redis, Duration::from_millis(settings.breaker_cache_ms)),
         }
     }
 
@@ -127,7 +125,8 @@ impl EndpointGate {
             return Err(deferred(DeferralReason::RateLimited, wait));
         }
         let lease = Duration::from_millis(destination.timeout_ms) + PROBE_LEASE_SLACK;
-        match self.breakers.admit(endpoint, lease).await {
+        let policy = destination.limits.breaker_over(&self.breaker);
+        match self.breakers.admit(endpoint, &policy, lease).await {
             Admission::Deny { until_ms } => {
                 let now = SystemTime::now()
                     .duration_since(UNIX_EPOCH)
@@ -149,8 +148,9 @@ impl EndpointGate {
                 let endpoint = destination.endpoint.to_string();
                 metrics::counter!(names::ENDPOINT_FAILURES, "endpoint" => endpoint).increment(1);
             }
+            let policy = destination.limits.breaker_over(&self.breaker);
             self.breakers
-                .record(&destination.endpoint, pass.admission, failed)
+                .record(&destination.endpoint, &policy, pass.admission, failed)
                 .await;
         }
     }
