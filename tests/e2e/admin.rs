@@ -207,14 +207,13 @@ async fn destinations_are_managed_through_the_api() {
         .await;
     assert_eq!((status, &paused["state"]), (200, &json!("paused")));
     let second = s.produce_events(1).await[0];
-    eventually(Duration::from_secs(30), "a paused deferral", || async {
-        (process
-            .metric(r#"hookflow_deferrals_total{reason="paused"}"#)
-            .await
-            >= 1.0)
-            .then_some(())
-    })
-    .await;
+    process
+        .wait_for_metric(
+            r#"hookflow_deferrals_total{reason="paused"}"#,
+            1.0,
+            Duration::from_secs(30),
+        )
+        .await;
     assert_eq!(
         s.receiver.received_on("api").len(),
         3,

@@ -71,14 +71,13 @@ async fn formats_headers_rotation_pause_and_reload() {
     );
 
     // Paused: the delivery waits, deferred, without a request.
-    eventually(Duration::from_secs(30), "a paused deferral", || async {
-        (process
-            .metric(r#"hookflow_deferrals_total{reason="paused"}"#)
-            .await
-            >= 1.0)
-            .then_some(())
-    })
-    .await;
+    process
+        .wait_for_metric(
+            r#"hookflow_deferrals_total{reason="paused"}"#,
+            1.0,
+            Duration::from_secs(30),
+        )
+        .await;
     assert!(receiver.received_on("later").is_empty());
 
     // Resume it and add a destination, by editing the file; no restart.

@@ -8,7 +8,6 @@ use std::time::{Duration, Instant};
 use hookflow_core::DeliveryOutcome;
 use hookflow_e2e::{
     eventually,
-    hookflow::Process,
     receiver::{Answer, Receiver},
     scenario::Scenario,
     stack::RedisServer,
@@ -24,13 +23,6 @@ fn breaker_config(cooldown_ms: u64) -> String {
         "[isolation.breaker]\nwindow_ms = 30000\nmin_attempts = 4\nfailure_ratio = 0.5\n\
          cooldown_ms = {cooldown_ms}\nmax_cooldown_ms = {cooldown_ms}\n"
     )
-}
-
-async fn wait_metric(process: &Process, series: &str, at_least: f64, timeout_s: u64) {
-    eventually(Duration::from_secs(timeout_s), series, || async {
-        (process.metric(series).await >= at_least).then_some(())
-    })
-    .await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -53,7 +45,9 @@ async fn a_hanging_endpoint_is_fenced_off_by_its_breaker_while_others_flow() {
     assert_eq!(s.receiver.received_on("healthy").len(), 12, "exactly once");
     assert_eq!(s.receiver.distinct_deliveries_on("healthy"), 12);
 
-    wait_metric(&process, OPENED, 1.0, 30).await;
+    process
+        .wait_for_metric(OPENED, 1.0, Duration::from_secs(30))
+        .await;
     let opened_at = Instant::now();
     let requests_when_opened = hanging.received_on("hang").len();
     assert!(
@@ -96,13 +90,17 @@ async fn two_workers_share_one_breaker() {
     s.deployment.config(&breaker_config(20_000));
     s.produce_events(6).await;
     let first = s.deployment.start();
-    wait_metric(&first, OPENED, 1.0, 60).await;
+    first
+        .wait_for_metric(OPENED, 1.0, Duration::from_secs(60))
+        .await;
     let opened_at = Instant::now();
     let requests_when_opened = s.receiver.received_on("hang").len();
 
     let second = s.deployment.start_as("worker");
     s.produce_events(6).await;
-    wait_metric(&second, DEFERRED_OPEN, 1.0, 15).await;
+    second
+        .wait_for_metric(DEFERRED_OPEN, 1.0, Duration::from_secs(15))
+        .await;
     assert!(
         opened_at.elapsed() < Duration::from_secs(19),
         "still within the cooldown"
@@ -129,7 +127,9 @@ async fn a_rate_limit_holds_in_total_across_two_workers() {
     let first = s.deployment.start();
     let second = s.deployment.start_as("worker");
     for process in [&first, &second] {
-        wait_metric(process, "hookflow_workers_live", 2.0, 30).await;
+        process
+            .wait_for_metric("hookflow_workers_live", 2.0, Duration::from_secs(30))
+            .await;
     }
     s.produce_events(EVENTS).await;
     eventually(Duration::from_secs(90), "every delivery", || async {

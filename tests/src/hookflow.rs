@@ -5,6 +5,7 @@
 use std::{
     path::PathBuf,
     process::{Child, Command, Stdio},
+    time::Duration,
 };
 
 use crate::{free_port, stack::Stack, unique};
@@ -351,6 +352,15 @@ impl Process {
     /// `hookflow_consumer_dead_letters_total{reason="not_json"}`), 0 when absent.
     pub async fn metric(&self, series: &str) -> f64 {
         self.series(series).await.unwrap_or(0.0)
+    }
+
+    /// Waits until a metric series reaches `at_least` (panics after `timeout`); its value.
+    pub async fn wait_for_metric(&self, series: &str, at_least: f64, timeout: Duration) -> f64 {
+        crate::eventually(timeout, series, || async {
+            let value = self.metric(series).await;
+            (value >= at_least).then_some(value)
+        })
+        .await
     }
 
     /// The value of a metric series, `None` when it is not exported.

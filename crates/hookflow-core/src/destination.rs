@@ -297,6 +297,48 @@ pub struct ValidationRules {
     pub allowed_hosts: Vec<String>,
 }
 
+/// The destinations in use now: a store swaps in a whole new validated set when it
+/// reloads, and readers (the consumer, the attempt activity) always see one consistent set.
+#[derive(Debug, Default)]
+pub struct LiveDestinations(std::sync::RwLock<Arc<DestinationSet>>);
+
+impl LiveDestinations {
+    /// Starts with `set`.
+    pub fn new(set: DestinationSet) -> Self {
+        LiveDestinations(std::sync::RwLock::new(Arc::new(set)))
+    }
+
+    /// Replaces the set.
+    pub fn replace(&self, set: DestinationSet) {
+        *self
+            .0
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Arc::new(set);
+    }
+
+    /// The current set.
+    pub fn snapshot(&self) -> Arc<DestinationSet> {
+        self.0
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+}
+
+impl DestinationCatalog for LiveDestinations {
+    fn for_team(&self, team_id: i64) -> Vec<Arc<Destination>> {
+        self.snapshot().for_team(team_id)
+    }
+
+    fn get(&self, id: &str) -> Option<Arc<Destination>> {
+        self.snapshot().get(id)
+    }
+
+    fn len(&self) -> usize {
+        self.snapshot().len()
+    }
+}
+
 /// Why a destinations file was refused.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum DestinationFileError {

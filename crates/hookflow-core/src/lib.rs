@@ -21,7 +21,8 @@ pub mod template;
 pub use delivery::{DeliveryId, DeliveryInput, plan_deliveries};
 pub use destination::{
     Destination, DestinationCatalog, DestinationFileError, DestinationSet, DestinationSpec,
-    DestinationState, LimitOverrides, SecretHeaders, SigningSecret, ValidationRules,
+    DestinationState, LimitOverrides, LiveDestinations, SecretHeaders, SigningSecret,
+    ValidationRules,
 };
 pub use endpoint::{Deferral, DeferralReason, EndpointKey, EndpointLimits};
 pub use event::{ActionMatchedEvent, ActionRef, ContractError};

@@ -6,7 +6,7 @@ use std::{
     time::{Duration, Instant, SystemTime},
 };
 
-use hookflow_core::{AttemptErrorKind, AttemptReport};
+use hookflow_core::{AttemptErrorKind, AttemptReport, Destination, request::PreparedRequest};
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue, RETRY_AFTER};
 use url::Url;
 
@@ -67,6 +67,21 @@ impl DeliveryClient {
             .pool_idle_timeout(Duration::from_secs(60))
             .build()?;
         Ok(DeliveryClient { client, guard })
+    }
+
+    /// One attempt of a prepared request to `destination`, within its timeout.
+    pub async fn deliver(
+        &self,
+        destination: &Destination,
+        request: PreparedRequest,
+    ) -> AttemptReport {
+        self.attempt(AttemptRequest {
+            url: &destination.url,
+            headers: request.headers,
+            body: request.body,
+            timeout: Duration::from_millis(destination.timeout_ms),
+        })
+        .await
     }
 
     /// Makes one attempt. Never retries, never follows a redirect, never panics: every

@@ -14,10 +14,10 @@ use hookflow_core::{
     AttemptErrorKind, AttemptReport, AttemptStep, Deferral, DeferralReason, DeliveryInput,
     DestinationCatalog, DestinationState,
     outcomes::{FinishedDelivery, OutcomeAggregator},
-    request::{PreparedRequest, prepare},
+    request::prepare,
 };
 use hookflow_http::{
-    AttemptRequest, DeliveryClient,
+    DeliveryClient,
     isolation::{DisabledDestinations, EndpointGate},
 };
 use hookflow_telemetry::names;
@@ -109,28 +109,18 @@ impl DeliveryActivities {
             return AttemptStep::DestinationDisabled(disabled.reason);
         }
         let timestamp = chrono::Utc::now().timestamp();
-        let PreparedRequest { headers, body } =
-            match prepare(&destination, delivery, &self.site_url, timestamp) {
-                Ok(request) => request,
-                Err(error) => {
-                    let report =
-                        AttemptReport::failed(AttemptErrorKind::Invalid, error.to_string(), 0);
-                    return AttemptStep::Attempted(report);
-                }
-            };
+        let request = match prepare(&destination, delivery, &self.site_url, timestamp) {
+            Ok(request) => request,
+            Err(error) => {
+                let report = AttemptReport::failed(AttemptErrorKind::Invalid, error.to_string(), 0);
+                return AttemptStep::Attempted(report);
+            }
+        };
         let pass = match self.gate.enter(&destination).await {
             Ok(pass) => pass,
             Err(deferral) => return deferred(deferral),
         };
-        let report = self
-            .client
-            .attempt(AttemptRequest {
-                url: &destination.url,
-                headers,
-                body,
-                timeout: Duration::from_millis(destination.timeout_ms),
-            })
-            .await;
+        let report = self.client.deliver(&destination, request).await;
         metrics::counter!(names::DELIVERY_ATTEMPTS, "class" => report.class()).increment(1);
         metrics::histogram!(names::DELIVERY_ATTEMPT_DURATION)
             .record(report.duration_ms as f64 / 1000.0);

@@ -6,8 +6,6 @@
 
 use std::sync::Arc;
 
-use std::time::Duration;
-
 use axum::{
     Json, Router,
     extract::{Path, Query, Request, State, rejection::JsonRejection},
@@ -18,10 +16,9 @@ use axum::{
 };
 use hookflow_core::{
     ActionMatchedEvent, ActionRef, DeliveryId, DeliveryInput, Destination, DestinationCatalog,
-    DestinationFileError, DestinationSpec,
-    request::{PreparedRequest, prepare},
+    DestinationFileError, DestinationSpec, request::prepare,
 };
-use hookflow_http::{AttemptRequest, DeliveryClient};
+use hookflow_http::DeliveryClient;
 use hookflow_temporal::{Client, TemporalError};
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -274,6 +271,7 @@ async fn destination(
     state.store.spec(team, id).await?;
     state
         .store
+        .live()
         .get(id)
         .ok_or_else(|| StoreError::NotFound(id.to_owned()).into())
 }
@@ -307,18 +305,9 @@ async fn send_test(
         produced_at_ms: None,
     };
     let timestamp = chrono::Utc::now().timestamp();
-    let PreparedRequest { headers, body } =
-        prepare(&destination, &delivery, &state.site_url, timestamp)
-            .map_err(|e| ApiError::bad_request(e.to_string(), Some("secret")))?;
-    let report = state
-        .http
-        .attempt(AttemptRequest {
-            url: &destination.url,
-            headers,
-            body,
-            timeout: Duration::from_millis(destination.timeout_ms),
-        })
-        .await;
+    let request = prepare(&destination, &delivery, &state.site_url, timestamp)
+        .map_err(|e| ApiError::bad_request(e.to_string(), Some("secret")))?;
+    let report = state.http.deliver(&destination, request).await;
     Ok(Json(json!({
         "delivered": matches!(report.status, Some(200..=299)),
         "status": report.status,

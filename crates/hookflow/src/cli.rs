@@ -105,7 +105,7 @@ impl Cli {
                 let destinations = crate::run::load_destinations(&settings)?;
                 println!(
                     "configuration valid; {} destinations",
-                    hookflow_core::DestinationCatalog::len(&destinations)
+                    hookflow_core::DestinationCatalog::len(destinations.live().as_ref())
                 );
                 Ok(())
             }

@@ -9,32 +9,43 @@
 
 use std::{
     path::{Path, PathBuf},
-    sync::{Arc, RwLock},
+    sync::{Arc, Mutex},
     time::Duration,
 };
 
 use anyhow::Context;
-use hookflow_core::{Destination, DestinationCatalog, DestinationSet, ValidationRules};
+use hookflow_core::{DestinationCatalog, DestinationSet, LiveDestinations, ValidationRules};
 use hookflow_telemetry::names;
 use tokio_util::sync::CancellationToken;
 
-/// Destinations from a file, reloaded on change.
+/// Destinations from a file, reloaded on change into [`FileDestinations::live`].
 pub struct FileDestinations {
     path: PathBuf,
     rules: ValidationRules,
-    current: RwLock<(String, Arc<DestinationSet>)>,
+    live: Arc<LiveDestinations>,
+    /// The text last read, good or bad, so each change is handled (and reported) once.
+    last_text: Mutex<String>,
 }
 
 impl FileDestinations {
     /// Loads `path`; an invalid file is an error here (nothing good to keep yet).
     pub fn load(path: &Path, rules: ValidationRules) -> anyhow::Result<FileDestinations> {
-        let (text, set) = read(path, &rules)?;
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read the destinations file {}", path.display()))?;
+        let set = DestinationSet::from_toml(&text, &rules)
+            .with_context(|| format!("in {}", path.display()))?;
         metrics::gauge!(names::DESTINATIONS_LOADED).set(set.len() as f64);
         Ok(FileDestinations {
             path: path.to_owned(),
             rules,
-            current: RwLock::new((text, Arc::new(set))),
+            live: Arc::new(LiveDestinations::new(set)),
+            last_text: Mutex::new(text),
         })
+    }
+
+    /// The destinations in use, kept current by [`FileDestinations::watch`].
+    pub fn live(&self) -> Arc<LiveDestinations> {
+        self.live.clone()
     }
 
     /// Re-reads the file every `interval` until `shutdown`, swapping in every valid change.
@@ -57,29 +68,25 @@ impl FileDestinations {
                 return;
             }
         };
-        if text == self.lock_read().0 {
-            return;
+        {
+            let mut last = self
+                .last_text
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            if *last == text {
+                return;
+            }
+            last.clone_from(&text);
         }
         match DestinationSet::from_toml(&text, &self.rules) {
             Ok(set) => {
                 let count = set.len();
-                *self
-                    .current
-                    .write()
-                    .unwrap_or_else(std::sync::PoisonError::into_inner) = (text, Arc::new(set));
+                self.live.replace(set);
                 metrics::gauge!(names::DESTINATIONS_LOADED).set(count as f64);
                 metrics::counter!(names::DESTINATION_RELOADS, "result" => "ok").increment(1);
                 tracing::info!(destinations = count, path = %self.path.display(), "destinations reloaded");
             }
-            Err(error) => {
-                self.failed(&format!("{error}"));
-                // Remember the bad text so the error is reported once, not every second.
-                let mut current = self
-                    .current
-                    .write()
-                    .unwrap_or_else(std::sync::PoisonError::into_inner);
-                current.0 = text;
-            }
+            Err(error) => self.failed(&error.to_string()),
         }
     }
 
@@ -87,38 +94,6 @@ impl FileDestinations {
         metrics::counter!(names::DESTINATION_RELOADS, "result" => "error").increment(1);
         tracing::error!(path = %self.path.display(), %error, "destinations file not reloaded; the last good destinations stay in use");
     }
-
-    fn set(&self) -> Arc<DestinationSet> {
-        self.lock_read().1.clone()
-    }
-
-    fn lock_read(&self) -> std::sync::RwLockReadGuard<'_, (String, Arc<DestinationSet>)> {
-        self.current
-            .read()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-    }
-}
-
-impl DestinationCatalog for FileDestinations {
-    fn for_team(&self, team_id: i64) -> Vec<Arc<Destination>> {
-        self.set().for_team(team_id)
-    }
-
-    fn get(&self, id: &str) -> Option<Arc<Destination>> {
-        self.set().get(id)
-    }
-
-    fn len(&self) -> usize {
-        self.set().len()
-    }
-}
-
-fn read(path: &Path, rules: &ValidationRules) -> anyhow::Result<(String, DestinationSet)> {
-    let text = std::fs::read_to_string(path)
-        .with_context(|| format!("cannot read the destinations file {}", path.display()))?;
-    let set = DestinationSet::from_toml(&text, rules)
-        .with_context(|| format!("in {}", path.display()))?;
-    Ok((text, set))
 }
 
 #[cfg(test)]
@@ -134,12 +109,13 @@ mod tests {
         let path = dir.path().join("destinations.toml");
         std::fs::write(&path, ONE).expect("write");
         let store = FileDestinations::load(&path, ValidationRules::default()).expect("load");
-        assert_eq!(store.len(), 1);
+        let live = store.live();
+        assert_eq!(live.len(), 1);
 
         std::fs::write(&path, format!("{ONE}{TWO}")).expect("write");
         store.reload();
-        assert_eq!(store.len(), 2);
-        assert!(store.get("b").is_some());
+        assert_eq!(live.len(), 2);
+        assert!(live.get("b").is_some());
 
         std::fs::write(
             &path,
@@ -147,10 +123,10 @@ mod tests {
         )
         .expect("write");
         store.reload();
-        assert_eq!(store.len(), 2, "the last good set stays");
+        assert_eq!(live.len(), 2, "the last good set stays");
 
         std::fs::remove_file(&path).expect("remove");
         store.reload();
-        assert_eq!(store.len(), 2, "a missing file keeps the last good set too");
+        assert_eq!(live.len(), 2, "a missing file keeps the last good set too");
     }
 }

@@ -7,13 +7,13 @@
 
 use std::{
     collections::HashMap,
-    sync::{Arc, RwLock},
+    sync::{Arc, Mutex},
     time::Duration,
 };
 
 use hookflow_core::{
     Destination, DestinationCatalog, DestinationFileError, DestinationSet, DestinationSpec,
-    ValidationRules,
+    LiveDestinations, ValidationRules,
 };
 use hookflow_http::{LinkError, RedisLink};
 use hookflow_telemetry::names;
@@ -36,13 +36,15 @@ pub enum StoreError {
     Unavailable(#[from] LinkError),
 }
 
-/// Destinations kept in Redis.
+/// Destinations kept in Redis, loaded into [`RedisDestinations::live`].
 pub struct RedisDestinations {
     redis: RedisLink,
     rules: ValidationRules,
     key: String,
     version_key: String,
-    current: RwLock<(Option<u64>, Arc<DestinationSet>)>,
+    live: Arc<LiveDestinations>,
+    /// The version of the loaded set; `None` before the first load.
+    loaded: Mutex<Option<u64>>,
 }
 
 impl RedisDestinations {
@@ -54,12 +56,18 @@ impl RedisDestinations {
             version_key: redis.key(&["destinations", "version"]),
             redis,
             rules,
-            current: RwLock::new((None, Arc::new(DestinationSet::default()))),
+            live: Arc::default(),
+            loaded: Mutex::new(None),
         };
         if let Err(error) = store.refresh().await {
             tracing::warn!(%error, "destinations not loaded from redis yet; retrying");
         }
         store
+    }
+
+    /// The destinations in use, kept current by [`RedisDestinations::watch`].
+    pub fn live(&self) -> Arc<LiveDestinations> {
+        self.live.clone()
     }
 
     /// Re-reads the destinations whenever the version moves, until `shutdown`.
@@ -86,7 +94,8 @@ impl RedisDestinations {
                 |mut c| async move { redis::cmd("GET").arg(version_key).query_async(&mut c).await },
             )
             .await?;
-        if self.lock().0.is_some() && self.lock().0 == version {
+        let version = version.unwrap_or(0);
+        if *self.loaded() == Some(version) {
             return Ok(());
         }
         let specs = self.all_specs().await?;
@@ -104,11 +113,8 @@ impl RedisDestinations {
             Ok(set) => {
                 metrics::gauge!(names::DESTINATIONS_LOADED).set(set.len() as f64);
                 metrics::counter!(names::DESTINATION_RELOADS, "result" => "ok").increment(1);
-                *self
-                    .current
-                    .write()
-                    .unwrap_or_else(std::sync::PoisonError::into_inner) =
-                    (Some(version.unwrap_or(0)), Arc::new(set));
+                self.live.replace(set);
+                *self.loaded() = Some(version);
             }
             Err(error) => {
                 metrics::counter!(names::DESTINATION_RELOADS, "result" => "error").increment(1);
@@ -218,27 +224,9 @@ impl RedisDestinations {
         Ok(())
     }
 
-    fn set(&self) -> Arc<DestinationSet> {
-        self.lock().1.clone()
-    }
-
-    fn lock(&self) -> std::sync::RwLockReadGuard<'_, (Option<u64>, Arc<DestinationSet>)> {
-        self.current
-            .read()
+    fn loaded(&self) -> std::sync::MutexGuard<'_, Option<u64>> {
+        self.loaded
+            .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
-    }
-}
-
-impl DestinationCatalog for RedisDestinations {
-    fn for_team(&self, team_id: i64) -> Vec<Arc<Destination>> {
-        self.set().for_team(team_id)
-    }
-
-    fn get(&self, id: &str) -> Option<Arc<Destination>> {
-        self.set().get(id)
-    }
-
-    fn len(&self) -> usize {
-        self.set().len()
     }
 }

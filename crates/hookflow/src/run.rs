@@ -54,11 +54,11 @@ async fn open_destinations(
         };
         let store = Arc::new(RedisDestinations::open(redis, rules).await);
         tokio::spawn(store.clone().watch(interval, shutdown.clone()));
-        return Ok((store.clone(), Some(store)));
+        return Ok((store.live(), Some(store)));
     }
     let store = Arc::new(load_destinations(settings)?);
     tokio::spawn(store.clone().watch(interval, shutdown.clone()));
-    Ok((store, None))
+    Ok((store.live(), None))
 }
 
 /// The HTTP client of deliveries (and of the admin API's test sends).
