@@ -40,7 +40,8 @@ secret = \"{SECRET}\""
     kafka::produce(&stack.kafka, &deployment.topic, &payloads).await;
 
     // (destination, event index, actions the destination gets)
-    let expected: Vec<(&str, usize, &[(i64, &str)])> = vec![
+    type Expected<'a> = (&'a str, usize, &'a [(i64, &'a str)]);
+    let expected: Vec<Expected> = vec![
         ("all", 0, matched[0]),
         ("all", 1, matched[1]),
         ("all", 2, matched[2]),

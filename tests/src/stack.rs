@@ -99,6 +99,8 @@ fn tansu_binary() -> String {
 }
 
 /// Spawns `args` under a guard that kills it once this process is gone.
+// The guard outlives this call on purpose and ends on its own when the test process does.
+#[allow(clippy::zombie_processes)]
 fn spawn_guarded(name: &str, args: &[String]) {
     let log = std::env::temp_dir().join(format!("hookflow-e2e-{name}-{}.log", std::process::id()));
     let script = r#"watch=$1; shift; "$@" & child=$!

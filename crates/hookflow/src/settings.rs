@@ -334,6 +334,8 @@ mod tests {
     }
 
     #[test]
+    // figment's Jail fixes the closure's error type.
+    #[allow(clippy::result_large_err)]
     fn environment_variables_override_files() {
         figment::Jail::expect_with(|jail| {
             jail.set_env("HOOKFLOW_KAFKA__BROKERS", "kafka-1:9092,kafka-2:9092");

@@ -105,7 +105,9 @@ mod tests {
         for _ in 0..3 {
             assert!(limiter.check(&key, &limits(2.0, 3)).is_ok());
         }
-        let wait = limiter.check(&key, &limits(2.0, 3)).unwrap_err();
+        let wait = limiter
+            .check(&key, &limits(2.0, 3))
+            .expect_err("over the burst");
         assert!(
             wait > Duration::from_millis(400) && wait <= Duration::from_millis(500),
             "{wait:?}"
@@ -125,7 +127,9 @@ mod tests {
         // Burst 4 split in two: 2 at once, then a wait of 1 / (2/s / 2) = 1 s.
         assert!(limiter.check(&key, &limits(2.0, 4)).is_ok());
         assert!(limiter.check(&key, &limits(2.0, 4)).is_ok());
-        let wait = limiter.check(&key, &limits(2.0, 4)).unwrap_err();
+        let wait = limiter
+            .check(&key, &limits(2.0, 4))
+            .expect_err("over the share");
         assert!(wait > Duration::from_millis(900), "{wait:?}");
         workers.store(1, Ordering::Relaxed);
         assert!(
