@@ -237,6 +237,55 @@ async fn destinations_are_managed_through_the_api() {
         (DeliveryOutcome::Cancelled, 0)
     );
 
+    // Terminating the pending ones stops them at once.
+    let paused_so_far = process
+        .metric(r#"hookflow_deferrals_total{reason="paused"}"#)
+        .await;
+    let terminated_uuid = s.produce_events(1).await[0];
+    process
+        .wait_for_metric(
+            r#"hookflow_deferrals_total{reason="paused"}"#,
+            paused_so_far + 1.0,
+            Duration::from_secs(30),
+        )
+        .await;
+    // Visibility indexes a new workflow within moments: ask until it sees it.
+    let stopped = eventually(
+        Duration::from_secs(20),
+        "the pending delivery to be terminated",
+        || async {
+            let (_, body) = api
+                .call(
+                    "POST",
+                    &format!("{collection}/api-1/terminate-pending"),
+                    None,
+                )
+                .await;
+            body["stopped"].as_u64().filter(|n| *n > 0)
+        },
+    )
+    .await;
+    assert_eq!(stopped, 1);
+    let terminated = eventually(
+        Duration::from_secs(20),
+        "the terminated delivery",
+        || async {
+            let (_, view) = api
+                .call(
+                    "GET",
+                    &format!("{collection}/api-1/deliveries/{terminated_uuid}"),
+                    None,
+                )
+                .await;
+            (view["status"] == "terminated").then_some(view)
+        },
+    )
+    .await;
+    assert_eq!(
+        terminated["delivery_id"],
+        format!("api-1:{terminated_uuid}")
+    );
+
     // Resumed: new deliveries go out.
     let (status, _) = api
         .call("POST", &format!("{collection}/api-1/resume"), None)
