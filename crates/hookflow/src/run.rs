@@ -138,6 +138,16 @@ pub async fn run(settings: Settings, role: Role) -> anyhow::Result<()> {
         health.clone(),
         shutdown.clone().cancelled_owned(),
     ));
+    // Every role that has Redis configured depends on it: workers for isolation, and any
+    // process for destinations in the Redis store.
+    if let Some(link) = &redis {
+        let redis_health = health.register("redis", PROBE_DEADLINE);
+        tokio::spawn(link.clone().probe(
+            Duration::from_secs(5),
+            redis_health,
+            shutdown.clone().cancelled_owned(),
+        ));
+    }
     let temporal_health = health.register("temporal", PROBE_DEADLINE);
     temporal_health.set_ready(false, "connecting");
 
@@ -190,16 +200,8 @@ pub async fn run(settings: Settings, role: Role) -> anyhow::Result<()> {
 
     if role != Role::Consumer {
         let http = delivery_client(&settings)?;
-        match &redis {
-            Some(link) => {
-                let redis_health = health.register("redis", PROBE_DEADLINE);
-                tokio::spawn(link.clone().probe(
-                    Duration::from_secs(5),
-                    redis_health,
-                    shutdown.clone().cancelled_owned(),
-                ));
-            }
-            None => tracing::warn!("no redis.url: breakers and rate limits are per process"),
+        if redis.is_none() {
+            tracing::warn!("no redis.url: breakers and rate limits are per process");
         }
         let registry = WorkerRegistry::new(redis.clone(), &settings.temporal.task_queue);
         registry.register().await;
