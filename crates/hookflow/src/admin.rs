@@ -81,6 +81,14 @@ struct ApiError {
 }
 
 impl ApiError {
+    fn not_found(message: String) -> ApiError {
+        ApiError {
+            status: StatusCode::NOT_FOUND,
+            message,
+            field: None,
+        }
+    }
+
     fn bad_request(message: impl Into<String>, field: Option<&'static str>) -> ApiError {
         ApiError {
             status: StatusCode::BAD_REQUEST,
@@ -343,11 +351,7 @@ async fn delivery(
     let delivery_id = DeliveryId::new(&id, uuid);
     match hookflow_temporal::deliveries::get(&state.temporal, team, &delivery_id).await? {
         Some(view) => Ok(Json(json!(view))),
-        None => Err(ApiError {
-            status: StatusCode::NOT_FOUND,
-            message: format!("no delivery {delivery_id}"),
-            field: None,
-        }),
+        None => Err(ApiError::not_found(format!("no delivery {delivery_id}"))),
     }
 }
 
@@ -371,11 +375,7 @@ async fn redeliver(
             StatusCode::ACCEPTED,
             Json(json!({"workflow_id": workflow_id, "webhook_id": delivery_id.as_str()})),
         )),
-        None => Err(ApiError {
-            status: StatusCode::NOT_FOUND,
-            message: format!("no delivery {delivery_id}"),
-            field: None,
-        }),
+        None => Err(ApiError::not_found(format!("no delivery {delivery_id}"))),
     }
 }
 

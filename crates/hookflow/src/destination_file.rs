@@ -15,6 +15,8 @@ use std::{
 
 use anyhow::Context;
 use hookflow_core::{DestinationCatalog, DestinationSet, LiveDestinations, ValidationRules};
+
+use crate::destination_reload::{every, keep_last_good, swap_in};
 use hookflow_telemetry::names;
 use tokio_util::sync::CancellationToken;
 
@@ -50,13 +52,7 @@ impl FileDestinations {
 
     /// Re-reads the file every `interval` until `shutdown`, swapping in every valid change.
     pub async fn watch(self: Arc<Self>, interval: Duration, shutdown: CancellationToken) {
-        let mut tick = tokio::time::interval(interval);
-        loop {
-            tokio::select! {
-                _ = tick.tick() => self.reload(),
-                _ = shutdown.cancelled() => return,
-            }
-        }
+        every(interval, shutdown, || async { self.reload() }).await;
     }
 
     /// Reloads the file if its content changed; keeps the old set when the new one is bad.
@@ -64,7 +60,7 @@ impl FileDestinations {
         let text = match std::fs::read_to_string(&self.path) {
             Ok(text) => text,
             Err(error) => {
-                self.failed(&format!("cannot read {}: {error}", self.path.display()));
+                keep_last_good(&self.path.display(), &error);
                 return;
             }
         };
@@ -79,20 +75,9 @@ impl FileDestinations {
             last.clone_from(&text);
         }
         match DestinationSet::from_toml(&text, &self.rules) {
-            Ok(set) => {
-                let count = set.len();
-                self.live.replace(set);
-                metrics::gauge!(names::DESTINATIONS_LOADED).set(count as f64);
-                metrics::counter!(names::DESTINATION_RELOADS, "result" => "ok").increment(1);
-                tracing::info!(destinations = count, path = %self.path.display(), "destinations reloaded");
-            }
-            Err(error) => self.failed(&error.to_string()),
+            Ok(set) => swap_in(&self.live, set, &self.path.display()),
+            Err(error) => keep_last_good(&self.path.display(), &error),
         }
-    }
-
-    fn failed(&self, error: &str) {
-        metrics::counter!(names::DESTINATION_RELOADS, "result" => "error").increment(1);
-        tracing::error!(path = %self.path.display(), %error, "destinations file not reloaded; the last good destinations stay in use");
     }
 }
 

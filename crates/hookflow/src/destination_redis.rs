@@ -12,11 +12,12 @@ use std::{
 };
 
 use hookflow_core::{
-    Destination, DestinationCatalog, DestinationFileError, DestinationSet, DestinationSpec,
-    LiveDestinations, ValidationRules,
+    Destination, DestinationFileError, DestinationSet, DestinationSpec, LiveDestinations,
+    ValidationRules,
 };
 use hookflow_http::{LinkError, RedisLink};
-use hookflow_telemetry::names;
+
+use crate::destination_reload::{every, keep_last_good, swap_in};
 use tokio_util::sync::CancellationToken;
 
 /// Why a change was refused.
@@ -72,17 +73,12 @@ impl RedisDestinations {
 
     /// Re-reads the destinations whenever the version moves, until `shutdown`.
     pub async fn watch(self: Arc<Self>, interval: Duration, shutdown: CancellationToken) {
-        let mut tick = tokio::time::interval(interval);
-        loop {
-            tokio::select! {
-                _ = tick.tick() => {
-                    if let Err(error) = self.refresh().await {
-                        tracing::debug!(%error, "destinations not refreshed from redis");
-                    }
-                }
-                _ = shutdown.cancelled() => return,
+        every(interval, shutdown, || async {
+            if let Err(error) = self.refresh().await {
+                tracing::debug!(%error, "destinations not refreshed from redis");
             }
-        }
+        })
+        .await;
     }
 
     /// Reloads from Redis if the version changed.
@@ -110,17 +106,12 @@ impl RedisDestinations {
             }
         }
         match DestinationSet::new(destinations) {
-            Ok(set) => {
-                metrics::gauge!(names::DESTINATIONS_LOADED).set(set.len() as f64);
-                metrics::counter!(names::DESTINATION_RELOADS, "result" => "ok").increment(1);
-                self.live.replace(set);
-                *self.loaded() = Some(version);
-            }
-            Err(error) => {
-                metrics::counter!(names::DESTINATION_RELOADS, "result" => "error").increment(1);
-                tracing::error!(%error, "destinations in redis not loaded; the last good set stays");
-            }
+            Ok(set) => swap_in(&self.live, set, &"redis"),
+            Err(error) => keep_last_good(&"redis", &error),
         }
+        // A version that cannot be used is reported once, not every second: the next change
+        // bumps the version.
+        *self.loaded() = Some(version);
         Ok(())
     }
 

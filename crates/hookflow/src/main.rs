@@ -5,6 +5,7 @@ mod admin;
 mod cli;
 mod destination_file;
 mod destination_redis;
+mod destination_reload;
 mod receiver;
 mod run;
 mod sample;

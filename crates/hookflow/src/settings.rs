@@ -135,20 +135,12 @@ impl Settings {
 
     /// Where the admin API listens, if anywhere.
     pub fn admin_address(&self) -> Result<Option<SocketAddr>, std::net::AddrParseError> {
-        let address = self.admin.address.trim();
-        if address.is_empty() {
-            return Ok(None);
-        }
-        address.parse().map(Some)
+        optional_address(&self.admin.address)
     }
 
     /// Where the Temporal SDK's metrics are served, if anywhere.
     pub fn sdk_metrics_address(&self) -> Result<Option<SocketAddr>, std::net::AddrParseError> {
-        let address = self.telemetry.sdk_metrics_address.trim();
-        if address.is_empty() {
-            return Ok(None);
-        }
-        address.parse().map(Some)
+        optional_address(&self.telemetry.sdk_metrics_address)
     }
 
     fn validate(&self) -> Result<(), SettingsError> {
@@ -263,6 +255,15 @@ impl Settings {
         }
         Ok(())
     }
+}
+
+/// An optional listener address: empty means none.
+fn optional_address(text: &str) -> Result<Option<SocketAddr>, std::net::AddrParseError> {
+    let address = text.trim();
+    if address.is_empty() {
+        return Ok(None);
+    }
+    address.parse().map(Some)
 }
 
 #[cfg(test)]

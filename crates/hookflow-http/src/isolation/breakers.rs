@@ -60,8 +60,11 @@ impl SharedBreakers {
     /// Breakers shared through `redis` when given (else per process),
     /// trusting a local copy for `cache_ttl`.
     pub fn new(redis: Option<RedisLink>, cache_ttl: Duration) -> Self {
-        // Every possible transition is exported from the start at 0, so rates and alerts see
-        // a series before the first trip rather than nothing.
+        // Every possible transition and phase is exported from the start at 0, so rates and
+        // alerts see a series before the first trip rather than nothing.
+        for phase in Phase::ALL {
+            metrics::gauge!(names::BREAKERS, "state" => phase.as_str()).set(0.0);
+        }
         for (from, to) in [
             (Phase::Closed, Phase::Open),
             (Phase::Open, Phase::HalfOpen),
@@ -90,7 +93,7 @@ impl SharedBreakers {
         let now = now_ms();
         let cached = {
             let mut entries = self.lock();
-            let entry = entries.entry(endpoint.clone()).or_default();
+            let entry = entry(&mut entries, endpoint);
             let fresh = entry
                 .synced_at
                 .is_some_and(|at| at.elapsed() < self.cache_ttl);
@@ -127,7 +130,7 @@ impl SharedBreakers {
             Admission::Allow => {
                 let would_trip = {
                     let mut entries = self.lock();
-                    let entry = entries.entry(endpoint.clone()).or_default();
+                    let entry = entry(&mut entries, endpoint);
                     entry.pending.add(Counts::one(failed));
                     let mut preview = entry.state.clone();
                     preview.record(policy, now_ms(), entry.pending).is_some()
@@ -140,15 +143,6 @@ impl SharedBreakers {
         }
     }
 
-    /// How many known endpoints are in each phase, for the breaker gauge.
-    pub fn phases(&self) -> HashMap<Phase, usize> {
-        let mut counts: HashMap<Phase, usize> = Phase::ALL.iter().map(|&p| (p, 0)).collect();
-        for entry in self.lock().values() {
-            *counts.entry(entry.state.phase).or_default() += 1;
-        }
-        counts
-    }
-
     /// Applies the pending counts and then `op` to the shared state (or, without Redis, to
     /// the local one), keeps the result as the local copy and reports transitions.
     async fn change<R>(
@@ -159,7 +153,7 @@ impl SharedBreakers {
     ) -> R {
         let pending = {
             let mut entries = self.lock();
-            std::mem::take(&mut entries.entry(endpoint.clone()).or_default().pending)
+            std::mem::take(&mut entry(&mut entries, endpoint).pending)
         };
         let mut apply = |state: &mut BreakerState, now: u64| {
             let tripped = state.record(policy, now, pending);
@@ -170,7 +164,6 @@ impl SharedBreakers {
             match self.change_shared(redis, endpoint, &mut apply).await {
                 Ok((state, result, transitions)) => {
                     self.keep(endpoint, state, transitions);
-                    self.export_phases();
                     return result;
                 }
                 Err(error) => {
@@ -179,18 +172,13 @@ impl SharedBreakers {
             }
         }
         let mut entries = self.lock();
-        let entry = entries.entry(endpoint.clone()).or_default();
-        let (result, transitions) = apply(&mut entry.state, now_ms());
+        let entry = entry(&mut entries, endpoint);
+        let mut state = entry.state.clone();
+        let (result, transitions) = apply(&mut state, now_ms());
+        entry.set_state(state);
         drop(entries);
         report(endpoint, transitions);
-        self.export_phases();
         result
-    }
-
-    fn export_phases(&self) {
-        for (phase, count) in self.phases() {
-            metrics::gauge!(names::BREAKERS, "state" => phase.as_str()).set(count as f64);
-        }
     }
 
     async fn change_shared<R>(
@@ -252,8 +240,8 @@ impl SharedBreakers {
         transitions: [Option<Transition>; 2],
     ) {
         let mut entries = self.lock();
-        let entry = entries.entry(endpoint.clone()).or_default();
-        entry.state = state;
+        let entry = entry(&mut entries, endpoint);
+        entry.set_state(state);
         entry.synced_at = Some(Instant::now());
         report(endpoint, transitions);
     }
@@ -262,6 +250,30 @@ impl SharedBreakers {
         self.entries
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+/// The entry of `endpoint`; a new one counts as a closed breaker in the gauge.
+fn entry<'a>(
+    entries: &'a mut HashMap<EndpointKey, Entry>,
+    endpoint: &EndpointKey,
+) -> &'a mut Entry {
+    entries.entry(endpoint.clone()).or_insert_with(|| {
+        metrics::gauge!(names::BREAKERS, "state" => Phase::Closed.as_str()).increment(1.0);
+        Entry::default()
+    })
+}
+
+impl Entry {
+    /// Replaces the local copy, moving the endpoint between the gauge's phases (kept up to
+    /// date on every change instead of recounted, so a change costs the same with many
+    /// endpoints).
+    fn set_state(&mut self, state: BreakerState) {
+        if state.phase != self.state.phase {
+            metrics::gauge!(names::BREAKERS, "state" => self.state.phase.as_str()).decrement(1.0);
+            metrics::gauge!(names::BREAKERS, "state" => state.phase.as_str()).increment(1.0);
+        }
+        self.state = state;
     }
 }
 

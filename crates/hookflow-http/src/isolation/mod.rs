@@ -68,6 +68,8 @@ impl IsolationSettings {
 /// An attempt let through the gate; hand it back with [`EndpointGate::leave`].
 pub struct Pass {
     admission: Admission,
+    /// The endpoint's breaker policy, worked out once per attempt.
+    policy: BreakerPolicy,
     _slot: Slot,
 }
 
@@ -136,6 +138,7 @@ impl EndpointGate {
             }
             admission => Ok(Pass {
                 admission,
+                policy,
                 _slot: slot,
             }),
         }
@@ -148,9 +151,8 @@ impl EndpointGate {
                 let endpoint = destination.endpoint.to_string();
                 metrics::counter!(names::ENDPOINT_FAILURES, "endpoint" => endpoint).increment(1);
             }
-            let policy = destination.limits.breaker_over(&self.breaker);
             self.breakers
-                .record(&destination.endpoint, &policy, pass.admission, failed)
+                .record(&destination.endpoint, &pass.policy, pass.admission, failed)
                 .await;
         }
     }

@@ -41,6 +41,7 @@ pub struct WorkerRegistry {
     key: String,
     instance: String,
     live: Arc<AtomicU32>,
+    heartbeat: Script,
 }
 
 impl WorkerRegistry {
@@ -55,6 +56,7 @@ impl WorkerRegistry {
             key,
             instance: uuid::Uuid::new_v4().to_string(),
             live: Arc::new(AtomicU32::new(1)),
+            heartbeat: Script::new(HEARTBEAT_SCRIPT),
         }
     }
 
@@ -100,8 +102,7 @@ impl WorkerRegistry {
         let Some(redis) = &self.redis else {
             return;
         };
-        let script = Script::new(HEARTBEAT_SCRIPT);
-        let mut invocation = script.key(&self.key);
+        let mut invocation = self.heartbeat.key(&self.key);
         invocation.arg(&self.instance).arg(HEARTBEAT_TTL_MS);
         let counted: Result<u32, _> = redis
             .run(|mut c| async move { invocation.invoke_async(&mut c).await })
