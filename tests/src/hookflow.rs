@@ -33,7 +33,8 @@ pub struct Deployment {
     allowed_hosts: Vec<String>,
     endpoint_labels: bool,
     admin: Option<(u16, String)>,
-    extra: String,
+    /// Overrides layered over the generated configuration.
+    extra: toml::Table,
 }
 
 /// A running hookflow process; killed when dropped.
@@ -69,7 +70,7 @@ impl Deployment {
             allowed_hosts: vec!["127.0.0.1".into()],
             endpoint_labels: false,
             admin: None,
-            extra: String::new(),
+            extra: toml::Table::new(),
         }
     }
 
@@ -113,10 +114,11 @@ impl Deployment {
         self
     }
 
-    /// Appends TOML sections to the generated configuration (for example `[isolation]`).
+    /// Layers TOML over the generated configuration: new sections are added, keys of
+    /// existing ones (`[retry]`, `[temporal]`, …) override the generated values.
     pub fn config(&mut self, toml: &str) -> &mut Self {
-        self.extra.push_str(toml);
-        self.extra.push('\n');
+        let overrides: toml::Table = toml.parse().expect("test configuration is TOML");
+        merge(&mut self.extra, overrides);
         self
     }
 
@@ -197,8 +199,6 @@ ops_address = "127.0.0.1:{metrics_port}"
 sdk_metrics_address = "127.0.0.1:{sdk_metrics_port}"
 endpoint_labels = {endpoint_labels}
 log_filter = "info,temporalio_sdk_core=warn"
-
-{extra}
 "#,
             brokers = self.brokers,
             topic = self.topic,
@@ -211,7 +211,6 @@ log_filter = "info,temporalio_sdk_core=warn"
             redis = self.redis,
             outcomes_topic = self.outcomes_topic,
             redis_prefix = self.redis_prefix,
-            extra = self.extra,
             endpoint_labels = self.endpoint_labels,
             store = if self.admin.is_some() {
                 "redis"
@@ -229,11 +228,13 @@ log_filter = "info,temporalio_sdk_core=warn"
                 .map(|(_, t)| t.as_str())
                 .unwrap_or_default(),
         );
+        let mut config: toml::Table = config.parse().expect("generated configuration is TOML");
+        merge(&mut config, self.extra.clone());
         let path = self
             .dir
             .path()
             .join(format!("hookflow-{metrics_port}.toml"));
-        std::fs::write(&path, config).expect("write config");
+        std::fs::write(&path, config.to_string()).expect("write config");
         path
     }
 
@@ -305,6 +306,20 @@ log_filter = "info,temporalio_sdk_core=warn"
             }
         }
         out
+    }
+}
+
+/// Deep-merges `overrides` into `base`: tables merge key by key, other values replace.
+fn merge(base: &mut toml::Table, overrides: toml::Table) {
+    for (key, value) in overrides {
+        match (base.get_mut(&key), value) {
+            (Some(toml::Value::Table(existing)), toml::Value::Table(value)) => {
+                merge(existing, value);
+            }
+            (_, value) => {
+                base.insert(key, value);
+            }
+        }
     }
 }
 

@@ -15,6 +15,8 @@ pub async fn client(address: &str) -> Client {
         api_key: None,
         tls: None,
         connect_timeout_ms: 5_000,
+        history_max_rounds_per_run: 100,
+        history_max_input_bytes_per_run: 4 << 20,
     };
     crate::eventually(Duration::from_secs(60), "Temporal to answer", || {
         let settings = settings.clone();
@@ -52,4 +54,39 @@ pub async fn result(client: &Client, id: &str) -> DeliveryResult {
         },
     )
     .await
+}
+
+/// One run of a workflow id, as visibility lists it.
+#[derive(Debug, Clone)]
+pub struct Run {
+    /// Whether it is still running (a continued run says `ContinuedAsNew`).
+    pub status: temporalio_client::WorkflowExecutionStatus,
+    /// History events it wrote.
+    pub history_length: i64,
+    /// Bytes of history it wrote.
+    pub history_size_bytes: i64,
+    /// When it started.
+    pub start: Option<std::time::SystemTime>,
+    /// When it closed.
+    pub close: Option<std::time::SystemTime>,
+}
+
+/// Every run of workflow `id` (the first and each continued-as-new one), oldest first.
+pub async fn runs(client: &Client, id: &str) -> Vec<Run> {
+    use futures::StreamExt;
+    let query = format!("WorkflowId = '{id}'");
+    let mut stream = client.list_workflows(query, Default::default());
+    let mut runs = Vec::new();
+    while let Some(execution) = stream.next().await {
+        let execution = execution.expect("list workflows");
+        runs.push(Run {
+            status: execution.status(),
+            history_length: execution.raw().history_length,
+            history_size_bytes: execution.raw().history_size_bytes,
+            start: execution.start_time(),
+            close: execution.close_time(),
+        });
+    }
+    runs.sort_by_key(|r| r.start);
+    runs
 }

@@ -9,6 +9,7 @@ use uuid::Uuid;
 use crate::{
     destination::Destination,
     event::{ActionMatchedEvent, ActionRef},
+    progress::{DeliveryProgress, HistoryBound},
     retry::RetryPolicy,
 };
 
@@ -57,14 +58,37 @@ pub struct DeliveryInput {
     /// The Kafka message's timestamp (milliseconds since the epoch), for end-to-end latency.
     #[serde(default)]
     pub produced_at_ms: Option<i64>,
+    /// How much history one workflow run may write before it continues as new.
+    #[serde(default)]
+    pub history: HistoryBound,
+    /// Where the previous run left off; `None` in a delivery's first run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub progress: Option<DeliveryProgress>,
+}
+
+impl DeliveryInput {
+    /// The input of a fresh start of this delivery (a redelivery, say): no progress.
+    pub fn restarted(mut self) -> Self {
+        self.progress = None;
+        self
+    }
+}
+
+/// The deployment's settings every delivery starts with.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct DeliveryDefaults {
+    /// The retry policy (a destination may override its schedule and maximum age).
+    pub retry: RetryPolicy,
+    /// The history bound of each workflow run.
+    pub history: HistoryBound,
 }
 
 /// The deliveries an event needs: one per matching destination, listing every matching
-/// action, each with the deployment's retry policy and the destination's overrides.
+/// action, each with the deployment's defaults and the destination's overrides.
 pub fn plan_deliveries<'a>(
     event: &ActionMatchedEvent,
     destinations: impl IntoIterator<Item = &'a Destination>,
-    retry: &RetryPolicy,
+    defaults: &DeliveryDefaults,
     produced_at_ms: Option<i64>,
 ) -> Vec<DeliveryInput> {
     destinations
@@ -76,8 +100,10 @@ pub fn plan_deliveries<'a>(
                 destination_id: destination.id.clone(),
                 event: event.clone(),
                 actions,
-                retry: destination.retry_policy(retry),
+                retry: destination.retry_policy(&defaults.retry),
                 produced_at_ms,
+                history: defaults.history,
+                progress: None,
             })
         })
         .collect()

@@ -141,10 +141,15 @@ pub struct Deferral {
     pub wait_ms: u64,
 }
 
-/// The first floor of a repeated rate-limit or concurrency-cap deferral, in milliseconds.
-pub const DEFERRAL_BACKOFF_MS: u64 = 250;
-/// The highest floor, in milliseconds.
-pub const MAX_DEFERRAL_BACKOFF_MS: u64 = 30_000;
+/// How the waits of repeated rate-limit, concurrency-cap and pause deferrals grow: from
+/// `initial_ms`, doubling with every deferral in a row, up to `max_ms`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DeferralBackoff {
+    /// The first wait, in milliseconds.
+    pub initial_ms: u64,
+    /// The longest wait, in milliseconds.
+    pub max_ms: u64,
+}
 
 impl Deferral {
     /// The workflow's wait before trying again, when this is the `in_a_row`-th deferral
@@ -154,18 +159,22 @@ impl Deferral {
     ///
     /// A breaker's refusal names the end of its cooldown, so that wait is kept. The
     /// limiter and the cap only know the next free slot, which a backlog of deliveries
-    /// competes for; so their waits have a floor that doubles with every deferral in a row
-    /// (250 ms up to 30 s). That bounds how often a long backlog wakes up, and with it the
-    /// load on Temporal and the length of each workflow's history.
-    pub fn delay(&self, random: f64, in_a_row: u32) -> Duration {
+    /// competes for, and a pause has no end the gate knows; so their waits follow
+    /// `backoff` (250 ms doubling up to 30 s by default), never shorter than the wait the
+    /// gate asked for unless that is beyond the back-off's maximum. That bounds how often a
+    /// long backlog wakes up, and with it the load on Temporal.
+    pub fn delay(&self, backoff: &DeferralBackoff, random: f64, in_a_row: u32) -> Duration {
         let wait_ms = match self.reason {
             DeferralReason::BreakerOpen => self.wait_ms,
             DeferralReason::RateLimited
             | DeferralReason::ConcurrencyCap
             | DeferralReason::Paused => {
-                let doublings = in_a_row.saturating_sub(1).min(16);
-                let floor = (DEFERRAL_BACKOFF_MS << doublings).min(MAX_DEFERRAL_BACKOFF_MS);
-                self.wait_ms.max(floor)
+                let doublings = in_a_row.saturating_sub(1).min(32);
+                let floor = backoff
+                    .initial_ms
+                    .saturating_mul(1 << doublings)
+                    .min(backoff.max_ms);
+                self.wait_ms.max(floor).min(backoff.max_ms)
             }
         };
         let spread = (wait_ms / 2).max(100) as f64;
@@ -230,16 +239,21 @@ mod tests {
         assert_eq!(limits.validate().unwrap_err().0, "burst");
     }
 
+    const BACKOFF: DeferralBackoff = DeferralBackoff {
+        initial_ms: 250,
+        max_ms: 30_000,
+    };
+
     #[test]
     fn deferral_delay_adds_bounded_jitter() {
         let d = Deferral {
             reason: DeferralReason::BreakerOpen,
             wait_ms: 4_000,
         };
-        assert_eq!(d.delay(0.0, 1), Duration::from_millis(4_000));
-        assert_eq!(d.delay(0.5, 1), Duration::from_millis(5_000));
+        assert_eq!(d.delay(&BACKOFF, 0.0, 1), Duration::from_millis(4_000));
+        assert_eq!(d.delay(&BACKOFF, 0.5, 1), Duration::from_millis(5_000));
         assert_eq!(
-            d.delay(0.0, 9),
+            d.delay(&BACKOFF, 0.0, 9),
             Duration::from_millis(4_000),
             "a breaker's cooldown end is kept however often it refused"
         );
@@ -252,7 +266,7 @@ mod tests {
             wait_ms: 20,
         };
         let floors: Vec<u64> = (1..=10)
-            .map(|n| d.delay(0.0, n).as_millis() as u64)
+            .map(|n| d.delay(&BACKOFF, 0.0, n).as_millis() as u64)
             .collect();
         assert_eq!(
             floors,
@@ -260,15 +274,36 @@ mod tests {
                 250, 500, 1_000, 2_000, 4_000, 8_000, 16_000, 30_000, 30_000, 30_000
             ]
         );
-        assert_eq!(d.delay(0.5, 1), Duration::from_millis(312));
+        assert_eq!(d.delay(&BACKOFF, 0.5, 1), Duration::from_millis(312));
         let slow = Deferral {
             reason: DeferralReason::ConcurrencyCap,
             wait_ms: 1_000,
         };
         assert_eq!(
-            slow.delay(0.0, 1),
+            slow.delay(&BACKOFF, 0.0, 1),
             Duration::from_millis(1_000),
             "a longer wait is kept"
         );
+    }
+
+    #[test]
+    fn no_gate_wait_goes_past_the_back_off_maximum_but_a_breaker_cooldown_does() {
+        let short = DeferralBackoff {
+            initial_ms: 100,
+            max_ms: 200,
+        };
+        let paused = Deferral {
+            reason: DeferralReason::Paused,
+            wait_ms: 1_000,
+        };
+        let waits: Vec<u64> = (1..=3)
+            .map(|n| paused.delay(&short, 0.0, n).as_millis() as u64)
+            .collect();
+        assert_eq!(waits, [200, 200, 200]);
+        let open = Deferral {
+            reason: DeferralReason::BreakerOpen,
+            wait_ms: 5_000,
+        };
+        assert_eq!(open.delay(&short, 0.0, 3), Duration::from_secs(5));
     }
 }

@@ -12,20 +12,22 @@ pub mod event;
 pub mod formats;
 pub mod outcomes;
 pub mod payload;
+pub mod progress;
 pub mod request;
 pub mod retry;
 pub mod scheduler;
 pub mod signing;
 pub mod template;
 
-pub use delivery::{DeliveryId, DeliveryInput, plan_deliveries};
+pub use delivery::{DeliveryDefaults, DeliveryId, DeliveryInput, plan_deliveries};
 pub use destination::{
     Destination, DestinationCatalog, DestinationFileError, DestinationSet, DestinationSpec,
     DestinationState, LimitOverrides, LiveDestinations, SecretHeaders, SigningSecret,
     ValidationRules,
 };
-pub use endpoint::{Deferral, DeferralReason, EndpointKey, EndpointLimits};
+pub use endpoint::{Deferral, DeferralBackoff, DeferralReason, EndpointKey, EndpointLimits};
 pub use event::{ActionMatchedEvent, ActionRef, ContractError};
+pub use progress::{DeliveryProgress, HistoryBound, Next};
 pub use retry::{
     AttemptError, AttemptErrorKind, AttemptReport, AttemptStep, DeliveryOutcome, DeliveryResult,
     RetryDecision, RetryPolicy,

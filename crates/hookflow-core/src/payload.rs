@@ -58,6 +58,8 @@ mod tests {
             event,
             retry: RetryPolicy::default(),
             produced_at_ms: None,
+            history: Default::default(),
+            progress: None,
         };
         let body: serde_json::Value =
             serde_json::from_slice(&render_json_body(&input)).expect("json");

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::endpoint::Deferral;
+use crate::endpoint::{Deferral, DeferralBackoff};
 
 /// How the delivery of one (event, destination) pair is retried.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -24,6 +24,23 @@ pub struct RetryPolicy {
     pub max_age_ms: u64,
     /// A `Retry-After` longer than this is clamped to it, in milliseconds.
     pub max_retry_after_ms: u64,
+    /// The first wait of a rate-limit, concurrency-cap or pause deferral, in milliseconds;
+    /// it doubles with every deferral in a row up to `deferral_backoff_max_ms`.
+    #[serde(default = "default_deferral_backoff_initial_ms")]
+    pub deferral_backoff_initial_ms: u64,
+    /// The longest wait of such a deferral, in milliseconds.
+    #[serde(default = "default_deferral_backoff_max_ms")]
+    pub deferral_backoff_max_ms: u64,
+}
+
+// Defaults for inputs recorded before the deferral back-off became configurable, so their
+// histories replay with the waits they were made with.
+fn default_deferral_backoff_initial_ms() -> u64 {
+    250
+}
+
+fn default_deferral_backoff_max_ms() -> u64 {
+    30_000
 }
 
 impl Default for RetryPolicy {
@@ -37,6 +54,8 @@ impl Default for RetryPolicy {
             jitter: 0.2,
             max_age_ms: 24 * 3_600 * 1_000,
             max_retry_after_ms: 3_600 * 1_000,
+            deferral_backoff_initial_ms: default_deferral_backoff_initial_ms(),
+            deferral_backoff_max_ms: default_deferral_backoff_max_ms(),
         }
     }
 }
@@ -120,6 +139,11 @@ impl AttemptReport {
             error: Some(error),
             duration_ms,
         }
+    }
+
+    /// Whether the endpoint accepted the delivery (a 2xx).
+    pub fn is_success(&self) -> bool {
+        matches!(self.status, Some(200..=299))
     }
 
     /// The outcome class of this attempt, for metrics: `2xx`…`5xx` or the error kind.
@@ -220,7 +244,11 @@ impl RetryPolicy {
         elapsed: Duration,
         random: f64,
     ) -> RetryDecision {
-        let delay = deferral.delay(random, in_a_row);
+        let backoff = DeferralBackoff {
+            initial_ms: self.deferral_backoff_initial_ms,
+            max_ms: self.deferral_backoff_max_ms,
+        };
+        let delay = deferral.delay(&backoff, random, in_a_row);
         if elapsed + delay > Duration::from_millis(self.max_age_ms) {
             return RetryDecision::GiveUp;
         }
@@ -283,6 +311,7 @@ mod tests {
             jitter: 0.5,
             max_age_ms: 10_000,
             max_retry_after_ms: 4_000,
+            ..RetryPolicy::default()
         }
     }
 

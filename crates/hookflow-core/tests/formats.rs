@@ -59,6 +59,8 @@ fn delivery(event: ActionMatchedEvent, actions: usize) -> DeliveryInput {
         actions,
         retry: RetryPolicy::default(),
         produced_at_ms: None,
+        history: Default::default(),
+        progress: None,
     }
 }
 

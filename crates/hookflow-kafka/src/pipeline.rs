@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use futures::future::join_all;
 use hookflow_core::{
-    ActionMatchedEvent, DeliveryScheduler, DestinationCatalog, RetryPolicy, ScheduleOutcome,
+    ActionMatchedEvent, DeliveryDefaults, DeliveryScheduler, DestinationCatalog, ScheduleOutcome,
     plan_deliveries,
 };
 use hookflow_telemetry::names;
@@ -59,7 +59,7 @@ impl MessageOutcome {
 pub struct Pipeline<S> {
     scheduler: Arc<S>,
     destinations: Arc<dyn DestinationCatalog>,
-    retry: RetryPolicy,
+    defaults: DeliveryDefaults,
     starts: Arc<Semaphore>,
     backoff: StartBackoff,
     shutdown: CancellationToken,
@@ -70,7 +70,7 @@ impl<S: DeliveryScheduler> Pipeline<S> {
     pub fn new(
         scheduler: Arc<S>,
         destinations: Arc<dyn DestinationCatalog>,
-        retry: RetryPolicy,
+        defaults: DeliveryDefaults,
         max_starts_in_flight: usize,
         backoff: StartBackoff,
         shutdown: CancellationToken,
@@ -78,7 +78,7 @@ impl<S: DeliveryScheduler> Pipeline<S> {
         Pipeline {
             scheduler,
             destinations,
-            retry,
+            defaults,
             starts: Arc::new(Semaphore::new(max_starts_in_flight.max(1))),
             backoff,
             shutdown,
@@ -115,7 +115,7 @@ impl<S: DeliveryScheduler> Pipeline<S> {
         let deliveries = plan_deliveries(
             &event,
             team_destinations.iter().map(Arc::as_ref),
-            &self.retry,
+            &self.defaults,
             produced_at_ms,
         );
         if deliveries.is_empty() {
@@ -262,7 +262,7 @@ mod tests {
         Pipeline::new(
             scheduler,
             destinations(),
-            RetryPolicy::default(),
+            DeliveryDefaults::default(),
             4,
             backoff,
             shutdown,

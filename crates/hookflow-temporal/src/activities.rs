@@ -26,10 +26,6 @@ use temporalio_macros::activities;
 use temporalio_sdk::activities::{ActivityContext, ActivityError};
 use tracing::Instrument;
 
-/// How long a delivery to a paused destination waits before asking again (growing with
-/// every deferral in a row, see [`Deferral::delay`]).
-pub const PAUSED_RETRY_MS: u64 = 1_000;
-
 /// How often a running attempt tells Temporal its worker is alive.
 pub const HEARTBEAT_INTERVAL: Duration = Duration::from_secs(2);
 
@@ -95,10 +91,11 @@ impl DeliveryActivities {
         };
         match &destination.state {
             DestinationState::Enabled => {}
+            // A pause has no end the gate knows: the wait follows the deferral back-off.
             DestinationState::Paused => {
                 return deferred(Deferral {
                     reason: DeferralReason::Paused,
-                    wait_ms: PAUSED_RETRY_MS,
+                    wait_ms: 0,
                 });
             }
             DestinationState::Disabled(reason) => {
@@ -126,7 +123,7 @@ impl DeliveryActivities {
             .record(report.duration_ms as f64 / 1000.0);
         tracing::debug!(status = ?report.status, class = report.class(), duration_ms = report.duration_ms, "attempt finished");
         self.gate.leave(&destination, pass, &report).await;
-        if let (Some(200..=299), Some(produced_ms)) = (report.status, delivery.produced_at_ms) {
+        if let (true, Some(produced_ms)) = (report.is_success(), delivery.produced_at_ms) {
             let latency_ms = chrono::Utc::now().timestamp_millis() - produced_ms;
             metrics::histogram!(names::DELIVERY_END_TO_END_DURATION)
                 .record(latency_ms.max(0) as f64 / 1000.0);

@@ -2,6 +2,7 @@
 
 use std::{path::PathBuf, str::FromStr, time::Duration};
 
+use hookflow_core::HistoryBound;
 use serde::Deserialize;
 use temporalio_client::{
     Client, ClientOptions, ClientTlsOptions, Connection, ConnectionOptions, TlsOptions, Url,
@@ -26,6 +27,32 @@ pub struct TemporalSettings {
     pub tls: Option<TemporalTls>,
     /// How long to wait for the first connection, in milliseconds.
     pub connect_timeout_ms: u64,
+    /// Attempt activities (attempts and deferrals) one workflow run makes before it
+    /// continues as new, so history stays bounded however long a delivery waits.
+    #[serde(default = "default_history_max_rounds")]
+    pub history_max_rounds_per_run: u32,
+    /// Bytes of activity input (each carries the event) one run may write before it
+    /// continues as new.
+    #[serde(default = "default_history_max_input_bytes")]
+    pub history_max_input_bytes_per_run: u64,
+}
+
+fn default_history_max_rounds() -> u32 {
+    HistoryBound::default().max_rounds
+}
+
+fn default_history_max_input_bytes() -> u64 {
+    HistoryBound::default().max_input_bytes
+}
+
+impl TemporalSettings {
+    /// The history bound every delivery starts with.
+    pub fn history_bound(&self) -> HistoryBound {
+        HistoryBound {
+            max_rounds: self.history_max_rounds_per_run,
+            max_input_bytes: self.history_max_input_bytes_per_run,
+        }
+    }
 }
 
 impl std::fmt::Debug for TemporalSettings {
@@ -36,6 +63,15 @@ impl std::fmt::Debug for TemporalSettings {
             .field("task_queue", &self.task_queue)
             .field("api_key", &self.api_key.as_ref().map(|_| "<redacted>"))
             .field("tls", &self.tls)
+            .field("connect_timeout_ms", &self.connect_timeout_ms)
+            .field(
+                "history_max_rounds_per_run",
+                &self.history_max_rounds_per_run,
+            )
+            .field(
+                "history_max_input_bytes_per_run",
+                &self.history_max_input_bytes_per_run,
+            )
             .finish()
     }
 }

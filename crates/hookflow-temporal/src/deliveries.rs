@@ -121,6 +121,9 @@ pub async fn redeliver(
         .and_then(|payloads| payloads.payloads.first())
         .and_then(|payload| serde_json::from_slice(&payload.data).ok())
         .ok_or_else(|| TemporalError::Rpc(format!("{delivery}: unreadable workflow input")))?;
+    // The latest run's input may carry a continued delivery's progress; a redelivery is a
+    // new attempt chain.
+    let input = input.restarted();
     let workflow_id = format!(
         "{delivery}:redelivery-{}",
         chrono::Utc::now().timestamp_millis()

@@ -1,30 +1,35 @@
 //! The delivery workflow: deterministic, so it may only use the workflow context for time,
 //! randomness and waiting (`ctx.timer`), never tokio or the system clock.
 //!
-//! It makes one HTTP attempt per activity and decides what to do next with the pure
-//! [`RetryPolicy::decide`]; waits between attempts are durable timers, so a restart of every
+//! It makes one HTTP attempt per activity and lets the pure [`DeliveryProgress`] decide
+//! what to do next; waits between attempts are durable timers, so a restart of every
 //! hookflow process loses nothing and a retrying delivery holds no worker slot. An attempt
-//! the endpoint's gate deferred (rate limit, concurrency cap, open breaker) is not an
-//! attempt: the workflow waits it out on a timer ([`RetryPolicy::after_deferral`]) and asks
-//! again, within the same maximum age.
+//! the endpoint's gate deferred (rate limit, concurrency cap, open breaker, paused
+//! destination) is not an attempt: the workflow waits it out on a timer and asks again,
+//! within the same maximum age.
+//!
+//! History stays bounded however long a delivery waits: after the rounds its
+//! [`HistoryBound`] allows, a run continues as new with its progress, so the attempts, the
+//! start time (and with it the maximum age) and the last report carry over.
+//!
+//! Changing what this code decides changes what replay of in-flight histories expects:
+//! follow the versioning rule in the README, and `tests/histories/` replays recorded
+//! deliveries against it.
 // The Temporal macros generate undocumented items beside the documented methods.
 #![allow(missing_docs)]
 
 use std::time::{Duration, SystemTime};
 
-use hookflow_core::{
-    AttemptErrorKind, AttemptReport, AttemptStep, DeliveryInput, DeliveryOutcome, DeliveryResult,
-    RetryDecision, RetryPolicy,
-};
+use hookflow_core::{DeliveryInput, DeliveryOutcome, DeliveryProgress, DeliveryResult, Next};
 use temporalio_common::RetryPolicy as ActivityRetryPolicy;
 use temporalio_macros::{workflow, workflow_methods};
 use temporalio_sdk::{
-    ActivityExecutionError, ActivityOptions, LocalActivityOptions, TimerResult,
-    WorkflowCancellationToken, WorkflowContext, WorkflowResult,
+    ActivityExecutionError, ActivityOptions, ContinueAsNewOptions, LocalActivityOptions,
+    TimerResult, WorkflowCancellationToken, WorkflowContext, WorkflowResult,
 };
 
 use crate::{
-    activities::{AttemptInput, DeliveryActivities, OutcomeInput},
+    activities::{AttemptInput, DeliveryActivities},
     search_attributes,
 };
 
@@ -47,76 +52,52 @@ impl DeliveryWorkflow {
     #[run]
     pub async fn run(
         ctx: &mut WorkflowContext<Self>,
-        input: DeliveryInput,
+        mut input: DeliveryInput,
     ) -> WorkflowResult<DeliveryResult> {
-        let started = ctx.workflow_time().unwrap_or(SystemTime::UNIX_EPOCH);
-        let policy: RetryPolicy = input.retry.clone();
-        let mut attempt: u32 = 0;
-        let mut last: Option<AttemptReport> = None;
-        let mut deferrals_in_a_row: u32 = 0;
-        let mut last_deferral = None;
-        // Every way out of the loop names the outcome and, where the last attempt does not
-        // say it, why.
+        let now_ms = |ctx: &WorkflowContext<Self>| millis(ctx.workflow_time());
+        let mut progress = input
+            .progress
+            .take()
+            .unwrap_or_else(|| DeliveryProgress::new(now_ms(ctx)));
+        // Each round's activity input carries the event: its size bounds the rounds of
+        // this run, so history bytes stay bounded too.
+        let activity_input_bytes = serde_json::to_vec(&AttemptInput {
+            delivery: input.clone(),
+            attempt: 0,
+        })
+        .map_or(0, |bytes| bytes.len());
+        let rounds_per_run = input.history.rounds_per_run(activity_input_bytes);
+        let mut rounds: u32 = 0;
         let (outcome, note) = loop {
-            let step = match ctx
+            if rounds >= rounds_per_run || ctx.continue_as_new_suggested() {
+                input.progress = Some(progress.continued());
+                ctx.continue_as_new(input, ContinueAsNewOptions::default())?;
+                unreachable!("continue_as_new always ends the run");
+            }
+            rounds += 1;
+            let attempted = ctx
                 .execute_activity(
                     DeliveryActivities::attempt,
                     AttemptInput {
                         delivery: input.clone(),
-                        attempt: attempt + 1,
+                        attempt: progress.next_attempt(),
                     },
                     attempt_options(),
                 )
-                .await
-            {
-                Ok(step) => step,
+                .await;
+            let (now, random) = (now_ms(ctx), ctx.random::<f64>());
+            let next = match attempted {
+                Ok(step) => progress.after(step, &input.retry, now, random),
                 Err(ActivityExecutionError::Cancelled(_)) => {
                     break (DeliveryOutcome::Cancelled, None);
                 }
-                // The activity itself failed (its worker died, or it overran its timeout):
-                // to the delivery that is one failed attempt, retried on the same schedule.
-                Err(error) => AttemptStep::Attempted(AttemptReport::failed(
-                    AttemptErrorKind::Other,
-                    error.to_string(),
-                    0,
-                )),
-            };
-            let now = ctx.workflow_time().unwrap_or(started);
-            let elapsed = now.duration_since(started).unwrap_or_default();
-            let decision = match step {
-                AttemptStep::Attempted(report) => {
-                    attempt += 1;
-                    deferrals_in_a_row = 0;
-                    let decision = policy.decide(attempt, &report, elapsed, ctx.random::<f64>());
-                    last = Some(report);
-                    decision
-                }
-                AttemptStep::Deferred(deferral) => {
-                    deferrals_in_a_row += 1;
-                    last_deferral = Some(deferral.reason);
-                    let random = ctx.random::<f64>();
-                    policy.after_deferral(&deferral, deferrals_in_a_row, elapsed, random)
-                }
-                AttemptStep::DestinationDisabled(reason) => {
-                    let note = format!("destination disabled: {reason}");
-                    break (DeliveryOutcome::DestinationDisabled, Some(note));
-                }
-                AttemptStep::DestinationDeleted => {
-                    let note = format!("destination {} was deleted", input.destination_id);
-                    break (DeliveryOutcome::DestinationDeleted, Some(note));
+                Err(error) => {
+                    progress.after_activity_failure(error.to_string(), &input.retry, now, random)
                 }
             };
-            match decision {
-                RetryDecision::Delivered => break (DeliveryOutcome::Delivered, None),
-                RetryDecision::FailPermanently => break (DeliveryOutcome::FailedPermanently, None),
-                RetryDecision::GiveUp if deferrals_in_a_row > 0 => {
-                    // Out of time while the endpoint's gate kept it waiting: say so.
-                    let reason = last_deferral.map_or("deferred", |r| r.as_str());
-                    let note = format!("maximum age reached while deferred ({reason})");
-                    break (DeliveryOutcome::GaveUp, Some(note));
-                }
-                RetryDecision::GiveUp => break (DeliveryOutcome::GaveUp, None),
-                RetryDecision::RetryAfter(delay) => {
+            match next {
+                Next::Finish { outcome, note } => break (outcome, note),
+                Next::Wait(delay) => {
                     if ctx.timer(delay).await == TimerResult::Cancelled {
                         break (DeliveryOutcome::Cancelled, None);
                     }
@@ -126,42 +107,26 @@ impl DeliveryWorkflow {
         ctx.upsert_search_attributes([
             search_attributes::OUTCOME.value_set(outcome.as_str().to_owned())
         ]);
+        let result = progress.result(outcome, note);
         // Counted by a local activity: it runs once per delivery, and replays of this
-        // workflow read its marker instead of counting again.
-        let last_error = note.or_else(|| {
-            last.as_ref()
-                .filter(|r| !matches!(r.status, Some(200..=299)))
-                .map(AttemptReport::describe)
-        });
-        let failed = !matches!(
-            outcome,
-            DeliveryOutcome::Delivered | DeliveryOutcome::Cancelled
-        );
-        // Metrics are not worth failing a finished delivery over: the result is ignored.
+        // workflow read its marker instead of counting again. Metrics are not worth
+        // failing a finished delivery over: the result is ignored.
+        let finished = progress.finished(input.event.team_id, &input.destination_id, &result);
         let _ = ctx
             .execute_local_activity(
                 DeliveryActivities::record_outcome,
-                OutcomeInput {
-                    team_id: input.event.team_id,
-                    destination_id: input.destination_id.clone(),
-                    outcome,
-                    attempts: attempt,
-                    error_kind: last
-                        .as_ref()
-                        .filter(|_| failed)
-                        .map(|r| r.class().to_owned()),
-                    last_error: last_error.clone().filter(|_| failed),
-                },
+                finished,
                 outcome_options(),
             )
             .await;
-        Ok(DeliveryResult {
-            outcome,
-            attempts: attempt,
-            last_status: last.as_ref().and_then(|r| r.status),
-            last_error,
-        })
+        Ok(result)
     }
+}
+
+/// Milliseconds since the epoch of a workflow time.
+fn millis(time: Option<SystemTime>) -> u64 {
+    time.and_then(|t| t.duration_since(SystemTime::UNIX_EPOCH).ok())
+        .map_or(0, |d| d.as_millis() as u64)
 }
 
 /// One attempt per activity: Temporal must not retry it, the workflow does.

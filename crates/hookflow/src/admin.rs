@@ -311,13 +311,15 @@ async fn send_test(
         event,
         retry: Default::default(),
         produced_at_ms: None,
+        history: Default::default(),
+        progress: None,
     };
     let timestamp = chrono::Utc::now().timestamp();
     let request = prepare(&destination, &delivery, &state.site_url, timestamp)
         .map_err(|e| ApiError::bad_request(e.to_string(), Some("secret")))?;
     let report = state.http.deliver(&destination, request).await;
     Ok(Json(json!({
-        "delivered": matches!(report.status, Some(200..=299)),
+        "delivered": report.is_success(),
         "status": report.status,
         "error": report.error.as_ref().map(|_| report.describe()),
         "duration_ms": report.duration_ms,

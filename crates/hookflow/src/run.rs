@@ -9,7 +9,9 @@ use std::{
 };
 
 use anyhow::Context;
-use hookflow_core::{DestinationCatalog, ValidationRules, outcomes::OutcomeAggregator};
+use hookflow_core::{
+    DeliveryDefaults, DestinationCatalog, ValidationRules, outcomes::OutcomeAggregator,
+};
 use hookflow_http::{
     DeliveryClient, HttpSettings, RedisLink,
     isolation::{DisabledDestinations, EndpointGate, WorkerRegistry},
@@ -175,7 +177,10 @@ pub async fn run(settings: Settings, role: Role) -> anyhow::Result<()> {
         let pipeline = Arc::new(Pipeline::new(
             scheduler,
             destinations.clone(),
-            settings.retry.clone(),
+            DeliveryDefaults {
+                retry: settings.retry.clone(),
+                history: settings.temporal.history_bound(),
+            },
             settings.kafka.max_starts_in_flight,
             backoff,
             shutdown.clone(),

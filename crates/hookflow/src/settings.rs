@@ -199,6 +199,21 @@ impl Settings {
         if r.max_age_ms == 0 {
             return bad("retry.max_age_ms", "must be greater than 0");
         }
+        if r.deferral_backoff_initial_ms == 0
+            || r.deferral_backoff_max_ms < r.deferral_backoff_initial_ms
+        {
+            return bad(
+                "retry.deferral_backoff_max_ms",
+                "must be at least retry.deferral_backoff_initial_ms, which must be greater than 0",
+            );
+        }
+        let t = &self.temporal;
+        if t.history_max_rounds_per_run == 0 || t.history_max_input_bytes_per_run == 0 {
+            return bad(
+                "temporal.history_max_rounds_per_run",
+                "and temporal.history_max_input_bytes_per_run must be greater than 0",
+            );
+        }
         let i = &self.isolation;
         if let Err((field, problem)) = i.default_limits().validate() {
             let key = match field {

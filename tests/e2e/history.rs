@@ -1,0 +1,95 @@
+//! History stays bounded however long a delivery waits: a paused destination's deliveries
+//! defer round after round, and each run continues as new after its bound, carrying the
+//! attempts, the start time (so the maximum age) and the last report.
+
+use std::time::Duration;
+
+use hookflow_core::DeliveryOutcome;
+use hookflow_e2e::{eventually, scenario::Scenario, temporal};
+use temporalio_client::WorkflowExecutionStatus;
+
+/// Rounds (attempt activities) per run in this test. The dev server fires timers about a
+/// second late, so a round of the paused deliveries below takes about a second.
+const ROUNDS: u32 = 2;
+/// Events one run may write with that bound: the start and first workflow task (4), each
+/// round's activity, workflow task and timer (11), and the end (continue-as-new, or the
+/// outcome's upsert, marker and completion with their workflow task).
+const MAX_EVENTS_PER_RUN: i64 = 4 + 11 * ROUNDS as i64 + 8;
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_long_wait_continues_as_new_within_the_bound_and_keeps_its_progress() {
+    let mut s = Scenario::new().await;
+    s.destination("resumed", "resumed", "state = \"paused\"")
+        .destination("aged", "aged", "state = \"paused\"\nmax_age_ms = 7000");
+    s.deployment.config(&format!(
+        "[temporal]\nhistory_max_rounds_per_run = {ROUNDS}\n\
+         [retry]\ndeferral_backoff_initial_ms = 100\ndeferral_backoff_max_ms = 200"
+    ));
+    let _hookflow = s.deployment.start();
+    let uuid = s.produce_events(1).await[0];
+    let (resumed, aged) = (format!("resumed:{uuid}"), format!("aged:{uuid}"));
+
+    // The aged delivery waits across runs and gives up at its maximum age, counted from
+    // the first run's start, not from the last run's.
+    let result = temporal::result(&s.temporal, &aged).await;
+    assert_eq!(result.outcome, DeliveryOutcome::GaveUp);
+    assert_eq!(result.attempts, 0);
+    assert_eq!(
+        result.last_error.as_deref(),
+        Some("maximum age reached while deferred (paused)")
+    );
+    let runs = temporal::runs(&s.temporal, &aged).await;
+    assert!(
+        runs.len() >= 3,
+        "crossed the bound at least twice: {runs:?}"
+    );
+    let first_start = runs[0].start.expect("start");
+    let last_close = runs.last().and_then(|r| r.close).expect("close");
+    let age = last_close.duration_since(first_start).expect("order");
+    assert!(
+        age >= Duration::from_millis(6_500) && age < Duration::from_secs(12),
+        "gave up at the maximum age of 7 s across runs, after {age:?}"
+    );
+
+    // The other one has continued as new at least twice while paused too; resumed, it is
+    // delivered once, as its first attempt.
+    let receiver = s.receiver.clone();
+    eventually(
+        Duration::from_secs(30),
+        "three runs of the paused delivery",
+        || {
+            let (client, id) = (&s.temporal, &resumed);
+            async move { (temporal::runs(client, id).await.len() >= 3).then_some(()) }
+        },
+    )
+    .await;
+    assert!(
+        receiver.received_on("resumed").is_empty(),
+        "paused: no request"
+    );
+    s.deployment.clear_destinations();
+    s.destination("resumed", "resumed", "");
+    s.deployment.write_destinations();
+    let result = temporal::result(&s.temporal, &resumed).await;
+    assert_eq!(result.outcome, DeliveryOutcome::Delivered);
+    assert_eq!(result.attempts, 1);
+    assert_eq!(result.last_status, Some(200));
+    let received = receiver.received_on("resumed");
+    assert_eq!(received.len(), 1, "delivered once");
+    assert_eq!(received[0].header("webhook-id"), resumed);
+    assert!(receiver.received_on("aged").is_empty());
+
+    for id in [&aged, &resumed] {
+        let runs = temporal::runs(&s.temporal, id).await;
+        for run in &runs[..runs.len() - 1] {
+            assert_eq!(run.status, WorkflowExecutionStatus::ContinuedAsNew, "{id}");
+        }
+        for run in &runs {
+            assert!(
+                run.history_length > 0 && run.history_length <= MAX_EVENTS_PER_RUN,
+                "{id}: a run wrote {} events, over the bound of {MAX_EVENTS_PER_RUN}",
+                run.history_length
+            );
+        }
+    }
+}
