@@ -10,6 +10,7 @@ mod dashboards;
 mod dead_letters;
 mod delivery;
 mod health;
+mod histories;
 mod history;
 mod isolation;
 mod outcomes;

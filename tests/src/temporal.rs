@@ -59,6 +59,8 @@ pub async fn result(client: &Client, id: &str) -> DeliveryResult {
 /// One run of a workflow id, as visibility lists it.
 #[derive(Debug, Clone)]
 pub struct Run {
+    /// Its run id.
+    pub run_id: String,
     /// Whether it is still running (a continued run says `ContinuedAsNew`).
     pub status: temporalio_client::WorkflowExecutionStatus,
     /// History events it wrote.
@@ -79,7 +81,14 @@ pub async fn runs(client: &Client, id: &str) -> Vec<Run> {
     let mut runs = Vec::new();
     while let Some(execution) = stream.next().await {
         let execution = execution.expect("list workflows");
+        let run_id = execution
+            .raw()
+            .execution
+            .as_ref()
+            .map(|e| e.run_id.clone())
+            .unwrap_or_default();
         runs.push(Run {
+            run_id,
             status: execution.status(),
             history_length: execution.raw().history_length,
             history_size_bytes: execution.raw().history_size_bytes,

@@ -1,0 +1,122 @@
+//! Deliveries live for days, across deploys: every history recorded in `tests/histories/`
+//! (one per representative delivery, per workflow version that may still be in flight)
+//! must replay against the current workflow code. A change to the workflow's decisions
+//! that is not guarded by a patch marker fails here, not in production.
+
+use std::path::{Path, PathBuf};
+
+use hookflow_core::{DeliveryInput, DeliveryResult};
+use hookflow_temporal::{
+    activities::{AttemptInput, DeliveryActivities},
+    workflow::DeliveryWorkflow,
+};
+use temporalio_client::WorkflowHistory;
+use temporalio_macros::{workflow, workflow_methods};
+use temporalio_sdk::{
+    ActivityOptions, WorkflowContext, WorkflowResult,
+    workflow_replayer::{WorkflowReplayError, WorkflowReplayer, WorkflowReplayerOptions},
+};
+
+fn history_files() -> Vec<PathBuf> {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/histories");
+    let mut files = Vec::new();
+    let mut dirs = vec![root];
+    while let Some(dir) = dirs.pop() {
+        for entry in std::fs::read_dir(&dir).expect("tests/histories is readable") {
+            let path = entry.expect("entry").path();
+            if path.is_dir() {
+                dirs.push(path);
+            } else if path.extension().is_some_and(|e| e == "json") {
+                files.push(path);
+            }
+        }
+    }
+    files.sort();
+    files
+}
+
+fn history(path: &Path) -> WorkflowHistory {
+    let bytes = std::fs::read(path).expect("history file");
+    WorkflowHistory::from_json(&bytes)
+        .unwrap_or_else(|e| panic!("{} is not a history: {e}", path.display()))
+}
+
+#[tokio::test]
+async fn every_recorded_history_replays_against_the_current_workflow() {
+    let files = history_files();
+    assert!(
+        files.len() >= 11,
+        "the recorded deliveries are missing: {files:?}"
+    );
+    let options = WorkflowReplayerOptions::new()
+        .register_workflow::<DeliveryWorkflow>()
+        .expect("register")
+        .build();
+    let replayer = WorkflowReplayer::new(options).expect("replayer");
+    for file in &files {
+        if let Err(error) = replayer.replay_workflow(history(file)).await {
+            panic!(
+                "{} no longer replays: {error}\n\
+                 A change to what the workflow decides must keep in-flight deliveries \
+                 replaying: guard it with a patch marker (README, \"Changing the delivery \
+                 workflow\").",
+                file.display()
+            );
+        }
+    }
+}
+
+/// A workflow of the same name whose decisions differ: it never waits to retry.
+#[workflow]
+#[derive(Default)]
+struct ChangedDeliveryWorkflow;
+
+#[workflow_methods]
+impl ChangedDeliveryWorkflow {
+    #[run(name = "DeliveryWorkflow")]
+    async fn run(
+        ctx: &mut WorkflowContext<Self>,
+        input: DeliveryInput,
+    ) -> WorkflowResult<DeliveryResult> {
+        let options =
+            ActivityOptions::with_start_to_close_timeout(std::time::Duration::from_secs(60))
+                .build();
+        let _ = ctx
+            .execute_activity(
+                DeliveryActivities::attempt,
+                AttemptInput {
+                    delivery: input,
+                    attempt: 1,
+                },
+                options,
+            )
+            .await;
+        Ok(DeliveryResult {
+            outcome: hookflow_core::DeliveryOutcome::GaveUp,
+            attempts: 1,
+            last_status: None,
+            last_error: None,
+        })
+    }
+}
+
+/// The replay check above can fail: a workflow that decides differently is caught.
+#[tokio::test]
+async fn a_changed_decision_is_caught_as_nondeterminism() {
+    let options = WorkflowReplayerOptions::new()
+        .register_workflow::<ChangedDeliveryWorkflow>()
+        .expect("register")
+        .build();
+    let replayer = WorkflowReplayer::new(options).expect("replayer");
+    let retried = history_files()
+        .into_iter()
+        .find(|f| f.ends_with("v1/retried_then_delivered.json"))
+        .expect("the v1 retried delivery");
+    match replayer.replay_workflow(history(&retried)).await {
+        Err(WorkflowReplayError::Replay(failure)) => {
+            let text = failure.to_string();
+            assert!(text.contains("nondeterministic"), "{text}");
+        }
+        other => panic!("a changed workflow replayed: {other:?}"),
+    }
+}

@@ -1,0 +1,174 @@
+//! Records the delivery histories that `crates/hookflow-temporal/tests/replay.rs` replays
+//! against the current workflow code, so a change that would break deliveries in flight
+//! fails CI. Not part of the suite: run it by hand after a deliberate, versioned change to
+//! the workflow (README, "Changing the delivery workflow"):
+//!
+//! ```sh
+//! HOOKFLOW_HISTORY_SET=v2 cargo test --workspace --test e2e -- --ignored record_histories
+//! ```
+//!
+//! It writes one JSON file per workflow run into `tests/histories/<set>/` and refuses to
+//! touch a set that exists: recorded histories are kept, so every version of the workflow
+//! that may still have deliveries in flight stays covered.
+
+use std::{path::PathBuf, time::Duration};
+
+use hookflow_e2e::{
+    events, hookflow::Deployment, kafka, receiver::Answer, scenario::Scenario, temporal,
+};
+use hookflow_temporal::workflow::DeliveryWorkflow;
+use temporalio_client::{WorkflowCancelOptions, WorkflowExecutionInfo};
+
+/// (scenario, destination TOML beyond id/team/url, the receiver's answers)
+fn scenarios() -> Vec<(&'static str, &'static str, Vec<Answer>)> {
+    let ok = || Answer::Status(200, None);
+    let unavailable = || Answer::Status(503, None);
+    vec![
+        ("delivered_first_try", "", vec![ok()]),
+        ("retried_then_delivered", "", vec![unavailable(), ok()]),
+        ("retry_after", "", vec![Answer::Status(429, Some(1)), ok()]),
+        ("failed_permanently", "", vec![Answer::Status(400, None)]),
+        (
+            "gave_up",
+            "retry_schedule_ms = [500, 500, 500]",
+            vec![unavailable()],
+        ),
+        // Two failures trip the breaker of an endpoint of its own; the third attempt is
+        // deferred until the cooldown ends, then the probe is delivered.
+        (
+            "breaker_open",
+            "endpoint_key = \"recording-breaker\"\nbreaker_min_attempts = 2\n\
+             breaker_failure_ratio = 0.5\nbreaker_cooldown_ms = 1500\n\
+             retry_schedule_ms = [500, 500, 500, 500]",
+            vec![unavailable(), unavailable(), ok()],
+        ),
+        ("paused_then_resumed", "state = \"paused\"", vec![ok()]),
+        (
+            "cancelled",
+            "retry_schedule_ms = [60000]",
+            vec![unavailable()],
+        ),
+        (
+            "destination_deleted",
+            "retry_schedule_ms = [4000]",
+            vec![unavailable()],
+        ),
+    ]
+}
+
+#[tokio::test(flavor = "multi_thread")]
+#[ignore = "writes tests/histories/<HOOKFLOW_HISTORY_SET>/; run by hand to record histories"]
+async fn record_histories() {
+    let set = std::env::var("HOOKFLOW_HISTORY_SET")
+        .expect("name the history set: HOOKFLOW_HISTORY_SET=v2 (a new directory)");
+    let out = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("histories")
+        .join(&set);
+    assert!(
+        !out.exists(),
+        "{} exists: recorded sets are kept",
+        out.display()
+    );
+
+    let mut s = Scenario::new().await;
+    for (name, extra, answers) in scenarios() {
+        s.receiver.script(name, answers);
+        s.destination(name, name, extra);
+    }
+    let _hookflow = s.deployment.start();
+    let uuid = s.produce_events(1).await[0];
+
+    // A delivery that continues as new: two rounds per run, four attempts.
+    let mut continued = Deployment::new(s.stack, 1);
+    let url = s.receiver.url("continued_as_new");
+    continued
+        .destination(
+            "continued_as_new",
+            s.team,
+            &url,
+            "retry_schedule_ms = [500, 500, 500]",
+        )
+        .config("[temporal]\nhistory_max_rounds_per_run = 2");
+    s.receiver.script(
+        "continued_as_new",
+        vec![
+            Answer::Status(503, None),
+            Answer::Status(503, None),
+            Answer::Status(503, None),
+            Answer::Status(200, None),
+        ],
+    );
+    let _continued = continued.start();
+    let (_, event) = events::event(s.team, &[(1, "Any")]);
+    let payload = event.to_string().into_bytes();
+    kafka::produce(&s.stack.kafka, &continued.topic, &[payload]).await;
+
+    // Cancel one while it waits for its retry; resume one and delete another by editing the
+    // destinations.
+    let id = |name: &str| format!("{name}:{uuid}");
+    hookflow_e2e::eventually(Duration::from_secs(60), "first attempts", || async {
+        (s.receiver.received_on("cancelled").len() == 1
+            && s.receiver.received_on("destination_deleted").len() == 1)
+            .then_some(())
+    })
+    .await;
+    s.temporal
+        .get_workflow_handle::<DeliveryWorkflow>(id("cancelled"))
+        .cancel(WorkflowCancelOptions::default())
+        .await
+        .expect("cancel");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    s.deployment.clear_destinations();
+    for (name, extra, _) in scenarios() {
+        match name {
+            "destination_deleted" => {}
+            "paused_then_resumed" => {
+                s.destination(name, name, "");
+            }
+            _ => {
+                s.destination(name, name, extra);
+            }
+        }
+    }
+    s.deployment.write_destinations();
+
+    let mut ids: Vec<(String, String)> = scenarios()
+        .iter()
+        .map(|(name, _, _)| (name.to_string(), id(name)))
+        .collect();
+    let continued_uuid = event["uuid"].as_str().expect("uuid").to_owned();
+    ids.push((
+        "continued_as_new".into(),
+        format!("continued_as_new:{continued_uuid}"),
+    ));
+    std::fs::create_dir_all(&out).expect("create the history set");
+    for (name, workflow_id) in &ids {
+        let result = temporal::result(&s.temporal, workflow_id).await;
+        let runs = temporal::runs(&s.temporal, workflow_id).await;
+        for (n, run) in runs.iter().enumerate() {
+            let file = if runs.len() == 1 {
+                format!("{name}.json")
+            } else {
+                format!("{name}.run-{}.json", n + 1)
+            };
+            let handle = WorkflowExecutionInfo::builder()
+                .namespace("default")
+                .workflow_id(workflow_id.clone())
+                .run_id(run.run_id.clone())
+                .build()
+                .bind_untyped(s.temporal.clone());
+            let json = handle
+                .fetch_history(Default::default())
+                .to_json()
+                .await
+                .expect("history");
+            let pretty: serde_json::Value = serde_json::from_slice(&json).expect("json");
+            let text = serde_json::to_string_pretty(&pretty).expect("json");
+            std::fs::write(out.join(&file), text + "\n").expect("write history");
+            println!(
+                "{file}: {:?} after {} attempts",
+                result.outcome, result.attempts
+            );
+        }
+    }
+}
