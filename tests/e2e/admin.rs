@@ -6,52 +6,15 @@
 use std::time::Duration;
 
 use hookflow_core::DeliveryOutcome;
-use hookflow_e2e::{eventually, scenario::Scenario, temporal};
-use serde_json::{Value, json};
-
-struct Api {
-    base: String,
-    token: String,
-    http: reqwest::Client,
-}
-
-impl Api {
-    async fn call(&self, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
-        self.call_with(method, path, body, Some(&self.token)).await
-    }
-
-    async fn call_with(
-        &self,
-        method: &str,
-        path: &str,
-        body: Option<Value>,
-        token: Option<&str>,
-    ) -> (u16, Value) {
-        let method = reqwest::Method::from_bytes(method.as_bytes()).expect("method");
-        let mut request = self.http.request(method, format!("{}{path}", self.base));
-        if let Some(token) = token {
-            request = request.bearer_auth(token);
-        }
-        if let Some(body) = body {
-            request = request.json(&body);
-        }
-        let response = request.send().await.expect("admin API answers");
-        let status = response.status().as_u16();
-        let text = response.text().await.unwrap_or_default();
-        (status, serde_json::from_str(&text).unwrap_or(Value::Null))
-    }
-}
+use hookflow_e2e::{admin::AdminApi, eventually, scenario::Scenario, temporal};
+use serde_json::json;
 
 #[tokio::test(flavor = "multi_thread")]
 async fn destinations_are_managed_through_the_api() {
     let mut s = Scenario::new().await;
     let (base, token) = s.deployment.admin_api();
     let process = s.deployment.start();
-    let api = Api {
-        base,
-        token,
-        http: reqwest::Client::new(),
-    };
+    let api = AdminApi::new(base, token);
     let team = s.team;
     let collection = format!("/v1/teams/{team}/destinations");
     eventually(Duration::from_secs(60), "the admin API", || async {

@@ -9,6 +9,7 @@ mod crash;
 mod dashboards;
 mod dead_letters;
 mod delivery;
+mod destination_store;
 mod health;
 mod histories;
 mod history;

@@ -3,6 +3,7 @@
 //! a running `make run`); real HTTP receivers; and the real `hookflow` binary run as a child
 //! process with a generated configuration.
 
+pub mod admin;
 pub mod events;
 pub mod hookflow;
 pub mod kafka;

@@ -33,9 +33,14 @@ pub struct RedisServer {
 impl RedisServer {
     /// Starts one on a free port.
     pub fn start() -> RedisServer {
-        let server = RedisServer { port: free_port() };
+        let server = RedisServer::down();
         server.restart();
         server
+    }
+
+    /// One on a free port that is not started yet (a Redis that is down at start).
+    pub fn down() -> RedisServer {
+        RedisServer { port: free_port() }
     }
 
     /// `redis://127.0.0.1:port`

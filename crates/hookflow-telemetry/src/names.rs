@@ -24,9 +24,14 @@ pub const WORKFLOW_STARTS: &str = "hookflow_workflow_starts_total";
 pub const WORKFLOW_STARTS_IN_FLIGHT: &str = "hookflow_workflow_starts_in_flight";
 /// Destinations loaded from the destination store.
 pub const DESTINATIONS_LOADED: &str = "hookflow_destinations_loaded";
-/// Reloads of the destinations file after it changed, by `result`: `ok`, `error` (the last
-/// good destinations stay in use).
+/// Reloads of the destination store after it changed, by `result`: `ok`, `error` (the last
+/// good destinations stay in use), `lost` (the Redis store came back without its version;
+/// the last good destinations stay in use).
 pub const DESTINATION_RELOADS: &str = "hookflow_destination_reloads_total";
+/// 1 while the Redis destination store is lost (it came back empty, without its version,
+/// after a set was loaded): the last good destinations are in use and changes are refused
+/// until it is restored.
+pub const DESTINATION_STORE_LOST: &str = "hookflow_destination_store_lost";
 /// Time to start one delivery workflow, seconds.
 pub const WORKFLOW_START_DURATION: &str = "hookflow_workflow_start_duration_seconds";
 /// HTTP attempts, by `class`: `2xx`…`5xx`, `timeout`, `connect`, `blocked`, `invalid`, `other`.
@@ -60,7 +65,7 @@ pub const REDIS_AVAILABLE: &str = "hookflow_redis_available";
 /// Redis commands that failed or timed out.
 pub const REDIS_ERRORS: &str = "hookflow_redis_errors_total";
 /// 1 while a component is ready, by `component`: `temporal`, `kafka_consumer`,
-/// `temporal_worker`, `redis`
+/// `temporal_worker`, `redis`, `destinations`
 /// (what `/_readiness` reports, for alerting).
 pub const COMPONENT_READY: &str = "hookflow_component_ready";
 /// Failed attempts by `endpoint` (`scheme://host:port` or the destination's key). Only

@@ -43,7 +43,7 @@ pub struct AdminState {
 }
 
 /// Every path the API serves; a test holds `docs/openapi.yaml` to exactly these.
-const PATHS: [&str; 10] = [
+const PATHS: [&str; 11] = [
     "/v1/teams/{team}/destinations",
     "/v1/teams/{team}/destinations/{id}",
     "/v1/teams/{team}/destinations/{id}/pause",
@@ -54,6 +54,7 @@ const PATHS: [&str; 10] = [
     "/v1/teams/{team}/destinations/{id}/cancel-pending",
     "/v1/teams/{team}/destinations/{id}/terminate-pending",
     "/v1/teams/{team}/destinations/{id}/deliveries/{event_uuid}/redeliver",
+    "/v1/destinations/restore",
 ];
 
 /// The API's routes.
@@ -69,6 +70,7 @@ pub fn router(state: AdminState) -> Router {
         .route(PATHS[7], post(cancel_pending))
         .route(PATHS[8], post(terminate_pending))
         .route(PATHS[9], post(redeliver))
+        .route(PATHS[10], post(restore))
         .layer(middleware::from_fn_with_state(state.clone(), authorize))
         .with_state(state)
 }
@@ -115,7 +117,10 @@ impl From<StoreError> for ApiError {
             StoreError::Invalid(_) => (StatusCode::BAD_REQUEST, None),
             StoreError::NotFound(_) => (StatusCode::NOT_FOUND, None),
             StoreError::Conflict(_) => (StatusCode::CONFLICT, Some("id")),
-            StoreError::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, None),
+            StoreError::Unavailable(_) | StoreError::Lost => {
+                (StatusCode::SERVICE_UNAVAILABLE, None)
+            }
+            StoreError::NotLost => (StatusCode::CONFLICT, None),
         };
         ApiError {
             status,
@@ -173,6 +178,12 @@ fn spec_of(
         }
     }
     serde_json::from_value(body).map_err(|e| ApiError::bad_request(e.to_string(), None))
+}
+
+/// Writes this process's last good destinations back to a lost store.
+async fn restore(State(state): State<AdminState>) -> Result<Json<Value>, ApiError> {
+    let restored = state.store.restore().await?;
+    Ok(Json(json!({ "restored": restored })))
 }
 
 async fn list(

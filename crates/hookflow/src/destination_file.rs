@@ -17,7 +17,7 @@ use anyhow::Context;
 use hookflow_core::{DestinationCatalog, DestinationSet, LiveDestinations, ValidationRules};
 
 use crate::destination_reload::{every, keep_last_good, swap_in};
-use hookflow_telemetry::names;
+use hookflow_telemetry::{health::HealthHandle, names};
 use tokio_util::sync::CancellationToken;
 
 /// Destinations from a file, reloaded on change into [`FileDestinations::live`].
@@ -50,9 +50,19 @@ impl FileDestinations {
         self.live.clone()
     }
 
-    /// Re-reads the file every `interval` until `shutdown`, swapping in every valid change.
-    pub async fn watch(self: Arc<Self>, interval: Duration, shutdown: CancellationToken) {
-        every(interval, shutdown, || async { self.reload() }).await;
+    /// Re-reads the file every `interval` until `shutdown`, swapping in every valid change;
+    /// each look at the file is a beat of `health`.
+    pub async fn watch(
+        self: Arc<Self>,
+        interval: Duration,
+        health: HealthHandle,
+        shutdown: CancellationToken,
+    ) {
+        every(interval, shutdown, || async {
+            self.reload();
+            health.beat();
+        })
+        .await;
     }
 
     /// Reloads the file if its content changed; keeps the old set when the new one is bad.
@@ -73,6 +83,14 @@ impl FileDestinations {
                 return;
             }
             last.clone_from(&text);
+        }
+        if text.trim().is_empty() && !self.live.is_empty() {
+            // Config managers and editors that truncate before writing leave this behind;
+            // removing every destination is written as a file without entries.
+            let error = "the file is empty: taken for a failed write (to remove every \
+                         destination, leave a comment in it)";
+            keep_last_good(&self.path.display(), &error);
+            return;
         }
         match DestinationSet::from_toml(&text, &self.rules) {
             Ok(set) => swap_in(&self.live, set, &self.path.display()),
@@ -113,5 +131,17 @@ mod tests {
         std::fs::remove_file(&path).expect("remove");
         store.reload();
         assert_eq!(live.len(), 2, "a missing file keeps the last good set too");
+
+        std::fs::write(&path, "\n").expect("write");
+        store.reload();
+        assert_eq!(
+            live.len(),
+            2,
+            "an empty file is a failed write, not a deletion"
+        );
+
+        std::fs::write(&path, "# no destinations for now\n").expect("write");
+        store.reload();
+        assert_eq!(live.len(), 0, "a file without entries removes them all");
     }
 }

@@ -1,13 +1,22 @@
 //! The Redis destination store, for deployments managed through the admin API: every
 //! destination is a JSON [`DestinationSpec`] in one Redis hash (`<prefix>:destinations`,
-//! field = id), and a counter (`<prefix>:destinations:version`) goes up on every change.
-//! Each hookflow process keeps the validated set in memory and re-reads the hash when the
-//! counter moved (checked every `destinations.reload_interval_ms`), so a change reaches
-//! every process within seconds. While Redis is unreachable the last set stays in use.
+//! field = id), and the hash's field `#version` goes up on every change. Each hookflow
+//! process keeps the validated set in memory and re-reads the hash when the version moved
+//! (checked every `destinations.reload_interval_ms`), so a change reaches every process
+//! within seconds. While Redis is unreachable the last set stays in use.
+//!
+//! The version lives inside the hash so that whatever empties the store (a Redis restart
+//! without persistence, a flush, an eviction) takes it too: a store without a version is
+//! never read as "every destination deleted". Before the first load the process does not
+//! consume (readiness names the store); after it, a store that comes back without its
+//! version is **lost**: the last good set stays in use, the loss is logged once, counted
+//! and exported for alerting, and writes are refused until an operator restores the store
+//! ([`RedisDestinations::restore`], `POST /v1/destinations/restore`) from this process's
+//! last good copy, or from a backup.
 
 use std::{
     collections::HashMap,
-    sync::{Arc, Mutex},
+    sync::{Arc, Mutex, MutexGuard},
     time::Duration,
 };
 
@@ -16,9 +25,23 @@ use hookflow_core::{
     ValidationRules,
 };
 use hookflow_http::{LinkError, RedisLink};
+use hookflow_telemetry::{health::HealthHandle, names};
+use tokio_util::sync::CancellationToken;
 
 use crate::destination_reload::{every, keep_last_good, swap_in};
-use tokio_util::sync::CancellationToken;
+
+/// The hash field holding the store's version. Destination ids are `[A-Za-z0-9_.-]`, so
+/// no destination can be called this.
+const VERSION_FIELD: &str = "#version";
+
+/// Writes every (field, value) pair of ARGV into the hash, unless it has a version: a
+/// restore never overwrites a store that came back or was rebuilt meanwhile. Returns 1
+/// when written.
+const RESTORE_SCRIPT: &str = r#"
+if redis.call('HEXISTS', KEYS[1], ARGV[1]) == 1 then return 0 end
+for i = 2, #ARGV, 2 do redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) end
+return 1
+"#;
 
 /// Why a change was refused.
 #[derive(Debug, thiserror::Error)]
@@ -35,6 +58,31 @@ pub enum StoreError {
     /// Redis did not answer.
     #[error(transparent)]
     Unavailable(#[from] LinkError),
+    /// The store came back without its version; changes wait for a restore.
+    #[error(
+        "the destination store in redis was lost (it came back without its version); \
+         hookflow keeps delivering with the last good destinations, and changes are refused \
+         until it is restored (POST /v1/destinations/restore)"
+    )]
+    Lost,
+    /// A restore was asked of a store that is not lost.
+    #[error("the destination store is not lost: nothing to restore")]
+    NotLost,
+}
+
+/// What was loaded last: the version and the stored JSON of every destination.
+struct Snapshot {
+    version: u64,
+    specs: HashMap<String, String>,
+}
+
+enum StoreState {
+    /// Nothing loaded yet; the process must not act on an empty set.
+    NotLoaded,
+    /// The set of this snapshot is in use.
+    Loaded(Snapshot),
+    /// The store lost its version after this snapshot was loaded; its set stays in use.
+    Lost(Snapshot),
 }
 
 /// Destinations kept in Redis, loaded into [`RedisDestinations::live`].
@@ -42,27 +90,38 @@ pub struct RedisDestinations {
     redis: RedisLink,
     rules: ValidationRules,
     key: String,
-    version_key: String,
     live: Arc<LiveDestinations>,
-    /// The version of the loaded set; `None` before the first load.
-    loaded: Mutex<Option<u64>>,
+    state: Mutex<StoreState>,
+    health: HealthHandle,
+    loaded: tokio::sync::watch::Sender<bool>,
+    restore_script: redis::Script,
 }
 
 impl RedisDestinations {
-    /// The store; loads what Redis holds now, or starts empty (and keeps trying) when Redis
-    /// is unreachable.
-    pub async fn open(redis: RedisLink, rules: ValidationRules) -> RedisDestinations {
+    /// The store; loads what Redis holds now. `health` is not ready until a load
+    /// succeeded, with the reason.
+    pub async fn open(
+        redis: RedisLink,
+        rules: ValidationRules,
+        health: HealthHandle,
+    ) -> RedisDestinations {
+        metrics::gauge!(names::DESTINATION_STORE_LOST).set(0.0);
+        let key = redis.key(&["destinations"]);
+        health.set_ready(
+            false,
+            format!("destinations: loading the redis store {key}"),
+        );
         let store = RedisDestinations {
-            key: redis.key(&["destinations"]),
-            version_key: redis.key(&["destinations", "version"]),
+            key,
             redis,
             rules,
             live: Arc::default(),
-            loaded: Mutex::new(None),
+            state: Mutex::new(StoreState::NotLoaded),
+            health,
+            loaded: tokio::sync::watch::Sender::new(false),
+            restore_script: redis::Script::new(RESTORE_SCRIPT),
         };
-        if let Err(error) = store.refresh().await {
-            tracing::warn!(%error, "destinations not loaded from redis yet; retrying");
-        }
+        store.refresh_and_report().await;
         store
     }
 
@@ -71,33 +130,60 @@ impl RedisDestinations {
         self.live.clone()
     }
 
+    /// Resolves once a set has been loaded; `false` when `shutdown` came first.
+    pub async fn wait_loaded(&self, shutdown: &CancellationToken) -> bool {
+        let mut loaded = self.loaded.subscribe();
+        tokio::select! {
+            result = loaded.wait_for(|loaded| *loaded) => result.is_ok(),
+            _ = shutdown.cancelled() => false,
+        }
+    }
+
     /// Re-reads the destinations whenever the version moves, until `shutdown`.
     pub async fn watch(self: Arc<Self>, interval: Duration, shutdown: CancellationToken) {
         every(interval, shutdown, || async {
-            if let Err(error) = self.refresh().await {
-                tracing::debug!(%error, "destinations not refreshed from redis");
-            }
+            self.refresh_and_report().await;
+            self.health.beat();
         })
         .await;
     }
 
-    /// Reloads from Redis if the version changed.
-    pub async fn refresh(&self) -> Result<(), LinkError> {
-        let version_key = self.version_key.clone();
-        let version: Option<u64> = self
-            .redis
-            .run(
-                |mut c| async move { redis::cmd("GET").arg(version_key).query_async(&mut c).await },
-            )
-            .await?;
-        let version = version.unwrap_or(0);
-        if *self.loaded() == Some(version) {
-            return Ok(());
+    async fn refresh_and_report(&self) {
+        if let Err(error) = self.refresh().await {
+            if matches!(*self.state(), StoreState::NotLoaded) {
+                let reason = format!("destinations: the redis store is not loaded yet: {error}");
+                self.health.set_ready(false, reason);
+            }
+            tracing::debug!(%error, "destinations not refreshed from redis");
         }
-        let specs = self.all_specs().await?;
+    }
+
+    /// Reloads from Redis if the version changed; notices a store that lost its version.
+    pub async fn refresh(&self) -> Result<(), LinkError> {
+        let version = self.stored_version().await?;
+        match (&*self.state(), version) {
+            (StoreState::Loaded(snapshot), Some(v)) if snapshot.version == v => return Ok(()),
+            (StoreState::Lost(_), None) => return Ok(()),
+            _ => {}
+        }
+        // One read of the whole hash, version included, so the set and its version agree.
+        let mut specs = self.stored().await?;
+        let version = specs
+            .remove(VERSION_FIELD)
+            .and_then(|v| v.parse::<u64>().ok());
+        let Some(version) = version else {
+            self.no_version();
+            return Ok(());
+        };
         let mut destinations = Vec::new();
-        for spec in specs.into_values() {
-            let id = spec.id.clone();
+        for (id, json) in &specs {
+            let spec = match serde_json::from_str::<DestinationSpec>(json) {
+                Ok(spec) => spec,
+                Err(error) => {
+                    tracing::error!(destination = %id, %error, "unreadable destination in redis skipped");
+                    continue;
+                }
+            };
             match spec.validate_one(&self.rules) {
                 Ok(destination) => destinations.push(destination),
                 Err(error) => {
@@ -107,23 +193,97 @@ impl RedisDestinations {
         }
         match DestinationSet::new(destinations) {
             Ok(set) => swap_in(&self.live, set, &"redis"),
+            // A version that cannot be used is reported once, not every second: the next
+            // change bumps the version.
             Err(error) => keep_last_good(&"redis", &error),
         }
-        // A version that cannot be used is reported once, not every second: the next change
-        // bumps the version.
-        *self.loaded() = Some(version);
+        let was_lost = matches!(*self.state(), StoreState::Lost(_));
+        *self.state() = StoreState::Loaded(Snapshot { version, specs });
+        if was_lost {
+            metrics::gauge!(names::DESTINATION_STORE_LOST).set(0.0);
+            tracing::info!(
+                version,
+                "the destination store in redis is back; its set is in use"
+            );
+        }
+        self.health.set_ready(true, "");
+        self.loaded.send_replace(true);
         Ok(())
+    }
+
+    /// The store has no version: never written (nothing to load yet), or lost.
+    fn no_version(&self) {
+        let mut state = self.state();
+        match std::mem::replace(&mut *state, StoreState::NotLoaded) {
+            StoreState::NotLoaded => {
+                drop(state);
+                self.health.set_ready(
+                    false,
+                    format!(
+                        "destinations: the redis store {} has no version: it was never written \
+                         (create a destination through the admin API) or it was lost (restore \
+                         it from a backup)",
+                        self.key
+                    ),
+                );
+            }
+            StoreState::Loaded(snapshot) | StoreState::Lost(snapshot) => {
+                tracing::error!(
+                    key = %self.key,
+                    destinations = snapshot.specs.len(),
+                    version = snapshot.version,
+                    "the destination store in redis came back without its version (a restart \
+                     without persistence, a flush or an eviction): keeping the last good \
+                     destinations and refusing changes until it is restored \
+                     (POST /v1/destinations/restore)"
+                );
+                metrics::counter!(names::DESTINATION_RELOADS, "result" => "lost").increment(1);
+                metrics::gauge!(names::DESTINATION_STORE_LOST).set(1.0);
+                *state = StoreState::Lost(snapshot);
+            }
+        }
+    }
+
+    /// Writes the last good destinations back to a lost store, under a new version; how
+    /// many. Refused when the store is not lost, or has been rebuilt meanwhile.
+    pub async fn restore(&self) -> Result<usize, StoreError> {
+        let (invocation, count) = {
+            let state = self.state();
+            let StoreState::Lost(snapshot) = &*state else {
+                return Err(StoreError::NotLost);
+            };
+            let mut invocation = self.restore_script.key(&self.key);
+            invocation
+                .arg(VERSION_FIELD)
+                .arg(VERSION_FIELD)
+                .arg(snapshot.version + 1);
+            for (id, json) in &snapshot.specs {
+                invocation.arg(id).arg(json);
+            }
+            (invocation, snapshot.specs.len())
+        };
+        let written: i32 = self
+            .redis
+            .run(|mut c| async move { invocation.invoke_async(&mut c).await })
+            .await?;
+        if written == 0 {
+            return Err(StoreError::NotLost);
+        }
+        tracing::warn!(
+            destinations = count,
+            "destination store restored from the last good copy"
+        );
+        self.refresh().await?;
+        Ok(count)
     }
 
     /// Every destination's spec, by id.
     pub async fn all_specs(&self) -> Result<HashMap<String, DestinationSpec>, LinkError> {
-        let key = self.key.clone();
-        let stored: HashMap<String, String> = self
-            .redis
-            .run(|mut c| async move { redis::cmd("HGETALL").arg(key).query_async(&mut c).await })
-            .await?;
-        Ok(stored
+        Ok(self
+            .stored()
+            .await?
             .into_iter()
+            .filter(|(id, _)| id != VERSION_FIELD)
             .filter_map(|(id, json)| match serde_json::from_str(&json) {
                 Ok(spec) => Some((id, spec)),
                 Err(error) => {
@@ -157,6 +317,7 @@ impl RedisDestinations {
     /// Writes `spec` after validating it (alone and with the others: endpoint limits must
     /// agree). `create` refuses an existing id; otherwise the id must exist.
     pub async fn put(&self, spec: DestinationSpec, create: bool) -> Result<(), StoreError> {
+        self.refuse_while_lost()?;
         let destination = spec.clone().validate_one(&self.rules)?;
         let mut others: Vec<Destination> = self
             .all_specs()
@@ -168,7 +329,7 @@ impl RedisDestinations {
         others.push(destination);
         DestinationSet::new(others)?;
         let json = serde_json::to_string(&spec).unwrap_or_default();
-        let (key, version_key, id) = (self.key.clone(), self.version_key.clone(), spec.id.clone());
+        let (key, id) = (self.key.clone(), spec.id.clone());
         let written: i64 = self
             .redis
             .run(|mut c| async move {
@@ -180,8 +341,10 @@ impl RedisDestinations {
                     .arg(&key)
                     .arg(&id)
                     .arg(&json)
-                    .cmd("INCR")
-                    .arg(&version_key)
+                    .cmd("HINCRBY")
+                    .arg(&key)
+                    .arg(VERSION_FIELD)
+                    .arg(1)
                     .query_async(&mut c)
                     .await?;
                 Ok(written)
@@ -196,8 +359,9 @@ impl RedisDestinations {
 
     /// Deletes a team's destination.
     pub async fn delete(&self, team_id: i64, id: &str) -> Result<(), StoreError> {
+        self.refuse_while_lost()?;
         self.spec(team_id, id).await?;
-        let (key, version_key, field) = (self.key.clone(), self.version_key.clone(), id.to_owned());
+        let (key, field) = (self.key.clone(), id.to_owned());
         self.redis
             .run(|mut c| async move {
                 redis::pipe()
@@ -205,8 +369,10 @@ impl RedisDestinations {
                     .cmd("HDEL")
                     .arg(&key)
                     .arg(&field)
-                    .cmd("INCR")
-                    .arg(&version_key)
+                    .cmd("HINCRBY")
+                    .arg(&key)
+                    .arg(VERSION_FIELD)
+                    .arg(1)
                     .query_async::<(i64, i64)>(&mut c)
                     .await
             })
@@ -215,8 +381,39 @@ impl RedisDestinations {
         Ok(())
     }
 
-    fn loaded(&self) -> std::sync::MutexGuard<'_, Option<u64>> {
-        self.loaded
+    /// A change to a lost store would make its few new entries the whole set, and every
+    /// other destination's pending deliveries would end as deleted: restore first.
+    fn refuse_while_lost(&self) -> Result<(), StoreError> {
+        match *self.state() {
+            StoreState::Lost(_) => Err(StoreError::Lost),
+            _ => Ok(()),
+        }
+    }
+
+    async fn stored_version(&self) -> Result<Option<u64>, LinkError> {
+        let key = self.key.clone();
+        let version: Option<String> = self
+            .redis
+            .run(|mut c| async move {
+                redis::cmd("HGET")
+                    .arg(key)
+                    .arg(VERSION_FIELD)
+                    .query_async(&mut c)
+                    .await
+            })
+            .await?;
+        Ok(version.and_then(|v| v.parse().ok()))
+    }
+
+    async fn stored(&self) -> Result<HashMap<String, String>, LinkError> {
+        let key = self.key.clone();
+        self.redis
+            .run(|mut c| async move { redis::cmd("HGETALL").arg(key).query_async(&mut c).await })
+            .await
+    }
+
+    fn state(&self) -> MutexGuard<'_, StoreState> {
+        self.state
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }

@@ -41,11 +41,13 @@ pub fn load_destinations(settings: &Settings) -> anyhow::Result<FileDestinations
     FileDestinations::load(&settings.destinations.file, rules)
 }
 
-/// The destination store the settings name, watched for changes; the Redis store is also
-/// returned for the admin API.
+/// The destination store the settings name, watched for changes and reporting to
+/// `health`; the Redis store is also returned for the admin API and to wait for its first
+/// load.
 async fn open_destinations(
     settings: &Settings,
     redis: Option<RedisLink>,
+    health: HealthHandle,
     shutdown: &CancellationToken,
 ) -> anyhow::Result<(Arc<dyn DestinationCatalog>, Option<Arc<RedisDestinations>>)> {
     let interval = Duration::from_millis(settings.destinations.reload_interval_ms);
@@ -54,12 +56,13 @@ async fn open_destinations(
         let rules = ValidationRules {
             allowed_hosts: settings.http.allowed_hosts.clone(),
         };
-        let store = Arc::new(RedisDestinations::open(redis, rules).await);
+        let store = Arc::new(RedisDestinations::open(redis, rules, health).await);
         tokio::spawn(store.clone().watch(interval, shutdown.clone()));
         return Ok((store.live(), Some(store)));
     }
     let store = Arc::new(load_destinations(settings)?);
-    tokio::spawn(store.clone().watch(interval, shutdown.clone()));
+    health.set_ready(true, "");
+    tokio::spawn(store.clone().watch(interval, health, shutdown.clone()));
     Ok((store.live(), None))
 }
 
@@ -120,16 +123,18 @@ pub async fn run(settings: Settings, role: Role) -> anyhow::Result<()> {
     let shutdown = CancellationToken::new();
     tokio::spawn(cancel_on_signal(shutdown.clone()));
     let redis = RedisLink::new(&settings.redis).context("redis.url")?;
-    let (destinations, managed) = open_destinations(&settings, redis.clone(), &shutdown).await?;
+    let health = Health::default();
+    let destinations_health = health.register("destinations", PROBE_DEADLINE);
+    let (destinations, managed) =
+        open_destinations(&settings, redis.clone(), destinations_health, &shutdown).await?;
     tracing::info!(
         destinations = destinations.len(),
         ?role,
         "hookflow starting"
     );
 
-    // The operations listener comes up first, so probes see "not ready" while Temporal is
-    // still being reached rather than no answer at all.
-    let health = Health::default();
+    // The operations listener comes up before Temporal is reached, so probes see "not
+    // ready" with a reason rather than no answer at all.
     let ops_address = settings.telemetry.ops_address;
     let listener = tokio::net::TcpListener::bind(ops_address)
         .await
@@ -156,14 +161,25 @@ pub async fn run(settings: Settings, role: Role) -> anyhow::Result<()> {
     let Some(client) = connect_temporal(&settings, &shutdown, &temporal_health).await else {
         return Ok(());
     };
-    if let Some(store) = managed {
-        serve_admin(&settings, store, client.clone(), &shutdown).await?;
+    if let Some(store) = &managed {
+        serve_admin(&settings, store.clone(), client.clone(), &shutdown).await?;
     }
     tokio::spawn(hookflow_temporal::connection::probe(
         client.clone(),
         temporal_health,
         shutdown.clone().cancelled_owned(),
     ));
+    // An empty set before the first load would skip every event and end every pending
+    // retry as deleted: neither the consumer nor the worker starts until the store loaded.
+    if let Some(store) = &managed {
+        if !store.wait_loaded(&shutdown).await {
+            return Ok(());
+        }
+        tracing::info!(
+            destinations = destinations.len(),
+            "destinations loaded from redis"
+        );
+    }
 
     let consumer = if role != Role::Worker {
         let scheduler = Arc::new(TemporalScheduler::new(
