@@ -17,3 +17,4 @@ mod isolation;
 mod outcomes;
 mod retries;
 mod ssrf;
+mod start_errors;

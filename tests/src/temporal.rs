@@ -8,15 +8,21 @@ use temporalio_client::errors::WorkflowGetResultError;
 
 /// A client of the shared Temporal server, once the server answers.
 pub async fn client(address: &str) -> Client {
+    client_in(address, "default").await
+}
+
+/// A client of `namespace` on the Temporal server at `address`, once it answers.
+pub async fn client_in(address: &str, namespace: &str) -> Client {
     let settings = TemporalSettings {
         address: address.to_owned(),
-        namespace: "default".into(),
+        namespace: namespace.into(),
         task_queue: "unused".into(),
         api_key: None,
         tls: None,
         connect_timeout_ms: 5_000,
         history_max_rounds_per_run: 100,
         history_max_input_bytes_per_run: 4 << 20,
+        max_input_bytes: 2_000_000,
     };
     crate::eventually(Duration::from_secs(60), "Temporal to answer", || {
         let settings = settings.clone();
@@ -36,6 +42,31 @@ pub async fn count(client: &Client, query: &str) -> usize {
         .await
         .expect("count workflows")
         .count()
+}
+
+/// The static summary the Temporal UI shows for workflow `id`.
+pub async fn summary(client: &Client, id: &str) -> Option<String> {
+    client
+        .get_workflow_handle::<DeliveryWorkflow>(id)
+        .describe(Default::default())
+        .await
+        .expect("describe")
+        .static_summary()
+        .map(str::to_owned)
+}
+
+/// Creates a namespace on the server at `address` (`http://host:port`) with the CLI.
+pub fn create_namespace(address: &str, namespace: &str) {
+    let out = std::process::Command::new("temporal")
+        .args(["operator", "namespace", "create", "--namespace", namespace])
+        .args(["--address", address.trim_start_matches("http://")])
+        .output()
+        .expect("temporal CLI");
+    assert!(
+        out.status.success(),
+        "creating namespace {namespace}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 /// Waits for the delivery workflow `id` to exist and finish, and returns its result.

@@ -32,4 +32,4 @@ pub use retry::{
     AttemptError, AttemptErrorKind, AttemptReport, AttemptStep, DeliveryOutcome, DeliveryResult,
     RetryDecision, RetryPolicy,
 };
-pub use scheduler::{DeliveryScheduler, ScheduleError, ScheduleOutcome};
+pub use scheduler::{DeliveryScheduler, ScheduleError, ScheduleErrorKind, ScheduleOutcome};

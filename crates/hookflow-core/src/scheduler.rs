@@ -26,15 +26,28 @@ impl ScheduleOutcome {
     }
 }
 
+/// Whose problem a failed start is, which decides what the consumer does with it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ScheduleErrorKind {
+    /// The workflow service is unreachable or overloaded: the same start may succeed soon.
+    Unavailable,
+    /// The service refused the start for a reason of the deployment (an unknown namespace,
+    /// unregistered search attributes, missing permissions, a namespace failing over): no
+    /// event can start until an operator fixes it, so consumption stops meanwhile.
+    Deployment,
+    /// This event can never be started (its input is over the payload limit or cannot be
+    /// encoded): it goes to the dead-letter topic.
+    Event,
+}
+
 /// Why a delivery could not be started.
 #[derive(Debug, thiserror::Error)]
 #[error("{message}")]
 pub struct ScheduleError {
     /// What went wrong.
     pub message: String,
-    /// True when the same start may succeed later (the workflow service is unreachable or
-    /// overloaded); false when it never will (the input cannot be encoded).
-    pub retryable: bool,
+    /// Whose problem it is.
+    pub kind: ScheduleErrorKind,
 }
 
 /// Starts delivery workflows.

@@ -10,6 +10,7 @@ pub mod dead_letter;
 pub mod offsets;
 pub mod outcomes;
 pub mod pipeline;
+pub mod start_gate;
 
 pub use backoff::{Backoff, StartBackoff};
 pub use consumer::{ConsumerError, KafkaSettings};

@@ -1,20 +1,25 @@
 //! What happens to one Kafka message: parse it against the contract, find the destinations
-//! that want it, and start one delivery per destination, retrying starts while the workflow
-//! service is unavailable. The result tells the consumer whether the message is done (and
-//! may be committed), must be dead-lettered, or was interrupted by shutdown.
+//! that want it, and start one delivery per destination through the [`StartGate`], retrying
+//! while Temporal is unavailable or refuses starts for a reason of the deployment. Only a
+//! start the event itself makes impossible dead-letters it. The result tells the consumer
+//! whether the message is done (and may be committed), must be dead-lettered, or was
+//! interrupted by shutdown.
 
 use std::sync::Arc;
 
 use futures::future::join_all;
 use hookflow_core::{
-    ActionMatchedEvent, DeliveryDefaults, DeliveryScheduler, DestinationCatalog, ScheduleOutcome,
-    plan_deliveries,
+    ActionMatchedEvent, DeliveryDefaults, DeliveryInput, DeliveryScheduler, DestinationCatalog,
+    ScheduleError, ScheduleErrorKind, ScheduleOutcome, plan_deliveries,
 };
-use hookflow_telemetry::names;
+use hookflow_telemetry::{health::HealthHandle, names};
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
-use crate::backoff::{Backoff, StartBackoff};
+use crate::{
+    backoff::{Backoff, StartBackoff},
+    start_gate::{Entry, StartGate},
+};
 
 /// How a message ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -61,18 +66,21 @@ pub struct Pipeline<S> {
     destinations: Arc<dyn DestinationCatalog>,
     defaults: DeliveryDefaults,
     starts: Arc<Semaphore>,
+    gate: StartGate,
     backoff: StartBackoff,
     shutdown: CancellationToken,
 }
 
 impl<S: DeliveryScheduler> Pipeline<S> {
-    /// A pipeline with at most `max_starts_in_flight` concurrent starts.
+    /// A pipeline with at most `max_starts_in_flight` concurrent starts, reporting to
+    /// `starts_health` whether Temporal accepts them.
     pub fn new(
         scheduler: Arc<S>,
         destinations: Arc<dyn DestinationCatalog>,
         defaults: DeliveryDefaults,
         max_starts_in_flight: usize,
         backoff: StartBackoff,
+        starts_health: HealthHandle,
         shutdown: CancellationToken,
     ) -> Self {
         Pipeline {
@@ -80,6 +88,7 @@ impl<S: DeliveryScheduler> Pipeline<S> {
             destinations,
             defaults,
             starts: Arc::new(Semaphore::new(max_starts_in_flight.max(1))),
+            gate: StartGate::new(starts_health),
             backoff,
             shutdown,
         }
@@ -141,69 +150,102 @@ impl<S: DeliveryScheduler> Pipeline<S> {
         MessageOutcome::Started { started, existing }
     }
 
-    /// Starts one delivery, retrying while the failure is retryable. `Err(Some)` is a
-    /// permanent failure, `Err(None)` an interruption by shutdown.
-    async fn start(
-        &self,
-        delivery: &hookflow_core::DeliveryInput,
-    ) -> Result<ScheduleOutcome, Option<String>> {
+    /// Starts one delivery through the gate, retrying until it starts unless the event
+    /// itself cannot be started. `Err(Some)` is the event's failure (dead-letter it),
+    /// `Err(None)` an interruption by shutdown.
+    async fn start(&self, delivery: &DeliveryInput) -> Result<ScheduleOutcome, Option<String>> {
         let mut backoff = Backoff::new(self.backoff);
+        let mut probe = None;
         loop {
-            let outcome = {
-                let _permit = self.starts.acquire().await.map_err(|_| None)?;
-                let started = std::time::Instant::now();
-                metrics::gauge!(names::WORKFLOW_STARTS_IN_FLIGHT).increment(1);
-                let outcome = self.scheduler.schedule(delivery).await;
-                metrics::gauge!(names::WORKFLOW_STARTS_IN_FLIGHT).decrement(1);
-                metrics::histogram!(names::WORKFLOW_START_DURATION)
-                    .record(started.elapsed().as_secs_f64());
-                outcome
-            };
-            match outcome {
+            if probe.is_none() {
+                match self.gate.enter(&self.shutdown).await.ok_or(None)? {
+                    Entry::Open => {}
+                    Entry::Probe(permit) => probe = Some(permit),
+                }
+            }
+            match self.schedule_once(delivery).await {
                 Ok(outcome) => {
-                    metrics::counter!(names::WORKFLOW_STARTS, "result" => outcome.as_str())
-                        .increment(1);
+                    self.gate.succeeded();
                     return Ok(outcome);
                 }
+                Err(error) if error.kind == ScheduleErrorKind::Event => {
+                    tracing::error!(delivery_id = %delivery.delivery_id, %error, "delivery cannot be started");
+                    return Err(Some(error.message));
+                }
                 Err(error) => {
-                    metrics::counter!(names::WORKFLOW_STARTS, "result" => "failed").increment(1);
-                    if !error.retryable {
-                        tracing::error!(delivery_id = %delivery.delivery_id, %error, "delivery cannot be started");
-                        return Err(Some(error.message));
+                    self.gate.failed(&error);
+                    // Not the probe: wait at the gate (it opens, or this becomes the probe).
+                    if probe.is_none() {
+                        continue;
                     }
-                    tracing::warn!(delivery_id = %delivery.delivery_id, %error, retry_in_ms = backoff.next_wait().as_millis() as u64, "delivery start failed; retrying");
+                    tracing::debug!(delivery_id = %delivery.delivery_id, %error, retry_in_ms = backoff.next_wait().as_millis() as u64, "delivery start failed; retrying");
+                    if !backoff.wait(&self.shutdown).await {
+                        return Err(None);
+                    }
                 }
             }
-            if !backoff.wait(&self.shutdown).await {
-                return Err(None);
-            }
         }
+    }
+
+    /// One start request, within the starts-in-flight bound, measured.
+    async fn schedule_once(
+        &self,
+        delivery: &DeliveryInput,
+    ) -> Result<ScheduleOutcome, ScheduleError> {
+        let Ok(_permit) = self.starts.acquire().await else {
+            return Err(ScheduleError {
+                message: "the pipeline is shutting down".into(),
+                kind: ScheduleErrorKind::Unavailable,
+            });
+        };
+        let started = std::time::Instant::now();
+        metrics::gauge!(names::WORKFLOW_STARTS_IN_FLIGHT).increment(1);
+        let outcome = self.scheduler.schedule(delivery).await;
+        metrics::gauge!(names::WORKFLOW_STARTS_IN_FLIGHT).decrement(1);
+        metrics::histogram!(names::WORKFLOW_START_DURATION).record(started.elapsed().as_secs_f64());
+        let result = match &outcome {
+            Ok(outcome) => outcome.as_str(),
+            Err(_) => "failed",
+        };
+        metrics::counter!(names::WORKFLOW_STARTS, "result" => result).increment(1);
+        outcome
     }
 }
 
 #[cfg(test)]
 mod tests {
-    use std::{sync::Mutex, time::Duration};
+    use std::{
+        sync::{
+            Mutex,
+            atomic::{AtomicUsize, Ordering},
+        },
+        time::Duration,
+    };
 
-    use hookflow_core::{DeliveryInput, ScheduleError, destination::DestinationSet};
+    use hookflow_core::destination::DestinationSet;
+    use hookflow_telemetry::health::Health;
 
     use super::*;
 
     /// An in-process scheduler for testing the pipeline's pure logic; the end-to-end tests
-    /// use the real Temporal starter.
+    /// use the real Temporal starter. Each call takes 10 ms (of the paused clock).
     #[derive(Default)]
     struct RecordingScheduler {
         started: Mutex<Vec<String>>,
         failures_before_success: Mutex<u32>,
-        permanent_failure: bool,
+        failure: Option<ScheduleErrorKind>,
+        event_failure: bool,
+        calls: AtomicUsize,
     }
 
     impl DeliveryScheduler for RecordingScheduler {
         async fn schedule(&self, input: &DeliveryInput) -> Result<ScheduleOutcome, ScheduleError> {
-            if self.permanent_failure {
+            self.calls.fetch_add(1, Ordering::SeqCst);
+            tokio::time::sleep(Duration::from_millis(10)).await;
+            if self.event_failure {
                 return Err(ScheduleError {
                     message: "bad input".into(),
-                    retryable: false,
+                    kind: ScheduleErrorKind::Event,
                 });
             }
             {
@@ -211,8 +253,8 @@ mod tests {
                 if *failures > 0 {
                     *failures -= 1;
                     return Err(ScheduleError {
-                        message: "unavailable".into(),
-                        retryable: true,
+                        message: "refused".into(),
+                        kind: self.failure.unwrap_or(ScheduleErrorKind::Unavailable),
                     });
                 }
             }
@@ -255,6 +297,14 @@ mod tests {
         scheduler: Arc<RecordingScheduler>,
         shutdown: CancellationToken,
     ) -> Pipeline<RecordingScheduler> {
+        pipeline_with_health(scheduler, shutdown, &Health::default())
+    }
+
+    fn pipeline_with_health(
+        scheduler: Arc<RecordingScheduler>,
+        shutdown: CancellationToken,
+        health: &Health,
+    ) -> Pipeline<RecordingScheduler> {
         let backoff = StartBackoff {
             initial: Duration::from_millis(100),
             max: Duration::from_secs(1),
@@ -265,6 +315,7 @@ mod tests {
             DeliveryDefaults::default(),
             4,
             backoff,
+            health.register_readiness("temporal_starts"),
             shutdown,
         )
     }
@@ -362,7 +413,7 @@ mod tests {
         assert_eq!(scheduler.started.lock().expect("lock").len(), 2);
 
         let broken = Arc::new(RecordingScheduler {
-            permanent_failure: true,
+            event_failure: true,
             ..Default::default()
         });
         let p = pipeline(broken, CancellationToken::new());
@@ -389,5 +440,64 @@ mod tests {
             shutdown.cancel();
         });
         assert_eq!(outcome, MessageOutcome::Interrupted);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_deployment_refusal_closes_the_gate_one_probe_retries_and_nothing_is_dead_lettered() {
+        // Six messages for one destination each; the first twelve starts are refused.
+        let scheduler = Arc::new(RecordingScheduler {
+            failures_before_success: Mutex::new(12),
+            failure: Some(ScheduleErrorKind::Deployment),
+            ..Default::default()
+        });
+        let health = Health::default();
+        let p = pipeline_with_health(scheduler.clone(), CancellationToken::new(), &health);
+        let messages: Vec<Vec<u8>> = (0..6)
+            .map(|i| {
+                let mut e: serde_json::Value =
+                    serde_json::from_slice(&event(2, &[(5, "x")])).expect("json");
+                e["uuid"] = format!("0190f3a4-0000-7000-8000-00000000001{i}").into();
+                e.to_string().into_bytes()
+            })
+            .collect();
+        // The six first tries fail together; then one probe retries after 100, 200, 400,
+        // 800 ms. Six messages retrying each on its own would have used up the twelve
+        // refusals within about 100 ms.
+        let while_refused = async {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            let report = health.readiness();
+            let reason = report.components["temporal_starts"].reason.clone();
+            (
+                report.healthy,
+                reason,
+                scheduler.calls.load(Ordering::SeqCst),
+            )
+        };
+        let (outcomes, (healthy, reason, calls)) = tokio::join!(
+            futures::future::join_all(messages.iter().map(|m| p.process(Some(m), None))),
+            while_refused
+        );
+        assert!(!healthy, "not ready while starts are refused");
+        assert!(
+            reason.contains("temporal refuses workflow starts"),
+            "{reason}"
+        );
+        assert_eq!(
+            calls,
+            6 + 4,
+            "after the first refusals only the probe tried"
+        );
+        for outcome in outcomes {
+            let started = MessageOutcome::Started {
+                started: 1,
+                existing: 0,
+            };
+            assert_eq!(outcome, started, "nothing dead-lettered");
+        }
+        assert_eq!(scheduler.started.lock().expect("lock").len(), 6);
+        assert!(
+            health.readiness().healthy,
+            "ready again after a start succeeded"
+        );
     }
 }

@@ -81,6 +81,12 @@ impl Health {
         }
     }
 
+    /// Registers a component that only reports readiness (it has no loop that could stall,
+    /// so it never fails liveness). It starts not ready.
+    pub fn register_readiness(&self, name: &'static str) -> HealthHandle {
+        self.register(name, Duration::MAX)
+    }
+
     fn report(&self, verdict: impl Fn(&ComponentStatus) -> bool) -> HealthReport {
         let now = Instant::now();
         let components: BTreeMap<&'static str, ComponentStatus> = self

@@ -65,7 +65,8 @@ pub const REDIS_AVAILABLE: &str = "hookflow_redis_available";
 /// Redis commands that failed or timed out.
 pub const REDIS_ERRORS: &str = "hookflow_redis_errors_total";
 /// 1 while a component is ready, by `component`: `temporal`, `kafka_consumer`,
-/// `temporal_worker`, `redis`, `destinations`
+/// `temporal_worker`, `redis`, `destinations`, `temporal_starts` (Temporal accepts workflow
+/// starts; not ready while it refuses them and consumption waits)
 /// (what `/_readiness` reports, for alerting).
 pub const COMPONENT_READY: &str = "hookflow_component_ready";
 /// Failed attempts by `endpoint` (`scheme://host:port` or the destination's key). Only

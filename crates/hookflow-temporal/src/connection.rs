@@ -35,6 +35,14 @@ pub struct TemporalSettings {
     /// continues as new.
     #[serde(default = "default_history_max_input_bytes")]
     pub history_max_input_bytes_per_run: u64,
+    /// The largest delivery input (mostly the event) a workflow start may carry; a larger
+    /// event is dead-lettered. Temporal refuses payloads over 2 MB by default.
+    #[serde(default = "default_max_input_bytes")]
+    pub max_input_bytes: usize,
+}
+
+fn default_max_input_bytes() -> usize {
+    2_000_000
 }
 
 fn default_history_max_rounds() -> u32 {
@@ -72,6 +80,7 @@ impl std::fmt::Debug for TemporalSettings {
                 "history_max_input_bytes_per_run",
                 &self.history_max_input_bytes_per_run,
             )
+            .field("max_input_bytes", &self.max_input_bytes)
             .finish()
     }
 }

@@ -2,40 +2,71 @@
 //! id-reuse policy `RejectDuplicate` and conflict policy `UseExisting`, so a second start of
 //! the same pair either joins the running workflow or is answered "already started"; both
 //! mean the pair is delivered or delivering.
+//!
+//! A failed start says whose problem it is ([`ScheduleErrorKind`]): only what the event
+//! itself causes (an input over the payload limit, one that cannot be encoded) is the
+//! event's, and is checked before the request where it can be; every refusal of a
+//! well-formed start is the deployment's (namespace, search attributes, permissions), so it
+//! stops consumption instead of dead-lettering all traffic. Values derived from the event
+//! are kept within Temporal's limits, so an odd event cannot cause a refusal.
 
-use hookflow_core::{DeliveryInput, DeliveryScheduler, ScheduleError, ScheduleOutcome};
+use hookflow_core::{
+    DeliveryInput, DeliveryScheduler, ScheduleError, ScheduleErrorKind, ScheduleOutcome,
+};
 use temporalio_client::{
     Client, WorkflowIdConflictPolicy, WorkflowIdReusePolicy, WorkflowStartOptions,
-    errors::WorkflowStartError, tonic::Code,
+    errors::WorkflowStartError,
+    tonic::{Code, Status},
 };
 
 use crate::{search_attributes, workflow::DeliveryWorkflow};
+
+/// Temporal refuses a workflow summary over 400 bytes by default; this leaves room for the
+/// JSON quotes and escapes of the payload.
+pub const MAX_SUMMARY_BYTES: usize = 200;
+
+/// The server's refusal of a payload over its blob size limit (2 MB by default).
+const BLOB_TOO_LARGE: &str = "Blob data size exceeds limit";
 
 /// Starts delivery workflows on one task queue.
 #[derive(Clone)]
 pub struct TemporalScheduler {
     client: Client,
     task_queue: String,
+    max_input_bytes: usize,
 }
 
 impl TemporalScheduler {
-    /// A scheduler that starts workflows on `task_queue`.
-    pub fn new(client: Client, task_queue: impl Into<String>) -> Self {
+    /// A scheduler that starts workflows on `task_queue`, refusing inputs over
+    /// `max_input_bytes` (the event does not fit Temporal's payload limit).
+    pub fn new(client: Client, task_queue: impl Into<String>, max_input_bytes: usize) -> Self {
         TemporalScheduler {
             client,
             task_queue: task_queue.into(),
+            max_input_bytes,
         }
     }
 }
 
 impl DeliveryScheduler for TemporalScheduler {
     async fn schedule(&self, input: &DeliveryInput) -> Result<ScheduleOutcome, ScheduleError> {
+        let size = serde_json::to_vec(input).map_or(0, |bytes| bytes.len());
+        if size > self.max_input_bytes {
+            return Err(ScheduleError {
+                message: format!(
+                    "the delivery input is {size} bytes, over temporal.max_input_bytes ({}): \
+                     the event does not fit Temporal's payload limit",
+                    self.max_input_bytes
+                ),
+                kind: ScheduleErrorKind::Event,
+            });
+        }
         let options =
             WorkflowStartOptions::new(self.task_queue.clone(), input.delivery_id.to_string())
                 .id_reuse_policy(WorkflowIdReusePolicy::RejectDuplicate)
                 .id_conflict_policy(WorkflowIdConflictPolicy::UseExisting)
                 .search_attributes(search_attributes::for_delivery(input))
-                .static_summary(format!("{} → {}", input.event.event, input.destination_id))
+                .static_summary(summary(input))
                 .build();
         match self
             .client
@@ -46,23 +77,108 @@ impl DeliveryScheduler for TemporalScheduler {
             Err(WorkflowStartError::AlreadyStarted { .. }) => Ok(ScheduleOutcome::AlreadyExists),
             Err(WorkflowStartError::PayloadConversion(e)) => Err(ScheduleError {
                 message: format!("cannot encode the workflow input: {e}"),
-                retryable: false,
+                kind: ScheduleErrorKind::Event,
             }),
             Err(WorkflowStartError::Rpc(status)) => Err(ScheduleError {
                 message: format!(
-                    "starting workflow {}: {}",
+                    "starting workflow {}: {} ({:?})",
                     input.delivery_id,
-                    status.message()
+                    status.message(),
+                    status.code()
                 ),
-                retryable: !matches!(
-                    status.code(),
-                    Code::InvalidArgument | Code::FailedPrecondition
-                ),
+                kind: kind_of(&status),
             }),
             Err(other) => Err(ScheduleError {
                 message: other.to_string(),
-                retryable: true,
+                kind: ScheduleErrorKind::Unavailable,
             }),
         }
+    }
+}
+
+/// Whose problem a refused start is.
+fn kind_of(status: &Status) -> ScheduleErrorKind {
+    match status.code() {
+        Code::InvalidArgument if status.message().contains(BLOB_TOO_LARGE) => {
+            ScheduleErrorKind::Event
+        }
+        Code::Unavailable
+        | Code::DeadlineExceeded
+        | Code::ResourceExhausted
+        | Code::Aborted
+        | Code::Cancelled
+        | Code::Internal
+        | Code::Unknown => ScheduleErrorKind::Unavailable,
+        _ => ScheduleErrorKind::Deployment,
+    }
+}
+
+/// `<event> → <destination>` for the Temporal UI, cut to [`MAX_SUMMARY_BYTES`] on a
+/// character boundary: the event name comes from upstream and has no length limit.
+pub fn summary(input: &DeliveryInput) -> String {
+    let full = format!("{} → {}", input.event.event, input.destination_id);
+    if full.len() <= MAX_SUMMARY_BYTES {
+        return full;
+    }
+    let (event, suffix) = (&input.event.event, format!("… → {}", input.destination_id));
+    let mut cut = MAX_SUMMARY_BYTES
+        .saturating_sub(suffix.len())
+        .min(event.len());
+    while !event.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    format!("{}{suffix}", &event[..cut])
+}
+
+#[cfg(test)]
+mod tests {
+    use hookflow_core::{ActionMatchedEvent, DeliveryId};
+
+    use super::*;
+
+    fn input(event_name: &str) -> DeliveryInput {
+        let mut event = ActionMatchedEvent::from_json(
+            br#"{"uuid":"0190f3a4-0000-7000-8000-000000000001","team_id":2,"event":"e",
+                "timestamp":"2026-11-21T10:00:00Z","matched_actions":[{"id":1,"name":"a"}]}"#,
+        )
+        .expect("event");
+        event.event = event_name.to_owned();
+        DeliveryInput {
+            delivery_id: DeliveryId::new("d-1", event.uuid),
+            destination_id: "d-1".into(),
+            actions: event.matched_actions.clone(),
+            event,
+            retry: Default::default(),
+            produced_at_ms: None,
+            history: Default::default(),
+            progress: None,
+        }
+    }
+
+    #[test]
+    fn summaries_stay_within_the_limit_on_a_character_boundary() {
+        assert_eq!(summary(&input("signed_up")), "signed_up → d-1");
+        let long = summary(&input(&"é".repeat(10_000)));
+        assert!(long.len() <= MAX_SUMMARY_BYTES, "{}", long.len());
+        assert!(
+            long.starts_with("éé") && long.ends_with("… → d-1"),
+            "{long}"
+        );
+    }
+
+    #[test]
+    fn only_a_payload_over_the_limit_is_the_events_fault() {
+        let blob = Status::invalid_argument("Blob data size exceeds limit.");
+        assert_eq!(kind_of(&blob), ScheduleErrorKind::Event);
+        let unregistered = Status::invalid_argument(
+            "Namespace x has no mapping defined for search attribute HookflowTeamId",
+        );
+        assert_eq!(kind_of(&unregistered), ScheduleErrorKind::Deployment);
+        let failover = Status::failed_precondition("namespace is not active");
+        assert_eq!(kind_of(&failover), ScheduleErrorKind::Deployment);
+        let unknown_namespace = Status::not_found("Namespace x is not found.");
+        assert_eq!(kind_of(&unknown_namespace), ScheduleErrorKind::Deployment);
+        let down = Status::unavailable("connection refused");
+        assert_eq!(kind_of(&down), ScheduleErrorKind::Unavailable);
     }
 }

@@ -185,6 +185,7 @@ pub async fn run(settings: Settings, role: Role) -> anyhow::Result<()> {
         let scheduler = Arc::new(TemporalScheduler::new(
             client.clone(),
             settings.temporal.task_queue.clone(),
+            settings.temporal.max_input_bytes,
         ));
         let backoff = StartBackoff {
             initial: Duration::from_millis(settings.kafka.start_retry_initial_ms),
@@ -199,6 +200,7 @@ pub async fn run(settings: Settings, role: Role) -> anyhow::Result<()> {
             },
             settings.kafka.max_starts_in_flight,
             backoff,
+            health.register_readiness("temporal_starts"),
             shutdown.clone(),
         ));
         let kafka = settings.kafka.clone();
