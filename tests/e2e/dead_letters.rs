@@ -1,6 +1,7 @@
 //! Bad input never blocks a partition: a malformed message is dead-lettered with its reason,
 //! a message for a team without destinations is skipped, both are counted, and the messages
-//! after them are delivered.
+//! after them are delivered. A dead letter too large for the dead-letter producer or topic
+//! is sent truncated, and an event too large for Temporal is dead-lettered, not retried.
 
 use std::time::Duration;
 
@@ -105,5 +106,78 @@ async fn malformed_and_unwanted_messages_do_not_block_the_ones_after_them() {
             .then_some(())
         },
     )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_dead_letter_too_large_is_sent_truncated_and_the_partition_moves_on() {
+    let mut s = Scenario::with_partitions(1).await;
+    s.destination("d", "d", "");
+    // Events up to 500 kB start workflows; the dead-letter producer takes up to 1 MB
+    // (librdkafka's default message.max.bytes), less than this events topic carries.
+    s.deployment.config("[temporal]\nmax_input_bytes = 500000");
+    let huge_garbage = vec![b'x'; 1_200_000];
+    let (_, mut too_large) = events::event(s.team, &[(1, "Any")]);
+    too_large["properties"]["blob"] = "y".repeat(600_000).into();
+    let too_large = too_large.to_string().into_bytes();
+    let (good_uuid, good) = events::event(s.team, &[(1, "Any")]);
+    let payloads = [
+        huge_garbage,
+        too_large.clone(),
+        good.to_string().into_bytes(),
+    ];
+    kafka::produce(&s.stack.kafka, &s.deployment.topic, &payloads).await;
+    let process = s.deployment.start();
+
+    let receiver = &s.receiver;
+    eventually(Duration::from_secs(60), "the good event", || async {
+        (receiver.received().len() == 1).then_some(())
+    })
+    .await;
+    assert_eq!(
+        receiver.received()[0].header("webhook-id"),
+        format!("d:{good_uuid}")
+    );
+    let letters = kafka::read_all(
+        &s.stack.kafka,
+        &s.deployment.dead_letter_topic,
+        Duration::from_secs(10),
+    )
+    .await;
+    assert_eq!(letters.len(), 2);
+    let garbage = &letters[0];
+    assert_eq!(garbage.header("hookflow-error-kind"), Some("not_json"));
+    assert_eq!(garbage.header("hookflow-truncated"), Some("1200000"));
+    assert_eq!(garbage.header("hookflow-source-offset"), Some("0"));
+    assert_eq!(garbage.payload.len(), 65_536, "the configured prefix");
+    assert!(garbage.payload.iter().all(|b| *b == b'x'));
+    let unstartable = &letters[1];
+    assert_eq!(
+        unstartable.header("hookflow-error-kind"),
+        Some("unstartable")
+    );
+    assert!(
+        unstartable
+            .header("hookflow-error")
+            .unwrap_or_default()
+            .contains("over temporal.max_input_bytes"),
+        "{:?}",
+        unstartable.header("hookflow-error")
+    );
+    assert_eq!(unstartable.header("hookflow-truncated"), None);
+    assert_eq!(unstartable.payload, too_large, "fits: kept whole");
+    assert_eq!(
+        process
+            .metric("hookflow_consumer_dead_letters_truncated_total")
+            .await,
+        1.0
+    );
+    eventually(Duration::from_secs(20), "the lag to be 0", || async {
+        (process
+            .series("hookflow_consumer_lag{partition=\"0\"}")
+            .await
+            == Some(0.0))
+        .then_some(())
+    })
     .await;
 }

@@ -9,10 +9,12 @@ use rdkafka::{
     producer::{FutureProducer, FutureRecord},
 };
 
-/// Produces raw payloads to `topic`, in order, each acknowledged before the next.
+/// Produces raw payloads to `topic`, in order, each acknowledged before the next. Messages
+/// up to 10 MB are allowed, as an events topic configured for large events would.
 pub async fn produce(brokers: &str, topic: &str, payloads: &[Vec<u8>]) {
     let producer: FutureProducer = ClientConfig::new()
         .set("bootstrap.servers", brokers)
+        .set("message.max.bytes", "10000000")
         .create()
         .expect("producer");
     for payload in payloads {

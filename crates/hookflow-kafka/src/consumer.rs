@@ -63,9 +63,17 @@ pub struct KafkaSettings {
     pub start_retry_max_ms: u64,
     /// How long to wait for the broker to acknowledge a dead letter, in milliseconds.
     pub dead_letter_timeout_ms: u64,
+    /// How much of the payload a dead letter keeps when the full copy is refused as too
+    /// large, in bytes.
+    #[serde(default = "default_dead_letter_truncated_bytes")]
+    pub dead_letter_truncated_bytes: usize,
     /// Extra librdkafka settings for consumer and producer (`security.protocol`, `sasl.*`, …).
     #[serde(default)]
     pub client: BTreeMap<String, String>,
+}
+
+fn default_dead_letter_truncated_bytes() -> usize {
+    64 * 1024
 }
 
 impl KafkaSettings {
@@ -243,8 +251,11 @@ pub async fn run<S: DeliveryScheduler>(
             })?,
     );
     consumer.subscribe(&[&settings.topic])?;
-    let dead_letters =
-        DeadLetterProducer::new(&settings.client_config(), &settings.dead_letter_topic)?;
+    let dead_letters = DeadLetterProducer::new(
+        &settings.client_config(),
+        &settings.dead_letter_topic,
+        settings.dead_letter_truncated_bytes,
+    )?;
     let dead_letter_timeout = Duration::from_millis(settings.dead_letter_timeout_ms);
     let permits = Arc::new(Semaphore::new(settings.max_messages_in_flight.max(1)));
     let mut tasks = JoinSet::new();

@@ -8,6 +8,8 @@ pub const CONSUMER_MESSAGES: &str = "hookflow_consumer_messages_total";
 pub const CONSUMER_SKIPPED: &str = "hookflow_consumer_skipped_total";
 /// Messages dead-lettered, by `reason`: `not_json`, `contract`, `empty`, `unstartable`.
 pub const CONSUMER_DEAD_LETTERS: &str = "hookflow_consumer_dead_letters_total";
+/// Dead letters sent truncated because the full copy was refused as too large.
+pub const CONSUMER_DEAD_LETTERS_TRUNCATED: &str = "hookflow_consumer_dead_letters_truncated_total";
 /// Offset commits, by `result`: `ok`, `error`.
 pub const CONSUMER_COMMITS: &str = "hookflow_consumer_commits_total";
 /// Messages behind the high watermark, by `partition` (bounded by the topic's partition
