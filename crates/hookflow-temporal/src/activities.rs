@@ -47,7 +47,7 @@ pub type OutcomeInput = FinishedDelivery;
 pub struct DeliveryActivities {
     client: DeliveryClient,
     destinations: Arc<dyn DestinationCatalog>,
-    gate: EndpointGate,
+    gate: Arc<EndpointGate>,
     disabled: Arc<DisabledDestinations>,
     outcomes: Option<Arc<Mutex<OutcomeAggregator>>>,
     site_url: String,
@@ -59,7 +59,7 @@ impl DeliveryActivities {
     pub fn new(
         client: DeliveryClient,
         destinations: Arc<dyn DestinationCatalog>,
-        gate: EndpointGate,
+        gate: Arc<EndpointGate>,
         disabled: Arc<DisabledDestinations>,
     ) -> Self {
         DeliveryActivities {

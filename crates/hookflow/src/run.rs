@@ -228,8 +228,11 @@ pub async fn run(settings: Settings, role: Role) -> anyhow::Result<()> {
         }
         let registry = WorkerRegistry::new(redis.clone(), &settings.temporal.task_queue);
         registry.register().await;
-        let gate = EndpointGate::new(&settings.isolation, redis.clone(), registry.live())
-            .with_endpoint_labels(settings.telemetry.endpoint_labels);
+        let gate = Arc::new(
+            EndpointGate::new(&settings.isolation, redis.clone(), registry.live())
+                .with_endpoint_labels(settings.telemetry.endpoint_labels),
+        );
+        tokio::spawn(gate.clone().sweep(shutdown.clone()));
         tokio::spawn(registry.run(shutdown.clone()));
         let disabled = Arc::new(DisabledDestinations::new(redis));
         let mut activities = DeliveryActivities::new(http, destinations.clone(), gate, disabled)

@@ -229,6 +229,7 @@ impl Settings {
         for (key, value) in [
             ("isolation.breaker_cache_ms", i.breaker_cache_ms),
             ("isolation.concurrency_retry_ms", i.concurrency_retry_ms),
+            ("isolation.idle_eviction_ms", i.idle_eviction_ms),
             ("redis.command_timeout_ms", self.redis.command_timeout_ms),
             ("redis.retry_after_ms", self.redis.retry_after_ms),
             ("outcomes.window_ms", self.outcomes.window_ms),

@@ -10,6 +10,10 @@
 //! without Redis. Results are counted locally and flushed at the next sync, except when
 //! they would trip the breaker or are a probe's result: those are written at once, so an
 //! open breaker reaches the other workers within one round trip.
+//!
+//! A local copy unused for the idle time is dropped: with Redis the shared state stays
+//! there and is read again on the next attempt; without Redis the local copy is the only
+//! one, so it is dropped only when closed (a new entry starts closed).
 
 use std::{
     collections::HashMap,
@@ -41,11 +45,22 @@ redis.call('PEXPIRE', KEYS[1], ARGV[4])
 return 1
 "#;
 
-#[derive(Default)]
 struct Entry {
     state: BreakerState,
     synced_at: Option<Instant>,
     pending: Counts,
+    last_used: Instant,
+}
+
+impl Default for Entry {
+    fn default() -> Self {
+        Entry {
+            state: BreakerState::default(),
+            synced_at: None,
+            pending: Counts::default(),
+            last_used: Instant::now(),
+        }
+    }
 }
 
 /// The breakers of every endpoint this worker has attempted.
@@ -246,6 +261,24 @@ impl SharedBreakers {
         report(endpoint, transitions);
     }
 
+    /// Drops the local copies unused for `idle` (without Redis: only closed ones); how
+    /// many are left.
+    pub fn evict_idle(&self, idle: Duration) -> usize {
+        let shared = self.redis.is_some();
+        let mut entries = self.lock();
+        entries.retain(|_, entry| {
+            let keep =
+                entry.last_used.elapsed() < idle || !(shared || entry.state.phase == Phase::Closed);
+            if !keep {
+                metrics::gauge!(names::BREAKERS, "state" => entry.state.phase.as_str())
+                    .decrement(1.0);
+            }
+            keep
+        });
+        entries.shrink_to_fit();
+        entries.len()
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<EndpointKey, Entry>> {
         self.entries
             .lock()
@@ -253,15 +286,18 @@ impl SharedBreakers {
     }
 }
 
-/// The entry of `endpoint`; a new one counts as a closed breaker in the gauge.
+/// The entry of `endpoint`, marked used now; a new one counts as a closed breaker in the
+/// gauge.
 fn entry<'a>(
     entries: &'a mut HashMap<EndpointKey, Entry>,
     endpoint: &EndpointKey,
 ) -> &'a mut Entry {
-    entries.entry(endpoint.clone()).or_insert_with(|| {
+    let entry = entries.entry(endpoint.clone()).or_insert_with(|| {
         metrics::gauge!(names::BREAKERS, "state" => Phase::Closed.as_str()).increment(1.0);
         Entry::default()
-    })
+    });
+    entry.last_used = Instant::now();
+    entry
 }
 
 impl Entry {
@@ -290,4 +326,50 @@ fn now_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as u64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn without_redis_only_closed_breakers_are_evicted() {
+        let breakers = SharedBreakers::new(None, Duration::from_secs(1));
+        let policy = BreakerPolicy {
+            window_ms: 30_000,
+            min_attempts: 2,
+            failure_ratio: 0.5,
+            cooldown_ms: 60_000,
+            max_cooldown_ms: 60_000,
+        };
+        let (failing, healthy) = (
+            EndpointKey::custom("failing").expect("key"),
+            EndpointKey::custom("healthy").expect("key"),
+        );
+        let lease = Duration::from_secs(5);
+        for (endpoint, failed) in [(&failing, true), (&healthy, false)] {
+            for _ in 0..2 {
+                let admission = breakers.admit(endpoint, &policy, lease).await;
+                breakers.record(endpoint, &policy, admission, failed).await;
+            }
+        }
+        assert!(matches!(
+            breakers.admit(&failing, &policy, lease).await,
+            Admission::Deny { .. }
+        ));
+        assert_eq!(
+            breakers.evict_idle(Duration::from_secs(60)),
+            2,
+            "not idle yet"
+        );
+        assert_eq!(
+            breakers.evict_idle(Duration::ZERO),
+            1,
+            "the open breaker is this process's only copy: kept"
+        );
+        assert!(matches!(
+            breakers.admit(&failing, &policy, lease).await,
+            Admission::Deny { .. }
+        ));
+    }
 }

@@ -8,6 +8,9 @@
 //! that gets little traffic leaves part of its share unused, so the total stays at or below
 //! the configured rate). When N changes, every endpoint's limiter is rebuilt with the new
 //! share on its next use.
+//!
+//! A limiter unused for the idle time is dropped, but only once its bucket would have
+//! refilled anyway (burst / rate), so dropping one never lets more through.
 
 use std::{
     collections::HashMap,
@@ -16,7 +19,7 @@ use std::{
         Arc, Mutex,
         atomic::{AtomicU32, Ordering},
     },
-    time::Duration,
+    time::{Duration, Instant},
 };
 
 use governor::{
@@ -28,6 +31,23 @@ use hookflow_core::{EndpointKey, EndpointLimits};
 struct Entry {
     share: (f64, u32),
     limiter: Arc<DefaultDirectRateLimiter>,
+    last_used: Instant,
+}
+
+impl Entry {
+    fn new(share: (f64, u32)) -> Self {
+        Entry {
+            share,
+            limiter: Arc::new(limiter_for(share)),
+            last_used: Instant::now(),
+        }
+    }
+
+    /// How long an unused limiter takes to be full again.
+    fn refill_time(&self) -> Duration {
+        let (rate, burst) = self.share;
+        Duration::try_from_secs_f64(f64::from(burst) / rate).unwrap_or(Duration::MAX)
+    }
 }
 
 /// Rate limiters of every endpoint this worker has attempted.
@@ -55,21 +75,31 @@ impl EndpointRateLimiter {
                 .entries
                 .lock()
                 .unwrap_or_else(std::sync::PoisonError::into_inner);
-            let entry = entries.entry(endpoint.clone()).or_insert_with(|| Entry {
-                share,
-                limiter: Arc::new(limiter_for(share)),
-            });
+            let entry = entries
+                .entry(endpoint.clone())
+                .or_insert_with(|| Entry::new(share));
             if entry.share != share {
-                *entry = Entry {
-                    share,
-                    limiter: Arc::new(limiter_for(share)),
-                };
+                *entry = Entry::new(share);
             }
+            entry.last_used = Instant::now();
             entry.limiter.clone()
         };
         limiter
             .check()
             .map_err(|not_until| not_until.wait_time_from(self.clock.now()))
+    }
+}
+
+impl EndpointRateLimiter {
+    /// Drops the limiters unused for `idle` whose bucket is full again; how many are left.
+    pub fn evict_idle(&self, idle: Duration) -> usize {
+        let mut entries = self
+            .entries
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        entries.retain(|_, entry| entry.last_used.elapsed() < idle.max(entry.refill_time()));
+        entries.shrink_to_fit();
+        entries.len()
     }
 }
 
@@ -116,6 +146,27 @@ mod tests {
         assert!(
             limiter.check(&other, &limits(2.0, 3)).is_ok(),
             "endpoints are independent"
+        );
+    }
+
+    #[test]
+    fn idle_limiters_are_dropped_once_their_bucket_would_be_full() {
+        let limiter = EndpointRateLimiter::new(Arc::new(AtomicU32::new(1)));
+        let (fast, slow) = (
+            EndpointKey::custom("fast").expect("key"),
+            EndpointKey::custom("slow").expect("key"),
+        );
+        assert!(limiter.check(&fast, &limits(1_000.0, 1)).is_ok());
+        assert!(limiter.check(&slow, &limits(0.001, 1)).is_ok());
+        std::thread::sleep(Duration::from_millis(5));
+        assert_eq!(
+            limiter.evict_idle(Duration::ZERO),
+            1,
+            "the slow one refills in 1000 s: kept, or its next request would come early"
+        );
+        assert!(
+            limiter.check(&slow, &limits(0.001, 1)).is_err(),
+            "still limited"
         );
     }
 

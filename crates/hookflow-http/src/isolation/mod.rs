@@ -5,7 +5,9 @@
 //! its rate limit (split across workers) and its circuit breaker (shared through Redis).
 //! Any refusal is a [`Deferral`] returned at once: no request is made and no worker slot is
 //! held; the workflow waits on a durable timer and tries again. [`EndpointGate::leave`]
-//! reports the attempt's result to the breaker.
+//! reports the attempt's result to the breaker. [`EndpointGate::evict_idle`] (run by
+//! [`EndpointGate::sweep`]) drops what the gate keeps for endpoints not attempted lately,
+//! so memory follows the endpoints in use, not every endpoint ever seen.
 
 mod breakers;
 mod bulkhead;
@@ -50,8 +52,16 @@ pub struct IsolationSettings {
     pub breaker_cache_ms: u64,
     /// How long an attempt refused by the concurrency cap waits, in milliseconds.
     pub concurrency_retry_ms: u64,
+    /// An endpoint not attempted for this long loses its local bulkhead, limiter and
+    /// breaker copy (a shared breaker's state stays in Redis), in milliseconds.
+    #[serde(default = "default_idle_eviction_ms")]
+    pub idle_eviction_ms: u64,
     /// `[isolation.breaker]`
     pub breaker: BreakerPolicy,
+}
+
+fn default_idle_eviction_ms() -> u64 {
+    10 * 60 * 1000
 }
 
 impl IsolationSettings {
@@ -75,6 +85,7 @@ pub struct Pass {
 
 /// The concurrency caps, rate limiters and breakers of every endpoint.
 pub struct EndpointGate {
+    idle_eviction: Duration,
     defaults: EndpointLimits,
     breaker: BreakerPolicy,
     endpoint_labels: bool,
@@ -96,6 +107,7 @@ impl EndpointGate {
             metrics::counter!(names::DEFERRALS, "reason" => reason.as_str()).absolute(0);
         }
         EndpointGate {
+            idle_eviction: Duration::from_millis(settings.idle_eviction_ms),
             defaults: settings.default_limits(),
             breaker: settings.breaker.clone(),
             endpoint_labels: false,
@@ -154,6 +166,32 @@ impl EndpointGate {
             self.breakers
                 .record(&destination.endpoint, &pass.policy, pass.admission, failed)
                 .await;
+        }
+    }
+}
+
+impl EndpointGate {
+    /// Drops the bulkheads, limiters and breaker copies of endpoints not attempted for
+    /// `idle` (each keeps what it must: attempts in flight, a bucket not yet refilled, an
+    /// unshared breaker that is not closed); how many entries are left in all.
+    pub fn evict_idle(&self, idle: Duration) -> usize {
+        self.bulkheads.evict_idle(idle)
+            + self.limiter.evict_idle(idle)
+            + self.breakers.evict_idle(idle)
+    }
+
+    /// Evicts idle entries every half of the configured idle time, until `shutdown`.
+    pub async fn sweep(self: Arc<Self>, shutdown: tokio_util::sync::CancellationToken) {
+        let mut tick = tokio::time::interval((self.idle_eviction / 2).max(Duration::from_secs(1)));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = tick.tick() => {
+                    let left = self.evict_idle(self.idle_eviction);
+                    tracing::debug!(entries = left, "idle endpoint state evicted");
+                }
+            }
         }
     }
 }
