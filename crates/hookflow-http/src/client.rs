@@ -1,4 +1,10 @@
 //! The delivery HTTP client: one POST per call, reported as an [`AttemptReport`].
+//!
+//! The response's status decides the outcome as soon as the headers arrive. The body is
+//! only read, and discarded, up to [`HttpSettings::max_response_body_bytes`] within the
+//! attempt's timeout, so the connection can be reused; an endpoint that streams gigabytes
+//! or stalls after its headers costs at most that prefix and that time, and a 2xx is
+//! delivered whatever its body does.
 
 use std::{
     error::Error as _,
@@ -24,6 +30,8 @@ pub struct HttpSettings {
     pub allowed_hosts: Vec<String>,
     /// The `User-Agent` header.
     pub user_agent: String,
+    /// The most of a response body read (and discarded) per attempt.
+    pub max_response_body_bytes: usize,
 }
 
 /// One attempt to make.
@@ -44,6 +52,7 @@ pub struct AttemptRequest<'a> {
 pub struct DeliveryClient {
     client: reqwest::Client,
     guard: Arc<AddressGuard>,
+    max_response_body_bytes: usize,
 }
 
 /// Why the HTTP client could not be built.
@@ -66,7 +75,11 @@ impl DeliveryClient {
             .user_agent(settings.user_agent.clone())
             .pool_idle_timeout(Duration::from_secs(60))
             .build()?;
-        Ok(DeliveryClient { client, guard })
+        Ok(DeliveryClient {
+            client,
+            guard,
+            max_response_body_bytes: settings.max_response_body_bytes,
+        })
     }
 
     /// One attempt of a prepared request to `destination`, within its timeout.
@@ -131,14 +144,22 @@ impl DeliveryClient {
             .and_then(|v| v.to_str().ok())
             .and_then(|v| parse_retry_after(v, SystemTime::now()))
             .map(|d| d.as_millis() as u64);
-        // Read (and discard) the body within the same timeout, so the connection can be
-        // reused and a receiver that stalls mid-body counts as a timeout.
-        if let Err(error) = response.bytes().await
-            && error.is_timeout()
-        {
-            return report_error(&error, request.timeout, elapsed_ms());
+        let report = AttemptReport::response(status, retry_after, elapsed_ms());
+        drain_prefix(response, self.max_response_body_bytes).await;
+        report
+    }
+}
+
+/// Reads and discards at most `limit` bytes of the body, within the request's timeout
+/// (reqwest applies it to the body too). A body that ends within the limit leaves the
+/// connection reusable; a longer, stalled or broken one is dropped with the connection.
+async fn drain_prefix(mut response: reqwest::Response, limit: usize) {
+    let mut read = 0;
+    while read <= limit {
+        match response.chunk().await {
+            Ok(Some(chunk)) => read += chunk.len(),
+            Ok(None) | Err(_) => return,
         }
-        AttemptReport::response(status, retry_after, elapsed_ms())
     }
 }
 

@@ -29,6 +29,7 @@ fn client(allowed: &[&str]) -> DeliveryClient {
         connect_timeout: Duration::from_secs(1),
         allowed_hosts: allowed.iter().map(|s| s.to_string()).collect(),
         user_agent: "hookflow/test".into(),
+        max_response_body_bytes: 1024,
     })
     .expect("client")
 }
@@ -151,4 +152,79 @@ async fn private_addresses_are_blocked_unless_allow_listed() {
     let url = Url::parse(&format!("http://localhost:{}/", addr.port())).expect("url");
     assert_eq!(allowed.attempt(request(&url, 1000)).await.status, Some(200));
     assert_eq!(hits.load(Ordering::SeqCst), 1);
+}
+
+/// A raw HTTP server answering every connection with `head` (status line and headers) and
+/// then `body`: what it wrote in total, once the client went away, arrives on the channel.
+async fn raw_server(
+    head: &'static str,
+    body: impl Fn() -> Option<Vec<u8>> + Send + Sync + 'static,
+) -> (SocketAddr, tokio::sync::mpsc::UnboundedReceiver<usize>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let (written_tx, written) = tokio::sync::mpsc::unbounded_channel();
+    let body = Arc::new(body);
+    tokio::spawn(async move {
+        while let Ok((mut socket, _)) = listener.accept().await {
+            let (body, written_tx) = (body.clone(), written_tx.clone());
+            tokio::spawn(async move {
+                let mut request = vec![0; 4096];
+                let _ = socket.read(&mut request).await;
+                let mut written = 0;
+                if socket.write_all(head.as_bytes()).await.is_ok() {
+                    // `None`: stall with the connection open.
+                    loop {
+                        let Some(chunk) = body() else {
+                            tokio::time::sleep(Duration::from_secs(30)).await;
+                            break;
+                        };
+                        if socket.write_all(&chunk).await.is_err() {
+                            break;
+                        }
+                        written += chunk.len();
+                    }
+                }
+                let _ = written_tx.send(written);
+            });
+        }
+    });
+    (addr, written)
+}
+
+#[tokio::test]
+async fn the_status_decides_as_soon_as_the_headers_arrive() {
+    // 200 and then a body that never comes: delivered, not a timeout to retry.
+    let (addr, _) = raw_server("HTTP/1.1 200 OK\r\ncontent-length: 100\r\n\r\n", || None).await;
+    let url = Url::parse(&format!("http://{addr}/")).expect("url");
+    let report = client(&["127.0.0.1"]).attempt(request(&url, 500)).await;
+    assert_eq!((report.status, report.error), (Some(200), None));
+
+    // 503 with a stalled body is still the 503.
+    let (addr, _) = raw_server(
+        "HTTP/1.1 503 Service Unavailable\r\ncontent-length: 100\r\n\r\n",
+        || None,
+    )
+    .await;
+    let url = Url::parse(&format!("http://{addr}/")).expect("url");
+    let report = client(&["127.0.0.1"]).attempt(request(&url, 500)).await;
+    assert_eq!((report.status, report.error), (Some(503), None));
+}
+
+#[tokio::test]
+async fn an_endless_body_is_read_no_further_than_the_configured_prefix() {
+    let (addr, mut written) = raw_server(
+        "HTTP/1.1 200 OK\r\ncontent-length: 10000000000\r\n\r\n",
+        || Some(vec![b'x'; 64 * 1024]),
+    )
+    .await;
+    let url = Url::parse(&format!("http://{addr}/")).expect("url");
+    let report = client(&["127.0.0.1"]).attempt(request(&url, 5_000)).await;
+    assert_eq!((report.status, report.error), (Some(200), None));
+    // The client read about 1 KiB and hung up; the server could only fill the socket
+    // buffers before its writes failed. Reading to the timeout would take gigabytes.
+    let total = written.recv().await.expect("the server's count");
+    assert!(total < 32 << 20, "the server wrote {total} bytes");
 }

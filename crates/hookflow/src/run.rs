@@ -72,6 +72,7 @@ fn delivery_client(settings: &Settings) -> anyhow::Result<DeliveryClient> {
         connect_timeout: Duration::from_millis(settings.http.connect_timeout_ms),
         allowed_hosts: settings.http.allowed_hosts.clone(),
         user_agent: format!("hookflow/{}", env!("CARGO_PKG_VERSION")),
+        max_response_body_bytes: settings.http.max_response_body_bytes,
     })?)
 }
 

@@ -54,6 +54,8 @@ pub struct HttpSection {
     pub connect_timeout_ms: u64,
     /// Hosts exempt from the SSRF guard.
     pub allowed_hosts: Vec<String>,
+    /// The most of a response body an attempt reads.
+    pub max_response_body_bytes: usize,
 }
 
 /// `[destinations]`: where destinations come from.
