@@ -12,7 +12,7 @@ async fn malformed_and_unwanted_messages_do_not_block_the_ones_after_them() {
     // One partition, so "after" is literal: the good event waits behind the bad ones.
     let mut s = Scenario::with_partitions(1).await;
     s.destination("d", "d", "");
-    let (stack, receiver, team, deployment) = (s.stack, &s.receiver, s.team, &s.deployment);
+    let (stack, receiver, team, deployment) = (&s.stack, &s.receiver, s.team, &s.deployment);
     let (_, no_destination) = events::event(team + 1, &[(1, "Any")]);
     let (_, missing_uuid) = {
         let (uuid, mut event) = events::event(team, &[(1, "Any")]);

@@ -20,7 +20,7 @@ secret = \"{SECRET}\""
             ),
         )
         .destination("only-99", "only-99", "actions = [99]");
-    let (stack, temporal, receiver, team) = (s.stack, &s.temporal, &s.receiver, s.team);
+    let (stack, temporal, receiver, team) = (&s.stack, &s.temporal, &s.receiver, s.team);
     let deployment = &mut s.deployment;
 
     // Event 0 matches 17 and 18, event 1 matches 18, event 2 matches 17 and 99.

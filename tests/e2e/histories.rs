@@ -79,7 +79,7 @@ async fn record_histories() {
     let uuid = s.produce_events(1).await[0];
 
     // A delivery that continues as new: two rounds per run, four attempts.
-    let mut continued = Deployment::new(s.stack, 1);
+    let mut continued = Deployment::new(&s.stack, 1);
     let url = s.receiver.url("continued_as_new");
     continued
         .destination(

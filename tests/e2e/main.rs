@@ -10,6 +10,7 @@ mod dashboards;
 mod dead_letters;
 mod delivery;
 mod destination_store;
+mod faults;
 mod health;
 mod histories;
 mod history;

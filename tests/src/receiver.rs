@@ -1,10 +1,14 @@
 //! A real webhook receiver on 127.0.0.1:0 that records every request and answers from a
-//! per-path script (for example 503, 503, then 200), the last answer repeating.
+//! per-path script (for example 503, 503, then 200), the last answer repeating; and raw TCP
+//! endpoints that misbehave below HTTP (never answer, stall the body, reset).
 
 use std::{
     collections::HashMap,
     net::SocketAddr,
-    sync::{Arc, Mutex},
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicUsize, Ordering},
+    },
     time::{Duration, Instant},
 };
 
@@ -154,4 +158,52 @@ async fn respond(answer: Option<Answer>) -> Response {
             StatusCode::OK.into_response()
         }
     }
+}
+
+/// How a misbehaving endpoint treats every connection.
+#[derive(Debug, Clone, Copy)]
+pub enum Misbehaviour {
+    /// Accepts it and never answers.
+    Silent,
+    /// Reads the request, answers `200 OK` headers announcing a body, and never sends it.
+    StalledBody,
+    /// Resets it (RST) at once.
+    Reset,
+}
+
+/// Starts a raw TCP endpoint on 127.0.0.1:0 that misbehaves; its address and a count of
+/// the connections it got.
+pub async fn misbehaving(how: Misbehaviour) -> (SocketAddr, Arc<AtomicUsize>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let connections = Arc::new(AtomicUsize::new(0));
+    let counted = connections.clone();
+    tokio::spawn(async move {
+        while let Ok((mut socket, _)) = listener.accept().await {
+            counted.fetch_add(1, Ordering::SeqCst);
+            tokio::spawn(async move {
+                match how {
+                    Misbehaviour::Silent => {
+                        tokio::time::sleep(Duration::from_secs(300)).await;
+                    }
+                    Misbehaviour::StalledBody => {
+                        let mut request = vec![0; 64 * 1024];
+                        let _ = socket.read(&mut request).await;
+                        let head = "HTTP/1.1 200 OK\r\ncontent-length: 1000\r\n\r\n{\"ok\":";
+                        let _ = socket.write_all(head.as_bytes()).await;
+                        tokio::time::sleep(Duration::from_secs(300)).await;
+                    }
+                    Misbehaviour::Reset => {
+                        // A zero linger turns the close into a reset.
+                        let _ = socket.set_zero_linger();
+                        drop(socket);
+                    }
+                }
+            });
+        }
+    });
+    (addr, connections)
 }

@@ -11,8 +11,9 @@ use crate::{
 
 /// One test's world.
 pub struct Scenario {
-    /// The shared broker and Temporal server.
-    pub stack: &'static Stack,
+    /// The broker, Temporal server and Redis it runs on (the shared ones unless the test
+    /// brought its own).
+    pub stack: Stack,
     /// A client of the Temporal server.
     pub temporal: hookflow_temporal::Client,
     /// The test's receiver.
@@ -32,13 +33,18 @@ impl Scenario {
 
     /// Like [`Scenario::new`], with an events topic of `partitions` partitions.
     pub async fn with_partitions(partitions: u32) -> Scenario {
-        let stack = stack();
+        Self::on(stack().clone(), partitions).await
+    }
+
+    /// A scenario on `stack` (for example one with a broker or Temporal server of the
+    /// test's own, from [`Stack::with_own_broker`] or [`Stack::with_own_temporal`]).
+    pub async fn on(stack: Stack, partitions: u32) -> Scenario {
         Scenario {
-            stack,
             temporal: temporal::client(&stack.temporal).await,
             receiver: Receiver::start().await,
             team: unique_team(),
-            deployment: Deployment::new(stack, partitions),
+            deployment: Deployment::new(&stack, partitions),
+            stack,
         }
     }
 

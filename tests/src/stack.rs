@@ -1,9 +1,11 @@
 //! The shared stack: one tansu broker, one Temporal dev server and one Redis per test
-//! binary, started on first use; and Redis servers of a test's own, for tests that stop
-//! them. Each runs under a small shell guard that kills it when the test process
-//! exits, however it exits, so no server outlives the tests.
+//! binary, started on first use; and servers of a test's own (Redis, a broker, a Temporal
+//! server with a database file) for tests that stop, kill or freeze them. Each runs under a
+//! small shell guard that kills it when the test process exits, however it exits, so no
+//! server outlives the tests.
 
 use std::{
+    path::{Path, PathBuf},
     process::{Command, Stdio},
     sync::OnceLock,
     time::{Duration, Instant},
@@ -136,12 +138,26 @@ fn wait_for_port(name: &str, port: u16) {
 
 fn start() -> Stack {
     let tansu = tansu_binary();
-    let kafka_port = free_port();
-    let kafka = format!("127.0.0.1:{kafka_port}");
+    let kafka = start_tansu(&tansu, free_port());
+    let temporal = start_temporal(free_port(), None);
+    let redis = RedisServer::start();
+    wait_for_address("tansu", &kafka);
+    wait_for_address("temporal", &temporal);
+    Stack {
+        kafka,
+        temporal,
+        redis,
+        tansu,
+    }
+}
+
+/// Starts a tansu broker on `port` (memory storage); its `127.0.0.1:port`.
+fn start_tansu(tansu: &str, port: u16) -> String {
+    let kafka = format!("127.0.0.1:{port}");
     spawn_guarded(
-        "tansu",
+        &format!("tansu-{port}"),
         &[
-            tansu.clone(),
+            tansu.to_owned(),
             "broker".into(),
             "--listener-url".into(),
             format!("tcp://{kafka}"),
@@ -151,8 +167,13 @@ fn start() -> Stack {
             "memory://tansu/".into(),
         ],
     );
-    let temporal_port = free_port();
-    let mut temporal_args: Vec<String> = [
+    kafka
+}
+
+/// Starts a Temporal dev server on `port` with hookflow's search attributes, in memory or
+/// on the database file `db`; its `http://127.0.0.1:port`.
+fn start_temporal(port: u16, db: Option<&Path>) -> String {
+    let mut args: Vec<String> = [
         "temporal",
         "server",
         "start-dev",
@@ -161,33 +182,118 @@ fn start() -> Stack {
         "127.0.0.1",
         "--log-level",
         "error",
+        "--port",
     ]
     .iter()
     .map(|s| s.to_string())
     .collect();
-    for (flag, port) in [
-        ("--port", temporal_port),
-        ("--http-port", free_port()),
-        ("--metrics-port", free_port()),
-    ] {
-        temporal_args.extend([flag.to_string(), port.to_string()]);
+    args.push(port.to_string());
+    for flag in ["--http-port", "--metrics-port"] {
+        args.extend([flag.to_string(), free_port().to_string()]);
+    }
+    if let Some(db) = db {
+        args.extend(["--db-filename".to_string(), db.display().to_string()]);
     }
     for (name, kind) in hookflow_temporal::search_attributes::ALL {
-        temporal_args.extend(["--search-attribute".to_string(), format!("{name}={kind}")]);
+        args.extend(["--search-attribute".to_string(), format!("{name}={kind}")]);
     }
-    spawn_guarded("temporal", &temporal_args);
-    let redis = RedisServer::start();
-    wait_for_port("tansu", kafka_port);
-    wait_for_port("temporal", temporal_port);
-    Stack {
-        kafka,
-        temporal: format!("http://127.0.0.1:{temporal_port}"),
-        redis,
-        tansu,
+    spawn_guarded(&format!("temporal-{port}"), &args);
+    format!("http://127.0.0.1:{port}")
+}
+
+fn wait_for_address(name: &str, address: &str) {
+    let port = address
+        .rsplit(':')
+        .next()
+        .and_then(|p| p.parse().ok())
+        .expect("host:port");
+    wait_for_port(name, port);
+}
+
+/// Sends `signal` (`-9`, `-STOP`, `-CONT`) to every process whose command line contains
+/// `pattern` (the server and its guard).
+fn signal(signal: &str, pattern: &str) {
+    let _ = Command::new("pkill").args([signal, "-f", pattern]).status();
+}
+
+/// A tansu broker of one test's own.
+#[derive(Debug)]
+pub struct Broker {
+    /// `127.0.0.1:port`
+    pub address: String,
+}
+
+impl Broker {
+    /// Freezes it (SIGSTOP), as a stalled broker host would be.
+    pub fn freeze(&self) {
+        signal("-STOP", &format!("tcp://{}", self.address));
+    }
+
+    /// Lets it run again (SIGCONT).
+    pub fn thaw(&self) {
+        signal("-CONT", &format!("tcp://{}", self.address));
+    }
+}
+
+/// A Temporal dev server of one test's own, keeping its state in a database file so it
+/// survives being killed.
+#[derive(Debug)]
+pub struct TemporalServer {
+    /// `http://127.0.0.1:port`
+    pub address: String,
+    port: u16,
+    db: PathBuf,
+}
+
+impl TemporalServer {
+    /// Kills it with SIGKILL, as a crash would, and waits until its port is closed.
+    pub fn kill_9(&self) {
+        signal("-9", &self.db.display().to_string());
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
+            assert!(Instant::now() < deadline, "temporal did not stop");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Starts it again on the same port and database file.
+    pub fn restart(&self) {
+        start_temporal(self.port, Some(&self.db));
+        wait_for_port("temporal", self.port);
     }
 }
 
 impl Stack {
+    /// This stack with a broker of the caller's own instead of the shared one (for a test
+    /// that freezes it).
+    pub fn with_own_broker(&self) -> (Stack, Broker) {
+        let kafka = start_tansu(&self.tansu, free_port());
+        wait_for_address("tansu", &kafka);
+        let stack = Stack {
+            kafka: kafka.clone(),
+            ..self.clone()
+        };
+        (stack, Broker { address: kafka })
+    }
+
+    /// This stack with a Temporal server of the caller's own, keeping its state in `db`
+    /// (for a test that kills it).
+    pub fn with_own_temporal(&self, db: &Path) -> (Stack, TemporalServer) {
+        let port = free_port();
+        let temporal = start_temporal(port, Some(db));
+        wait_for_port("temporal", port);
+        let stack = Stack {
+            temporal: temporal.clone(),
+            ..self.clone()
+        };
+        let server = TemporalServer {
+            address: temporal,
+            port,
+            db: db.to_owned(),
+        };
+        (stack, server)
+    }
+
     /// Creates a topic with `partitions` partitions.
     pub fn create_topic(&self, topic: &str, partitions: u32) {
         let out = Command::new(&self.tansu)
