@@ -35,19 +35,9 @@ async fn a_killed_process_loses_nothing_and_duplicates_nothing() {
         .iter()
         .map(|(uuid, _)| format!("crash:{uuid}"))
         .collect();
-    eventually(
-        Duration::from_secs(120),
-        "every delivery after the restart",
-        || async {
-            let ids: BTreeSet<String> = receiver
-                .received()
-                .iter()
-                .map(|r| r.header("webhook-id").to_owned())
-                .collect();
-            (ids == expected).then_some(())
-        },
-    )
-    .await;
+    receiver
+        .wait_for_ids(&expected, Duration::from_secs(120))
+        .await;
     let query = format!("HookflowTeamId = {}", s.team);
     assert_eq!(
         temporal::count(&s.temporal, &query).await,

@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use hookflow_e2e::{events, eventually, kafka, scenario::Scenario};
+use hookflow_e2e::{events, eventually, hookflow::Process, kafka, scenario::Scenario};
 
 #[tokio::test(flavor = "multi_thread")]
 async fn malformed_and_unwanted_messages_do_not_block_the_ones_after_them() {
@@ -94,19 +94,7 @@ async fn malformed_and_unwanted_messages_do_not_block_the_ones_after_them() {
     })
     .await;
 
-    // Everything processed and committed: the only partition's lag is exported and zero.
-    eventually(
-        Duration::from_secs(20),
-        "the lag of partition 0 to be 0",
-        || async {
-            (process
-                .series("hookflow_consumer_lag{partition=\"0\"}")
-                .await
-                == Some(0.0))
-            .then_some(())
-        },
-    )
-    .await;
+    lag_reaches_zero(&process).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -172,12 +160,21 @@ async fn a_dead_letter_too_large_is_sent_truncated_and_the_partition_moves_on() 
             .await,
         1.0
     );
-    eventually(Duration::from_secs(20), "the lag to be 0", || async {
-        (process
-            .series("hookflow_consumer_lag{partition=\"0\"}")
-            .await
-            == Some(0.0))
-        .then_some(())
-    })
+    lag_reaches_zero(&process).await;
+}
+
+/// Waits until everything was processed and committed: the only partition's lag is
+/// exported and zero.
+async fn lag_reaches_zero(process: &Process) {
+    eventually(
+        Duration::from_secs(20),
+        "the lag of partition 0 to be 0",
+        || async {
+            let lag = process
+                .series("hookflow_consumer_lag{partition=\"0\"}")
+                .await;
+            (lag == Some(0.0)).then_some(())
+        },
+    )
     .await;
 }

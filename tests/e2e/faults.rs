@@ -3,41 +3,31 @@
 //! timeout, and endpoints that misbehave below HTTP. Each counts what arrived: every pair
 //! delivered, one workflow per pair, nothing dead-lettered.
 
-use std::{
-    collections::{BTreeSet, HashMap},
-    sync::atomic::Ordering,
-    time::Duration,
-};
+use std::{collections::BTreeSet, sync::atomic::Ordering, time::Duration};
 
 use hookflow_core::DeliveryOutcome;
 use hookflow_e2e::{
     eventually,
     hookflow::Process,
     kafka,
-    receiver::{Misbehaviour, Receiver, misbehaving},
+    receiver::{Misbehaviour, misbehaving},
     scenario::Scenario,
     stack::stack,
     temporal,
 };
 
-/// Waits until `receiver` got a request for every one of `expected` webhook ids; how many
-/// requests it got for each.
-async fn all_delivered(receiver: &Receiver, expected: &BTreeSet<String>) -> HashMap<String, usize> {
-    eventually(Duration::from_secs(180), "every delivery", || async {
-        let mut seen: HashMap<String, usize> = HashMap::new();
-        for request in receiver.received() {
-            *seen
-                .entry(request.header("webhook-id").to_owned())
-                .or_default() += 1;
-        }
-        let ids: BTreeSet<String> = seen.keys().cloned().collect();
-        (ids == *expected).then_some(seen)
-    })
-    .await
-}
-
 async fn ready(process: &Process) -> Option<(u16, serde_json::Value)> {
     process.probe("/_readiness").await
+}
+
+/// Waits until readiness fails because `component` is not ready.
+async fn wait_not_ready(process: &Process, component: &str) {
+    let what = format!("not ready for {component}");
+    eventually(Duration::from_secs(30), &what, || async {
+        let (status, body) = ready(process).await?;
+        (status == 503 && body["components"][component]["ready"] == false).then_some(())
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -57,20 +47,14 @@ async fn temporal_killed_mid_stream_and_restarted_loses_and_duplicates_nothing()
 
     server.kill_9();
     let delivered_before = receiver.received().len();
-    eventually(
-        Duration::from_secs(30),
-        "not ready while Temporal is down",
-        || async {
-            let (status, body) = ready(&process).await?;
-            (status == 503 && body["components"]["temporal"]["ready"] == false).then_some(())
-        },
-    )
-    .await;
+    wait_not_ready(&process, "temporal").await;
     tokio::time::sleep(Duration::from_secs(2)).await;
     server.restart();
 
     let expected: BTreeSet<String> = uuids.iter().map(|u| format!("t:{u}")).collect();
-    let seen = all_delivered(&receiver, &expected).await;
+    let seen = receiver
+        .wait_for_ids(&expected, Duration::from_secs(180))
+        .await;
     let client = temporal::client(&server.address).await;
     assert_eq!(
         temporal::count(&client, &format!("HookflowTeamId = {}", s.team)).await,
@@ -124,21 +108,15 @@ async fn a_frozen_broker_loses_and_duplicates_nothing_and_consumption_resumes_by
     // Frozen for longer than the group's 6 s session timeout.
     broker.freeze();
     let frozen = std::time::Instant::now();
-    eventually(
-        Duration::from_secs(30),
-        "not ready while frozen",
-        || async {
-            let (status, body) = ready(&process).await?;
-            (status == 503 && body["components"]["kafka_consumer"]["ready"] == false).then_some(())
-        },
-    )
-    .await;
+    wait_not_ready(&process, "kafka_consumer").await;
     tokio::time::sleep(Duration::from_secs(10).saturating_sub(frozen.elapsed())).await;
     broker.thaw();
 
     uuids.extend(s.produce_events(10).await);
     let expected: BTreeSet<String> = uuids.iter().map(|u| format!("b:{u}")).collect();
-    let seen = all_delivered(&receiver, &expected).await;
+    let seen = receiver
+        .wait_for_ids(&expected, Duration::from_secs(180))
+        .await;
     assert!(seen.values().all(|n| *n == 1), "each once: {seen:?}");
     assert_eq!(
         temporal::count(&s.temporal, &format!("HookflowTeamId = {}", s.team)).await,

@@ -41,16 +41,10 @@ async fn a_misconfigured_namespace_stops_consumption_and_nothing_is_dead_lettere
     assert!(ok, "{out}");
     let expected: BTreeSet<String> = uuids.iter().map(|u| format!("d:{u}")).collect();
     let receiver = &s.receiver;
-    eventually(Duration::from_secs(90), "every event delivered", || async {
-        let ids: BTreeSet<String> = receiver
-            .received()
-            .iter()
-            .map(|r| r.header("webhook-id").to_owned())
-            .collect();
-        (ids == expected).then_some(())
-    })
-    .await;
-    assert_eq!(receiver.received().len(), 3, "each once");
+    let seen = receiver
+        .wait_for_ids(&expected, Duration::from_secs(90))
+        .await;
+    assert!(seen.values().all(|n| *n == 1), "each once: {seen:?}");
     eventually(Duration::from_secs(30), "readiness again", || async {
         let (status, _) = process.probe("/_readiness").await?;
         (status == 200).then_some(())

@@ -134,6 +134,30 @@ impl Receiver {
         ids.len()
     }
 
+    /// Waits until a request arrived for each of `expected` webhook ids and for no other
+    /// (panics after `timeout`); how many requests arrived for each.
+    pub async fn wait_for_ids(
+        &self,
+        expected: &std::collections::BTreeSet<String>,
+        timeout: Duration,
+    ) -> HashMap<String, usize> {
+        crate::eventually(
+            timeout,
+            "a request for every expected webhook id",
+            || async {
+                let mut seen: HashMap<String, usize> = HashMap::new();
+                for request in self.received() {
+                    *seen
+                        .entry(request.header("webhook-id").to_owned())
+                        .or_default() += 1;
+                }
+                let ids: std::collections::BTreeSet<&String> = seen.keys().collect();
+                (ids == expected.iter().collect()).then_some(seen)
+            },
+        )
+        .await
+    }
+
     /// Requests received on `path`.
     pub fn received_on(&self, path: &str) -> Vec<Received> {
         self.received()

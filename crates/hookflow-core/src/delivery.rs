@@ -67,6 +67,22 @@ pub struct DeliveryInput {
 }
 
 impl DeliveryInput {
+    /// The delivery of `event`'s `actions` to `destination_id`, with the default retry
+    /// policy and history bound (a test send, say; [`plan_deliveries`] applies the
+    /// deployment's and the destination's).
+    pub fn new(destination_id: &str, event: ActionMatchedEvent, actions: Vec<ActionRef>) -> Self {
+        DeliveryInput {
+            delivery_id: DeliveryId::new(destination_id, event.uuid),
+            destination_id: destination_id.to_owned(),
+            event,
+            actions,
+            retry: RetryPolicy::default(),
+            produced_at_ms: None,
+            history: HistoryBound::default(),
+            progress: None,
+        }
+    }
+
     /// The input of a fresh start of this delivery (a redelivery, say): no progress.
     pub fn restarted(mut self) -> Self {
         self.progress = None;
@@ -96,14 +112,10 @@ pub fn plan_deliveries<'a>(
         .filter_map(|destination| {
             let actions = destination.matching_actions(event)?;
             Some(DeliveryInput {
-                delivery_id: DeliveryId::new(&destination.id, event.uuid),
-                destination_id: destination.id.clone(),
-                event: event.clone(),
-                actions,
                 retry: destination.retry_policy(&defaults.retry),
                 produced_at_ms,
                 history: defaults.history,
-                progress: None,
+                ..DeliveryInput::new(&destination.id, event.clone(), actions)
             })
         })
         .collect()

@@ -38,7 +38,7 @@ pub fn render_json_body(input: &DeliveryInput) -> Vec<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{ActionMatchedEvent, ActionRef, DeliveryId, RetryPolicy};
+    use crate::{ActionMatchedEvent, ActionRef};
 
     #[test]
     fn renders_the_documented_envelope() {
@@ -48,19 +48,11 @@ mod tests {
                 "matched_actions":[{"id":17,"name":"Signed up"},{"id":18,"name":"Other"}]}"#,
         )
         .expect("event");
-        let input = DeliveryInput {
-            delivery_id: DeliveryId::new("d-1", event.uuid),
-            destination_id: "d-1".into(),
-            actions: vec![ActionRef {
-                id: 17,
-                name: "Signed up".into(),
-            }],
-            event,
-            retry: RetryPolicy::default(),
-            produced_at_ms: None,
-            history: Default::default(),
-            progress: None,
-        };
+        let actions = vec![ActionRef {
+            id: 17,
+            name: "Signed up".into(),
+        }];
+        let input = DeliveryInput::new("d-1", event, actions);
         let body: serde_json::Value =
             serde_json::from_slice(&render_json_body(&input)).expect("json");
         assert_eq!(

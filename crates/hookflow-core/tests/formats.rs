@@ -6,7 +6,7 @@
 use std::path::PathBuf;
 
 use hookflow_core::{
-    ActionMatchedEvent, ActionRef, DeliveryId, DeliveryInput, RetryPolicy,
+    ActionMatchedEvent, ActionRef, DeliveryInput,
     formats::{BodyContext, Format, render_body},
 };
 
@@ -52,16 +52,7 @@ fn delivery(event: ActionMatchedEvent, actions: usize) -> DeliveryInput {
         .take(actions)
         .cloned()
         .collect();
-    DeliveryInput {
-        delivery_id: DeliveryId::new("dest-1", event.uuid),
-        destination_id: "dest-1".into(),
-        event,
-        actions,
-        retry: RetryPolicy::default(),
-        produced_at_ms: None,
-        history: Default::default(),
-        progress: None,
-    }
+    DeliveryInput::new("dest-1", event, actions)
 }
 
 /// (case name, delivery, template)

@@ -132,7 +132,7 @@ pub fn summary(input: &DeliveryInput) -> String {
 
 #[cfg(test)]
 mod tests {
-    use hookflow_core::{ActionMatchedEvent, DeliveryId};
+    use hookflow_core::ActionMatchedEvent;
 
     use super::*;
 
@@ -143,16 +143,8 @@ mod tests {
         )
         .expect("event");
         event.event = event_name.to_owned();
-        DeliveryInput {
-            delivery_id: DeliveryId::new("d-1", event.uuid),
-            destination_id: "d-1".into(),
-            actions: event.matched_actions.clone(),
-            event,
-            retry: Default::default(),
-            produced_at_ms: None,
-            history: Default::default(),
-            progress: None,
-        }
+        let actions = event.matched_actions.clone();
+        DeliveryInput::new("d-1", event, actions)
     }
 
     #[test]

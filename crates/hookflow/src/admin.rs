@@ -315,16 +315,8 @@ async fn send_test(
             name: "Test".into(),
         }],
     };
-    let delivery = DeliveryInput {
-        delivery_id: DeliveryId::new(&destination.id, event.uuid),
-        destination_id: destination.id.clone(),
-        actions: event.matched_actions.clone(),
-        event,
-        retry: Default::default(),
-        produced_at_ms: None,
-        history: Default::default(),
-        progress: None,
-    };
+    let actions = event.matched_actions.clone();
+    let delivery = DeliveryInput::new(&destination.id, event, actions);
     let timestamp = chrono::Utc::now().timestamp();
     let request = prepare(&destination, &delivery, &state.site_url, timestamp)
         .map_err(|e| ApiError::bad_request(e.to_string(), Some("secret")))?;
