@@ -144,7 +144,7 @@ async fn record_histories() {
     std::fs::create_dir_all(&out).expect("create the history set");
     for (name, workflow_id) in &ids {
         let result = temporal::result(&s.temporal, workflow_id).await;
-        let runs = temporal::runs(&s.temporal, workflow_id).await;
+        let runs = temporal::closed_runs(&s.temporal, workflow_id).await;
         for (n, run) in runs.iter().enumerate() {
             let file = if runs.len() == 1 {
                 format!("{name}.json")

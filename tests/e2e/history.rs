@@ -38,7 +38,7 @@ async fn a_long_wait_continues_as_new_within_the_bound_and_keeps_its_progress() 
         result.last_error.as_deref(),
         Some("maximum age reached while deferred (paused)")
     );
-    let runs = temporal::runs(&s.temporal, &aged).await;
+    let runs = temporal::closed_runs(&s.temporal, &aged).await;
     assert!(
         runs.len() >= 3,
         "crossed the bound at least twice: {runs:?}"
@@ -80,7 +80,7 @@ async fn a_long_wait_continues_as_new_within_the_bound_and_keeps_its_progress() 
     assert!(receiver.received_on("aged").is_empty());
 
     for id in [&aged, &resumed] {
-        let runs = temporal::runs(&s.temporal, id).await;
+        let runs = temporal::closed_runs(&s.temporal, id).await;
         for run in &runs[..runs.len() - 1] {
             assert_eq!(run.status, WorkflowExecutionStatus::ContinuedAsNew, "{id}");
         }

@@ -130,3 +130,15 @@ pub async fn runs(client: &Client, id: &str) -> Vec<Run> {
     runs.sort_by_key(|r| r.start);
     runs
 }
+
+/// Every run of workflow `id`, once visibility shows all of them closed (it lags the
+/// history a little), oldest first.
+pub async fn closed_runs(client: &Client, id: &str) -> Vec<Run> {
+    let what = format!("visibility to show every run of {id} closed");
+    crate::eventually(Duration::from_secs(30), &what, || async {
+        let runs = runs(client, id).await;
+        let closed = !runs.is_empty() && runs.iter().all(|r| r.close.is_some());
+        closed.then_some(runs)
+    })
+    .await
+}
