@@ -19,3 +19,4 @@ mod outcomes;
 mod retries;
 mod ssrf;
 mod start_errors;
+mod tenancy;

@@ -49,6 +49,10 @@ pub struct DeliveryInput {
     pub delivery_id: DeliveryId,
     /// The destination to deliver to.
     pub destination_id: String,
+    /// The destination's uid when it was planned, if its store assigns them: only the
+    /// destination with this uid (and the event's team) may receive the delivery.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub destination_uid: Option<String>,
     /// The event to deliver.
     pub event: ActionMatchedEvent,
     /// The event's actions that this destination wants (at least one).
@@ -74,6 +78,7 @@ impl DeliveryInput {
         DeliveryInput {
             delivery_id: DeliveryId::new(destination_id, event.uuid),
             destination_id: destination_id.to_owned(),
+            destination_uid: None,
             event,
             actions,
             retry: RetryPolicy::default(),
@@ -112,6 +117,7 @@ pub fn plan_deliveries<'a>(
         .filter_map(|destination| {
             let actions = destination.matching_actions(event)?;
             Some(DeliveryInput {
+                destination_uid: destination.uid.clone(),
                 retry: destination.retry_policy(&defaults.retry),
                 produced_at_ms,
                 history: defaults.history,

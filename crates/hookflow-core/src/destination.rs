@@ -62,6 +62,10 @@ impl fmt::Debug for SigningSecret {
 pub struct Destination {
     /// Unique id; part of every delivery id (`[A-Za-z0-9_.-]`, 1 to 64 characters).
     pub id: String,
+    /// The destination's immutable identity, assigned by the store when it is created (the
+    /// Redis store; none in the file store). Ids are freed on delete and may be taken again,
+    /// by any team; a uid never is, so a deleted and recreated destination is another one.
+    pub uid: Option<String>,
     /// The team whose events go here.
     pub team_id: i64,
     /// Where deliveries are POSTed.
@@ -181,6 +185,15 @@ pub const MAX_RETRY_MS: u64 = 7 * 24 * 3_600 * 1_000;
 pub const MAX_RETRY_ENTRIES: usize = 30;
 
 impl Destination {
+    /// Whether this is the destination `delivery` was planned for: the same team and, when
+    /// the delivery recorded one, the same uid. A destination that took over a deleted
+    /// one's id is another destination and must not receive its deliveries.
+    pub fn is_planned_for(&self, delivery: &crate::DeliveryInput) -> bool {
+        self.id == delivery.destination_id
+            && self.team_id == delivery.event.team_id
+            && (delivery.destination_uid.is_none() || delivery.destination_uid == self.uid)
+    }
+
     /// The deployment's retry policy with this destination's overrides.
     pub fn retry_policy(&self, deployment: &RetryPolicy) -> RetryPolicy {
         RetryPolicy {
@@ -389,6 +402,9 @@ struct DestinationFile {
 pub struct DestinationSpec {
     /// Unique id (`[A-Za-z0-9_.-]`, 1 to 64 characters).
     pub id: String,
+    /// Immutable identity, assigned by the Redis store at creation (a UUID); read-only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uid: Option<String>,
     /// The team whose events go here.
     pub team_id: i64,
     /// Where deliveries are POSTed.
@@ -518,6 +534,16 @@ impl DestinationSpec {
         };
         if !is_valid_destination_id(&self.id) {
             return Err(invalid("id", "must be 1 to 64 of A-Z a-z 0-9 _ - .".into()));
+        }
+        if self
+            .uid
+            .as_deref()
+            .is_some_and(|uid| uuid::Uuid::parse_str(uid).is_err())
+        {
+            return Err(invalid(
+                "uid",
+                "must be a UUID (the store assigns it)".into(),
+            ));
         }
         let url =
             Url::parse(&self.url).map_err(|e| invalid("url", format!("is not a URL: {e}")))?;
@@ -654,6 +680,7 @@ impl DestinationSpec {
             max_age_ms: self.max_age_ms,
             name: self.name.unwrap_or_else(|| self.id.clone()),
             id: self.id,
+            uid: self.uid,
             team_id: self.team_id,
             url,
             actions: self.actions,
@@ -701,9 +728,47 @@ mod tests {
         }
     }
 
+    #[test]
+    fn only_the_planned_destination_of_the_events_team_may_receive_a_delivery() {
+        let mut planned = destination(vec![]);
+        planned.uid = Some("0190f3a4-0000-7000-8000-0000000000aa".into());
+        let event = event(2, &[1]);
+        let delivery = crate::DeliveryInput {
+            destination_uid: planned.uid.clone(),
+            ..crate::DeliveryInput::new("d", event.clone(), event.matched_actions.clone())
+        };
+        assert!(planned.is_planned_for(&delivery));
+        let other_team = Destination {
+            team_id: 3,
+            ..planned.clone()
+        };
+        assert!(
+            !other_team.is_planned_for(&delivery),
+            "another team took the id"
+        );
+        let recreated = Destination {
+            uid: Some("0190f3a4-0000-7000-8000-0000000000bb".into()),
+            ..planned.clone()
+        };
+        assert!(
+            !recreated.is_planned_for(&delivery),
+            "deleted and created again"
+        );
+        let unrecorded = crate::DeliveryInput {
+            destination_uid: None,
+            ..delivery.clone()
+        };
+        assert!(
+            recreated.is_planned_for(&unrecorded),
+            "without a recorded uid (file store), the team decides"
+        );
+        assert!(!other_team.is_planned_for(&unrecorded));
+    }
+
     fn destination(actions: Vec<i64>) -> Destination {
         Destination {
             id: "d".into(),
+            uid: None,
             team_id: 2,
             url: Url::parse("https://example.com").expect("url"),
             actions,

@@ -1,5 +1,6 @@
 //! The attempt activity: resolves the destination at attempt time (so URL and secret
-//! changes apply to pending retries and secrets never enter workflow history), renders and
+//! changes apply to pending retries and secrets never enter workflow history; only the
+//! destination of the event's team with the uid the delivery recorded), renders and
 //! signs the body, asks the endpoint's gate (concurrency cap, rate limit, breaker), and
 //! makes exactly one HTTP request, or returns at once with a deferral.
 // The Temporal macros generate undocumented items beside the documented methods.
@@ -86,7 +87,14 @@ impl DeliveryActivities {
 
     async fn deliver(&self, input: &AttemptInput) -> AttemptStep {
         let delivery = &input.delivery;
-        let Some(destination) = self.destinations.get(&delivery.destination_id) else {
+        // Ids are freed on delete and may be taken again by any team: a destination that is
+        // not the one this delivery was planned for (another team's, or a recreated one) is
+        // as good as deleted. Its URL and secret must never see this delivery.
+        let destination = self
+            .destinations
+            .get(&delivery.destination_id)
+            .filter(|d| d.is_planned_for(delivery));
+        let Some(destination) = destination else {
             return AttemptStep::DestinationDeleted;
         };
         match &destination.state {

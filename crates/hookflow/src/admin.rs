@@ -209,8 +209,8 @@ async fn create(
     body: Result<Json<Value>, JsonRejection>,
 ) -> Result<(StatusCode, Json<DestinationSpec>), ApiError> {
     let spec = spec_of(team, body)?;
-    state.store.put(spec.clone(), true).await?;
-    Ok((StatusCode::CREATED, Json(spec.redacted())))
+    let stored = state.store.put(spec, true).await?;
+    Ok((StatusCode::CREATED, Json(stored.redacted())))
 }
 
 async fn read(
@@ -232,9 +232,8 @@ async fn update(
             Some("id"),
         ));
     }
-    state.store.spec(team, &id).await?;
-    state.store.put(spec.clone(), false).await?;
-    Ok(Json(spec.redacted()))
+    let stored = state.store.put(spec, false).await?;
+    Ok(Json(stored.redacted()))
 }
 
 async fn remove(
@@ -267,8 +266,8 @@ async fn set_state(
     let mut spec = state.store.spec(team, &id).await?;
     spec.state = new_state.map(str::to_owned);
     spec.disabled_reason = None;
-    state.store.put(spec.clone(), false).await?;
-    Ok(Json(spec.redacted()))
+    let stored = state.store.put(spec, false).await?;
+    Ok(Json(stored.redacted()))
 }
 
 impl From<TemporalError> for ApiError {

@@ -315,9 +315,20 @@ impl RedisDestinations {
     }
 
     /// Writes `spec` after validating it (alone and with the others: endpoint limits must
-    /// agree). `create` refuses an existing id; otherwise the id must exist.
-    pub async fn put(&self, spec: DestinationSpec, create: bool) -> Result<(), StoreError> {
+    /// agree); the stored spec, with its uid. `create` refuses an existing id and gives the
+    /// destination a new uid; otherwise the id must exist for the spec's team and keeps its
+    /// uid, whatever the spec says.
+    pub async fn put(
+        &self,
+        mut spec: DestinationSpec,
+        create: bool,
+    ) -> Result<DestinationSpec, StoreError> {
         self.refuse_while_lost()?;
+        spec.uid = if create {
+            Some(uuid::Uuid::new_v4().to_string())
+        } else {
+            self.spec(spec.team_id, &spec.id).await?.uid
+        };
         let destination = spec.clone().validate_one(&self.rules)?;
         let mut others: Vec<Destination> = self
             .all_specs()
@@ -354,7 +365,7 @@ impl RedisDestinations {
             return Err(StoreError::Conflict(spec.id));
         }
         self.refresh().await?;
-        Ok(())
+        Ok(spec)
     }
 
     /// Deletes a team's destination.
