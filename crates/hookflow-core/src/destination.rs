@@ -306,8 +306,9 @@ impl DestinationCatalog for DestinationSet {
 /// What validation needs to know about the deployment.
 #[derive(Debug, Clone, Default)]
 pub struct ValidationRules {
-    /// Hosts that may be reached over plain http (`http.allowed_hosts`).
-    pub allowed_hosts: Vec<String>,
+    /// Hosts (or hosts on one port) that may be reached over plain http
+    /// (`http.allowed_hosts`).
+    pub allowed_hosts: crate::AllowList,
 }
 
 /// The destinations in use now: a store swaps in a whole new validated set when it
@@ -550,8 +551,7 @@ impl DestinationSpec {
         if !matches!(url.scheme(), "http" | "https") || url.host().is_none() {
             return Err(invalid("url", "must be an http(s) URL with a host".into()));
         }
-        let host = url.host_str().unwrap_or_default();
-        if url.scheme() != "https" && !rules.allowed_hosts.iter().any(|h| h == host) {
+        if url.scheme() != "https" && !rules.allowed_hosts.allows_url(&url) {
             return Err(invalid(
                 "url",
                 "must be https (plain http only for hosts in http.allowed_hosts)".into(),
@@ -704,7 +704,7 @@ mod tests {
 
     fn parse(text: &str) -> Result<DestinationSet, DestinationFileError> {
         let rules = ValidationRules {
-            allowed_hosts: vec!["127.0.0.1".into()],
+            allowed_hosts: crate::AllowList::new(&["127.0.0.1"]).expect("allow-list"),
         };
         DestinationSet::from_toml(text, &rules)
     }

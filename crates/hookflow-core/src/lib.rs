@@ -4,6 +4,7 @@
 //! workflow, the Kafka consumer and the HTTP activity can all share it, and it is tested
 //! without any I/O.
 
+pub mod allow_list;
 pub mod breaker;
 pub mod delivery;
 pub mod destination;
@@ -19,6 +20,7 @@ pub mod scheduler;
 pub mod signing;
 pub mod template;
 
+pub use allow_list::AllowList;
 pub use delivery::{DeliveryDefaults, DeliveryId, DeliveryInput, plan_deliveries};
 pub use destination::{
     Destination, DestinationCatalog, DestinationFileError, DestinationSet, DestinationSpec,

@@ -12,7 +12,9 @@ use std::{
     time::{Duration, Instant, SystemTime},
 };
 
-use hookflow_core::{AttemptErrorKind, AttemptReport, Destination, request::PreparedRequest};
+use hookflow_core::{
+    AllowList, AttemptErrorKind, AttemptReport, Destination, request::PreparedRequest,
+};
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue, RETRY_AFTER};
 use url::Url;
 
@@ -26,8 +28,9 @@ use crate::{
 pub struct HttpSettings {
     /// Time allowed to establish a connection (TCP + TLS).
     pub connect_timeout: Duration,
-    /// Hosts the SSRF guard lets through even when they resolve to private addresses.
-    pub allowed_hosts: Vec<String>,
+    /// Hosts (or hosts on one port) the SSRF guard lets through even when they resolve to
+    /// private addresses.
+    pub allowed_hosts: AllowList,
     /// The `User-Agent` header.
     pub user_agent: String,
     /// The most of a response body read (and discarded) per attempt.
@@ -50,8 +53,11 @@ pub struct AttemptRequest<'a> {
 /// Makes delivery attempts. Cheap to clone: connections are pooled and shared.
 #[derive(Clone)]
 pub struct DeliveryClient {
-    client: reqwest::Client,
-    guard: Arc<AddressGuard>,
+    /// For requests the allow-list does not name: its resolver exempts nothing.
+    guarded: reqwest::Client,
+    /// For requests whose host and port the allow-list names.
+    exempt: reqwest::Client,
+    allowed: Arc<AllowList>,
     max_response_body_bytes: usize,
 }
 
@@ -63,21 +69,25 @@ pub struct ClientBuildError(#[from] reqwest::Error);
 impl DeliveryClient {
     /// Builds the client: no redirects, no proxy, no retries, connect timeout, guarded DNS.
     pub fn new(settings: &HttpSettings) -> Result<Self, ClientBuildError> {
-        let guard = Arc::new(AddressGuard::new(&settings.allowed_hosts));
-        let client = reqwest::Client::builder()
-            .redirect(reqwest::redirect::Policy::none())
-            // reqwest retries some protocol-level refusals by default; the workflow is the
-            // one owner of retries, so the client makes exactly one request per attempt.
-            .retry(reqwest::retry::never())
-            .no_proxy()
-            .connect_timeout(settings.connect_timeout)
-            .dns_resolver(guard.clone())
-            .user_agent(settings.user_agent.clone())
-            .pool_idle_timeout(Duration::from_secs(60))
-            .build()?;
+        let allowed = Arc::new(settings.allowed_hosts.clone());
+        let build = |guard: AddressGuard| {
+            reqwest::Client::builder()
+                .redirect(reqwest::redirect::Policy::none())
+                // reqwest retries some protocol-level refusals by default; the workflow is
+                // the one owner of retries, so the client makes exactly one request per
+                // attempt.
+                .retry(reqwest::retry::never())
+                .no_proxy()
+                .connect_timeout(settings.connect_timeout)
+                .dns_resolver(Arc::new(guard))
+                .user_agent(settings.user_agent.clone())
+                .pool_idle_timeout(Duration::from_secs(60))
+                .build()
+        };
         Ok(DeliveryClient {
-            client,
-            guard,
+            guarded: build(AddressGuard::strict(allowed.clone()))?,
+            exempt: build(AddressGuard::exempting(allowed.clone()))?,
+            allowed,
             max_response_body_bytes: settings.max_response_body_bytes,
         })
     }
@@ -102,9 +112,15 @@ impl DeliveryClient {
     pub async fn attempt(&self, request: AttemptRequest<'_>) -> AttemptReport {
         let started = Instant::now();
         let elapsed_ms = || started.elapsed().as_millis() as u64;
-        if let Err(blocked) = self.guard.check_literal(request.url) {
+        if let Err(blocked) = AddressGuard::strict(self.allowed.clone()).check_literal(request.url)
+        {
             return AttemptReport::failed(AttemptErrorKind::Blocked, blocked.to_string(), 0);
         }
+        let client = if self.allowed.allows_url(request.url) {
+            &self.exempt
+        } else {
+            &self.guarded
+        };
         let mut headers = HeaderMap::new();
         headers.insert(
             reqwest::header::CONTENT_TYPE,
@@ -125,8 +141,7 @@ impl DeliveryClient {
                 }
             }
         }
-        let sent = self
-            .client
+        let sent = client
             .post(request.url.clone())
             .headers(headers)
             .timeout(request.timeout)

@@ -27,7 +27,7 @@ async fn serve(router: Router) -> SocketAddr {
 fn client(allowed: &[&str]) -> DeliveryClient {
     DeliveryClient::new(&HttpSettings {
         connect_timeout: Duration::from_secs(1),
-        allowed_hosts: allowed.iter().map(|s| s.to_string()).collect(),
+        allowed_hosts: hookflow_core::AllowList::new(allowed).expect("allow-list"),
         user_agent: "hookflow/test".into(),
         max_response_body_bytes: 1024,
     })
@@ -227,4 +227,46 @@ async fn an_endless_body_is_read_no_further_than_the_configured_prefix() {
     // buffers before its writes failed. Reading to the timeout would take gigabytes.
     let total = written.recv().await.expect("the server's count");
     assert!(total < 32 << 20, "the server wrote {total} bytes");
+}
+
+#[tokio::test]
+async fn an_allow_list_entry_with_a_port_exempts_that_port_only() {
+    let hits = Arc::new(AtomicUsize::new(0));
+    let router = |hits: Arc<AtomicUsize>| {
+        Router::new().route(
+            "/",
+            post(move || {
+                hits.fetch_add(1, Ordering::SeqCst);
+                async { StatusCode::OK }
+            }),
+        )
+    };
+    let (listed, other) = (
+        serve(router(hits.clone())).await,
+        serve(router(hits.clone())).await,
+    );
+    let client = client(&[&format!("localhost:{}", listed.port())]);
+    let url =
+        |addr: SocketAddr| Url::parse(&format!("http://localhost:{}/", addr.port())).expect("url");
+    assert_eq!(
+        client.attempt(request(&url(listed), 1000)).await.status,
+        Some(200)
+    );
+    let report = client.attempt(request(&url(other), 1000)).await;
+    assert_eq!(
+        report.error.map(|e| e.kind),
+        Some(AttemptErrorKind::Blocked),
+        "the same host on another port is guarded"
+    );
+    let literal = Url::parse(&format!("http://127.0.0.1:{}/", listed.port())).expect("url");
+    assert_eq!(
+        client
+            .attempt(request(&literal, 1000))
+            .await
+            .error
+            .map(|e| e.kind),
+        Some(AttemptErrorKind::Blocked),
+        "127.0.0.1 is not the listed host"
+    );
+    assert_eq!(hits.load(Ordering::SeqCst), 1);
 }

@@ -11,7 +11,7 @@ use figment::{
     Figment,
     providers::{Env, Format, Toml},
 };
-use hookflow_core::RetryPolicy;
+use hookflow_core::{AllowList, RetryPolicy};
 use hookflow_http::{RedisSettings, isolation::IsolationSettings};
 use hookflow_kafka::{KafkaSettings, outcomes::OutcomeSettings};
 use hookflow_temporal::TemporalSettings;
@@ -52,8 +52,8 @@ pub struct Settings {
 pub struct HttpSection {
     /// Connect timeout, milliseconds.
     pub connect_timeout_ms: u64,
-    /// Hosts exempt from the SSRF guard.
-    pub allowed_hosts: Vec<String>,
+    /// Hosts, or hosts on one port, exempt from the SSRF guard.
+    pub allowed_hosts: AllowList,
     /// The most of a response body an attempt reads.
     pub max_response_body_bytes: usize,
 }
@@ -309,7 +309,7 @@ mod tests {
         let local = include_str!("../../../config/local.toml");
         assert_eq!(
             load(local).expect("local").http.allowed_hosts,
-            ["127.0.0.1", "localhost"]
+            AllowList::new(&["127.0.0.1", "localhost"]).expect("allow-list")
         );
     }
 
@@ -336,6 +336,10 @@ mod tests {
             (
                 "[isolation.breaker]\nfailure_ratio = 1.5",
                 "`isolation.breaker` failure_ratio must be in (0, 1]",
+            ),
+            (
+                "[http]\nallowed_hosts = [\"internal:99999\"]",
+                "`internal:99999` has a port that is not 1 to 65535",
             ),
         ];
         for (overrides, expected) in cases {
