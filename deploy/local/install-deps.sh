@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Installs what hookflow's local stack and build need on a fresh Debian machine, and nothing
 # that is already there: protoc (prost builds the Temporal protos), Redis, Prometheus with
-# promtool (the dashboard and alert-rule tests), the Temporal CLI (dev server) and the
-# Kafka-compatible broker tansu. Safe to run any number of times.
+# promtool (the dashboard and alert-rule tests), the Temporal CLI (dev server), the
+# Kafka-compatible broker tansu, and Node with Microsoft's Adaptive Card library (the Teams
+# contract test). Safe to run any number of times.
 set -euo pipefail
 
 need_apt=()
@@ -11,6 +12,8 @@ command -v protoc >/dev/null 2>&1 || need_apt+=(protobuf-compiler)
 [ -f /usr/include/google/protobuf/field_mask.proto ] || need_apt+=(libprotobuf-dev)
 command -v redis-server >/dev/null 2>&1 || need_apt+=(redis-server)
 command -v promtool >/dev/null 2>&1 || need_apt+=(prometheus)
+# Node runs the chat services' own validators in the contract tests (tests/contracts).
+command -v npm >/dev/null 2>&1 || need_apt+=(nodejs npm)
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "install-deps: apt-get install ${need_apt[*]}"
   export DEBIAN_FRONTEND=noninteractive
@@ -26,4 +29,11 @@ if [ ${#pip_pkgs[@]} -gt 0 ]; then
   python3 -m pip install -q --disable-pip-version-check "${pip_pkgs[@]}"
   # Under pyenv, console scripts (temporal) reach PATH through shims made by a rehash.
   if command -v pyenv >/dev/null 2>&1; then pyenv rehash; fi
+fi
+
+# Microsoft's Adaptive Card library, pinned by tests/contracts/package-lock.json.
+contracts="$(cd "$(dirname "$0")/../.." && pwd)/tests/contracts"
+if [ ! -d "$contracts/node_modules/adaptivecards" ]; then
+  echo "install-deps: npm ci in tests/contracts"
+  npm ci --prefix "$contracts" --silent --no-audit --no-fund
 fi

@@ -589,7 +589,7 @@ impl DestinationSpec {
             if !self.format.uses_template() {
                 return Err(invalid(
                     "template",
-                    "only applies to the slack, discord and teams formats".into(),
+                    "only applies to the slack, discord, teams and teams_connector formats".into(),
                 ));
             }
             Template::parse(template)

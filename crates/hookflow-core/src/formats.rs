@@ -1,12 +1,25 @@
 //! Payload formats: what a delivery's request body looks like, chosen per destination.
 //!
 //! - `json`: hookflow's envelope ([`crate::payload::render_json_body`]).
-//! - `slack`: `{"text": <plain>, "blocks": [{"type": "section", "text": {"type": "mrkdwn",
-//!   "text": <markdown>}}]}`.
-//! - `discord`, `teams`: `{"text": <markdown>}`.
+//! - `slack` (incoming webhook): `{"text": <plain>, "blocks": [{"type": "section", "text":
+//!   {"type": "mrkdwn", "text": <markdown>}}]}`; a section's text is at most 3,000
+//!   characters, so both texts are cut there.
+//! - `discord` (execute webhook): `{"content": <markdown>, "allowed_mentions": {"parse":
+//!   []}}`: `content` is at most 2,000 characters, and no text from an event can ping
+//!   `@everyone`, a user or a role.
+//! - `teams` (Teams Workflows webhook): a `message` whose one attachment is an Adaptive Card
+//!   (`application/vnd.microsoft.card.adaptive`) with a wrapped Markdown `TextBlock` per
+//!   matched action, each cut to its share of 20,000 characters (Teams takes messages up to
+//!   28 KB).
+//! - `teams_connector`: `{"text": <markdown>}` cut to 20,000 characters, for Office 365
+//!   connector webhooks that still exist (Microsoft is retiring them; Workflows webhooks
+//!   refuse this body).
 //! - `zapier` (REST hooks): `{"hook": {"id", "event": "action_performed", "target"}, "data":
 //!   {"eventUuid", "event", "teamId", "distinctId", "properties", "timestamp", "person":
 //!   {"uuid", "properties", "created_at"}}}`.
+//!
+//! Text over a limit is cut with an ellipsis. Lengths are counted in UTF-16 code units, as
+//! the services' JavaScript does, so no character counts for less than it weighs there.
 //!
 //! The messaging formats render the destination's message template
 //! ([`crate::template`]) once per matched action, one line each. A template that cannot be
@@ -33,8 +46,10 @@ pub enum Format {
     Slack,
     /// A Discord webhook.
     Discord,
-    /// A Microsoft Teams incoming webhook.
+    /// A Microsoft Teams Workflows webhook (an Adaptive Card).
     Teams,
+    /// A Microsoft Teams Office 365 connector webhook (being retired).
+    TeamsConnector,
     /// A Zapier REST hook.
     Zapier,
 }
@@ -42,7 +57,10 @@ pub enum Format {
 impl Format {
     /// Whether the format renders a message template.
     pub fn uses_template(self) -> bool {
-        matches!(self, Format::Slack | Format::Discord | Format::Teams)
+        matches!(
+            self,
+            Format::Slack | Format::Discord | Format::Teams | Format::TeamsConnector
+        )
     }
 }
 
@@ -63,15 +81,23 @@ pub fn render_body(delivery: &DeliveryInput, cx: &BodyContext<'_>) -> Vec<u8> {
     let body = match cx.format {
         Format::Json => return render_json_body(delivery),
         Format::Slack => json!({
-            "text": message(delivery, cx, Flavor::SlackPlain),
+            "text": cut(&message(delivery, cx, Flavor::SlackPlain), SLACK_TEXT_MAX),
             "blocks": [{
                 "type": "section",
-                "text": {"type": "mrkdwn", "text": message(delivery, cx, Flavor::Slack)},
+                "text": {
+                    "type": "mrkdwn",
+                    "text": cut(&message(delivery, cx, Flavor::Slack), SLACK_TEXT_MAX),
+                },
             }],
         }),
-        Format::Discord | Format::Teams => {
-            json!({"text": message(delivery, cx, Flavor::Markdown)})
-        }
+        Format::Discord => json!({
+            "content": cut(&message(delivery, cx, Flavor::Markdown), DISCORD_CONTENT_MAX),
+            "allowed_mentions": {"parse": []},
+        }),
+        Format::Teams => adaptive_card(delivery, cx),
+        Format::TeamsConnector => json!({
+            "text": cut(&message(delivery, cx, Flavor::Markdown), TEAMS_TEXT_MAX),
+        }),
         Format::Zapier => {
             let event = &delivery.event;
             json!({
@@ -100,8 +126,67 @@ pub fn render_body(delivery: &DeliveryInput, cx: &BodyContext<'_>) -> Vec<u8> {
     serde_json::to_vec(&body).unwrap_or_else(|_| b"{}".to_vec())
 }
 
-/// One rendered line per matched action.
+/// Slack: the most characters of a section block's text.
+pub const SLACK_TEXT_MAX: usize = 3_000;
+/// Discord: the most characters of a message's `content`.
+pub const DISCORD_CONTENT_MAX: usize = 2_000;
+/// Teams: the most characters of an Adaptive Card's text blocks together, well within the
+/// 28 KB a Teams message may weigh.
+pub const TEAMS_TEXT_MAX: usize = 20_000;
+
+/// A Teams Workflows message: an Adaptive Card with one wrapped Markdown text block per
+/// matched action, each cut to its share of [`TEAMS_TEXT_MAX`] so every action shows.
+fn adaptive_card(delivery: &DeliveryInput, cx: &BodyContext<'_>) -> serde_json::Value {
+    let lines = lines(delivery, cx, Flavor::Markdown);
+    let share = TEAMS_TEXT_MAX / lines.len().max(1);
+    let blocks: Vec<serde_json::Value> = lines
+        .iter()
+        .map(|line| json!({"type": "TextBlock", "text": cut(line, share), "wrap": true}))
+        .collect();
+    json!({
+        "type": "message",
+        "attachments": [{
+            "contentType": "application/vnd.microsoft.card.adaptive",
+            "contentUrl": null,
+            "content": {
+                "$schema": "http://adaptivecards.io/schemas/adaptive-card.json",
+                "type": "AdaptiveCard",
+                "version": "1.4",
+                "body": blocks,
+            },
+        }],
+    })
+}
+
+/// `text`, or its start and an ellipsis when it is over `max` UTF-16 code units.
+fn cut(text: &str, max: usize) -> String {
+    if utf16_len(text) <= max {
+        return text.to_owned();
+    }
+    let mut kept = String::new();
+    let mut used = 1; // the ellipsis
+    for c in text.chars() {
+        used += c.len_utf16();
+        if used > max {
+            break;
+        }
+        kept.push(c);
+    }
+    kept.push('…');
+    kept
+}
+
+fn utf16_len(text: &str) -> usize {
+    text.encode_utf16().count()
+}
+
+/// One rendered line per matched action, joined.
 fn message(delivery: &DeliveryInput, cx: &BodyContext<'_>, flavor: Flavor) -> String {
+    lines(delivery, cx, flavor).join("\n")
+}
+
+/// One rendered line per matched action.
+fn lines(delivery: &DeliveryInput, cx: &BodyContext<'_>, flavor: Flavor) -> Vec<String> {
     let source = cx.template.unwrap_or(DEFAULT_TEMPLATE);
     let template = Template::parse(source);
     delivery
@@ -122,6 +207,23 @@ fn message(delivery: &DeliveryInput, cx: &BodyContext<'_>, flavor: Flavor) -> St
                 action.name
             ),
         })
-        .collect::<Vec<_>>()
-        .join("\n")
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn text_over_a_limit_is_cut_with_an_ellipsis_counting_utf16_units() {
+        assert_eq!(cut("abc", 3), "abc");
+        assert_eq!(cut("abcd", 3), "ab…");
+        // An emoji weighs two UTF-16 units: it does not fit beside the ellipsis in 2.
+        assert_eq!(cut("😀😀", 3), "😀…");
+        assert_eq!(cut("😀😀", 2), "…");
+        assert_eq!(
+            utf16_len(&cut(&"é".repeat(5_000), DISCORD_CONTENT_MAX)),
+            2_000
+        );
+    }
 }

@@ -10,11 +10,12 @@ use hookflow_core::{
     formats::{BodyContext, Format, render_body},
 };
 
-const FORMATS: [(Format, &str); 5] = [
+const FORMATS: [(Format, &str); 6] = [
     (Format::Json, "json"),
     (Format::Slack, "slack"),
     (Format::Discord, "discord"),
     (Format::Teams, "teams"),
+    (Format::TeamsConnector, "teams_connector"),
     (Format::Zapier, "zapier"),
 ];
 
@@ -34,6 +35,18 @@ fn rich_event() -> ActionMatchedEvent {
                        "address": {"city": "Zürich"}}, "created_at": "2026-01-01T00:00:00Z"},
             "matched_actions": [{"id": 17, "name": "Paid > 10"}, {"id": 18, "name": "Any"}]}"#,
     )
+}
+
+/// An event whose property `essay` is longer than any chat service takes in one message,
+/// and whose name would ping everyone in Discord if mentions were parsed.
+fn long_event() -> ActionMatchedEvent {
+    let essay = "All work and no play makes Jack a dull boy. ".repeat(600);
+    event(&format!(
+        r#"{{"uuid": "0190f3a4-0000-7000-8000-000000000003", "team_id": 2,
+            "event": "@everyone look", "distinct_id": "u", "timestamp": "2026-11-21T12:00:00Z",
+            "properties": {{"essay": "{essay}"}},
+            "matched_actions": [{{"id": 1, "name": "First"}}, {{"id": 2, "name": "Second"}}]}}"#
+    ))
 }
 
 /// An event without a person: `[person]` falls back to the distinct id.
@@ -85,6 +98,11 @@ fn cases() -> Vec<(&'static str, DeliveryInput, Option<&'static str>)> {
             "bad_template",
             delivery(anonymous_event(), 1),
             Some("hello [person.nam"),
+        ),
+        (
+            "over_the_limits",
+            delivery(long_event(), 2),
+            Some("[action.name]: [event] [event.properties.essay]"),
         ),
     ]
 }
