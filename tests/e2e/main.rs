@@ -17,6 +17,7 @@ mod history;
 mod isolation;
 mod outcomes;
 mod retries;
+mod secrets;
 mod ssrf;
 mod start_errors;
 mod tenancy;

@@ -136,10 +136,15 @@ impl Deployment {
     /// Writes the destinations file (a running process picks the change up within a
     /// second); its path.
     pub fn write_destinations(&self) -> PathBuf {
+        self.write_destinations_text(&self.destinations)
+    }
+
+    /// Writes `text` as the destinations file, valid or not; its path.
+    pub fn write_destinations_text(&self, text: &str) -> PathBuf {
         let destinations = self.dir.path().join("destinations.toml");
         // Write and rename, as editors and config managers do, so a reader never sees half.
         let partial = self.dir.path().join("destinations.toml.partial");
-        std::fs::write(&partial, &self.destinations).expect("write destinations");
+        std::fs::write(&partial, text).expect("write destinations");
         std::fs::rename(&partial, &destinations).expect("replace destinations");
         destinations
     }
@@ -274,19 +279,9 @@ log_filter = "info,temporalio_sdk_core=warn"
     /// configuration; its exit success and standard output.
     pub fn command(&self, args: &[&str]) -> (bool, String) {
         let config = self.write_config(free_port(), free_port());
-        let out = Command::new(binary())
-            .args(["--config", config.to_str().expect("utf-8 path")])
-            .args(args)
-            .output()
-            .expect("run hookflow");
-        (
-            out.status.success(),
-            format!(
-                "{}{}",
-                String::from_utf8_lossy(&out.stdout),
-                String::from_utf8_lossy(&out.stderr)
-            ),
-        )
+        let mut all = vec!["--config", config.to_str().expect("utf-8 path")];
+        all.extend(args);
+        run(&all)
     }
 
     /// The logs of every process this deployment started, for failure messages.
@@ -321,6 +316,23 @@ fn merge(base: &mut toml::Table, overrides: toml::Table) {
             }
         }
     }
+}
+
+/// Runs the `hookflow` binary with `args`; its exit success and its output (standard output
+/// and error).
+pub fn run(args: &[&str]) -> (bool, String) {
+    let out = Command::new(binary())
+        .args(args)
+        .output()
+        .expect("run hookflow");
+    (
+        out.status.success(),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )
 }
 
 /// The hookflow binary built next to this test binary (`cargo build` builds it first).
@@ -376,6 +388,17 @@ impl Process {
             (value >= at_least).then_some(value)
         })
         .await
+    }
+
+    /// The whole `/metrics` page.
+    pub async fn metrics_page(&self) -> String {
+        let url = format!("http://127.0.0.1:{}/metrics", self.metrics_port);
+        reqwest::get(url)
+            .await
+            .expect("metrics")
+            .text()
+            .await
+            .expect("metrics text")
     }
 
     /// The value of a metric series, `None` when it is not exported.

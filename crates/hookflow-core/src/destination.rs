@@ -19,6 +19,7 @@ use crate::{
     endpoint::{EndpointKey, EndpointLimits},
     event::{ActionMatchedEvent, ActionRef},
     formats::Format,
+    redaction::{REDACTED, redact_url, restore_url, toml_error},
     retry::RetryPolicy,
     template::Template,
 };
@@ -278,7 +279,7 @@ impl DestinationSet {
     /// Parses and validates a destinations file's text.
     pub fn from_toml(text: &str, rules: &ValidationRules) -> Result<Self, DestinationFileError> {
         let file: DestinationFile =
-            toml::from_str(text).map_err(|e| DestinationFileError::Syntax(e.to_string()))?;
+            toml::from_str(text).map_err(|e| DestinationFileError::Syntax(toml_error(text, &e)))?;
         let destinations = file
             .destination
             .into_iter()
@@ -478,10 +479,12 @@ pub struct DestinationSpec {
 }
 
 impl DestinationSpec {
-    /// A copy safe to show: secrets and header values replaced by `<redacted>`.
+    /// A copy safe to show: secrets, header values and the URL's credentials replaced by
+    /// `<redacted>`.
     pub fn redacted(&self) -> DestinationSpec {
         let hide = |v: &Option<String>| v.as_ref().map(|_| REDACTED.to_owned());
         DestinationSpec {
+            url: redact_url(&self.url),
             secret: hide(&self.secret),
             previous_secret: hide(&self.previous_secret),
             headers: self
@@ -493,6 +496,52 @@ impl DestinationSpec {
         }
     }
 
+    /// Gives back the stored values where this spec says `<redacted>` (a client that sent
+    /// back what it was shown keeps the secrets it could not see). Without a `stored` spec
+    /// (a create), a placeholder is refused: it is not a value. The error names the field.
+    pub fn restore_redacted(
+        &mut self,
+        stored: Option<&DestinationSpec>,
+    ) -> Result<(), DestinationFileError> {
+        let missing = |field: &'static str| DestinationFileError::Invalid {
+            destination: self.id.clone(),
+            field,
+            problem: format!("is `{REDACTED}` but there is no stored value to keep"),
+        };
+        for (field, value, kept) in [
+            (
+                "secret",
+                &mut self.secret,
+                stored.and_then(|s| s.secret.clone()),
+            ),
+            (
+                "previous_secret",
+                &mut self.previous_secret,
+                stored.and_then(|s| s.previous_secret.clone()),
+            ),
+        ] {
+            if value.as_deref() == Some(REDACTED) {
+                *value = Some(kept.ok_or_else(|| missing(field))?);
+            }
+        }
+        for (name, value) in &mut self.headers {
+            if value == REDACTED {
+                let kept = stored.and_then(|s| {
+                    s.headers
+                        .iter()
+                        .find(|(stored, _)| stored.eq_ignore_ascii_case(name))
+                        .map(|(_, v)| v.clone())
+                });
+                *value = kept.ok_or_else(|| missing("headers"))?;
+            }
+        }
+        if self.url.contains(REDACTED) {
+            let kept = stored.and_then(|s| restore_url(&self.url, &s.url));
+            self.url = kept.ok_or_else(|| missing("url"))?;
+        }
+        Ok(())
+    }
+
     /// Validates one destination on its own; the error names the field.
     pub fn validate_one(
         self,
@@ -501,9 +550,6 @@ impl DestinationSpec {
         self.validate(0, rules)
     }
 }
-
-/// What [`DestinationSpec::redacted`] shows instead of a secret.
-pub const REDACTED: &str = "<redacted>";
 
 fn empty_as_none<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
     Ok(Option::<String>::deserialize(d)?.filter(|s| !s.is_empty()))
@@ -726,6 +772,27 @@ mod tests {
                 })
                 .collect(),
         }
+    }
+
+    #[test]
+    fn placeholders_sent_back_keep_the_stored_secrets_and_are_refused_on_create() {
+        let stored: DestinationSpec = serde_json::from_value(serde_json::json!({
+            "id": "d", "team_id": 2, "url": "https://u:pw@hooks.example.com/x",
+            "secret": SECRET, "headers": {"Authorization": "Bearer t"},
+        }))
+        .expect("spec");
+        let mut shown = stored.redacted();
+        assert_eq!(shown.url, "https://<redacted>@hooks.example.com/x");
+        assert_eq!(shown.secret.as_deref(), Some(REDACTED));
+        shown.restore_redacted(Some(&stored)).expect("restored");
+        assert!(shown == stored, "every placeholder got its stored value back");
+
+        let mut created = stored.redacted();
+        let error = created.restore_redacted(None).expect_err("nothing stored");
+        assert!(
+            matches!(error, DestinationFileError::Invalid { field: "secret", .. }),
+            "{error}"
+        );
     }
 
     #[test]

@@ -14,6 +14,7 @@ pub mod formats;
 pub mod outcomes;
 pub mod payload;
 pub mod progress;
+pub mod redaction;
 pub mod request;
 pub mod retry;
 pub mod scheduler;
@@ -30,6 +31,7 @@ pub use destination::{
 pub use endpoint::{Deferral, DeferralBackoff, DeferralReason, EndpointKey, EndpointLimits};
 pub use event::{ActionMatchedEvent, ActionRef, ContractError};
 pub use progress::{DeliveryProgress, HistoryBound, Next};
+pub use redaction::{REDACTED, Secret};
 pub use retry::{
     AttemptError, AttemptErrorKind, AttemptReport, AttemptStep, DeliveryOutcome, DeliveryResult,
     RetryDecision, RetryPolicy,

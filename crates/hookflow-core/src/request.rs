@@ -10,13 +10,23 @@ use crate::{
     signing::{SigningError, signature_header},
 };
 
-/// Headers and body, ready to send.
+/// Headers and body, ready to send. Its `Debug` names the headers, never their values.
 pub struct PreparedRequest {
     /// Every header, the destination's first (hookflow's own cannot be overridden:
     /// validation refuses them, and later ones win).
     pub headers: Vec<(String, String)>,
     /// The body.
     pub body: Vec<u8>,
+}
+
+impl std::fmt::Debug for PreparedRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let names: Vec<&str> = self.headers.iter().map(|(n, _)| n.as_str()).collect();
+        f.debug_struct("PreparedRequest")
+            .field("headers", &names)
+            .field("body_bytes", &self.body.len())
+            .finish()
+    }
 }
 
 /// The request delivering `delivery` to `destination` at `timestamp` (seconds).

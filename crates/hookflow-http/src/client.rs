@@ -37,8 +37,7 @@ pub struct HttpSettings {
     pub max_response_body_bytes: usize,
 }
 
-/// One attempt to make.
-#[derive(Debug)]
+/// One attempt to make. Its `Debug` names the headers, never their values.
 pub struct AttemptRequest<'a> {
     /// Where to POST.
     pub url: &'a Url,
@@ -48,6 +47,21 @@ pub struct AttemptRequest<'a> {
     pub body: Vec<u8>,
     /// Total time allowed for the attempt, from connect to the last byte of the response.
     pub timeout: Duration,
+}
+
+impl std::fmt::Debug for AttemptRequest<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let names: Vec<&str> = self.headers.iter().map(|(n, _)| n.as_str()).collect();
+        f.debug_struct("AttemptRequest")
+            .field(
+                "url",
+                &hookflow_core::redaction::redact_url(self.url.as_str()),
+            )
+            .field("headers", &names)
+            .field("body_bytes", &self.body.len())
+            .field("timeout", &self.timeout)
+            .finish()
+    }
 }
 
 /// Makes delivery attempts. Cheap to clone: connections are pooled and shared.

@@ -17,8 +17,8 @@ use hookflow_telemetry::names;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use serde::Deserialize;
 
-/// `[redis]` settings.
-#[derive(Debug, Clone, Deserialize)]
+/// `[redis]` settings. Its `Debug` hides a password in the URL.
+#[derive(Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RedisSettings {
     /// `redis://host:port[/db]`; empty to run without Redis (per-process isolation only).
@@ -30,6 +30,17 @@ pub struct RedisSettings {
     /// How long to stay on the per-process fallback after a failure before trying Redis
     /// again, in milliseconds.
     pub retry_after_ms: u64,
+}
+
+impl std::fmt::Debug for RedisSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisSettings")
+            .field("url", &hookflow_core::redaction::redact_url(&self.url))
+            .field("key_prefix", &self.key_prefix)
+            .field("command_timeout_ms", &self.command_timeout_ms)
+            .field("retry_after_ms", &self.retry_after_ms)
+            .finish()
+    }
 }
 
 /// Why a Redis command did not complete.

@@ -69,7 +69,19 @@ pub struct KafkaSettings {
     pub dead_letter_truncated_bytes: usize,
     /// Extra librdkafka settings for consumer and producer (`security.protocol`, `sasl.*`, …).
     #[serde(default)]
-    pub client: BTreeMap<String, String>,
+    pub client: ClientProperties,
+}
+
+/// Extra librdkafka properties (`[kafka.client]`). Values may be credentials
+/// (`sasl.password`, `ssl.key.password`), so its `Debug` shows the keys only.
+#[derive(Clone, Default, Deserialize)]
+#[serde(transparent)]
+pub struct ClientProperties(pub BTreeMap<String, String>);
+
+impl std::fmt::Debug for ClientProperties {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_set().entries(self.0.keys()).finish()
+    }
 }
 
 fn default_dead_letter_truncated_bytes() -> usize {
@@ -81,7 +93,7 @@ impl KafkaSettings {
     pub fn client_config(&self) -> ClientConfig {
         let mut config = ClientConfig::new();
         config.set("bootstrap.servers", &self.brokers);
-        for (key, value) in &self.client {
+        for (key, value) in &self.client.0 {
             config.set(key, value);
         }
         config
@@ -243,13 +255,13 @@ pub async fn run<S: DeliveryScheduler>(
         changed: Condvar::new(),
         drain_timeout: Duration::from_millis(settings.drain_timeout_ms),
     });
-    let consumer: Arc<StreamConsumer<RebalanceContext>> = Arc::new(
-        settings
-            .consumer_config()
-            .create_with_context(RebalanceContext {
+    let consumer: Arc<StreamConsumer<RebalanceContext>> =
+        Arc::new(crate::client::create_with_context(
+            &settings.consumer_config(),
+            RebalanceContext {
                 shared: shared.clone(),
-            })?,
-    );
+            },
+        )?);
     consumer.subscribe(&[&settings.topic])?;
     let dead_letters = DeadLetterProducer::new(
         &settings.client_config(),

@@ -73,11 +73,12 @@ impl DeadLetterProducer {
         topic: impl Into<String>,
         truncated_bytes: usize,
     ) -> Result<Self, KafkaError> {
-        let producer = config
-            .clone()
-            .set("enable.idempotence", "true")
-            .set("acks", "all")
-            .create()?;
+        let producer = crate::client::create(
+            config
+                .clone()
+                .set("enable.idempotence", "true")
+                .set("acks", "all"),
+        )?;
         Ok(DeadLetterProducer {
             producer,
             topic: topic.into(),

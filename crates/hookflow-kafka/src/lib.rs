@@ -5,6 +5,7 @@
 //! delivery outcomes ([`outcomes::OutcomePublisher`]).
 
 pub mod backoff;
+pub mod client;
 pub mod consumer;
 pub mod dead_letter;
 pub mod offsets;

@@ -52,7 +52,7 @@ impl OutcomePublisher {
         settings: &OutcomeSettings,
     ) -> Result<Self, rdkafka::error::KafkaError> {
         Ok(OutcomePublisher {
-            producer: config.clone().set("acks", "all").create()?,
+            producer: crate::client::create(config.clone().set("acks", "all"))?,
             settings: settings.clone(),
         })
     }

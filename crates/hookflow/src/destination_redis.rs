@@ -317,17 +317,23 @@ impl RedisDestinations {
     /// Writes `spec` after validating it (alone and with the others: endpoint limits must
     /// agree); the stored spec, with its uid. `create` refuses an existing id and gives the
     /// destination a new uid; otherwise the id must exist for the spec's team and keeps its
-    /// uid, whatever the spec says.
+    /// uid, whatever the spec says, and every `<redacted>` the spec sends back keeps the
+    /// stored secret, header value or URL credentials.
     pub async fn put(
         &self,
         mut spec: DestinationSpec,
         create: bool,
     ) -> Result<DestinationSpec, StoreError> {
         self.refuse_while_lost()?;
-        spec.uid = if create {
-            Some(uuid::Uuid::new_v4().to_string())
+        let stored = if create {
+            None
         } else {
-            self.spec(spec.team_id, &spec.id).await?.uid
+            Some(self.spec(spec.team_id, &spec.id).await?)
+        };
+        spec.restore_redacted(stored.as_ref())?;
+        spec.uid = match stored {
+            Some(stored) => stored.uid,
+            None => Some(uuid::Uuid::new_v4().to_string()),
         };
         let destination = spec.clone().validate_one(&self.rules)?;
         let mut others: Vec<Destination> = self

@@ -91,7 +91,7 @@ async fn serve_admin(
         .with_context(|| format!("cannot listen on admin.address {address}"))?;
     let router = admin::router(AdminState {
         store,
-        token: settings.admin.token.as_str().into(),
+        token: settings.admin.token.expose().into(),
         temporal,
         http: delivery_client(settings)?,
         site_url: settings.destinations.site_url.trim_end_matches('/').into(),

@@ -7,7 +7,7 @@ use rdkafka::producer::{FutureProducer, FutureRecord};
 
 /// Produces `count` events of `team` matching action `action`, keyed by event uuid.
 pub async fn send(kafka: &KafkaSettings, team: i64, action: i64, count: u32) -> anyhow::Result<()> {
-    let producer: FutureProducer = kafka.client_config().create()?;
+    let producer: FutureProducer = hookflow_kafka::client::create(&kafka.client_config())?;
     for n in 0..count {
         let uuid = uuid::Uuid::new_v4();
         let event = serde_json::json!({

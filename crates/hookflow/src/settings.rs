@@ -11,7 +11,7 @@ use figment::{
     Figment,
     providers::{Env, Format, Toml},
 };
-use hookflow_core::{AllowList, RetryPolicy};
+use hookflow_core::{AllowList, RetryPolicy, Secret, redaction::check_toml};
 use hookflow_http::{RedisSettings, isolation::IsolationSettings};
 use hookflow_kafka::{KafkaSettings, outcomes::OutcomeSettings};
 use hookflow_temporal::TemporalSettings;
@@ -79,7 +79,7 @@ pub struct AdminSection {
     /// Listener; empty for no API.
     pub address: String,
     /// The bearer token requests must carry.
-    pub token: String,
+    pub token: Secret,
 }
 
 /// `[telemetry]`: logs and metrics.
@@ -101,6 +101,15 @@ pub struct TelemetrySection {
 /// Why the configuration was refused.
 #[derive(Debug, thiserror::Error)]
 pub enum SettingsError {
+    /// The file cannot be read, or is not TOML; said by line and column, never quoting the
+    /// line (it may hold a secret).
+    #[error("invalid configuration: {file}: {message}")]
+    File {
+        /// The file.
+        file: PathBuf,
+        /// Where and why.
+        message: String,
+    },
     /// A key is missing, unknown or of the wrong type (figment names it).
     #[error("invalid configuration: {0}")]
     Shape(#[from] Box<figment::Error>),
@@ -119,6 +128,7 @@ impl Settings {
     pub fn load(file: Option<&Path>) -> Result<Self, SettingsError> {
         let mut figment = Figment::from(Toml::string(DEFAULTS));
         if let Some(file) = file {
+            check_syntax(file)?;
             figment = figment.merge(Toml::file_exact(file));
         }
         // Only HOOKFLOW_<SECTION>__<KEY> variables are settings; others with the prefix
@@ -264,7 +274,7 @@ impl Settings {
             if self.destinations.store != "redis" {
                 return bad("admin.address", "needs destinations.store = \"redis\"");
             }
-            if self.admin.token.len() < 16 {
+            if self.admin.token.expose().len() < 16 {
                 return bad("admin.token", "must be set, at least 16 characters");
             }
         }
@@ -273,6 +283,17 @@ impl Settings {
         }
         Ok(())
     }
+}
+
+/// Refuses a file that is not TOML before figment reads it: the TOML parser's own message
+/// quotes the offending line.
+fn check_syntax(file: &Path) -> Result<(), SettingsError> {
+    let refuse = |message: String| SettingsError::File {
+        file: file.to_owned(),
+        message,
+    };
+    let text = std::fs::read_to_string(file).map_err(|e| refuse(e.to_string()))?;
+    check_toml(&text).map_err(refuse)
 }
 
 /// An optional listener address: empty means none.
@@ -354,6 +375,18 @@ mod tests {
             .expect_err("unknown")
             .to_string();
         assert!(err.contains("brokerz"), "{err}");
+    }
+
+    #[test]
+    fn a_file_that_is_not_toml_is_refused_without_quoting_it() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("hookflow.toml");
+        std::fs::write(&path, "[admin]\ntoken = \"never-print-me-0123456789\n").expect("write");
+        let error = Settings::load(Some(&path))
+            .expect_err("not TOML")
+            .to_string();
+        assert!(error.contains("line 2, column"), "{error}");
+        assert!(!error.contains("never-print-me"), "{error}");
     }
 
     #[test]

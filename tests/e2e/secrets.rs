@@ -1,0 +1,229 @@
+//! Credentials never leave the places they are needed. A full run with marker secrets in
+//! every place a user puts one (a signing secret, a header value, a URL's credentials, the
+//! admin token, a librdkafka password) and the failures that used to quote them (a
+//! configuration and a destinations file that are not TOML, a request the API refuses);
+//! then every log line, metrics page, admin answer and workflow history is searched for
+//! them: none. Meanwhile the endpoint gets each secret it should, and a PUT of what a GET
+//! showed keeps the stored values.
+
+use std::time::Duration;
+
+use hookflow_core::DeliveryOutcome;
+use hookflow_e2e::{
+    admin::AdminApi, eventually, hookflow, hookflow::Deployment, scenario::Scenario, temporal,
+    unique,
+};
+use hookflow_temporal::workflow::DeliveryWorkflow;
+use serde_json::{Value, json};
+
+#[tokio::test(flavor = "multi_thread")]
+async fn no_log_line_metric_answer_or_history_holds_a_secret() {
+    let mut s = Scenario::new().await;
+    let url_password = unique("markerurlpassword");
+    let header_value = unique("markerheadervalue");
+    let kafka_password = unique("markerkafkapassword");
+    let secret = format!(
+        "whsec_{}",
+        base64_encode(unique("markersigningsecret").as_bytes())
+    );
+    let (base, token) = s.deployment.admin_api();
+    s.deployment.config(&format!(
+        "[kafka.client]\n\"sasl.password\" = \"{kafka_password}\""
+    ));
+    let markers = [
+        url_password.clone(),
+        header_value.clone(),
+        kafka_password.clone(),
+        secret.clone(),
+        token.clone(),
+    ];
+    let api = AdminApi::new(base, token.clone());
+    let process = s.deployment.start();
+    let mut answers: Vec<String> = Vec::new();
+    let collection = format!("/v1/teams/{}/destinations", s.team);
+    eventually(Duration::from_secs(60), "the admin API", || async {
+        let response = api
+            .http
+            .get(format!("{}{collection}", api.base))
+            .send()
+            .await
+            .ok()?;
+        (response.status().as_u16() == 401).then_some(())
+    })
+    .await;
+
+    let port = s.receiver.addr.port();
+    let spec = json!({
+        "id": "guarded",
+        "url": format!("http://hookuser:{url_password}@127.0.0.1:{port}/guarded"),
+        "secret": secret,
+        "headers": {"X-Api-Key": header_value},
+    });
+    let (status, created) = api.call("POST", &collection, Some(spec)).await;
+    assert_eq!(status, 201, "{created}");
+    answers.push(created.to_string());
+
+    // The endpoint gets every secret it should.
+    let first = s.produce_events(1).await[0];
+    let result = temporal::result(&s.temporal, &format!("guarded:{first}")).await;
+    assert_eq!(result.outcome, DeliveryOutcome::Delivered);
+    let check_request = |index: usize| {
+        let request = s.receiver.received_on("guarded")[index].clone();
+        assert_eq!(request.header("x-api-key"), header_value);
+        let basic = format!("hookuser:{url_password}");
+        assert_eq!(
+            request.header("authorization"),
+            format!("Basic {}", base64_encode(basic.as_bytes()))
+        );
+        let webhook = standardwebhooks::Webhook::new(&secret).expect("secret");
+        webhook
+            .verify(&request.body, &request.headers)
+            .expect("signed with the secret");
+    };
+    check_request(0);
+
+    // What a GET shows hides them; a PUT of it keeps them.
+    let (status, shown) = api
+        .call("GET", &format!("{collection}/guarded"), None)
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        shown["url"],
+        format!("http://<redacted>@127.0.0.1:{port}/guarded")
+    );
+    answers.push(shown.to_string());
+    let mut edited = shown.clone();
+    edited["name"] = Value::from("renamed");
+    let (status, updated) = api
+        .call("PUT", &format!("{collection}/guarded"), Some(edited))
+        .await;
+    assert_eq!(status, 200, "{updated}");
+    answers.push(updated.to_string());
+    let second = s.produce_events(1).await[0];
+    let result = temporal::result(&s.temporal, &format!("guarded:{second}")).await;
+    assert_eq!(result.outcome, DeliveryOutcome::Delivered);
+    check_request(1);
+
+    // Every other answer, and a refused request.
+    for (method, path, body) in [
+        ("GET", collection.clone(), None),
+        ("POST", format!("{collection}/guarded/test"), None),
+        ("GET", format!("{collection}/guarded/deliveries"), None),
+        (
+            "GET",
+            format!("{collection}/guarded/deliveries/{first}"),
+            None,
+        ),
+        (
+            "PUT",
+            format!("{collection}/guarded"),
+            Some(json!({"id": "guarded", "url": shown["url"], "timeout_ms": 0})),
+        ),
+        (
+            "POST",
+            collection.clone(),
+            Some(json!({"id": "other", "url": "https://<redacted>@h.example/"})),
+        ),
+    ] {
+        let (_, answer) = api.call(method, &path, body).await;
+        answers.push(answer.to_string());
+    }
+
+    // A configuration that is not TOML, on the line of a secret.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let broken = dir.path().join("broken.toml");
+    std::fs::write(&broken, format!("[admin]\ntoken = \"{token}\n")).expect("write");
+    let (ok, refused) =
+        hookflow::run(&["--config", broken.to_str().expect("path"), "check-config"]);
+    assert!(!ok && refused.contains("line 2, column"), "{refused}");
+
+    // A Kafka property librdkafka refuses (this build has no OpenSSL), valued with a secret.
+    let refused_property = dir.path().join("refused-property.toml");
+    std::fs::write(
+        &refused_property,
+        format!(
+            "[kafka]\nbrokers = \"127.0.0.1:1\"\n[kafka.client]\n\"ssl.key.password\" = \"{kafka_password}\"\n"
+        ),
+    )
+    .expect("write");
+    let (ok, refused_kafka) = hookflow::run(&[
+        "--config",
+        refused_property.to_str().expect("path"),
+        "send-sample",
+    ]);
+    assert!(
+        !ok && refused_kafka.contains("ssl.key.password"),
+        "{refused_kafka}"
+    );
+
+    // A destinations file that is not TOML, on the line of a secret, in a file-store process.
+    let mut file_store = Deployment::new(&s.stack, 1);
+    file_store.destination("filed", s.team, &s.receiver.url("filed"), "");
+    let file_process = file_store.start();
+    eventually(
+        Duration::from_secs(30),
+        "the file store's process",
+        || async {
+            file_process
+                .series("hookflow_build_info{version=\"0.1.0\"}")
+                .await
+        },
+    )
+    .await;
+    file_store.write_destinations_text(&format!(
+        "[[destination]]\nid = \"filed\"\nsecret = \"{secret}\nteam_id = 1\n"
+    ));
+    file_process
+        .wait_for_metric(
+            r#"hookflow_destination_reloads_total{result="error"}"#,
+            1.0,
+            Duration::from_secs(30),
+        )
+        .await;
+
+    // Nothing anywhere.
+    let mut haystacks = vec![
+        ("the logs".to_owned(), s.deployment.logs()),
+        ("the file store's logs".to_owned(), file_store.logs()),
+        ("metrics".to_owned(), process.metrics_page().await),
+        (
+            "file store metrics".to_owned(),
+            file_process.metrics_page().await,
+        ),
+        ("a refused configuration".to_owned(), refused),
+        ("a refused Kafka property".to_owned(), refused_kafka),
+    ];
+    for answer in answers {
+        haystacks.push(("an admin answer".to_owned(), answer));
+    }
+    for uuid in [first, second] {
+        let history = s
+            .temporal
+            .get_workflow_handle::<DeliveryWorkflow>(format!("guarded:{uuid}"))
+            .fetch_history(Default::default())
+            .to_json()
+            .await
+            .expect("history");
+        haystacks.push((
+            "a workflow history".to_owned(),
+            String::from_utf8_lossy(&history).into_owned(),
+        ));
+    }
+    assert!(
+        s.deployment.logs().contains("destinations reloaded"),
+        "logs were read"
+    );
+    for (place, text) in &haystacks {
+        for marker in &markers {
+            assert!(
+                !text.contains(marker.as_str()),
+                "{place} holds a secret: {marker}"
+            );
+        }
+    }
+}
+
+fn base64_encode(bytes: &[u8]) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::STANDARD.encode(bytes)
+}
