@@ -15,7 +15,8 @@ use std::{
 };
 
 use hookflow_core::{
-    AttemptReport, Destination, DestinationSpec, ValidationRules, breaker::BreakerPolicy,
+    AttemptReport, Destination, DestinationSpec, SharedHosts, ValidationRules,
+    breaker::BreakerPolicy,
 };
 use hookflow_http::isolation::{EndpointGate, IsolationSettings};
 
@@ -68,6 +69,9 @@ async fn main() {
         breaker_cache_ms: 1_000,
         concurrency_retry_ms: 1_000,
         idle_eviction_ms: IDLE.as_millis() as u64,
+        shared_hosts: SharedHosts::default(),
+        shared_host_max_in_flight: 40,
+        shared_host_team_share: 0.25,
         breaker: BreakerPolicy {
             window_ms: 30_000,
             min_attempts: 10,

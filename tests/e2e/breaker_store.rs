@@ -46,7 +46,7 @@ fn two_workers(redis: &RedisServer) -> (SharedBreakers, SharedBreakers, RedisLin
 }
 
 fn endpoint(name: &str) -> EndpointKey {
-    EndpointKey::custom(&format!("http://{name}.example:80")).expect("key")
+    EndpointKey::of_url(&url::Url::parse(&format!("http://{name}.example/")).expect("url"))
 }
 
 async fn fail(breakers: &SharedBreakers, endpoint: &EndpointKey, n: usize) {

@@ -1,11 +1,15 @@
-//! One team never receives another team's deliveries. Destination ids are freed on delete
-//! and may be taken again, by any team: a pending delivery goes only to the destination it
-//! was planned for (the event's team, the uid the store gave it at creation).
+//! One team never receives another team's deliveries, nor slows them down. Destination ids
+//! are freed on delete and may be taken again, by any team: a pending delivery goes only to
+//! the destination it was planned for (the event's team, the uid the store gave it at
+//! creation). On a host many teams share, limits and breakers are per team.
 
 use std::time::Duration;
 
 use hookflow_core::DeliveryOutcome;
-use hookflow_e2e::{admin::AdminApi, eventually, scenario::Scenario, temporal, unique_team};
+use hookflow_e2e::{
+    admin::AdminApi, events, eventually, receiver::Answer, scenario::Scenario, temporal,
+    unique_team,
+};
 use serde_json::json;
 
 #[tokio::test(flavor = "multi_thread")]
@@ -84,4 +88,56 @@ async fn a_reused_destination_id_never_receives_the_old_ones_pending_deliveries(
     assert_eq!(result.outcome, DeliveryOutcome::Delivered);
     assert_eq!(receiver.received_on("recreated-new").len(), 1);
     assert!(receiver.received_on("team-b").is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_failing_team_on_a_shared_host_does_not_defer_another_teams_deliveries() {
+    let mut s = Scenario::new().await;
+    let team_b = unique_team();
+    s.receiver.script("team-a", vec![Answer::Status(503, None)]);
+    // The receiver's host stands for a shared one (hooks.slack.com, discord.com, …).
+    s.deployment.config(
+        "[isolation]\nshared_hosts = [\"127.0.0.1\"]\n\
+         [isolation.breaker]\nwindow_ms = 30000\nmin_attempts = 3\nfailure_ratio = 0.5\n\
+         cooldown_ms = 60000\nmax_cooldown_ms = 60000",
+    );
+    s.destination(
+        "team-a",
+        "team-a",
+        "retry_schedule_ms = [300, 300, 300, 300]",
+    );
+    let url = s.receiver.url("team-b");
+    s.deployment.destination("team-b", team_b, &url, "");
+    let process = s.deployment.start();
+
+    // Team A fails until its breaker opens and its deliveries are deferred.
+    s.produce_events(2).await;
+    process
+        .wait_for_metric(
+            r#"hookflow_deferrals_total{reason="breaker_open"}"#,
+            1.0,
+            Duration::from_secs(60),
+        )
+        .await;
+
+    // Team B's events, to the same host and port, go out at once, never deferred.
+    let events: Vec<_> = (0..4)
+        .map(|_| events::event(team_b, &[(1, "Any")]))
+        .collect();
+    s.produce(&events.iter().map(|(_, e)| e).collect::<Vec<_>>())
+        .await;
+    for (uuid, _) in &events {
+        let id = format!("team-b:{uuid}");
+        let result = temporal::result(&s.temporal, &id).await;
+        assert_eq!(
+            (result.outcome, result.attempts),
+            (DeliveryOutcome::Delivered, 1)
+        );
+        assert_eq!(
+            temporal::steps(&s.temporal, &id).await,
+            ["attempted"],
+            "{id}"
+        );
+    }
+    assert_eq!(s.receiver.received_on("team-b").len(), 4);
 }

@@ -142,3 +142,36 @@ pub async fn closed_runs(client: &Client, id: &str) -> Vec<Run> {
     })
     .await
 }
+
+/// What each attempt activity of delivery `id` returned, in order (its latest run):
+/// `attempted`, `deferred:<reason>`, `destination_deleted`, …
+pub async fn steps(client: &Client, id: &str) -> Vec<String> {
+    use temporalio_common::protos::temporal::api::history::v1::history_event::Attributes;
+    let events = client
+        .get_workflow_handle::<DeliveryWorkflow>(id)
+        .fetch_history(Default::default())
+        .into_events()
+        .await
+        .expect("history");
+    events
+        .into_iter()
+        .filter_map(|event| match event.attributes {
+            Some(Attributes::ActivityTaskCompletedEventAttributes(completed)) => completed
+                .result
+                .and_then(|r| r.payloads.into_iter().next())
+                .and_then(|p| serde_json::from_slice::<serde_json::Value>(&p.data).ok()),
+            _ => None,
+        })
+        .map(|step| match &step {
+            serde_json::Value::String(kind) => kind.clone(),
+            serde_json::Value::Object(object) => {
+                let (kind, inner) = object.iter().next().expect("one variant");
+                match inner["reason"].as_str() {
+                    Some(reason) => format!("{kind}:{reason}"),
+                    None => kind.clone(),
+                }
+            }
+            other => other.to_string(),
+        })
+        .collect()
+}

@@ -90,6 +90,9 @@ pub struct Destination {
     pub timeout_ms: u64,
     /// The endpoint whose limits and breaker this destination shares.
     pub endpoint: EndpointKey,
+    /// The shared host (`scheme://host:port`) the endpoint is on, when it is on one: its
+    /// concurrency is capped across teams, and each team takes at most a share of it.
+    pub shared_host: Option<EndpointKey>,
     /// The destination's own limits for its endpoint, where it sets them.
     pub limits: LimitOverrides,
     /// The destination's own retry schedule, where it sets one.
@@ -310,6 +313,8 @@ pub struct ValidationRules {
     /// Hosts (or hosts on one port) that may be reached over plain http
     /// (`http.allowed_hosts`).
     pub allowed_hosts: crate::AllowList,
+    /// Hosts many teams share (`isolation.shared_hosts`): endpoints there are per team.
+    pub shared_hosts: crate::endpoint::SharedHosts,
 }
 
 /// The destinations in use now: a store swaps in a whole new validated set when it
@@ -670,9 +675,14 @@ impl DestinationSpec {
             ));
         }
         let endpoint = match &self.endpoint_key {
-            Some(key) => EndpointKey::custom(key).map_err(|p| invalid("endpoint_key", p.into()))?,
-            None => EndpointKey::of_url(&url),
+            Some(key) => EndpointKey::custom(self.team_id, key)
+                .map_err(|p| invalid("endpoint_key", p.into()))?,
+            None => EndpointKey::of_destination(&url, self.team_id, &rules.shared_hosts),
         };
+        let shared_host = url
+            .host_str()
+            .filter(|host| rules.shared_hosts.contains(host))
+            .map(|_| EndpointKey::of_url(&url));
         let limits = LimitOverrides {
             rate_per_second: self.rate_per_second,
             burst: self.burst,
@@ -737,6 +747,7 @@ impl DestinationSpec {
             secrets,
             timeout_ms,
             endpoint,
+            shared_host,
             limits,
         })
     }
@@ -751,6 +762,7 @@ mod tests {
     fn parse(text: &str) -> Result<DestinationSet, DestinationFileError> {
         let rules = ValidationRules {
             allowed_hosts: crate::AllowList::new(&["127.0.0.1"]).expect("allow-list"),
+            ..ValidationRules::default()
         };
         DestinationSet::from_toml(text, &rules)
     }
@@ -785,12 +797,21 @@ mod tests {
         assert_eq!(shown.url, "https://<redacted>@hooks.example.com/x");
         assert_eq!(shown.secret.as_deref(), Some(REDACTED));
         shown.restore_redacted(Some(&stored)).expect("restored");
-        assert!(shown == stored, "every placeholder got its stored value back");
+        assert!(
+            shown == stored,
+            "every placeholder got its stored value back"
+        );
 
         let mut created = stored.redacted();
         let error = created.restore_redacted(None).expect_err("nothing stored");
         assert!(
-            matches!(error, DestinationFileError::Invalid { field: "secret", .. }),
+            matches!(
+                error,
+                DestinationFileError::Invalid {
+                    field: "secret",
+                    ..
+                }
+            ),
             "{error}"
         );
     }
@@ -846,7 +867,8 @@ mod tests {
             headers: SecretHeaders::default(),
             secrets: vec![],
             timeout_ms: 1000,
-            endpoint: EndpointKey::custom("e").expect("key"),
+            endpoint: EndpointKey::custom(1, "e").expect("key"),
+            shared_host: None,
             limits: LimitOverrides::default(),
             retry_schedule_ms: None,
             max_age_ms: None,
@@ -972,7 +994,7 @@ mod tests {
         );
         let own_key = text("endpoint_key = \"h-2\"");
         let set = parse(&own_key).expect("own endpoint");
-        assert_eq!(set.get("b").expect("b").endpoint.as_str(), "h-2");
+        assert_eq!(set.get("b").expect("b").endpoint.as_str(), "team=2 h-2");
         assert_eq!(
             set.get("a")
                 .expect("a")

@@ -8,8 +8,9 @@ use std::{fmt, time::Duration};
 use serde::{Deserialize, Serialize};
 use url::Url;
 
-/// Identifies an endpoint: by default the destination URL's `scheme://host:port`; a
-/// destination may name its own (for example to give one path its own limits).
+/// Identifies an endpoint: by default the destination URL's `scheme://host:port`; on a
+/// shared host, that and the team (one team's failures must not open another's breaker);
+/// or a key a destination chose, which is always its team's own.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct EndpointKey(String);
 
@@ -22,10 +23,22 @@ impl EndpointKey {
         EndpointKey(format!("{}://{host}:{port}", url.scheme()))
     }
 
-    /// A key a destination chose; 1 to 128 printable ASCII characters without spaces.
-    pub fn custom(key: &str) -> Result<EndpointKey, &'static str> {
+    /// The key of `team_id`'s destination at `url`: per team when the host is one of
+    /// `shared` (`scheme://host:port team=<id>`), [`EndpointKey::of_url`] otherwise.
+    pub fn of_destination(url: &Url, team_id: i64, shared: &SharedHosts) -> EndpointKey {
+        let key = Self::of_url(url);
+        match url.host_str() {
+            Some(host) if shared.contains(host) => EndpointKey(format!("{key} team={team_id}")),
+            _ => key,
+        }
+    }
+
+    /// The key `team_id`'s destination chose; 1 to 128 printable ASCII characters without
+    /// spaces. It is scoped to the team, so no team can join another's endpoint by naming
+    /// its key.
+    pub fn custom(team_id: i64, key: &str) -> Result<EndpointKey, &'static str> {
         if (1..=128).contains(&key.len()) && key.bytes().all(|b| b.is_ascii_graphic()) {
-            Ok(EndpointKey(key.to_owned()))
+            Ok(EndpointKey(format!("team={team_id} {key}")))
         } else {
             Err("must be 1 to 128 printable ASCII characters without spaces")
         }
@@ -34,6 +47,50 @@ impl EndpointKey {
     /// The key as text (used in Redis keys and logs, never as a metric label).
     pub fn as_str(&self) -> &str {
         &self.0
+    }
+}
+
+/// Hosts many teams' endpoints share (chat and automation services): isolation is kept per
+/// (team, endpoint) there, and each team may take only a share of the host's concurrency.
+/// An entry matches the host and its subdomains.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct SharedHosts(Vec<String>);
+
+impl Default for SharedHosts {
+    /// Slack, Discord, Microsoft Teams (connectors and Workflows) and Zapier.
+    fn default() -> Self {
+        SharedHosts(
+            [
+                "hooks.slack.com",
+                "discord.com",
+                "discordapp.com",
+                "webhook.office.com",
+                "outlook.office.com",
+                "logic.azure.com",
+                "api.powerautomate.com",
+                "api.powerplatform.com",
+                "hooks.zapier.com",
+            ]
+            .map(str::to_owned)
+            .to_vec(),
+        )
+    }
+}
+
+impl SharedHosts {
+    /// These hosts.
+    pub fn new(hosts: impl IntoIterator<Item = impl Into<String>>) -> Self {
+        SharedHosts(hosts.into_iter().map(Into::into).collect())
+    }
+
+    /// Whether `host` is one of them or a subdomain of one.
+    pub fn contains(&self, host: &str) -> bool {
+        let host = host.trim_end_matches('.').to_ascii_lowercase();
+        self.0.iter().any(|entry| {
+            let entry = entry.trim_end_matches('.').to_ascii_lowercase();
+            host == entry || host.ends_with(&format!(".{entry}"))
+        })
     }
 }
 
@@ -207,10 +264,42 @@ mod tests {
     }
 
     #[test]
-    fn custom_keys_are_checked() {
-        assert!(EndpointKey::custom("slack-eu").is_ok());
-        assert!(EndpointKey::custom("").is_err());
-        assert!(EndpointKey::custom("has space").is_err());
+    fn custom_keys_are_checked_and_scoped_to_their_team() {
+        assert!(EndpointKey::custom(1, "slack-eu").is_ok());
+        assert!(EndpointKey::custom(1, "").is_err());
+        assert!(EndpointKey::custom(1, "has space").is_err());
+        assert_ne!(
+            EndpointKey::custom(1, "https://hooks.example.com:443"),
+            Ok(EndpointKey::of_url(
+                &Url::parse("https://hooks.example.com/").expect("url")
+            )),
+            "a key cannot name another team's endpoint"
+        );
+        assert_ne!(EndpointKey::custom(1, "k"), EndpointKey::custom(2, "k"));
+    }
+
+    #[test]
+    fn shared_hosts_keep_an_endpoint_per_team() {
+        let shared = SharedHosts::default();
+        let url = |u: &str| Url::parse(u).expect("url");
+        let slack = url("https://hooks.slack.com/services/T1/B1/x");
+        assert_ne!(
+            EndpointKey::of_destination(&slack, 1, &shared),
+            EndpointKey::of_destination(&slack, 2, &shared)
+        );
+        let teams = url("https://prod-27.westus.logic.azure.com:443/workflows/x");
+        assert_eq!(
+            EndpointKey::of_destination(&teams, 1, &shared).as_str(),
+            "https://prod-27.westus.logic.azure.com:443 team=1"
+        );
+        let own = url("https://hooks.example.com/a");
+        assert_eq!(
+            EndpointKey::of_destination(&own, 1, &shared),
+            EndpointKey::of_destination(&own, 2, &shared),
+            "a host of its own is one endpoint"
+        );
+        assert!(!shared.contains("notdiscord.com"));
+        assert!(shared.contains("Discord.com."));
     }
 
     #[test]

@@ -28,7 +28,9 @@ pub use destination::{
     DestinationState, LimitOverrides, LiveDestinations, SecretHeaders, SigningSecret,
     ValidationRules,
 };
-pub use endpoint::{Deferral, DeferralBackoff, DeferralReason, EndpointKey, EndpointLimits};
+pub use endpoint::{
+    Deferral, DeferralBackoff, DeferralReason, EndpointKey, EndpointLimits, SharedHosts,
+};
 pub use event::{ActionMatchedEvent, ActionRef, ContractError};
 pub use progress::{DeliveryProgress, HistoryBound, Next};
 pub use redaction::{REDACTED, Secret};

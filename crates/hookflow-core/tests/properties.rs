@@ -317,6 +317,7 @@ fn check_destinations(result: Result<DestinationSet, hookflow_core::DestinationF
 fn rules() -> ValidationRules {
     ValidationRules {
         allowed_hosts: hookflow_core::AllowList::new(&["127.0.0.1"]).expect("allow-list"),
+        ..ValidationRules::default()
     }
 }
 

@@ -9,9 +9,7 @@ use std::{
 };
 
 use anyhow::Context;
-use hookflow_core::{
-    DeliveryDefaults, DestinationCatalog, ValidationRules, outcomes::OutcomeAggregator,
-};
+use hookflow_core::{DeliveryDefaults, DestinationCatalog, outcomes::OutcomeAggregator};
 use hookflow_http::{
     DeliveryClient, HttpSettings, RedisLink,
     isolation::{DisabledDestinations, EndpointGate, WorkerRegistry},
@@ -35,10 +33,7 @@ use crate::{
 
 /// Loads and validates the destinations file named by the settings.
 pub fn load_destinations(settings: &Settings) -> anyhow::Result<FileDestinations> {
-    let rules = ValidationRules {
-        allowed_hosts: settings.http.allowed_hosts.clone(),
-    };
-    FileDestinations::load(&settings.destinations.file, rules)
+    FileDestinations::load(&settings.destinations.file, settings.validation_rules())
 }
 
 /// The destination store the settings name, watched for changes and reporting to
@@ -53,9 +48,7 @@ async fn open_destinations(
     let interval = Duration::from_millis(settings.destinations.reload_interval_ms);
     if settings.destinations.store == "redis" {
         let redis = redis.context("destinations.store = \"redis\" needs redis.url")?;
-        let rules = ValidationRules {
-            allowed_hosts: settings.http.allowed_hosts.clone(),
-        };
+        let rules = settings.validation_rules();
         let store = Arc::new(RedisDestinations::open(redis, rules, health).await);
         tokio::spawn(store.clone().watch(interval, shutdown.clone()));
         return Ok((store.live(), Some(store)));

@@ -11,7 +11,7 @@ use figment::{
     Figment,
     providers::{Env, Format, Toml},
 };
-use hookflow_core::{AllowList, RetryPolicy, Secret, redaction::check_toml};
+use hookflow_core::{AllowList, RetryPolicy, Secret, ValidationRules, redaction::check_toml};
 use hookflow_http::{RedisSettings, isolation::IsolationSettings};
 use hookflow_kafka::{KafkaSettings, outcomes::OutcomeSettings};
 use hookflow_temporal::TemporalSettings;
@@ -145,6 +145,14 @@ impl Settings {
         Ok(settings)
     }
 
+    /// What validating a destination needs to know of the deployment.
+    pub fn validation_rules(&self) -> ValidationRules {
+        ValidationRules {
+            allowed_hosts: self.http.allowed_hosts.clone(),
+            shared_hosts: self.isolation.shared_hosts.clone(),
+        }
+    }
+
     /// Where the admin API listens, if anywhere.
     pub fn admin_address(&self) -> Result<Option<SocketAddr>, std::net::AddrParseError> {
         optional_address(&self.admin.address)
@@ -237,6 +245,15 @@ impl Settings {
         }
         if let Err(problem) = i.breaker.validate() {
             return bad("isolation.breaker", &problem);
+        }
+        if i.shared_host_max_in_flight == 0 {
+            return bad("isolation.shared_host_max_in_flight", "must be at least 1");
+        }
+        if !(i.shared_host_team_share > 0.0 && i.shared_host_team_share <= 1.0) {
+            return bad(
+                "isolation.shared_host_team_share",
+                "must be above 0 and at most 1",
+            );
         }
         for (key, value) in [
             ("isolation.breaker_cache_ms", i.breaker_cache_ms),

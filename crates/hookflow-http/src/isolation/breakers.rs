@@ -343,8 +343,8 @@ mod tests {
             max_cooldown_ms: 60_000,
         };
         let (failing, healthy) = (
-            EndpointKey::custom("failing").expect("key"),
-            EndpointKey::custom("healthy").expect("key"),
+            EndpointKey::custom(1, "failing").expect("key"),
+            EndpointKey::custom(1, "healthy").expect("key"),
         );
         let lease = Duration::from_secs(5);
         for (endpoint, failed) in [(&failing, true), (&healthy, false)] {

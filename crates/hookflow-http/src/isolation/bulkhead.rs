@@ -87,7 +87,7 @@ mod tests {
     use super::*;
 
     fn key(k: &str) -> EndpointKey {
-        EndpointKey::custom(k).expect("key")
+        EndpointKey::custom(1, k).expect("key")
     }
 
     #[test]

@@ -131,7 +131,7 @@ mod tests {
     #[test]
     fn allows_the_burst_then_says_when_the_next_request_may_go() {
         let limiter = EndpointRateLimiter::new(Arc::new(AtomicU32::new(1)));
-        let key = EndpointKey::custom("a").expect("key");
+        let key = EndpointKey::custom(1, "a").expect("key");
         for _ in 0..3 {
             assert!(limiter.check(&key, &limits(2.0, 3)).is_ok());
         }
@@ -142,7 +142,7 @@ mod tests {
             wait > Duration::from_millis(400) && wait <= Duration::from_millis(500),
             "{wait:?}"
         );
-        let other = EndpointKey::custom("b").expect("key");
+        let other = EndpointKey::custom(1, "b").expect("key");
         assert!(
             limiter.check(&other, &limits(2.0, 3)).is_ok(),
             "endpoints are independent"
@@ -153,8 +153,8 @@ mod tests {
     fn idle_limiters_are_dropped_once_their_bucket_would_be_full() {
         let limiter = EndpointRateLimiter::new(Arc::new(AtomicU32::new(1)));
         let (fast, slow) = (
-            EndpointKey::custom("fast").expect("key"),
-            EndpointKey::custom("slow").expect("key"),
+            EndpointKey::custom(1, "fast").expect("key"),
+            EndpointKey::custom(1, "slow").expect("key"),
         );
         assert!(limiter.check(&fast, &limits(1_000.0, 1)).is_ok());
         assert!(limiter.check(&slow, &limits(0.001, 1)).is_ok());
@@ -174,7 +174,7 @@ mod tests {
     fn each_of_n_workers_gets_a_share() {
         let workers = Arc::new(AtomicU32::new(2));
         let limiter = EndpointRateLimiter::new(workers.clone());
-        let key = EndpointKey::custom("a").expect("key");
+        let key = EndpointKey::custom(1, "a").expect("key");
         // Burst 4 split in two: 2 at once, then a wait of 1 / (2/s / 2) = 1 s.
         assert!(limiter.check(&key, &limits(2.0, 4)).is_ok());
         assert!(limiter.check(&key, &limits(2.0, 4)).is_ok());

@@ -24,7 +24,7 @@ pub use breakers::SharedBreakers;
 pub use bulkhead::{Bulkheads, Slot};
 pub use disabled::{DisabledDestinations, Disablement};
 use hookflow_core::{
-    AttemptReport, Deferral, DeferralReason, Destination, EndpointLimits,
+    AttemptReport, Deferral, DeferralReason, Destination, EndpointLimits, SharedHosts,
     breaker::{Admission, BreakerPolicy, failure_of},
 };
 use hookflow_telemetry::names;
@@ -56,8 +56,26 @@ pub struct IsolationSettings {
     /// breaker copy (a shared breaker's state stays in Redis), in milliseconds.
     #[serde(default = "default_idle_eviction_ms")]
     pub idle_eviction_ms: u64,
+    /// Hosts many teams share (Slack, Discord, Teams, Zapier by default): limits and
+    /// breakers are kept per (team, endpoint) there.
+    #[serde(default)]
+    pub shared_hosts: SharedHosts,
+    /// Attempts in flight at once to one shared host, all teams together, per worker.
+    #[serde(default = "default_shared_host_max_in_flight")]
+    pub shared_host_max_in_flight: u32,
+    /// The most of a shared host's concurrency one team may take (0 to 1).
+    #[serde(default = "default_shared_host_team_share")]
+    pub shared_host_team_share: f64,
     /// `[isolation.breaker]`
     pub breaker: BreakerPolicy,
+}
+
+fn default_shared_host_max_in_flight() -> u32 {
+    40
+}
+
+fn default_shared_host_team_share() -> f64 {
+    0.25
 }
 
 fn default_idle_eviction_ms() -> u64 {
@@ -65,6 +83,13 @@ fn default_idle_eviction_ms() -> u64 {
 }
 
 impl IsolationSettings {
+    /// The most attempts one team may have in flight to one shared host, per worker: its
+    /// share of the host's concurrency, at least one.
+    pub fn team_share_of_shared_host(&self) -> u32 {
+        let share = f64::from(self.shared_host_max_in_flight) * self.shared_host_team_share;
+        (share.ceil() as u32).clamp(1, self.shared_host_max_in_flight.max(1))
+    }
+
     /// The default limits of an endpoint.
     pub fn default_limits(&self) -> EndpointLimits {
         EndpointLimits {
@@ -81,11 +106,15 @@ pub struct Pass {
     /// The endpoint's breaker policy, worked out once per attempt.
     policy: BreakerPolicy,
     _slot: Slot,
+    /// The attempt's place in its shared host's bulkhead, when it is on one.
+    _shared_slot: Option<Slot>,
 }
 
 /// The concurrency caps, rate limiters and breakers of every endpoint.
 pub struct EndpointGate {
     idle_eviction: Duration,
+    shared_host_max_in_flight: u32,
+    team_share_of_shared_host: u32,
     defaults: EndpointLimits,
     breaker: BreakerPolicy,
     endpoint_labels: bool,
@@ -108,6 +137,8 @@ impl EndpointGate {
         }
         EndpointGate {
             idle_eviction: Duration::from_millis(settings.idle_eviction_ms),
+            shared_host_max_in_flight: settings.shared_host_max_in_flight,
+            team_share_of_shared_host: settings.team_share_of_shared_host(),
             defaults: settings.default_limits(),
             breaker: settings.breaker.clone(),
             endpoint_labels: false,
@@ -129,11 +160,24 @@ impl EndpointGate {
     pub async fn enter(&self, destination: &Destination) -> Result<Pass, Deferral> {
         let endpoint = &destination.endpoint;
         let limits = destination.limits.over(self.defaults);
-        let Some(slot) = self.bulkheads.try_enter(endpoint, limits.max_in_flight) else {
-            return Err(deferred(
-                DeferralReason::ConcurrencyCap,
-                self.concurrency_retry,
-            ));
+        let at_cap = || deferred(DeferralReason::ConcurrencyCap, self.concurrency_retry);
+        // On a shared host a team's endpoint takes at most the team's share of the host, and
+        // all teams together at most the host's cap.
+        let max_in_flight = match destination.shared_host {
+            Some(_) => limits.max_in_flight.min(self.team_share_of_shared_host),
+            None => limits.max_in_flight,
+        };
+        let slot = self
+            .bulkheads
+            .try_enter(endpoint, max_in_flight)
+            .ok_or_else(at_cap)?;
+        let shared_slot = match &destination.shared_host {
+            Some(host) => Some(
+                self.bulkheads
+                    .try_enter(host, self.shared_host_max_in_flight)
+                    .ok_or_else(at_cap)?,
+            ),
+            None => None,
         };
         if let Err(wait) = self.limiter.check(endpoint, &limits) {
             return Err(deferred(DeferralReason::RateLimited, wait));
@@ -152,6 +196,7 @@ impl EndpointGate {
                 admission,
                 policy,
                 _slot: slot,
+                _shared_slot: shared_slot,
             }),
         }
     }
@@ -200,5 +245,78 @@ fn deferred(reason: DeferralReason, wait: Duration) -> Deferral {
     Deferral {
         reason,
         wait_ms: wait.as_millis() as u64,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use hookflow_core::{DestinationSpec, ValidationRules};
+
+    use super::*;
+
+    fn settings() -> IsolationSettings {
+        IsolationSettings {
+            rate_per_second: 1_000.0,
+            burst: 1_000,
+            max_in_flight: 10,
+            breaker_cache_ms: 1_000,
+            concurrency_retry_ms: 1_000,
+            idle_eviction_ms: 60_000,
+            shared_hosts: SharedHosts::new(["hooks.example.com"]),
+            shared_host_max_in_flight: 4,
+            shared_host_team_share: 0.5,
+            breaker: BreakerPolicy::default(),
+        }
+    }
+
+    fn destination(team_id: i64, id: &str) -> Destination {
+        let spec: DestinationSpec = serde_json::from_value(serde_json::json!({
+            "id": id, "team_id": team_id, "url": format!("https://hooks.example.com/{id}"),
+        }))
+        .expect("spec");
+        let rules = ValidationRules {
+            shared_hosts: settings().shared_hosts,
+            ..ValidationRules::default()
+        };
+        spec.validate_one(&rules).expect("valid")
+    }
+
+    #[tokio::test]
+    async fn a_team_takes_at_most_its_share_of_a_shared_hosts_concurrency() {
+        let gate = EndpointGate::new(&settings(), None, Arc::new(AtomicU32::new(1)));
+        let (a, b, c) = (
+            destination(1, "a"),
+            destination(2, "b"),
+            destination(3, "c"),
+        );
+        assert_ne!(
+            a.endpoint, b.endpoint,
+            "one endpoint per team on a shared host"
+        );
+        let first_a = gate.enter(&a).await.ok();
+        let second_a = gate.enter(&a).await.ok();
+        assert!(first_a.is_some() && second_a.is_some());
+        let refused = gate.enter(&a).await.err().map(|d| d.reason);
+        assert_eq!(
+            refused,
+            Some(DeferralReason::ConcurrencyCap),
+            "team 1 has its half"
+        );
+        let team_b: Vec<Pass> = [gate.enter(&b).await.ok(), gate.enter(&b).await.ok()]
+            .into_iter()
+            .flatten()
+            .collect();
+        assert_eq!(team_b.len(), 2, "team 2 still gets its share");
+        let refused = gate.enter(&c).await.err().map(|d| d.reason);
+        assert_eq!(
+            refused,
+            Some(DeferralReason::ConcurrencyCap),
+            "the host is full"
+        );
+        drop(first_a);
+        assert!(
+            gate.enter(&c).await.is_ok(),
+            "a freed place goes to the next team"
+        );
     }
 }
