@@ -18,7 +18,9 @@ use tokio::time::Instant;
 #[derive(Debug)]
 struct Component {
     deadline: Duration,
-    last_beat: Instant,
+    /// `None` until the component's first beat: a component that has not started yet (it
+    /// waits for a dependency) is not ready, but not stalled either.
+    last_beat: Option<Instant>,
     ready: bool,
     reason: String,
 }
@@ -67,9 +69,18 @@ impl Health {
     /// Registers a component that must report at least every `deadline`. It starts alive
     /// and not ready.
     pub fn register(&self, name: &'static str, deadline: Duration) -> HealthHandle {
+        let handle = self.register_starting(name, deadline);
+        handle.beat();
+        handle
+    }
+
+    /// Registers a component that has not started yet: not ready ("starting"), and held to
+    /// `deadline` only from its first beat on. Registering every component up front keeps
+    /// readiness from passing before all of them are up.
+    pub fn register_starting(&self, name: &'static str, deadline: Duration) -> HealthHandle {
         let component = Component {
             deadline,
-            last_beat: Instant::now(),
+            last_beat: None,
             ready: false,
             reason: "starting".into(),
         };
@@ -93,7 +104,9 @@ impl Health {
             .components()
             .iter()
             .map(|(name, c)| {
-                let alive = now.duration_since(c.last_beat) <= c.deadline;
+                let alive = c
+                    .last_beat
+                    .is_none_or(|beat| now.duration_since(beat) <= c.deadline);
                 (
                     *name,
                     ComponentStatus {
@@ -125,7 +138,7 @@ impl HealthHandle {
     /// Reports that the component is making progress.
     pub fn beat(&self) {
         if let Some(c) = self.health.components().get_mut(self.name) {
-            c.last_beat = Instant::now();
+            c.last_beat = Some(Instant::now());
         }
     }
 
@@ -174,6 +187,24 @@ mod tests {
 
         consumer.beat();
         assert!(health.liveness().healthy);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_component_that_has_not_started_is_not_ready_but_not_stalled() {
+        let health = Health::default();
+        let worker = health.register_starting("worker", Duration::from_secs(30));
+        tokio::time::advance(Duration::from_secs(120)).await;
+        assert!(health.liveness().healthy, "waiting to start is not a stall");
+        assert!(!health.readiness().healthy);
+        assert_eq!(health.readiness().components["worker"].reason, "starting");
+        worker.beat();
+        worker.set_ready(true, "");
+        assert!(health.readiness().healthy);
+        tokio::time::advance(Duration::from_secs(31)).await;
+        assert!(
+            !health.liveness().healthy,
+            "once started, the deadline holds"
+        );
     }
 
     #[tokio::test(start_paused = true)]

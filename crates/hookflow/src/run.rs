@@ -151,6 +151,13 @@ pub async fn run(settings: Settings, role: Role) -> anyhow::Result<()> {
     }
     let temporal_health = health.register("temporal", PROBE_DEADLINE);
     temporal_health.set_ready(false, "connecting");
+    // Known from the start, so readiness cannot pass before they are up. The consumer's loop
+    // may legitimately pause for a whole drain during a rebalance, hence its longer deadline.
+    let drain_deadline = Duration::from_millis(settings.kafka.drain_timeout_ms) + PROBE_DEADLINE;
+    let consumer_health =
+        (role != Role::Worker).then(|| health.register_starting("kafka_consumer", drain_deadline));
+    let worker_health = (role != Role::Consumer)
+        .then(|| health.register_starting("temporal_worker", PROBE_DEADLINE));
 
     let Some(client) = connect_temporal(&settings, &shutdown, &temporal_health).await else {
         return Ok(());
@@ -175,7 +182,7 @@ pub async fn run(settings: Settings, role: Role) -> anyhow::Result<()> {
         );
     }
 
-    let consumer = if role != Role::Worker {
+    let consumer = if let Some(consumer_health) = consumer_health {
         let scheduler = Arc::new(TemporalScheduler::new(
             client.clone(),
             settings.temporal.task_queue.clone(),
@@ -199,9 +206,6 @@ pub async fn run(settings: Settings, role: Role) -> anyhow::Result<()> {
         ));
         let kafka = settings.kafka.clone();
         let token = shutdown.clone();
-        // The loop may legitimately pause for a whole drain during a rebalance.
-        let deadline = Duration::from_millis(kafka.drain_timeout_ms) + PROBE_DEADLINE;
-        let consumer_health = health.register("kafka_consumer", deadline);
         consumer_health.set_ready(false, "joining the consumer group");
         Some(tokio::spawn(async move {
             let result =
@@ -215,7 +219,7 @@ pub async fn run(settings: Settings, role: Role) -> anyhow::Result<()> {
         None
     };
 
-    if role != Role::Consumer {
+    if let Some(worker_health) = worker_health {
         let http = delivery_client(&settings)?;
         if redis.is_none() {
             tracing::warn!("no redis.url: breakers and rate limits are per process");
@@ -257,7 +261,7 @@ pub async fn run(settings: Settings, role: Role) -> anyhow::Result<()> {
         let stop_worker = worker.shutdown_handle();
         // Beats from the task that polls the worker: if that task stalls (something blocks
         // it), the beats stop and liveness fails after the deadline.
-        let worker_health = health.register("temporal_worker", PROBE_DEADLINE);
+        worker_health.beat();
         worker_health.set_ready(true, "");
         // The worker's future is not Send: it runs here, on the main task.
         let (result, (), ()) = tokio::join!(
