@@ -7,7 +7,7 @@ use std::{collections::BTreeSet, sync::atomic::Ordering, time::Duration};
 
 use hookflow_core::DeliveryOutcome;
 use hookflow_e2e::{
-    eventually,
+    events, eventually,
     hookflow::Process,
     kafka,
     receiver::{Misbehaviour, misbehaving},
@@ -189,4 +189,48 @@ async fn silent_stalling_and_resetting_endpoints_end_as_documented_and_cost_the_
         "3 attempts × 3"
     );
     assert_eq!(reset_connections.load(Ordering::SeqCst), 9);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_10_gb_body_costs_the_worker_no_more_than_the_prefix_it_reads() {
+    let mut s = Scenario::new().await;
+    let (endless, connections) = misbehaving(Misbehaviour::EndlessBody).await;
+    let url = format!("http://{endless}/endless");
+    s.deployment
+        .destination("endless", s.team, &url, "timeout_ms = 2000\nactions = [2]");
+    s.deployment
+        .destination("warm-up", s.team, &s.receiver.url("warm-up"), "");
+    let process = s.deployment.start();
+    // A delivery elsewhere first, so the worker's own start-up is behind the baseline.
+    let warm_up = s.produce_events(1).await[0];
+    temporal::result(&s.temporal, &format!("warm-up:{warm_up}")).await;
+    let baseline = process.rss_kib();
+
+    let watch = async {
+        let mut peak = 0;
+        while connections.load(Ordering::SeqCst) == 0 || peak == 0 {
+            peak = peak.max(process.rss_kib());
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        for _ in 0..100 {
+            peak = peak.max(process.rss_kib());
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        peak
+    };
+    let (uuid, event) = events::event(s.team, &[(2, "Big")]);
+    s.produce(&[&event]).await;
+    let id = format!("endless:{uuid}");
+    let (result, peak) = tokio::join!(temporal::result(&s.temporal, &id), watch);
+    assert_eq!(
+        (result.outcome, result.attempts),
+        (DeliveryOutcome::Delivered, 1)
+    );
+    assert_eq!(connections.load(Ordering::SeqCst), 1);
+    let grown = peak.saturating_sub(baseline);
+    println!("RSS {baseline} KiB before, {peak} KiB at most while the body streamed");
+    assert!(
+        grown < 16 * 1024,
+        "the worker grew by {grown} KiB for a body it should read 64 KiB of"
+    );
 }

@@ -366,6 +366,19 @@ impl Process {
         self.child.wait().map(|s| s.success()).unwrap_or(false)
     }
 
+    /// Its resident set size, in KiB (VmRSS).
+    pub fn rss_kib(&self) -> u64 {
+        std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
+            .ok()
+            .and_then(|status| {
+                status
+                    .lines()
+                    .find_map(|l| l.strip_prefix("VmRSS:"))
+                    .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            })
+            .unwrap_or(0)
+    }
+
     /// GETs an operations endpoint (`/_liveness`, `/_readiness`): its status and JSON body.
     pub async fn probe(&self, path: &str) -> Option<(u16, serde_json::Value)> {
         let response = reqwest::get(format!("http://127.0.0.1:{}{path}", self.metrics_port))

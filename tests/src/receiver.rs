@@ -193,6 +193,8 @@ pub enum Misbehaviour {
     StalledBody,
     /// Resets it (RST) at once.
     Reset,
+    /// Answers `200 OK` announcing a 10 GB body and streams it as fast as it is read.
+    EndlessBody,
 }
 
 /// Starts a raw TCP endpoint on 127.0.0.1:0 that misbehaves; its address and a count of
@@ -219,6 +221,15 @@ pub async fn misbehaving(how: Misbehaviour) -> (SocketAddr, Arc<AtomicUsize>) {
                         let head = "HTTP/1.1 200 OK\r\ncontent-length: 1000\r\n\r\n{\"ok\":";
                         let _ = socket.write_all(head.as_bytes()).await;
                         tokio::time::sleep(Duration::from_secs(300)).await;
+                    }
+                    Misbehaviour::EndlessBody => {
+                        let mut request = vec![0; 64 * 1024];
+                        let _ = socket.read(&mut request).await;
+                        let head = "HTTP/1.1 200 OK\r\ncontent-length: 10000000000\r\n\r\n";
+                        let chunk = vec![b'x'; 256 * 1024];
+                        if socket.write_all(head.as_bytes()).await.is_ok() {
+                            while socket.write_all(&chunk).await.is_ok() {}
+                        }
                     }
                     Misbehaviour::Reset => {
                         // A zero linger turns the close into a reset.
