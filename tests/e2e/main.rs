@@ -2,6 +2,7 @@
 //! by this binary, real HTTP receivers, and the real `hookflow` binary.
 
 mod admin;
+mod api_fuzz;
 mod breaker_store;
 mod cancel;
 mod configuration;

@@ -8,7 +8,11 @@ use std::sync::Arc;
 
 use axum::{
     Json, Router,
-    extract::{Path, Query, Request, State, rejection::JsonRejection},
+    extract::{
+        FromRequestParts, Path, Query, Request, State,
+        rejection::{JsonRejection, PathRejection, QueryRejection},
+    },
+    http::request::Parts,
     http::{StatusCode, header::AUTHORIZATION},
     middleware::{self, Next},
     response::{IntoResponse, Response},
@@ -130,6 +134,43 @@ impl From<StoreError> for ApiError {
     }
 }
 
+/// [`Path`], answering a malformed path (a team id that is not a 64-bit integer, say) with
+/// the API's JSON 400 like every other mistake, not axum's plain text.
+struct ApiPath<T>(T);
+
+impl<T, S> FromRequestParts<S> for ApiPath<T>
+where
+    Path<T>: FromRequestParts<S, Rejection = PathRejection>,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        match Path::<T>::from_request_parts(parts, state).await {
+            Ok(Path(value)) => Ok(ApiPath(value)),
+            Err(rejection) => Err(ApiError::bad_request(rejection.body_text(), None)),
+        }
+    }
+}
+
+/// [`Query`], with the same JSON 400 for a malformed query.
+struct ApiQuery<T>(T);
+
+impl<T, S> FromRequestParts<S> for ApiQuery<T>
+where
+    Query<T>: FromRequestParts<S, Rejection = QueryRejection>,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        match Query::<T>::from_request_parts(parts, state).await {
+            Ok(Query(value)) => Ok(ApiQuery(value)),
+            Err(rejection) => Err(ApiError::bad_request(rejection.body_text(), None)),
+        }
+    }
+}
+
 async fn authorize(State(state): State<AdminState>, request: Request, next: Next) -> Response {
     let presented = request
         .headers()
@@ -188,7 +229,7 @@ async fn restore(State(state): State<AdminState>) -> Result<Json<Value>, ApiErro
 
 async fn list(
     State(state): State<AdminState>,
-    Path(team): Path<i64>,
+    ApiPath(team): ApiPath<i64>,
 ) -> Result<Json<Value>, ApiError> {
     let mut specs: Vec<DestinationSpec> = state
         .store
@@ -205,7 +246,7 @@ async fn list(
 
 async fn create(
     State(state): State<AdminState>,
-    Path(team): Path<i64>,
+    ApiPath(team): ApiPath<i64>,
     body: Result<Json<Value>, JsonRejection>,
 ) -> Result<(StatusCode, Json<DestinationSpec>), ApiError> {
     let spec = spec_of(team, body)?;
@@ -215,14 +256,14 @@ async fn create(
 
 async fn read(
     State(state): State<AdminState>,
-    Path((team, id)): Path<(i64, String)>,
+    ApiPath((team, id)): ApiPath<(i64, String)>,
 ) -> Result<Json<DestinationSpec>, ApiError> {
     Ok(Json(state.store.spec(team, &id).await?.redacted()))
 }
 
 async fn update(
     State(state): State<AdminState>,
-    Path((team, id)): Path<(i64, String)>,
+    ApiPath((team, id)): ApiPath<(i64, String)>,
     body: Result<Json<Value>, JsonRejection>,
 ) -> Result<Json<DestinationSpec>, ApiError> {
     let spec = spec_of(team, body)?;
@@ -238,7 +279,7 @@ async fn update(
 
 async fn remove(
     State(state): State<AdminState>,
-    Path((team, id)): Path<(i64, String)>,
+    ApiPath((team, id)): ApiPath<(i64, String)>,
 ) -> Result<StatusCode, ApiError> {
     state.store.delete(team, &id).await?;
     Ok(StatusCode::NO_CONTENT)
@@ -246,21 +287,21 @@ async fn remove(
 
 async fn pause(
     state: State<AdminState>,
-    path: Path<(i64, String)>,
+    path: ApiPath<(i64, String)>,
 ) -> Result<Json<DestinationSpec>, ApiError> {
     set_state(state, path, Some("paused")).await
 }
 
 async fn resume(
     state: State<AdminState>,
-    path: Path<(i64, String)>,
+    path: ApiPath<(i64, String)>,
 ) -> Result<Json<DestinationSpec>, ApiError> {
     set_state(state, path, None).await
 }
 
 async fn set_state(
     State(state): State<AdminState>,
-    Path((team, id)): Path<(i64, String)>,
+    ApiPath((team, id)): ApiPath<(i64, String)>,
     new_state: Option<&str>,
 ) -> Result<Json<DestinationSpec>, ApiError> {
     let mut spec = state.store.spec(team, &id).await?;
@@ -298,7 +339,7 @@ async fn destination(
 /// delivery would (format, headers, signature), and answers what happened.
 async fn send_test(
     State(state): State<AdminState>,
-    Path((team, id)): Path<(i64, String)>,
+    ApiPath((team, id)): ApiPath<(i64, String)>,
 ) -> Result<Json<Value>, ApiError> {
     let destination = destination(&state, team, &id).await?;
     let event = ActionMatchedEvent {
@@ -336,8 +377,8 @@ struct ListQuery {
 
 async fn deliveries(
     State(state): State<AdminState>,
-    Path((team, id)): Path<(i64, String)>,
-    Query(query): Query<ListQuery>,
+    ApiPath((team, id)): ApiPath<(i64, String)>,
+    ApiQuery(query): ApiQuery<ListQuery>,
 ) -> Result<Json<Value>, ApiError> {
     state.store.spec(team, &id).await?;
     let limit = query.limit.unwrap_or(50).clamp(1, 1000);
@@ -347,7 +388,7 @@ async fn deliveries(
 
 async fn delivery(
     State(state): State<AdminState>,
-    Path((team, id, event_uuid)): Path<(i64, String, String)>,
+    ApiPath((team, id, event_uuid)): ApiPath<(i64, String, String)>,
 ) -> Result<Json<Value>, ApiError> {
     state.store.spec(team, &id).await?;
     let uuid = uuid::Uuid::parse_str(&event_uuid)
@@ -361,7 +402,7 @@ async fn delivery(
 
 async fn redeliver(
     State(state): State<AdminState>,
-    Path((team, id, event_uuid)): Path<(i64, String, String)>,
+    ApiPath((team, id, event_uuid)): ApiPath<(i64, String, String)>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     state.store.spec(team, &id).await?;
     let uuid = uuid::Uuid::parse_str(&event_uuid)
@@ -385,21 +426,21 @@ async fn redeliver(
 
 async fn cancel_pending(
     state: State<AdminState>,
-    path: Path<(i64, String)>,
+    path: ApiPath<(i64, String)>,
 ) -> Result<Json<Value>, ApiError> {
     stop_pending(state, path, false).await
 }
 
 async fn terminate_pending(
     state: State<AdminState>,
-    path: Path<(i64, String)>,
+    path: ApiPath<(i64, String)>,
 ) -> Result<Json<Value>, ApiError> {
     stop_pending(state, path, true).await
 }
 
 async fn stop_pending(
     State(state): State<AdminState>,
-    Path((team, id)): Path<(i64, String)>,
+    ApiPath((team, id)): ApiPath<(i64, String)>,
     terminate: bool,
 ) -> Result<Json<Value>, ApiError> {
     state.store.spec(team, &id).await?;
