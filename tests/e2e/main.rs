@@ -5,6 +5,7 @@ mod admin;
 mod api_fuzz;
 mod breaker_store;
 mod cancel;
+mod codec;
 mod configuration;
 mod crash;
 mod dashboards;

@@ -122,6 +122,12 @@ impl Deployment {
         self
     }
 
+    /// Drops every override [`Deployment::config`] layered so far.
+    pub fn reset_config(&mut self) -> &mut Self {
+        self.extra = toml::Table::new();
+        self
+    }
+
     /// Uses a new consumer group (as a fresh deployment reading from offset 0 would).
     pub fn new_group(&mut self) -> &mut Self {
         self.group = unique("hookflow");
@@ -250,17 +256,18 @@ log_filter = "info,temporalio_sdk_core=warn"
 
     /// Starts `hookflow run --role <role>` (`all`, `consumer` or `worker`).
     pub fn start_as(&self, role: &str) -> Process {
+        self.start_command(&["run", "--role", role])
+    }
+
+    /// Starts a long-running `hookflow` subcommand (`run …`, `codec-server`) with this
+    /// configuration.
+    pub fn start_command(&self, args: &[&str]) -> Process {
         let (metrics_port, sdk_metrics_port) = (free_port(), free_port());
         let config = self.write_config(metrics_port, sdk_metrics_port);
         let log = self.dir.path().join(format!("hookflow-{metrics_port}.log"));
         let child = Command::new(binary())
-            .args([
-                "--config",
-                config.to_str().expect("utf-8 path"),
-                "run",
-                "--role",
-                role,
-            ])
+            .args(["--config", config.to_str().expect("utf-8 path")])
+            .args(args)
             .stdin(Stdio::null())
             .stdout(Stdio::from(std::fs::File::create(&log).expect("log")))
             .stderr(Stdio::from(

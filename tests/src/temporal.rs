@@ -3,7 +3,9 @@
 use std::time::Duration;
 
 use hookflow_core::DeliveryResult;
-use hookflow_temporal::{Client, TemporalSettings, workflow::DeliveryWorkflow};
+use hookflow_temporal::{
+    Client, TemporalSettings, codec::CodecSettings, workflow::DeliveryWorkflow,
+};
 use temporalio_client::errors::WorkflowGetResultError;
 
 /// A client of the shared Temporal server, once the server answers.
@@ -13,6 +15,11 @@ pub async fn client(address: &str) -> Client {
 
 /// A client of `namespace` on the Temporal server at `address`, once it answers.
 pub async fn client_in(address: &str, namespace: &str) -> Client {
+    client_with(address, namespace, CodecSettings::default()).await
+}
+
+/// A client of `namespace` at `address` that encrypts and decrypts payloads with `codec`.
+pub async fn client_with(address: &str, namespace: &str, codec: CodecSettings) -> Client {
     let settings = TemporalSettings {
         address: address.to_owned(),
         namespace: namespace.into(),
@@ -23,6 +30,7 @@ pub async fn client_in(address: &str, namespace: &str) -> Client {
         history_max_rounds_per_run: 100,
         history_max_input_bytes_per_run: 4 << 20,
         max_input_bytes: 2_000_000,
+        codec,
     };
     crate::eventually(Duration::from_secs(60), "Temporal to answer", || {
         let settings = settings.clone();

@@ -3,6 +3,8 @@
 use std::{path::PathBuf, str::FromStr, time::Duration};
 
 use hookflow_core::HistoryBound;
+
+use crate::codec::{CodecSettings, EncryptionCodec};
 use serde::Deserialize;
 use temporalio_client::{
     Client, ClientOptions, ClientTlsOptions, Connection, ConnectionOptions, TlsOptions, Url,
@@ -39,6 +41,9 @@ pub struct TemporalSettings {
     /// event is dead-lettered. Temporal refuses payloads over 2 MB by default.
     #[serde(default = "default_max_input_bytes")]
     pub max_input_bytes: usize,
+    /// `[temporal.codec]`: payload encryption.
+    #[serde(default)]
+    pub codec: CodecSettings,
 }
 
 fn default_max_input_bytes() -> usize {
@@ -81,6 +86,7 @@ impl std::fmt::Debug for TemporalSettings {
                 &self.history_max_input_bytes_per_run,
             )
             .field("max_input_bytes", &self.max_input_bytes)
+            .field("codec", &self.codec)
             .finish()
     }
 }
@@ -140,11 +146,12 @@ pub async fn connect(settings: &TemporalSettings) -> Result<Client, TemporalErro
             address: settings.address.clone(),
             reason: e.to_string(),
         })?;
-    Client::new(
-        connection,
-        ClientOptions::new(settings.namespace.clone()).build(),
-    )
-    .map_err(|e| TemporalError::Settings(e.to_string()))
+    let codec = EncryptionCodec::from_settings(&settings.codec)
+        .map_err(|e| TemporalError::Settings(e.to_string()))?;
+    let options = ClientOptions::new(settings.namespace.clone())
+        .maybe_data_converter(codec.map(EncryptionCodec::data_converter))
+        .build();
+    Client::new(connection, options).map_err(|e| TemporalError::Settings(e.to_string()))
 }
 
 fn tls_options(tls: &TemporalTls) -> Result<TlsOptions, TemporalError> {

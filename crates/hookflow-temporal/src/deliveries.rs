@@ -7,11 +7,15 @@ use std::time::SystemTime;
 use futures::StreamExt;
 use hookflow_core::{DeliveryId, DeliveryInput, DeliveryResult};
 use serde::Serialize;
+use temporalio_client::NamespacedClient;
 use temporalio_client::{
     Client, WorkflowCancelOptions, WorkflowExecution, WorkflowExecutionStatus, WorkflowListOptions,
     WorkflowStartOptions, WorkflowTerminateOptions, errors::WorkflowGetResultError,
 };
-use temporalio_common::protos::temporal::api::history::v1::history_event::Attributes;
+use temporalio_common::{
+    data_converters::{SerializationContextData, WorkflowSerializationContext},
+    protos::temporal::api::history::v1::history_event::Attributes,
+};
 
 use crate::{connection::TemporalError, search_attributes, workflow::DeliveryWorkflow};
 
@@ -115,12 +119,18 @@ pub async fn redeliver(
             "{delivery}: history does not start with its input"
         )));
     };
-    let input: DeliveryInput = attributes
+    let unreadable = |why: String| TemporalError::Rpc(format!("{delivery}: workflow input: {why}"));
+    let payload = attributes
         .input
-        .as_ref()
-        .and_then(|payloads| payloads.payloads.first())
-        .and_then(|payload| serde_json::from_slice(&payload.data).ok())
-        .ok_or_else(|| TemporalError::Rpc(format!("{delivery}: unreadable workflow input")))?;
+        .and_then(|payloads| payloads.payloads.into_iter().next())
+        .ok_or_else(|| unreadable("missing".into()))?;
+    // Through the client's data converter, so an encrypted input is decrypted.
+    let context = SerializationContextData::Workflow(WorkflowSerializationContext::new());
+    let input: DeliveryInput = client
+        .data_converter()
+        .from_payload(&context, payload)
+        .await
+        .map_err(|e| unreadable(e.to_string()))?;
     // The latest run's input may carry a continued delivery's progress; a redelivery is a
     // new attempt chain.
     let input = input.restarted();

@@ -5,6 +5,7 @@
 //! the admin API.
 
 pub mod activities;
+pub mod codec;
 pub mod connection;
 pub mod deliveries;
 pub mod search_attributes;

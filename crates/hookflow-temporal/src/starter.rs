@@ -19,7 +19,7 @@ use temporalio_client::{
     tonic::{Code, Status},
 };
 
-use crate::{search_attributes, workflow::DeliveryWorkflow};
+use crate::{TemporalSettings, search_attributes, workflow::DeliveryWorkflow};
 
 /// Temporal refuses a workflow summary over 400 bytes by default; this leaves room for the
 /// JSON quotes and escapes of the payload.
@@ -34,16 +34,21 @@ pub struct TemporalScheduler {
     client: Client,
     task_queue: String,
     max_input_bytes: usize,
+    /// Whether the summary may show the event's name: not when payloads are encrypted, as
+    /// Temporal stores the summary unencrypted.
+    event_in_summary: bool,
 }
 
 impl TemporalScheduler {
-    /// A scheduler that starts workflows on `task_queue`, refusing inputs over
-    /// `max_input_bytes` (the event does not fit Temporal's payload limit).
-    pub fn new(client: Client, task_queue: impl Into<String>, max_input_bytes: usize) -> Self {
+    /// A scheduler that starts workflows with `client` as `settings` say: on its task
+    /// queue, refusing inputs over its `max_input_bytes` (the event does not fit Temporal's
+    /// payload limit).
+    pub fn new(client: Client, settings: &TemporalSettings) -> Self {
         TemporalScheduler {
             client,
-            task_queue: task_queue.into(),
-            max_input_bytes,
+            task_queue: settings.task_queue.clone(),
+            max_input_bytes: settings.max_input_bytes,
+            event_in_summary: !settings.codec.enabled,
         }
     }
 }
@@ -66,7 +71,11 @@ impl DeliveryScheduler for TemporalScheduler {
                 .id_reuse_policy(WorkflowIdReusePolicy::RejectDuplicate)
                 .id_conflict_policy(WorkflowIdConflictPolicy::UseExisting)
                 .search_attributes(search_attributes::for_delivery(input))
-                .static_summary(summary(input))
+                .static_summary(if self.event_in_summary {
+                    summary(input)
+                } else {
+                    format!("delivery to {}", input.destination_id)
+                })
                 .build();
         match self
             .client

@@ -190,7 +190,7 @@ async fn authorize(State(state): State<AdminState>, request: Request, next: Next
 }
 
 /// Compares without an early exit, so the time taken does not reveal the token.
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+pub(crate) fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     if a.len() != b.len() || b.is_empty() {
         return false;
     }

@@ -1,5 +1,5 @@
 //! The command line: `run`, `register-search-attributes`, `check-config`, `destinations`,
-//! `send-sample`, `receive`.
+//! `codec-server`, `send-sample`, `receive`.
 
 use std::path::PathBuf;
 
@@ -47,6 +47,9 @@ enum Command {
         #[arg(long, default_value_t = 1)]
         count: u32,
     },
+    /// Serve Temporal's codec-server API (`/decode`, `/encode`) with the configured payload
+    /// keys, so the Temporal UI and CLI can show encrypted deliveries.
+    CodecServer,
     /// Run a local webhook receiver that prints every request (and verifies signatures).
     Receive {
         /// Address to listen on.
@@ -117,6 +120,18 @@ impl Cli {
             } => crate::sample::send(&settings()?.kafka, team, action, count)
                 .await
                 .context("sending sample events"),
+            Command::CodecServer => {
+                let settings = settings()?;
+                hookflow_telemetry::init_tracing(
+                    &settings.telemetry.log_filter,
+                    hookflow_telemetry::LogFormat::Text,
+                );
+                let codec = hookflow_temporal::codec::EncryptionCodec::from_settings(
+                    &settings.temporal.codec,
+                )?
+                .context("temporal.codec has no keys: there is nothing to decode")?;
+                crate::codec_server::serve(&settings.codec_server, codec).await
+            }
             Command::Receive { listen, secret } => {
                 crate::receiver::serve(listen, secret.as_deref()).await
             }

@@ -3,6 +3,7 @@
 
 mod admin;
 mod cli;
+mod codec_server;
 mod destination_file;
 mod destination_redis;
 mod destination_reload;

@@ -183,11 +183,7 @@ pub async fn run(settings: Settings, role: Role) -> anyhow::Result<()> {
     }
 
     let consumer = if let Some(consumer_health) = consumer_health {
-        let scheduler = Arc::new(TemporalScheduler::new(
-            client.clone(),
-            settings.temporal.task_queue.clone(),
-            settings.temporal.max_input_bytes,
-        ));
+        let scheduler = Arc::new(TemporalScheduler::new(client.clone(), &settings.temporal));
         let backoff = StartBackoff {
             initial: Duration::from_millis(settings.kafka.start_retry_initial_ms),
             max: Duration::from_millis(settings.kafka.start_retry_max_ms),

@@ -14,7 +14,9 @@ use figment::{
 use hookflow_core::{AllowList, RetryPolicy, Secret, ValidationRules, redaction::check_toml};
 use hookflow_http::{RedisSettings, isolation::IsolationSettings};
 use hookflow_kafka::{KafkaSettings, outcomes::OutcomeSettings};
-use hookflow_temporal::TemporalSettings;
+use hookflow_temporal::{TemporalSettings, codec::EncryptionCodec};
+
+use crate::codec_server::CodecServerSettings;
 use serde::Deserialize;
 
 /// The compiled-in defaults.
@@ -42,6 +44,8 @@ pub struct Settings {
     pub outcomes: OutcomeSettings,
     /// `[admin]`
     pub admin: AdminSection,
+    /// `[codec_server]`
+    pub codec_server: CodecServerSettings,
     /// `[telemetry]`
     pub telemetry: TelemetrySection,
 }
@@ -226,6 +230,9 @@ impl Settings {
                 "retry.deferral_backoff_max_ms",
                 "must be at least retry.deferral_backoff_initial_ms, which must be greater than 0",
             );
+        }
+        if let Err(error) = EncryptionCodec::from_settings(&self.temporal.codec) {
+            return bad("temporal.codec", &error.to_string());
         }
         let t = &self.temporal;
         if t.history_max_rounds_per_run == 0 || t.history_max_input_bytes_per_run == 0 {
