@@ -2,9 +2,9 @@
 # Installs what hookflow's local stack and build need on a fresh Debian machine, and nothing
 # that is already there: protoc (prost builds the Temporal protos), Redis, Prometheus with
 # promtool (the dashboard and alert-rule tests), the Temporal CLI (dev server), the
-# Kafka-compatible broker tansu, schemathesis (the admin API fuzz test), and Node with
-# Microsoft's Adaptive Card library (the Teams contract test). Safe to run any number of
-# times.
+# Kafka-compatible broker tansu, schemathesis (the admin API fuzz test), Node with
+# Microsoft's Adaptive Card library (the Teams contract test) and Chromium (the Temporal UI
+# test). Safe to run any number of times.
 set -euo pipefail
 
 need_apt=()
@@ -15,6 +15,8 @@ command -v redis-server >/dev/null 2>&1 || need_apt+=(redis-server)
 command -v promtool >/dev/null 2>&1 || need_apt+=(prometheus)
 # Node runs the chat services' own validators in the contract tests (tests/contracts).
 command -v npm >/dev/null 2>&1 || need_apt+=(nodejs npm)
+# Headless Chromium opens the Temporal UI in the payload-codec test (tests/e2e/codec_ui.rs).
+command -v chromium >/dev/null 2>&1 || need_apt+=(chromium)
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "install-deps: apt-get install ${need_apt[*]}"
   export DEBIAN_FRONTEND=noninteractive
@@ -34,9 +36,10 @@ if [ ${#pip_pkgs[@]} -gt 0 ]; then
   if command -v pyenv >/dev/null 2>&1; then pyenv rehash; fi
 fi
 
-# Microsoft's Adaptive Card library, pinned by tests/contracts/package-lock.json.
+# Microsoft's Adaptive Card library and the puppeteer browser driver, pinned by
+# tests/contracts/package-lock.json.
 contracts="$(cd "$(dirname "$0")/../.." && pwd)/tests/contracts"
-if [ ! -d "$contracts/node_modules/adaptivecards" ]; then
+if [ ! -d "$contracts/node_modules/adaptivecards" ] || [ ! -d "$contracts/node_modules/puppeteer-core" ]; then
   echo "install-deps: npm ci in tests/contracts"
   npm ci --prefix "$contracts" --silent --no-audit --no-fund
 fi

@@ -2,7 +2,9 @@
 //! delivery's history, read raw through the Temporal CLI, holds no event field (a marker in
 //! a person property); `hookflow codec-server` decodes it for a caller with the token, and
 //! for the Temporal UI's origin; after a key rotation, payloads under the retired key still
-//! decode while it is configured, and fail naming it once it is not.
+//! decode while it is configured, and fail naming it once it is not. And as an operator sees
+//! it: the Temporal UI, pointed at the codec server, shows the delivery's input decoded in
+//! headless Chromium.
 
 use std::time::Duration;
 
@@ -14,6 +16,9 @@ use hookflow_e2e::{
 use hookflow_temporal::codec::CodecSettings;
 use serde_json::Value;
 
+/// The browser origin the codec server allows in the first test.
+const UI: &str = "http://ui.example";
+
 /// A fresh random 32-byte key, base64.
 fn key() -> String {
     let bytes = [
@@ -24,7 +29,13 @@ fn key() -> String {
 }
 
 /// The deployment's codec and codec-server configuration.
-fn codec_config(current: &str, keys: &[(&str, &str)], port: u16, token: &str) -> String {
+fn codec_config(
+    current: &str,
+    keys: &[(&str, &str)],
+    port: u16,
+    token: &str,
+    origin: &str,
+) -> String {
     let keys: Vec<String> = keys
         .iter()
         .map(|(id, k)| format!("{id} = \"{k}\""))
@@ -33,9 +44,21 @@ fn codec_config(current: &str, keys: &[(&str, &str)], port: u16, token: &str) ->
         "[temporal.codec]\nenabled = true\ncurrent_key = \"{current}\"\n\
          [temporal.codec.keys]\n{}\n\
          [codec_server]\naddress = \"127.0.0.1:{port}\"\ntoken = \"{token}\"\n\
-         allowed_origins = [\"http://ui.example\"]\n",
+         allowed_origins = [\"{origin}\"]\n",
         keys.join("\n")
     )
+}
+
+/// A client's codec settings: encrypting with `current`, reading with `keys`.
+fn settings(current: &str, keys: &[(&str, &str)]) -> CodecSettings {
+    CodecSettings {
+        enabled: true,
+        current_key: current.into(),
+        keys: keys
+            .iter()
+            .map(|(id, k)| (id.to_string(), Secret::from(*k)))
+            .collect(),
+    }
 }
 
 /// The delivery's history as the Temporal CLI prints it: raw, as the store keeps it.
@@ -51,6 +74,52 @@ fn raw_history(address: &str, id: &str) -> String {
         String::from_utf8_lossy(&out.stderr)
     );
     String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Where the history's payloads are, split into encrypted ones and the rest: paths within
+/// an event, without list indices, sorted and deduplicated.
+fn payloads_by_encryption(history: &str) -> (Vec<String>, Vec<String>) {
+    fn walk(value: &Value, path: &str, found: &mut Vec<(String, bool)>) {
+        match value {
+            Value::Object(map) => {
+                if let Some(encoding) = map.get("metadata").and_then(|m| m.get("encoding")) {
+                    let encrypted = encoding.as_str() == Some(&STANDARD.encode("binary/encrypted"));
+                    found.push((path.to_owned(), encrypted));
+                }
+                for (key, inner) in map {
+                    let path = if path.is_empty() {
+                        key.clone()
+                    } else {
+                        format!("{path}.{key}")
+                    };
+                    walk(inner, &path, found);
+                }
+            }
+            Value::Array(items) => items.iter().for_each(|item| walk(item, path, found)),
+            _ => {}
+        }
+    }
+    let history: Value = serde_json::from_str(history).expect("history JSON");
+    let mut found = Vec::new();
+    for event in history["events"].as_array().expect("events") {
+        for (key, inner) in event.as_object().expect("event") {
+            walk(inner, key, &mut found);
+        }
+    }
+    let mut split = (Vec::new(), Vec::new());
+    for (path, encrypted) in found {
+        let path = path.trim_end_matches(".payloads").to_owned();
+        if encrypted {
+            split.0.push(path)
+        } else {
+            split.1.push(path)
+        }
+    }
+    for paths in [&mut split.0, &mut split.1] {
+        paths.sort();
+        paths.dedup();
+    }
+    split
 }
 
 /// The payloads of the history's first event: the workflow's input.
@@ -88,23 +157,15 @@ async fn encrypted_payloads_hide_event_data_and_decode_through_the_codec_server(
     let (k1, k2, token, port) = (key(), key(), unique("codec-token"), free_port());
     s.destination("enc", "enc", "");
     s.deployment
-        .config(&codec_config("k1", &[("k1", &k1)], port, &token));
+        .config(&codec_config("k1", &[("k1", &k1)], port, &token, UI));
     let hookflow = s.deployment.start();
     let marker = unique("markerperson");
     let (uuid, mut event) = events::event(s.team, &[(1, "Any")]);
     event["person"]["properties"]["note"] = Value::from(marker.clone());
     s.produce(&[&event]).await;
 
-    let codec = |current: &str, keys: &[(&str, &str)]| CodecSettings {
-        enabled: true,
-        current_key: current.into(),
-        keys: keys
-            .iter()
-            .map(|(id, k)| (id.to_string(), Secret::from(*k)))
-            .collect(),
-    };
     let client =
-        temporal::client_with(&s.stack.temporal, "default", codec("k1", &[("k1", &k1)])).await;
+        temporal::client_with(&s.stack.temporal, "default", settings("k1", &[("k1", &k1)])).await;
     let id = format!("enc:{uuid}");
     let result = temporal::result(&client, &id).await;
     assert_eq!(result.outcome, DeliveryOutcome::Delivered);
@@ -114,7 +175,25 @@ async fn encrypted_payloads_hide_event_data_and_decode_through_the_codec_server(
     // Raw, the store holds ciphertext and an event-free summary.
     let raw = raw_history(&s.stack.temporal, &id);
     assert!(!raw.contains(&marker), "the marker is in the raw history");
-    assert!(raw.contains(&STANDARD.encode("binary/encrypted")));
+    let (encrypted, plain) = payloads_by_encryption(&raw);
+    assert_eq!(
+        encrypted,
+        [
+            "activityTaskCompletedEventAttributes.result",
+            "activityTaskScheduledEventAttributes.input",
+            "markerRecordedEventAttributes.details.result",
+            "workflowExecutionCompletedEventAttributes.result",
+            "workflowExecutionStartedEventAttributes.input",
+        ],
+        "every payload hookflow writes is encrypted"
+    );
+    assert!(
+        plain.iter().all(|path| path.contains(".searchAttributes.")
+            || path == "userMetadata.summary"
+            || path == "markerRecordedEventAttributes.details.data"),
+        "only what Temporal must read is plain (search attributes, the summary, the \
+         SDK's marker bookkeeping): {plain:?}"
+    );
     assert_eq!(
         temporal::summary(&client, &id).await.as_deref(),
         Some("delivery to enc")
@@ -149,10 +228,7 @@ async fn encrypted_payloads_hide_event_data_and_decode_through_the_codec_server(
             .get("access-control-allow-origin")
             .map(|v| v.to_str().unwrap_or_default().to_owned())
     };
-    assert_eq!(
-        preflight("http://ui.example").await.as_deref(),
-        Some("http://ui.example")
-    );
+    assert_eq!(preflight(UI).await.as_deref(), Some(UI));
     assert_eq!(preflight("http://evil.example").await, None);
 
     // Rotation: new payloads under k2; k1's stay readable while k1 is configured.
@@ -163,6 +239,7 @@ async fn encrypted_payloads_hide_event_data_and_decode_through_the_codec_server(
         &[("k1", &k1), ("k2", &k2)],
         port,
         &token,
+        UI,
     ));
     let _hookflow = s.deployment.start();
     let (later, event) = events::event(s.team, &[(1, "Any")]);
@@ -170,7 +247,7 @@ async fn encrypted_payloads_hide_event_data_and_decode_through_the_codec_server(
     let client = temporal::client_with(
         &s.stack.temporal,
         "default",
-        codec("k2", &[("k1", &k1), ("k2", &k2)]),
+        settings("k2", &[("k1", &k1), ("k2", &k2)]),
     )
     .await;
     let later_id = format!("enc:{later}");
@@ -193,7 +270,7 @@ async fn encrypted_payloads_hide_event_data_and_decode_through_the_codec_server(
     drop(_server);
     s.deployment
         .reset_config()
-        .config(&codec_config("k2", &[("k2", &k2)], port, &token));
+        .config(&codec_config("k2", &[("k2", &k2)], port, &token, UI));
     let _retired = s.deployment.start_command(&["codec-server"]);
     wait_for_port(port).await;
     let (status, refused) = decode(port, &token, &input).await;
@@ -205,4 +282,48 @@ async fn encrypted_payloads_hide_event_data_and_decode_through_the_codec_server(
         "{refused}"
     );
     assert_eq!(decode(port, &token, &later_input).await.0, 200);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_temporal_ui_shows_a_delivery_decoded_through_the_codec_server() {
+    let port = free_port();
+    let codec_endpoint = format!("http://127.0.0.1:{port}");
+    let (stack, ui) = hookflow_e2e::stack::stack().with_own_temporal_ui(&codec_endpoint);
+    let mut s = Scenario::on(stack, 1).await;
+    let k1 = key();
+    s.destination("seen", "seen", "");
+    // No token: the codec server listens on loopback only, as a local operator would run it.
+    s.deployment
+        .config(&codec_config("k1", &[("k1", &k1)], port, "", &ui.origin()));
+    let _hookflow = s.deployment.start();
+    let _server = s.deployment.start_command(&["codec-server"]);
+    let marker = unique("markerinui");
+    let (uuid, mut event) = events::event(s.team, &[(1, "Any")]);
+    event["person"]["properties"]["note"] = Value::from(marker.clone());
+    s.produce(&[&event]).await;
+    let client =
+        temporal::client_with(&s.stack.temporal, "default", settings("k1", &[("k1", &k1)])).await;
+    let id = format!("seen:{uuid}");
+    assert_eq!(
+        temporal::result(&client, &id).await.outcome,
+        DeliveryOutcome::Delivered
+    );
+    let raw = raw_history(&s.stack.temporal, &id);
+    assert!(!raw.contains(&marker), "the marker is in the raw history");
+    wait_for_port(port).await;
+
+    let page = format!("{}/namespaces/default/workflows/{id}", ui.origin());
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("contracts/temporal_ui.cjs");
+    let out = tokio::process::Command::new("node")
+        .arg(&script)
+        .args([page.as_str(), marker.as_str(), "60000"])
+        .output()
+        .await
+        .expect("node runs (deploy/local/install-deps.sh installs it, chromium and puppeteer)");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && stdout.trim() == "found",
+        "the UI does not show the decoded input:\n{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }

@@ -139,7 +139,7 @@ fn wait_for_port(name: &str, port: u16) {
 fn start() -> Stack {
     let tansu = tansu_binary();
     let kafka = start_tansu(&tansu, free_port());
-    let temporal = start_temporal(free_port(), None);
+    let temporal = start_temporal(free_port(), None, None);
     let redis = RedisServer::start();
     wait_for_address("tansu", &kafka);
     wait_for_address("temporal", &temporal);
@@ -170,14 +170,30 @@ fn start_tansu(tansu: &str, port: u16) -> String {
     kafka
 }
 
+/// A Temporal dev server's web UI, asking the codec server at `codec_endpoint` to decode
+/// payloads.
+#[derive(Debug, Clone)]
+pub struct TemporalUi {
+    /// The UI's port.
+    pub port: u16,
+    /// The codec server the UI's pages call from the browser.
+    pub codec_endpoint: String,
+}
+
+impl TemporalUi {
+    /// `http://127.0.0.1:port`: the origin a codec server must allow.
+    pub fn origin(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+}
+
 /// Starts a Temporal dev server on `port` with hookflow's search attributes, in memory or
-/// on the database file `db`; its `http://127.0.0.1:port`.
-fn start_temporal(port: u16, db: Option<&Path>) -> String {
+/// on the database file `db`, headless or serving `ui`; its `http://127.0.0.1:port`.
+fn start_temporal(port: u16, db: Option<&Path>, ui: Option<&TemporalUi>) -> String {
     let mut args: Vec<String> = [
         "temporal",
         "server",
         "start-dev",
-        "--headless",
         "--ip",
         "127.0.0.1",
         "--log-level",
@@ -188,6 +204,15 @@ fn start_temporal(port: u16, db: Option<&Path>) -> String {
     .map(|s| s.to_string())
     .collect();
     args.push(port.to_string());
+    match ui {
+        None => args.push("--headless".into()),
+        Some(ui) => args.extend([
+            "--ui-port".into(),
+            ui.port.to_string(),
+            "--ui-codec-endpoint".into(),
+            ui.codec_endpoint.clone(),
+        ]),
+    }
     for flag in ["--http-port", "--metrics-port"] {
         args.extend([flag.to_string(), free_port().to_string()]);
     }
@@ -258,7 +283,7 @@ impl TemporalServer {
 
     /// Starts it again on the same port and database file.
     pub fn restart(&self) {
-        start_temporal(self.port, Some(&self.db));
+        start_temporal(self.port, Some(&self.db), None);
         wait_for_port("temporal", self.port);
     }
 }
@@ -280,7 +305,7 @@ impl Stack {
     /// (for a test that kills it).
     pub fn with_own_temporal(&self, db: &Path) -> (Stack, TemporalServer) {
         let port = free_port();
-        let temporal = start_temporal(port, Some(db));
+        let temporal = start_temporal(port, Some(db), None);
         wait_for_port("temporal", port);
         let stack = Stack {
             temporal: temporal.clone(),
@@ -292,6 +317,26 @@ impl Stack {
             db: db.to_owned(),
         };
         (stack, server)
+    }
+
+    /// This stack with an in-memory Temporal server of the caller's own that serves its web
+    /// UI, which decodes payloads through the codec server at `codec_endpoint`.
+    pub fn with_own_temporal_ui(&self, codec_endpoint: &str) -> (Stack, TemporalUi) {
+        let (port, ui) = (
+            free_port(),
+            TemporalUi {
+                port: free_port(),
+                codec_endpoint: codec_endpoint.to_owned(),
+            },
+        );
+        let temporal = start_temporal(port, None, Some(&ui));
+        wait_for_port("temporal", port);
+        wait_for_port("temporal ui", ui.port);
+        let stack = Stack {
+            temporal,
+            ..self.clone()
+        };
+        (stack, ui)
     }
 
     /// Creates a topic with `partitions` partitions.

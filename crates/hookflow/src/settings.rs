@@ -14,7 +14,10 @@ use figment::{
 use hookflow_core::{AllowList, RetryPolicy, Secret, ValidationRules, redaction::check_toml};
 use hookflow_http::{RedisSettings, isolation::IsolationSettings};
 use hookflow_kafka::{KafkaSettings, outcomes::OutcomeSettings};
-use hookflow_temporal::{TemporalSettings, codec::EncryptionCodec};
+use hookflow_temporal::{
+    TemporalSettings,
+    codec::{CodecError, EncryptionCodec},
+};
 
 use crate::codec_server::CodecServerSettings;
 use serde::Deserialize;
@@ -231,10 +234,10 @@ impl Settings {
                 "must be at least retry.deferral_backoff_initial_ms, which must be greater than 0",
             );
         }
-        if let Err(error) = EncryptionCodec::from_settings(&self.temporal.codec) {
-            return bad("temporal.codec", &error.to_string());
-        }
         let t = &self.temporal;
+        if let Err(CodecError::Settings(problem)) = EncryptionCodec::from_settings(&t.codec) {
+            return bad("temporal.codec", &problem);
+        }
         if t.history_max_rounds_per_run == 0 || t.history_max_input_bytes_per_run == 0 {
             return bad(
                 "temporal.history_max_rounds_per_run",
@@ -356,6 +359,29 @@ mod tests {
             load(local).expect("local").http.allowed_hosts,
             AllowList::new(&["127.0.0.1", "localhost"]).expect("allow-list")
         );
+    }
+
+    #[test]
+    // figment's Jail fixes the closure's error type.
+    #[allow(clippy::result_large_err)]
+    fn the_production_example_encrypts_and_needs_its_secrets_from_the_environment() {
+        let example = include_str!("../../../config/production.example.toml");
+        let error = load(example).expect_err("no payload key").to_string();
+        assert!(
+            error.contains("temporal.codec") && error.contains("current_key `k1`"),
+            "{error}"
+        );
+        figment::Jail::expect_with(|jail| {
+            jail.create_file("production.toml", example)?;
+            jail.set_env("HOOKFLOW_TEMPORAL__CODEC__KEYS__K1", "A".repeat(43) + "=");
+            jail.set_env("HOOKFLOW_ADMIN__TOKEN", "an-admin-token-of-32-characters!");
+            let settings = Settings::load(Some(Path::new("production.toml"))).expect("valid");
+            let codec = &settings.temporal.codec;
+            assert!(codec.enabled);
+            assert_eq!(codec.keys.keys().collect::<Vec<_>>(), ["k1"]);
+            assert_eq!(settings.destinations.store, "redis");
+            Ok(())
+        });
     }
 
     #[test]
