@@ -1,13 +1,14 @@
 # hookflow's two everyday commands:
 #   make run   installs what is missing, starts the local stack, runs hookflow (Ctrl-C stops it)
-#   make test  installs what is missing, builds the workspace once, runs every test
+#   make test  installs what is missing, checks formatting and lints, builds the workspace
+#              once, runs every test
 # `make stack-down` stops the local stack that `make run` started.
 
 CARGO ?= cargo
 HOOKFLOW := target/debug/hookflow
 LOCAL_CONFIG := config/local.toml
 
-.PHONY: run test deps build stack-up stack-down sample receive
+.PHONY: run test deps lint build stack-up stack-down sample receive
 
 deps:
 	./deploy/local/install-deps.sh
@@ -19,7 +20,12 @@ run: build stack-up
 	$(HOOKFLOW) --config $(LOCAL_CONFIG) register-search-attributes
 	$(HOOKFLOW) --config $(LOCAL_CONFIG) run
 
-test: build
+# The style holds: unformatted code or a clippy warning fails `make test`.
+lint: deps
+	$(CARGO) fmt --all --check
+	$(CARGO) clippy --workspace --all-targets --locked -- -D warnings
+
+test: lint build
 	$(CARGO) test --workspace --locked -- --test-threads=3
 
 stack-up:
