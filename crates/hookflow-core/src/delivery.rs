@@ -93,6 +93,15 @@ impl DeliveryInput {
         self.progress = None;
         self
     }
+
+    /// Whether this delivery was planned for `destination`: the same id and team and, when
+    /// the delivery recorded one, the same uid. A destination that took over a deleted
+    /// one's id is another destination and must not receive this delivery.
+    pub fn was_planned_for(&self, destination: &Destination) -> bool {
+        destination.id == self.destination_id
+            && destination.team_id == self.event.team_id
+            && (self.destination_uid.is_none() || self.destination_uid == destination.uid)
+    }
 }
 
 /// The deployment's settings every delivery starts with.

@@ -5,14 +5,15 @@
 //! without any I/O.
 
 pub mod allow_list;
+pub mod body;
 pub mod breaker;
+pub mod credentials;
 pub mod delivery;
 pub mod destination;
 pub mod endpoint;
 pub mod event;
-pub mod formats;
+pub mod format;
 pub mod outcomes;
-pub mod payload;
 pub mod progress;
 pub mod redaction;
 pub mod request;
@@ -22,16 +23,17 @@ pub mod signing;
 pub mod template;
 
 pub use allow_list::AllowList;
+pub use credentials::{SecretHeaders, SigningSecret};
 pub use delivery::{DeliveryDefaults, DeliveryId, DeliveryInput, plan_deliveries};
 pub use destination::{
     Destination, DestinationCatalog, DestinationFileError, DestinationSet, DestinationSpec,
-    DestinationState, LimitOverrides, LiveDestinations, SecretHeaders, SigningSecret,
-    ValidationRules,
+    DestinationState, LimitOverrides, LiveDestinations, ValidationRules,
 };
 pub use endpoint::{
     Deferral, DeferralBackoff, DeferralReason, EndpointKey, EndpointLimits, SharedHosts,
 };
 pub use event::{ActionMatchedEvent, ActionRef, ContractError};
+pub use format::Format;
 pub use progress::{DeliveryProgress, HistoryBound, Next};
 pub use redaction::{REDACTED, Secret};
 pub use retry::{

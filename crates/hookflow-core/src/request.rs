@@ -4,9 +4,9 @@
 //! The attempt activity and the admin API's test send both build requests here.
 
 use crate::{
+    body::{BodyContext, render_body},
     delivery::DeliveryInput,
     destination::Destination,
-    formats::{BodyContext, render_body},
     signing::{SigningError, signature_header},
 };
 

@@ -6,7 +6,7 @@
 //! header then carries one signature per secret, space-separated (the spec allows
 //! several), so a receiver verifying with either accepts.
 
-use crate::destination::SigningSecret;
+use crate::credentials::SigningSecret;
 
 /// Why a body could not be signed.
 #[derive(Debug, thiserror::Error)]

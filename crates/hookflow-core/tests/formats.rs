@@ -6,8 +6,8 @@
 use std::path::PathBuf;
 
 use hookflow_core::{
-    ActionMatchedEvent, ActionRef, DeliveryInput,
-    formats::{BodyContext, Format, render_body},
+    ActionMatchedEvent, ActionRef, DeliveryInput, Format,
+    body::{BodyContext, render_body},
 };
 
 const FORMATS: [(Format, &str); 6] = [

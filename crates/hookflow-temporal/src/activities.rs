@@ -93,7 +93,7 @@ impl DeliveryActivities {
         let destination = self
             .destinations
             .get(&delivery.destination_id)
-            .filter(|d| d.is_planned_for(delivery));
+            .filter(|d| delivery.was_planned_for(d));
         let Some(destination) = destination else {
             return AttemptStep::DestinationDeleted;
         };

@@ -4,9 +4,9 @@
 use std::path::PathBuf;
 
 use anyhow::Context;
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::{Parser, Subcommand};
 
-use crate::settings::Settings;
+use crate::{run::Role, settings::Settings};
 
 /// Reliable webhook delivery: Kafka → Temporal → signed HTTP.
 #[derive(Debug, Parser)]
@@ -70,17 +70,6 @@ enum DestinationsCommand {
         /// The destination's id.
         id: String,
     },
-}
-
-/// Which parts of hookflow a process runs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum Role {
-    /// Kafka consumer and Temporal worker.
-    All,
-    /// Only the Kafka consumer (starts workflows).
-    Consumer,
-    /// Only the Temporal worker (runs workflows and HTTP attempts).
-    Worker,
 }
 
 impl Cli {

@@ -142,17 +142,11 @@ pub fn router(settings: &CodecServerSettings, codec: EncryptionCodec) -> Router 
 }
 
 async fn authorize(State(state): State<CodecState>, request: Request, next: Next) -> Response {
-    if !state.token.is_empty() {
-        let presented = request
-            .headers()
-            .get(AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
-            .unwrap_or_default();
-        if !crate::admin::constant_time_eq(presented.as_bytes(), state.token.expose().as_bytes()) {
-            let body = json!({"error": "a valid bearer token is required"});
-            return (StatusCode::UNAUTHORIZED, Json(body)).into_response();
-        }
+    // Without a token the server listens on loopback only (see `serve`).
+    if !state.token.is_empty() && !crate::bearer::presents(request.headers(), state.token.expose())
+    {
+        let body = json!({"error": "a valid bearer token is required"});
+        return (StatusCode::UNAUTHORIZED, Json(body)).into_response();
     }
     next.run(request).await
 }

@@ -2,6 +2,7 @@
 //! over to the subcommand; the wiring lives in `run.rs`.
 
 mod admin;
+mod bearer;
 mod cli;
 mod codec_server;
 mod destination_file;

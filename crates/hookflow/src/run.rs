@@ -9,6 +9,7 @@ use std::{
 };
 
 use anyhow::Context;
+use clap::ValueEnum;
 use hookflow_core::{DeliveryDefaults, DestinationCatalog, outcomes::OutcomeAggregator};
 use hookflow_http::{
     DeliveryClient, HttpSettings, RedisLink,
@@ -25,11 +26,21 @@ use tokio_util::sync::CancellationToken;
 
 use crate::{
     admin::{self, AdminState},
-    cli::Role,
     destination_file::FileDestinations,
     destination_redis::RedisDestinations,
     settings::Settings,
 };
+
+/// Which parts of hookflow a process runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Role {
+    /// Kafka consumer and Temporal worker.
+    All,
+    /// Only the Kafka consumer (starts workflows).
+    Consumer,
+    /// Only the Temporal worker (runs workflows and HTTP attempts).
+    Worker,
+}
 
 /// Loads and validates the destinations file named by the settings.
 pub fn load_destinations(settings: &Settings) -> anyhow::Result<FileDestinations> {

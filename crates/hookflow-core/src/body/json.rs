@@ -1,4 +1,4 @@
-//! Rendering a delivery's request body.
+//! The `json` format: hookflow's own envelope.
 //!
 //! The default (`json`) envelope:
 //! `{"type": "action.performed", "timestamp": <event timestamp>, "data": {"team_id", "event":

@@ -1,0 +1,200 @@
+//! Destinations: where a team wants its action-matched events delivered, and which of them
+//! match a given event.
+//!
+//! - this file: the validated model ([`Destination`]) and why a destination is refused;
+//! - [`spec`]: the wire form, as written in a destinations file or sent to the admin API,
+//!   and its redaction;
+//! - [`validate`]: from a spec to a destination, naming the field at fault;
+//! - [`catalog`]: sets of destinations, looked up by team and id, swapped whole on reload.
+
+mod catalog;
+mod spec;
+#[cfg(test)]
+mod tests;
+mod validate;
+
+use url::Url;
+
+pub use catalog::{DestinationCatalog, DestinationSet, LiveDestinations};
+pub use spec::DestinationSpec;
+pub use validate::{ValidationRules, is_valid_destination_id};
+
+use crate::{
+    breaker::BreakerPolicy,
+    credentials::{SecretHeaders, SigningSecret},
+    endpoint::{EndpointKey, EndpointLimits},
+    event::{ActionMatchedEvent, ActionRef},
+    format::Format,
+    retry::RetryPolicy,
+};
+
+/// Default per-attempt timeout when a destination sets none.
+pub const DEFAULT_TIMEOUT_MS: u64 = 5_000;
+/// The longest per-attempt timeout a destination may ask for.
+pub const MAX_TIMEOUT_MS: u64 = 60_000;
+
+/// One destination of one team.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Destination {
+    /// Unique id; part of every delivery id (`[A-Za-z0-9_.-]`, 1 to 64 characters).
+    pub id: String,
+    /// The destination's immutable identity, assigned by the store when it is created (the
+    /// Redis store; none in the file store). Ids are freed on delete and may be taken again,
+    /// by any team; a uid never is, so a deleted and recreated destination is another one.
+    pub uid: Option<String>,
+    /// The team whose events go here.
+    pub team_id: i64,
+    /// Where deliveries are POSTed.
+    pub url: Url,
+    /// Action ids this destination wants; empty means every action of the team.
+    pub actions: Vec<i64>,
+    /// A display name (the id when not set).
+    pub name: String,
+    /// Whether deliveries go out.
+    pub state: DestinationState,
+    /// The body's format.
+    pub format: Format,
+    /// The message template of the messaging formats (the default when `None`).
+    pub template: Option<String>,
+    /// Extra request headers, for example an auth header; treated as secrets.
+    pub headers: SecretHeaders,
+    /// Signing secrets: the current one first, then the previous one during a rotation.
+    /// Without any, deliveries are sent unsigned.
+    pub secrets: Vec<SigningSecret>,
+    /// Total timeout of one attempt, in milliseconds.
+    pub timeout_ms: u64,
+    /// The endpoint whose limits and breaker this destination shares.
+    pub endpoint: EndpointKey,
+    /// The shared host (`scheme://host:port`) the endpoint is on, when it is on one: its
+    /// concurrency is capped across teams, and each team takes at most a share of it.
+    pub shared_host: Option<EndpointKey>,
+    /// The destination's own limits for its endpoint, where it sets them.
+    pub limits: LimitOverrides,
+    /// The destination's own retry schedule, where it sets one.
+    pub retry_schedule_ms: Option<Vec<u64>>,
+    /// The destination's own maximum delivery age, where it sets one.
+    pub max_age_ms: Option<u64>,
+}
+
+/// Whether a destination's deliveries go out.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum DestinationState {
+    /// Deliveries go out.
+    #[default]
+    Enabled,
+    /// Deliveries wait (deferred, not failed) until it is resumed.
+    Paused,
+    /// Deliveries end with outcome `destination_disabled`, for this reason.
+    Disabled(String),
+}
+
+/// Limits a destination sets for its endpoint; the rest come from the deployment's
+/// defaults. Destinations sharing an endpoint must agree on them.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct LimitOverrides {
+    /// Requests per second across all workers.
+    pub rate_per_second: Option<f64>,
+    /// Burst across all workers.
+    pub burst: Option<u32>,
+    /// Attempts in flight per worker.
+    pub max_in_flight: Option<u32>,
+    /// The breaker's minimum attempts in its window.
+    pub breaker_min_attempts: Option<u32>,
+    /// The breaker's failure ratio.
+    pub breaker_failure_ratio: Option<f64>,
+    /// The breaker's first cooldown, milliseconds.
+    pub breaker_cooldown_ms: Option<u64>,
+}
+
+impl LimitOverrides {
+    /// These overrides on top of the deployment's breaker policy (a longer first cooldown
+    /// raises the cap with it).
+    pub fn breaker_over(&self, defaults: &BreakerPolicy) -> BreakerPolicy {
+        let cooldown_ms = self.breaker_cooldown_ms.unwrap_or(defaults.cooldown_ms);
+        BreakerPolicy {
+            min_attempts: self.breaker_min_attempts.unwrap_or(defaults.min_attempts),
+            failure_ratio: self.breaker_failure_ratio.unwrap_or(defaults.failure_ratio),
+            cooldown_ms,
+            max_cooldown_ms: defaults.max_cooldown_ms.max(cooldown_ms),
+            ..defaults.clone()
+        }
+    }
+
+    /// These overrides on top of `defaults`.
+    pub fn over(&self, defaults: EndpointLimits) -> EndpointLimits {
+        EndpointLimits {
+            rate_per_second: self.rate_per_second.unwrap_or(defaults.rate_per_second),
+            burst: self.burst.unwrap_or(defaults.burst),
+            max_in_flight: self.max_in_flight.unwrap_or(defaults.max_in_flight),
+        }
+    }
+}
+
+/// The longest wait of a retry schedule and the longest maximum age: 7 days.
+pub const MAX_RETRY_MS: u64 = 7 * 24 * 3_600 * 1_000;
+/// The most entries a retry schedule may have.
+pub const MAX_RETRY_ENTRIES: usize = 30;
+
+impl Destination {
+    /// The deployment's retry policy with this destination's overrides.
+    pub fn retry_policy(&self, deployment: &RetryPolicy) -> RetryPolicy {
+        RetryPolicy {
+            schedule_ms: self
+                .retry_schedule_ms
+                .clone()
+                .unwrap_or_else(|| deployment.schedule_ms.clone()),
+            max_age_ms: self.max_age_ms.unwrap_or(deployment.max_age_ms),
+            ..deployment.clone()
+        }
+    }
+
+    /// The actions of `event` that this destination wants, or `None` when it wants none
+    /// of them (or belongs to another team).
+    pub fn matching_actions(&self, event: &ActionMatchedEvent) -> Option<Vec<ActionRef>> {
+        if self.team_id != event.team_id {
+            return None;
+        }
+        let wanted: Vec<ActionRef> = event
+            .matched_actions
+            .iter()
+            .filter(|action| self.actions.is_empty() || self.actions.contains(&action.id))
+            .cloned()
+            .collect();
+        (!wanted.is_empty()).then_some(wanted)
+    }
+}
+
+/// Why a destinations file was refused.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum DestinationFileError {
+    /// The file is not valid TOML of the expected shape.
+    #[error("destinations file: {0}")]
+    Syntax(String),
+    /// One destination has an invalid field.
+    #[error("destination {destination}: field `{field}` {problem}")]
+    Invalid {
+        /// The destination's id, or its position when the id itself is at fault.
+        destination: String,
+        /// The field at fault.
+        field: &'static str,
+        /// What is wrong.
+        problem: String,
+    },
+    /// Two destinations share an id.
+    #[error("destination id `{0}` is used more than once")]
+    DuplicateId(String),
+    /// Two destinations share an endpoint but set different limits for it.
+    #[error(
+        "destinations {first} and {second} share endpoint {endpoint} but set different limits; \
+         give them the same rate_per_second, burst, max_in_flight and breaker_*, or their own \
+         endpoint_key"
+    )]
+    ConflictingLimits {
+        /// The shared endpoint.
+        endpoint: String,
+        /// The first destination of the endpoint.
+        first: String,
+        /// The destination that disagrees with it.
+        second: String,
+    },
+}

@@ -1,0 +1,171 @@
+//! A destination as written in a destinations file or sent to the admin API, before
+//! validation; and the redacted copy shown back, whose placeholders a later write keeps.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Deserializer, Serialize};
+
+use super::{Destination, DestinationFileError, ValidationRules};
+use crate::{
+    format::Format,
+    redaction::{REDACTED, redact_url, restore_url},
+};
+
+/// A destination as written in the destinations file or sent to the admin API, before
+/// validation. Its `Debug` is not derived: it holds secrets; see
+/// [`DestinationSpec::redacted`].
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DestinationSpec {
+    /// Unique id (`[A-Za-z0-9_.-]`, 1 to 64 characters).
+    pub id: String,
+    /// Immutable identity, assigned by the Redis store at creation (a UUID); read-only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uid: Option<String>,
+    /// The team whose events go here.
+    pub team_id: i64,
+    /// Where deliveries are POSTed.
+    pub url: String,
+    /// Action ids wanted; empty means every action.
+    #[serde(default)]
+    pub actions: Vec<i64>,
+    /// Display name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// `enabled`, `paused` or `disabled`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub state: Option<String>,
+    /// Why it is disabled.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub disabled_reason: Option<String>,
+    /// Body format.
+    #[serde(default)]
+    pub format: Format,
+    /// Message template of the messaging formats.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub template: Option<String>,
+    /// Extra request headers (secret values).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub headers: BTreeMap<String, String>,
+    /// Current signing secret.
+    #[serde(
+        default,
+        deserialize_with = "empty_as_none",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub secret: Option<String>,
+    /// Previous signing secret, during a rotation.
+    #[serde(
+        default,
+        deserialize_with = "empty_as_none",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub previous_secret: Option<String>,
+    /// Per-attempt timeout, milliseconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout_ms: Option<u64>,
+    /// Own endpoint key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub endpoint_key: Option<String>,
+    /// Endpoint rate limit override.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rate_per_second: Option<f64>,
+    /// Endpoint burst override.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub burst: Option<u32>,
+    /// Endpoint concurrency cap override.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_in_flight: Option<u32>,
+    /// Endpoint breaker: minimum attempts in the window.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub breaker_min_attempts: Option<u32>,
+    /// Endpoint breaker: failure ratio that trips it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub breaker_failure_ratio: Option<f64>,
+    /// Endpoint breaker: first cooldown, milliseconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub breaker_cooldown_ms: Option<u64>,
+    /// Retry schedule override: waits before the 2nd, 3rd, … attempt, milliseconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry_schedule_ms: Option<Vec<u64>>,
+    /// Maximum delivery age override, milliseconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_age_ms: Option<u64>,
+}
+
+impl DestinationSpec {
+    /// A copy safe to show: secrets, header values and the URL's credentials replaced by
+    /// `<redacted>`.
+    pub fn redacted(&self) -> DestinationSpec {
+        let hide = |v: &Option<String>| v.as_ref().map(|_| REDACTED.to_owned());
+        DestinationSpec {
+            url: redact_url(&self.url),
+            secret: hide(&self.secret),
+            previous_secret: hide(&self.previous_secret),
+            headers: self
+                .headers
+                .keys()
+                .map(|k| (k.clone(), REDACTED.to_owned()))
+                .collect(),
+            ..self.clone()
+        }
+    }
+
+    /// Gives back the stored values where this spec says `<redacted>` (a client that sent
+    /// back what it was shown keeps the secrets it could not see). Without a `stored` spec
+    /// (a create), a placeholder is refused: it is not a value. The error names the field.
+    pub fn restore_redacted(
+        &mut self,
+        stored: Option<&DestinationSpec>,
+    ) -> Result<(), DestinationFileError> {
+        let missing = |field: &'static str| DestinationFileError::Invalid {
+            destination: self.id.clone(),
+            field,
+            problem: format!("is `{REDACTED}` but there is no stored value to keep"),
+        };
+        for (field, value, kept) in [
+            (
+                "secret",
+                &mut self.secret,
+                stored.and_then(|s| s.secret.clone()),
+            ),
+            (
+                "previous_secret",
+                &mut self.previous_secret,
+                stored.and_then(|s| s.previous_secret.clone()),
+            ),
+        ] {
+            if value.as_deref() == Some(REDACTED) {
+                *value = Some(kept.ok_or_else(|| missing(field))?);
+            }
+        }
+        for (name, value) in &mut self.headers {
+            if value == REDACTED {
+                let kept = stored.and_then(|s| {
+                    s.headers
+                        .iter()
+                        .find(|(stored, _)| stored.eq_ignore_ascii_case(name))
+                        .map(|(_, v)| v.clone())
+                });
+                *value = kept.ok_or_else(|| missing("headers"))?;
+            }
+        }
+        if self.url.contains(REDACTED) {
+            let kept = stored.and_then(|s| restore_url(&self.url, &s.url));
+            self.url = kept.ok_or_else(|| missing("url"))?;
+        }
+        Ok(())
+    }
+
+    /// Validates one destination on its own; the error names the field.
+    pub fn validate_one(
+        self,
+        rules: &ValidationRules,
+    ) -> Result<Destination, DestinationFileError> {
+        self.validate(0, rules)
+    }
+}
+
+fn empty_as_none<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    Ok(Option::<String>::deserialize(d)?.filter(|s| !s.is_empty()))
+}

@@ -1,0 +1,407 @@
+//! The destination model, its validation and its catalogue, through the public API.
+
+use super::*;
+use crate::{REDACTED, SigningSecret};
+
+const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+
+fn parse(text: &str) -> Result<DestinationSet, DestinationFileError> {
+    let rules = ValidationRules {
+        allowed_hosts: crate::AllowList::new(&["127.0.0.1"]).expect("allow-list"),
+        ..ValidationRules::default()
+    };
+    DestinationSet::from_toml(text, &rules)
+}
+
+fn event(team_id: i64, actions: &[i64]) -> ActionMatchedEvent {
+    ActionMatchedEvent {
+        uuid: uuid::Uuid::nil(),
+        team_id,
+        event: "e".into(),
+        distinct_id: None,
+        timestamp: "2026-11-21T10:00:00Z".into(),
+        properties: Default::default(),
+        person: None,
+        matched_actions: actions
+            .iter()
+            .map(|&id| ActionRef {
+                id,
+                name: format!("a{id}"),
+            })
+            .collect(),
+    }
+}
+
+#[test]
+fn placeholders_sent_back_keep_the_stored_secrets_and_are_refused_on_create() {
+    let stored: DestinationSpec = serde_json::from_value(serde_json::json!({
+        "id": "d", "team_id": 2, "url": "https://u:pw@hooks.example.com/x",
+        "secret": SECRET, "headers": {"Authorization": "Bearer t"},
+    }))
+    .expect("spec");
+    let mut shown = stored.redacted();
+    assert_eq!(shown.url, "https://<redacted>@hooks.example.com/x");
+    assert_eq!(shown.secret.as_deref(), Some(REDACTED));
+    shown.restore_redacted(Some(&stored)).expect("restored");
+    assert!(
+        shown == stored,
+        "every placeholder got its stored value back"
+    );
+
+    let mut created = stored.redacted();
+    let error = created.restore_redacted(None).expect_err("nothing stored");
+    assert!(
+        matches!(
+            error,
+            DestinationFileError::Invalid {
+                field: "secret",
+                ..
+            }
+        ),
+        "{error}"
+    );
+}
+
+#[test]
+fn only_the_planned_destination_of_the_events_team_may_receive_a_delivery() {
+    let mut planned = destination(vec![]);
+    planned.uid = Some("0190f3a4-0000-7000-8000-0000000000aa".into());
+    let event = event(2, &[1]);
+    let delivery = crate::DeliveryInput {
+        destination_uid: planned.uid.clone(),
+        ..crate::DeliveryInput::new("d", event.clone(), event.matched_actions.clone())
+    };
+    assert!(delivery.was_planned_for(&planned));
+    let other_team = Destination {
+        team_id: 3,
+        ..planned.clone()
+    };
+    assert!(
+        !delivery.was_planned_for(&other_team),
+        "another team took the id"
+    );
+    let recreated = Destination {
+        uid: Some("0190f3a4-0000-7000-8000-0000000000bb".into()),
+        ..planned.clone()
+    };
+    assert!(
+        !delivery.was_planned_for(&recreated),
+        "deleted and created again"
+    );
+    let unrecorded = crate::DeliveryInput {
+        destination_uid: None,
+        ..delivery.clone()
+    };
+    assert!(
+        unrecorded.was_planned_for(&recreated),
+        "without a recorded uid (file store), the team decides"
+    );
+    assert!(!unrecorded.was_planned_for(&other_team));
+}
+
+fn destination(actions: Vec<i64>) -> Destination {
+    Destination {
+        id: "d".into(),
+        uid: None,
+        team_id: 2,
+        url: Url::parse("https://example.com").expect("url"),
+        actions,
+        name: "d".into(),
+        state: DestinationState::Enabled,
+        format: Format::Json,
+        template: None,
+        headers: SecretHeaders::default(),
+        secrets: vec![],
+        timeout_ms: 1000,
+        endpoint: EndpointKey::custom(1, "e").expect("key"),
+        shared_host: None,
+        limits: LimitOverrides::default(),
+        retry_schedule_ms: None,
+        max_age_ms: None,
+    }
+}
+
+#[test]
+fn empty_action_filter_takes_every_action_of_the_team() {
+    let d = destination(vec![]);
+    assert_eq!(
+        d.matching_actions(&event(2, &[1, 2])).map(|a| a.len()),
+        Some(2)
+    );
+    assert_eq!(d.matching_actions(&event(3, &[1])), None);
+}
+
+#[test]
+fn action_filter_keeps_only_the_shared_actions() {
+    let d = destination(vec![2, 9]);
+    let ids: Vec<i64> = d
+        .matching_actions(&event(2, &[1, 2, 9]))
+        .expect("match")
+        .iter()
+        .map(|a| a.id)
+        .collect();
+    assert_eq!(ids, vec![2, 9]);
+    assert_eq!(d.matching_actions(&event(2, &[1, 3])), None);
+}
+
+#[test]
+fn parses_a_file_and_indexes_by_team_and_id() {
+    let set = parse(&format!(
+        r#"
+        [[destination]]
+        id = "d-1"
+        team_id = 2
+        url = "https://hooks.example.com/x"
+        actions = [17]
+        secret = "{SECRET}"
+        timeout_ms = 2500
+
+        [[destination]]
+        id = "d-2"
+        team_id = 2
+        url = "http://127.0.0.1:9000/"
+        "#
+    ))
+    .expect("valid file");
+    assert_eq!(set.len(), 2);
+    assert_eq!(set.for_team(2).len(), 2);
+    assert!(set.for_team(3).is_empty());
+    let d1 = set.get("d-1").expect("d-1");
+    assert_eq!(d1.timeout_ms, 2500);
+    assert_eq!(
+        d1.secrets
+            .iter()
+            .map(SigningSecret::expose)
+            .collect::<Vec<_>>(),
+        [SECRET]
+    );
+    assert_eq!(set.get("d-2").expect("d-2").timeout_ms, DEFAULT_TIMEOUT_MS);
+}
+
+#[test]
+fn errors_name_the_destination_and_field() {
+    let cases = [
+        (r#"id = "bad id""#, "destination #1: field `id`"),
+        (
+            r#"id = "x"
+            secret = "nope""#,
+            "destination x: field `secret` must start with `whsec_`",
+        ),
+        (
+            r#"id = "x"
+            timeout_ms = 0"#,
+            "destination x: field `timeout_ms`",
+        ),
+    ];
+    for (fields, expected) in cases {
+        let text = format!("[[destination]]\nteam_id = 1\nurl = \"https://a.example\"\n{fields}\n");
+        let err = parse(&text).unwrap_err().to_string();
+        assert!(err.starts_with(expected), "{err}");
+    }
+    let err = parse("[[destination]]\nid = \"x\"\nteam_id = 1\nurl = \"ftp://a\"\n")
+        .unwrap_err()
+        .to_string();
+    assert_eq!(
+        err,
+        "destination x: field `url` must be an http(s) URL with a host"
+    );
+}
+
+#[test]
+fn duplicate_ids_are_refused() {
+    let one = "[[destination]]\nid = \"x\"\nteam_id = 1\nurl = \"https://a.example\"\n";
+    let err = parse(&format!("{one}{one}")).unwrap_err();
+    assert_eq!(err, DestinationFileError::DuplicateId("x".into()));
+}
+
+#[test]
+fn destinations_of_one_endpoint_must_agree_on_its_limits() {
+    let text = |second_extra: &str| {
+        format!(
+            "[[destination]]\nid = \"a\"\nteam_id = 1\nurl = \"https://h.example/1\"\n\
+             rate_per_second = 5.0\n\n[[destination]]\nid = \"b\"\nteam_id = 2\n\
+             url = \"https://h.example:443/2\"\n{second_extra}\n"
+        )
+    };
+    let err = parse(&text("")).unwrap_err();
+    assert_eq!(
+        err,
+        DestinationFileError::ConflictingLimits {
+            endpoint: "https://h.example:443".into(),
+            first: "a".into(),
+            second: "b".into(),
+        }
+    );
+    let set = parse(&text("rate_per_second = 5.0")).expect("agree");
+    assert_eq!(
+        set.get("a").map(|d| d.endpoint.clone()),
+        set.get("b").map(|d| d.endpoint.clone())
+    );
+    let own_key = text("endpoint_key = \"h-2\"");
+    let set = parse(&own_key).expect("own endpoint");
+    assert_eq!(set.get("b").expect("b").endpoint.as_str(), "team=2 h-2");
+    assert_eq!(
+        set.get("a")
+            .expect("a")
+            .limits
+            .over(EndpointLimits::default())
+            .rate_per_second,
+        5.0
+    );
+}
+
+#[test]
+fn limit_overrides_are_range_checked() {
+    let err = parse(
+        "[[destination]]\nid = \"x\"\nteam_id = 1\nurl = \"https://a.example\"\nmax_in_flight = 0\n",
+    )
+    .unwrap_err()
+    .to_string();
+    assert_eq!(
+        err,
+        "destination x: field `max_in_flight` must be at least 1"
+    );
+}
+
+#[test]
+fn the_full_model_parses() {
+    let set = parse(&format!(
+        r#"
+        [[destination]]
+        id = "slack-1"
+        name = "Sales channel"
+        team_id = 2
+        url = "https://hooks.slack.example/T1"
+        state = "paused"
+        format = "slack"
+        template = "[action.name] by [person] \\[!]"
+        headers = {{ Authorization = "Bearer t0ken" }}
+        secret = "{SECRET}"
+        previous_secret = "whsec_C2FVsBQIhrscChlQIMV+b5sSYspob7oD"
+
+        [[destination]]
+        id = "off"
+        team_id = 2
+        url = "https://x.example/"
+        state = "disabled"
+        disabled_reason = "customer asked"
+        "#
+    ))
+    .expect("valid");
+    let d = set.get("slack-1").expect("slack-1");
+    assert_eq!(d.name, "Sales channel");
+    assert_eq!(d.state, DestinationState::Paused);
+    assert_eq!(d.format, Format::Slack);
+    assert_eq!(d.secrets.len(), 2);
+    assert_eq!(
+        d.headers.expose(),
+        [("Authorization".into(), "Bearer t0ken".into())]
+    );
+    assert!(
+        !format!("{d:?}").contains("t0ken"),
+        "header values are redacted"
+    );
+    assert!(!format!("{d:?}").contains(SECRET), "secrets are redacted");
+    assert_eq!(
+        set.get("off").expect("off").state,
+        DestinationState::Disabled("customer asked".into())
+    );
+}
+
+#[test]
+fn model_errors_name_the_field() {
+    let cases = [
+        ("url = \"http://a.example/\"", "field `url` must be https"),
+        (
+            "url = \"https://a.example/\"\nformat = \"json\"\ntemplate = \"[event]\"",
+            "field `template` only applies",
+        ),
+        (
+            "url = \"https://a.example/\"\nformat = \"slack\"\ntemplate = \"[user]\"",
+            "field `template` is invalid: unknown placeholder `[user]`",
+        ),
+        (
+            "url = \"https://a.example/\"\nformat = \"fax\"",
+            "unknown variant `fax`",
+        ),
+        (
+            "url = \"https://a.example/\"\nstate = \"sleeping\"",
+            "field `state` must be",
+        ),
+        (
+            "url = \"https://a.example/\"\nheaders = { webhook-id = \"x\" }",
+            "field `headers` `webhook-id`",
+        ),
+        (
+            "url = \"https://a.example/\"\nprevious_secret = \"whsec_C2FVsBQIhrscChlQIMV+b5sSYspob7oD\"",
+            "field `previous_secret` needs",
+        ),
+        (
+            "url = \"https://a.example/\"\nretry_schedule_ms = [0]",
+            "field `retry_schedule_ms` must have at most 30 waits",
+        ),
+        (
+            "url = \"https://a.example/\"\nmax_age_ms = 999999999999",
+            "field `max_age_ms` must be 1 ms to 7 days",
+        ),
+    ];
+    for (fields, expected) in cases {
+        let text = format!("[[destination]]\nid = \"x\"\nteam_id = 1\n{fields}\n");
+        let err = parse(&text).unwrap_err().to_string();
+        assert!(err.contains(expected), "{fields}: {err}");
+    }
+}
+
+#[test]
+fn retry_overrides_replace_the_deployments_schedule_and_age() {
+    let set = parse(
+        "[[destination]]\nid = \"x\"\nteam_id = 1\nurl = \"https://a.example/\"\n\
+         retry_schedule_ms = [100, 200]\nmax_age_ms = 60000\n",
+    )
+    .expect("valid");
+    let policy = set
+        .get("x")
+        .expect("x")
+        .retry_policy(&RetryPolicy::default());
+    assert_eq!(policy.schedule_ms, [100, 200]);
+    assert_eq!(policy.max_age_ms, 60_000);
+    assert_eq!(
+        policy.jitter,
+        RetryPolicy::default().jitter,
+        "the rest is the deployment's"
+    );
+}
+
+#[test]
+fn breaker_overrides_apply_to_the_endpoint_and_must_agree() {
+    let one = "[[destination]]\nid = \"a\"\nteam_id = 1\nurl = \"https://h.example/a\"\n\
+               breaker_min_attempts = 3\nbreaker_cooldown_ms = 900000\n";
+    let set = parse(one).expect("valid");
+    let policy = set
+        .get("a")
+        .expect("a")
+        .limits
+        .breaker_over(&BreakerPolicy::default());
+    assert_eq!((policy.min_attempts, policy.cooldown_ms), (3, 900_000));
+    assert_eq!(
+        policy.max_cooldown_ms, 900_000,
+        "the cap is at least the first cooldown"
+    );
+    assert_eq!(policy.failure_ratio, BreakerPolicy::default().failure_ratio);
+    let two =
+        format!("{one}[[destination]]\nid = \"b\"\nteam_id = 1\nurl = \"https://h.example/b\"\n");
+    assert!(matches!(
+        parse(&two),
+        Err(DestinationFileError::ConflictingLimits { .. })
+    ));
+    let err = parse("[[destination]]\nid = \"x\"\nteam_id = 1\nurl = \"https://a.example/\"\nbreaker_failure_ratio = 0.0\n")
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("field `breaker_failure_ratio`"), "{err}");
+}
+
+#[test]
+fn secrets_never_show_in_debug_output() {
+    let secret = SigningSecret::parse(SECRET).expect("secret");
+    assert_eq!(format!("{secret:?}"), "SigningSecret(<redacted>)");
+}

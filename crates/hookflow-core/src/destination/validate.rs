@@ -1,0 +1,227 @@
+//! From a [`DestinationSpec`] to a [`Destination`]: every field checked, the error naming
+//! the destination and the field at fault.
+
+use url::Url;
+
+use super::{
+    DEFAULT_TIMEOUT_MS, Destination, DestinationFileError, DestinationSpec, DestinationState,
+    LimitOverrides, MAX_RETRY_ENTRIES, MAX_RETRY_MS, MAX_TIMEOUT_MS,
+};
+use crate::{
+    credentials::{SecretHeaders, SigningSecret},
+    endpoint::{EndpointKey, EndpointLimits},
+    template::Template,
+};
+
+/// What validation needs to know about the deployment.
+#[derive(Debug, Clone, Default)]
+pub struct ValidationRules {
+    /// Hosts (or hosts on one port) that may be reached over plain http
+    /// (`http.allowed_hosts`).
+    pub allowed_hosts: crate::AllowList,
+    /// Hosts many teams share (`isolation.shared_hosts`): endpoints there are per team.
+    pub shared_hosts: crate::endpoint::SharedHosts,
+}
+
+/// Headers hookflow sets itself, which a destination may not override.
+const RESERVED_HEADERS: [&str; 6] = [
+    "content-type",
+    "content-length",
+    "host",
+    "webhook-id",
+    "webhook-timestamp",
+    "webhook-signature",
+];
+
+/// Whether `id` is usable in a delivery id: short, and free of the `:` separator.
+pub fn is_valid_destination_id(id: &str) -> bool {
+    (1..=64).contains(&id.len())
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'))
+}
+
+impl DestinationSpec {
+    pub(super) fn validate(
+        self,
+        index: usize,
+        rules: &ValidationRules,
+    ) -> Result<Destination, DestinationFileError> {
+        let name = if is_valid_destination_id(&self.id) {
+            self.id.clone()
+        } else {
+            format!("#{}", index + 1)
+        };
+        let invalid = |field: &'static str, problem: String| DestinationFileError::Invalid {
+            destination: name.clone(),
+            field,
+            problem,
+        };
+        if !is_valid_destination_id(&self.id) {
+            return Err(invalid("id", "must be 1 to 64 of A-Z a-z 0-9 _ - .".into()));
+        }
+        if self
+            .uid
+            .as_deref()
+            .is_some_and(|uid| uuid::Uuid::parse_str(uid).is_err())
+        {
+            return Err(invalid(
+                "uid",
+                "must be a UUID (the store assigns it)".into(),
+            ));
+        }
+        let url =
+            Url::parse(&self.url).map_err(|e| invalid("url", format!("is not a URL: {e}")))?;
+        if !matches!(url.scheme(), "http" | "https") || url.host().is_none() {
+            return Err(invalid("url", "must be an http(s) URL with a host".into()));
+        }
+        if url.scheme() != "https" && !rules.allowed_hosts.allows_url(&url) {
+            return Err(invalid(
+                "url",
+                "must be https (plain http only for hosts in http.allowed_hosts)".into(),
+            ));
+        }
+        let mut secrets = Vec::new();
+        for (field, raw) in [
+            ("secret", &self.secret),
+            ("previous_secret", &self.previous_secret),
+        ] {
+            if let Some(raw) = raw {
+                secrets.push(SigningSecret::parse(raw).map_err(|p| invalid(field, p.into()))?);
+            }
+        }
+        if self.secret.is_none() && self.previous_secret.is_some() {
+            return Err(invalid(
+                "previous_secret",
+                "needs a current `secret` to rotate from".into(),
+            ));
+        }
+        let state = match (self.state.as_deref(), self.disabled_reason) {
+            (None | Some("enabled"), _) => DestinationState::Enabled,
+            (Some("paused"), _) => DestinationState::Paused,
+            (Some("disabled"), reason) => DestinationState::Disabled(
+                reason.unwrap_or_else(|| "disabled in the destinations file".into()),
+            ),
+            (Some(_), _) => {
+                return Err(invalid(
+                    "state",
+                    "must be \"enabled\", \"paused\" or \"disabled\"".into(),
+                ));
+            }
+        };
+        if let Some(template) = &self.template {
+            if !self.format.uses_template() {
+                return Err(invalid(
+                    "template",
+                    "only applies to the slack, discord, teams and teams_connector formats".into(),
+                ));
+            }
+            Template::parse(template)
+                .map_err(|e| invalid("template", format!("is invalid: {e}")))?;
+        }
+        let mut headers = Vec::new();
+        for (name, value) in self.headers {
+            let lower = name.to_ascii_lowercase();
+            let valid_name = !name.is_empty()
+                && name
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b));
+            if !valid_name || RESERVED_HEADERS.contains(&lower.as_str()) {
+                return Err(invalid(
+                    "headers",
+                    format!("`{name}` is not a header name a destination may set"),
+                ));
+            }
+            if value.bytes().any(|b| b == b'\r' || b == b'\n') {
+                return Err(invalid(
+                    "headers",
+                    format!("the value of `{name}` has a line break"),
+                ));
+            }
+            headers.push((name, value));
+        }
+        let timeout_ms = self.timeout_ms.unwrap_or(DEFAULT_TIMEOUT_MS);
+        if !(1..=MAX_TIMEOUT_MS).contains(&timeout_ms) {
+            return Err(invalid(
+                "timeout_ms",
+                format!("must be between 1 and {MAX_TIMEOUT_MS}"),
+            ));
+        }
+        let endpoint = match &self.endpoint_key {
+            Some(key) => EndpointKey::custom(self.team_id, key)
+                .map_err(|p| invalid("endpoint_key", p.into()))?,
+            None => EndpointKey::of_destination(&url, self.team_id, &rules.shared_hosts),
+        };
+        let shared_host = url
+            .host_str()
+            .filter(|host| rules.shared_hosts.contains(host))
+            .map(|_| EndpointKey::of_url(&url));
+        let limits = LimitOverrides {
+            rate_per_second: self.rate_per_second,
+            burst: self.burst,
+            max_in_flight: self.max_in_flight,
+            breaker_min_attempts: self.breaker_min_attempts,
+            breaker_failure_ratio: self.breaker_failure_ratio,
+            breaker_cooldown_ms: self.breaker_cooldown_ms,
+        };
+        if self.breaker_min_attempts == Some(0) {
+            return Err(invalid("breaker_min_attempts", "must be at least 1".into()));
+        }
+        if self
+            .breaker_failure_ratio
+            .is_some_and(|r| !(r > 0.0 && r <= 1.0))
+        {
+            return Err(invalid(
+                "breaker_failure_ratio",
+                "must be above 0 and at most 1".into(),
+            ));
+        }
+        if self
+            .breaker_cooldown_ms
+            .is_some_and(|ms| ms == 0 || ms > MAX_RETRY_MS)
+        {
+            return Err(invalid(
+                "breaker_cooldown_ms",
+                "must be 1 ms to 7 days".into(),
+            ));
+        }
+        limits
+            .over(EndpointLimits::default())
+            .validate()
+            .map_err(|(field, problem)| invalid(field, problem))?;
+        if let Some(schedule) = &self.retry_schedule_ms
+            && (schedule.len() > MAX_RETRY_ENTRIES
+                || schedule.iter().any(|&ms| ms == 0 || ms > MAX_RETRY_MS))
+        {
+            return Err(invalid(
+                "retry_schedule_ms",
+                format!("must have at most {MAX_RETRY_ENTRIES} waits, each 1 ms to 7 days"),
+            ));
+        }
+        if self
+            .max_age_ms
+            .is_some_and(|ms| ms == 0 || ms > MAX_RETRY_MS)
+        {
+            return Err(invalid("max_age_ms", "must be 1 ms to 7 days".into()));
+        }
+        Ok(Destination {
+            retry_schedule_ms: self.retry_schedule_ms,
+            max_age_ms: self.max_age_ms,
+            name: self.name.unwrap_or_else(|| self.id.clone()),
+            id: self.id,
+            uid: self.uid,
+            team_id: self.team_id,
+            url,
+            actions: self.actions,
+            state,
+            format: self.format,
+            template: self.template,
+            headers: SecretHeaders::new(headers),
+            secrets,
+            timeout_ms,
+            endpoint,
+            shared_host,
+            limits,
+        })
+    }
+}
