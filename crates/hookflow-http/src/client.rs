@@ -106,13 +106,13 @@ impl DeliveryClient {
         })
     }
 
-    /// One attempt of a prepared request to `destination`, within its timeout.
-    pub async fn deliver(
+    /// Sends a prepared request to `destination`, within its timeout.
+    pub async fn send_to(
         &self,
         destination: &Destination,
         request: PreparedRequest,
     ) -> AttemptReport {
-        self.attempt(AttemptRequest {
+        self.send(AttemptRequest {
             url: &destination.url,
             headers: request.headers,
             body: request.body,
@@ -123,7 +123,7 @@ impl DeliveryClient {
 
     /// Makes one attempt. Never retries, never follows a redirect, never panics: every
     /// failure becomes a report.
-    pub async fn attempt(&self, request: AttemptRequest<'_>) -> AttemptReport {
+    pub async fn send(&self, request: AttemptRequest<'_>) -> AttemptReport {
         let started = Instant::now();
         let elapsed_ms = || started.elapsed().as_millis() as u64;
         if let Err(blocked) = AddressGuard::strict(self.allowed.clone()).check_literal(request.url)

@@ -1,4 +1,4 @@
-//! hookflow's outbound HTTP. [`DeliveryClient::attempt`] makes exactly one request and
+//! hookflow's outbound HTTP. [`DeliveryClient::send`] makes exactly one request and
 //! reports what happened as an [`hookflow_core::AttemptReport`]; the delivery workflow owns
 //! every retry. The client never follows redirects and never connects to a loopback,
 //! private, link-local, multicast or unspecified address unless its host is allow-listed.

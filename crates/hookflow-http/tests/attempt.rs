@@ -70,13 +70,13 @@ async fn reports_status_retry_after_and_never_follows_redirects() {
     let client = client(&["127.0.0.1"]);
     let url = |p: &str| Url::parse(&format!("http://{addr}{p}")).expect("url");
 
-    let ok = client.attempt(request(&url("/ok"), 1000)).await;
+    let ok = client.send(request(&url("/ok"), 1000)).await;
     assert_eq!((ok.status, ok.error), (Some(204), None));
 
-    let busy = client.attempt(request(&url("/busy"), 1000)).await;
+    let busy = client.send(request(&url("/busy"), 1000)).await;
     assert_eq!((busy.status, busy.retry_after_ms), (Some(429), Some(7_000)));
 
-    let moved = client.attempt(request(&url("/moved"), 1000)).await;
+    let moved = client.send(request(&url("/moved"), 1000)).await;
     assert_eq!(moved.status, Some(302));
     assert_eq!(
         hits.load(Ordering::SeqCst),
@@ -97,7 +97,7 @@ async fn a_slow_endpoint_is_a_timeout_and_a_closed_port_a_connect_error() {
     .await;
     let client = client(&["127.0.0.1"]);
     let slow = Url::parse(&format!("http://{addr}/slow")).expect("url");
-    let report = client.attempt(request(&slow, 200)).await;
+    let report = client.send(request(&slow, 200)).await;
     assert_eq!(
         report.error.map(|e| e.kind),
         Some(AttemptErrorKind::Timeout)
@@ -108,7 +108,7 @@ async fn a_slow_endpoint_is_a_timeout_and_a_closed_port_a_connect_error() {
         listener.local_addr().expect("addr")
     };
     let url = Url::parse(&format!("http://{closed}/")).expect("url");
-    let report = client.attempt(request(&url, 1000)).await;
+    let report = client.send(request(&url, 1000)).await;
     assert_eq!(
         report.error.map(|e| e.kind),
         Some(AttemptErrorKind::Connect)
@@ -133,7 +133,7 @@ async fn private_addresses_are_blocked_unless_allow_listed() {
         format!("http://localhost:{}/", addr.port()),
     ] {
         let url = Url::parse(&url).expect("url");
-        let report = guarded.attempt(request(&url, 1000)).await;
+        let report = guarded.send(request(&url, 1000)).await;
         let error = report.error.expect("blocked");
         assert_eq!(
             error.kind,
@@ -150,7 +150,7 @@ async fn private_addresses_are_blocked_unless_allow_listed() {
 
     let allowed = client(&["localhost"]);
     let url = Url::parse(&format!("http://localhost:{}/", addr.port())).expect("url");
-    assert_eq!(allowed.attempt(request(&url, 1000)).await.status, Some(200));
+    assert_eq!(allowed.send(request(&url, 1000)).await.status, Some(200));
     assert_eq!(hits.load(Ordering::SeqCst), 1);
 }
 
@@ -199,7 +199,7 @@ async fn the_status_decides_as_soon_as_the_headers_arrive() {
     // 200 and then a body that never comes: delivered, not a timeout to retry.
     let (addr, _) = raw_server("HTTP/1.1 200 OK\r\ncontent-length: 100\r\n\r\n", || None).await;
     let url = Url::parse(&format!("http://{addr}/")).expect("url");
-    let report = client(&["127.0.0.1"]).attempt(request(&url, 500)).await;
+    let report = client(&["127.0.0.1"]).send(request(&url, 500)).await;
     assert_eq!((report.status, report.error), (Some(200), None));
 
     // 503 with a stalled body is still the 503.
@@ -209,7 +209,7 @@ async fn the_status_decides_as_soon_as_the_headers_arrive() {
     )
     .await;
     let url = Url::parse(&format!("http://{addr}/")).expect("url");
-    let report = client(&["127.0.0.1"]).attempt(request(&url, 500)).await;
+    let report = client(&["127.0.0.1"]).send(request(&url, 500)).await;
     assert_eq!((report.status, report.error), (Some(503), None));
 }
 
@@ -221,7 +221,7 @@ async fn an_endless_body_is_read_no_further_than_the_configured_prefix() {
     )
     .await;
     let url = Url::parse(&format!("http://{addr}/")).expect("url");
-    let report = client(&["127.0.0.1"]).attempt(request(&url, 5_000)).await;
+    let report = client(&["127.0.0.1"]).send(request(&url, 5_000)).await;
     assert_eq!((report.status, report.error), (Some(200), None));
     // The client read about 1 KiB and hung up; the server could only fill the socket
     // buffers before its writes failed. Reading to the timeout would take gigabytes.
@@ -249,10 +249,10 @@ async fn an_allow_list_entry_with_a_port_exempts_that_port_only() {
     let url =
         |addr: SocketAddr| Url::parse(&format!("http://localhost:{}/", addr.port())).expect("url");
     assert_eq!(
-        client.attempt(request(&url(listed), 1000)).await.status,
+        client.send(request(&url(listed), 1000)).await.status,
         Some(200)
     );
-    let report = client.attempt(request(&url(other), 1000)).await;
+    let report = client.send(request(&url(other), 1000)).await;
     assert_eq!(
         report.error.map(|e| e.kind),
         Some(AttemptErrorKind::Blocked),
@@ -261,7 +261,7 @@ async fn an_allow_list_entry_with_a_port_exempts_that_port_only() {
     let literal = Url::parse(&format!("http://127.0.0.1:{}/", listed.port())).expect("url");
     assert_eq!(
         client
-            .attempt(request(&literal, 1000))
+            .send(request(&literal, 1000))
             .await
             .error
             .map(|e| e.kind),

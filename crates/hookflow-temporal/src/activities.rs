@@ -85,7 +85,9 @@ impl DeliveryActivities {
         self
     }
 
-    async fn deliver(&self, input: &AttemptInput) -> AttemptStep {
+    /// The step of one attempt: the destination resolved and checked, the gate passed (or a
+    /// deferral), the request sent.
+    async fn attempt_step(&self, input: &AttemptInput) -> AttemptStep {
         let delivery = &input.delivery;
         // Ids are freed on delete and may be taken again by any team: a destination that is
         // not the one this delivery was planned for (another team's, or a recreated one) is
@@ -125,7 +127,7 @@ impl DeliveryActivities {
             Ok(pass) => pass,
             Err(deferral) => return deferred(deferral),
         };
-        let report = self.client.deliver(&destination, request).await;
+        let report = self.client.send_to(&destination, request).await;
         metrics::counter!(names::DELIVERY_ATTEMPTS, "class" => report.class()).increment(1);
         metrics::histogram!(names::DELIVERY_ATTEMPT_DURATION)
             .record(report.duration_ms as f64 / 1000.0);
@@ -197,12 +199,12 @@ impl DeliveryActivities {
         );
         // Heartbeat while the request is out, so a worker that dies mid-attempt is noticed
         // within the heartbeat timeout instead of the whole activity timeout.
-        let deliver = self.deliver(&input).instrument(span);
-        tokio::pin!(deliver);
+        let step = self.attempt_step(&input).instrument(span);
+        tokio::pin!(step);
         let mut heartbeat = tokio::time::interval(HEARTBEAT_INTERVAL);
         loop {
             tokio::select! {
-                report = &mut deliver => return Ok(report),
+                report = &mut step => return Ok(report),
                 _ = heartbeat.tick() => {
                     if let Err(error) = ctx.record_heartbeat(()).await {
                         tracing::warn!(%error, "activity heartbeat failed");

@@ -346,7 +346,7 @@ async fn send_test(
     let timestamp = chrono::Utc::now().timestamp();
     let request = prepare(&destination, &delivery, &state.site_url, timestamp)
         .map_err(|e| ApiError::bad_request(e.to_string(), Some("secret")))?;
-    let report = state.http.deliver(&destination, request).await;
+    let report = state.http.send_to(&destination, request).await;
     Ok(Json(json!({
         "delivered": report.is_success(),
         "status": report.status,
