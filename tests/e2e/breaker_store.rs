@@ -31,8 +31,8 @@ fn two_workers(redis: &RedisServer) -> (SharedBreakers, SharedBreakers, RedisLin
         RedisLink::new(&RedisSettings {
             url: redis.url(),
             key_prefix: prefix.clone(),
-            command_timeout_ms: 250,
-            retry_after_ms: 300,
+            command_timeout: Duration::from_millis(250),
+            retry_after: Duration::from_millis(300),
         })
         .expect("redis url")
         .expect("configured")

@@ -26,7 +26,7 @@ pub async fn client_with(address: &str, namespace: &str, codec: CodecSettings) -
         task_queue: "unused".into(),
         api_key: None,
         tls: None,
-        connect_timeout_ms: 5_000,
+        connect_timeout: std::time::Duration::from_millis(5_000),
         history_max_rounds_per_run: 100,
         history_max_input_bytes_per_run: 4 << 20,
         max_input_bytes: 2_000_000,

@@ -13,6 +13,7 @@ pub mod destination;
 pub mod endpoint;
 pub mod event;
 pub mod format;
+pub mod millis;
 pub mod outcomes;
 pub mod progress;
 pub mod redaction;

@@ -25,11 +25,13 @@ pub struct RedisSettings {
     pub url: String,
     /// Prefix of every key hookflow writes, so deployments can share a Redis.
     pub key_prefix: String,
-    /// Longest one command may take before Redis counts as unavailable, in milliseconds.
-    pub command_timeout_ms: u64,
+    /// Longest one command may take before Redis counts as unavailable.
+    #[serde(rename = "command_timeout_ms", with = "hookflow_core::millis")]
+    pub command_timeout: Duration,
     /// How long to stay on the per-process fallback after a failure before trying Redis
-    /// again, in milliseconds.
-    pub retry_after_ms: u64,
+    /// again.
+    #[serde(rename = "retry_after_ms", with = "hookflow_core::millis")]
+    pub retry_after: Duration,
 }
 
 impl std::fmt::Debug for RedisSettings {
@@ -37,8 +39,8 @@ impl std::fmt::Debug for RedisSettings {
         f.debug_struct("RedisSettings")
             .field("url", &hookflow_core::redaction::redact_url(&self.url))
             .field("key_prefix", &self.key_prefix)
-            .field("command_timeout_ms", &self.command_timeout_ms)
-            .field("retry_after_ms", &self.retry_after_ms)
+            .field("command_timeout_ms", &self.command_timeout)
+            .field("retry_after_ms", &self.retry_after)
             .finish()
     }
 }
@@ -96,8 +98,8 @@ impl RedisLink {
             inner: Arc::new(Inner {
                 client,
                 prefix: settings.key_prefix.clone(),
-                timeout: Duration::from_millis(settings.command_timeout_ms),
-                retry_after: Duration::from_millis(settings.retry_after_ms),
+                timeout: settings.command_timeout,
+                retry_after: settings.retry_after,
                 state: Mutex::default(),
                 connecting: tokio::sync::Mutex::new(()),
             }),

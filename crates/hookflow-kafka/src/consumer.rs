@@ -43,26 +43,33 @@ pub struct KafkaSettings {
     pub dead_letter_topic: String,
     /// Consumer group id.
     pub group_id: String,
-    /// Where a new group starts: `earliest` or `latest`.
-    pub offset_reset: String,
+    /// Where a new group starts reading.
+    pub offset_reset: OffsetReset,
     /// Messages processed at once, across partitions.
     pub max_messages_in_flight: usize,
     /// Workflow starts in flight at once.
     pub max_starts_in_flight: usize,
-    /// How often finished offsets are committed, in milliseconds.
-    pub commit_interval_ms: u64,
-    /// Group session timeout, in milliseconds.
-    pub session_timeout_ms: u64,
-    /// Group heartbeat interval, in milliseconds.
-    pub heartbeat_interval_ms: u64,
-    /// How long shutdown and revocation wait for in-flight messages, in milliseconds.
-    pub drain_timeout_ms: u64,
-    /// First wait before retrying a workflow start that failed, in milliseconds.
-    pub start_retry_initial_ms: u64,
-    /// Longest wait between start retries, in milliseconds.
-    pub start_retry_max_ms: u64,
-    /// How long to wait for the broker to acknowledge a dead letter, in milliseconds.
-    pub dead_letter_timeout_ms: u64,
+    /// How often finished offsets are committed.
+    #[serde(rename = "commit_interval_ms", with = "hookflow_core::millis")]
+    pub commit_interval: Duration,
+    /// Group session timeout.
+    #[serde(rename = "session_timeout_ms", with = "hookflow_core::millis")]
+    pub session_timeout: Duration,
+    /// Group heartbeat interval.
+    #[serde(rename = "heartbeat_interval_ms", with = "hookflow_core::millis")]
+    pub heartbeat_interval: Duration,
+    /// How long shutdown and revocation wait for in-flight messages.
+    #[serde(rename = "drain_timeout_ms", with = "hookflow_core::millis")]
+    pub drain_timeout: Duration,
+    /// First wait before retrying a workflow start that failed.
+    #[serde(rename = "start_retry_initial_ms", with = "hookflow_core::millis")]
+    pub start_retry_initial: Duration,
+    /// Longest wait between start retries.
+    #[serde(rename = "start_retry_max_ms", with = "hookflow_core::millis")]
+    pub start_retry_max: Duration,
+    /// How long to wait for the broker to acknowledge a dead letter.
+    #[serde(rename = "dead_letter_timeout_ms", with = "hookflow_core::millis")]
+    pub dead_letter_timeout: Duration,
     /// How much of the payload a dead letter keeps when the full copy is refused as too
     /// large, in bytes.
     #[serde(default = "default_dead_letter_truncated_bytes")]
@@ -70,6 +77,26 @@ pub struct KafkaSettings {
     /// Extra librdkafka settings for consumer and producer (`security.protocol`, `sasl.*`, …).
     #[serde(default)]
     pub client: ClientProperties,
+}
+
+/// Where a new consumer group starts reading (`kafka.offset_reset`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OffsetReset {
+    /// The oldest message the topic keeps.
+    Earliest,
+    /// Only messages produced from now on.
+    Latest,
+}
+
+impl OffsetReset {
+    /// librdkafka's `auto.offset.reset` value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OffsetReset::Earliest => "earliest",
+            OffsetReset::Latest => "latest",
+        }
+    }
 }
 
 /// Extra librdkafka properties (`[kafka.client]`). Values may be credentials
@@ -105,11 +132,14 @@ impl KafkaSettings {
             .set("group.id", &self.group_id)
             .set("enable.auto.commit", "false")
             .set("enable.auto.offset.store", "false")
-            .set("auto.offset.reset", &self.offset_reset)
-            .set("session.timeout.ms", self.session_timeout_ms.to_string())
+            .set("auto.offset.reset", self.offset_reset.as_str())
+            .set(
+                "session.timeout.ms",
+                self.session_timeout.as_millis().to_string(),
+            )
             .set(
                 "heartbeat.interval.ms",
-                self.heartbeat_interval_ms.to_string(),
+                self.heartbeat_interval.as_millis().to_string(),
             )
             .set("statistics.interval.ms", STATISTICS_INTERVAL_MS);
         config
@@ -253,7 +283,7 @@ pub async fn run<S: DeliveryScheduler>(
     let shared = Arc::new(Shared {
         tracker: Mutex::new(OffsetTracker::default()),
         changed: Condvar::new(),
-        drain_timeout: Duration::from_millis(settings.drain_timeout_ms),
+        drain_timeout: settings.drain_timeout,
     });
     let consumer: Arc<StreamConsumer<RebalanceContext>> =
         Arc::new(crate::client::create_with_context(
@@ -268,11 +298,10 @@ pub async fn run<S: DeliveryScheduler>(
         &settings.dead_letter_topic,
         settings.dead_letter_truncated_bytes,
     )?;
-    let dead_letter_timeout = Duration::from_millis(settings.dead_letter_timeout_ms);
+    let dead_letter_timeout = settings.dead_letter_timeout;
     let permits = Arc::new(Semaphore::new(settings.max_messages_in_flight.max(1)));
     let mut tasks = JoinSet::new();
-    let mut commit_tick =
-        tokio::time::interval(Duration::from_millis(settings.commit_interval_ms.max(10)));
+    let mut commit_tick = tokio::time::interval(settings.commit_interval);
     commit_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     tokio::spawn(probe_broker(
         consumer.clone(),

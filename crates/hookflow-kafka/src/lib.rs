@@ -14,5 +14,5 @@ pub mod pipeline;
 pub mod start_gate;
 
 pub use backoff::{Backoff, StartBackoff};
-pub use consumer::{ConsumerError, KafkaSettings};
+pub use consumer::{ConsumerError, KafkaSettings, OffsetReset};
 pub use pipeline::{MessageOutcome, Pipeline};

@@ -30,10 +30,12 @@ pub const MAX_PENDING: usize = 10_000;
 pub struct OutcomeSettings {
     /// Topic of the summaries; empty to publish none.
     pub topic: String,
-    /// Length of one window, in milliseconds.
-    pub window_ms: u64,
-    /// How long to wait for the broker to acknowledge one summary, in milliseconds.
-    pub send_timeout_ms: u64,
+    /// Length of one window.
+    #[serde(rename = "window_ms", with = "hookflow_core::millis")]
+    pub window: Duration,
+    /// How long to wait for the broker to acknowledge one summary.
+    #[serde(rename = "send_timeout_ms", with = "hookflow_core::millis")]
+    pub send_timeout: Duration,
 }
 
 /// The aggregator the delivery worker records into, shared with the publisher.
@@ -59,9 +61,9 @@ impl OutcomePublisher {
 
     /// Drains `aggregator` every window into the topic until `stop`, then once more.
     pub async fn run(self, aggregator: SharedAggregator, stop: CancellationToken) {
-        let timeout = Duration::from_millis(self.settings.send_timeout_ms);
+        let timeout = self.settings.send_timeout;
         let mut pending: VecDeque<OutcomeSummary> = VecDeque::new();
-        let mut tick = tokio::time::interval(Duration::from_millis(self.settings.window_ms));
+        let mut tick = tokio::time::interval(self.settings.window);
         tick.tick().await;
         loop {
             let stopping = tokio::select! {

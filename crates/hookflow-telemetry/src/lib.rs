@@ -9,8 +9,9 @@ pub mod ops;
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use tracing_subscriber::{EnvFilter, fmt, prelude::*};
 
-/// Log format.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// Log format (`telemetry.log_format`: `text` or `json`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum LogFormat {
     /// Human-readable lines.
     Text,

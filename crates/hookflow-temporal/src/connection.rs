@@ -27,8 +27,9 @@ pub struct TemporalSettings {
     /// TLS (and mTLS) settings; absent means plaintext unless an API key is set.
     #[serde(default)]
     pub tls: Option<TemporalTls>,
-    /// How long to wait for the first connection, in milliseconds.
-    pub connect_timeout_ms: u64,
+    /// How long to wait for the first connection.
+    #[serde(rename = "connect_timeout_ms", with = "hookflow_core::millis")]
+    pub connect_timeout: Duration,
     /// Attempt activities (attempts and deferrals) one workflow run makes before it
     /// continues as new, so history stays bounded however long a delivery waits.
     #[serde(default = "default_history_max_rounds")]
@@ -76,7 +77,7 @@ impl std::fmt::Debug for TemporalSettings {
             .field("task_queue", &self.task_queue)
             .field("api_key", &self.api_key.as_ref().map(|_| "<redacted>"))
             .field("tls", &self.tls)
-            .field("connect_timeout_ms", &self.connect_timeout_ms)
+            .field("connect_timeout_ms", &self.connect_timeout)
             .field(
                 "history_max_rounds_per_run",
                 &self.history_max_rounds_per_run,
@@ -138,7 +139,7 @@ pub async fn connect(settings: &TemporalSettings) -> Result<Client, TemporalErro
         .identity(format!("hookflow@{}", std::process::id()))
         .maybe_tls_options(tls)
         .maybe_api_key(settings.api_key.clone())
-        .connect_timeout(Duration::from_millis(settings.connect_timeout_ms))
+        .connect_timeout(settings.connect_timeout)
         .build();
     let connection = Connection::connect(options)
         .await

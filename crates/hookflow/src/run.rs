@@ -17,7 +17,6 @@ use hookflow_http::{
 };
 use hookflow_kafka::{Backoff, Pipeline, StartBackoff, outcomes::OutcomePublisher};
 use hookflow_telemetry::{
-    LogFormat,
     health::{Health, HealthHandle},
     ops,
 };
@@ -28,7 +27,7 @@ use crate::{
     admin::{self, AdminState},
     destination_file::FileDestinations,
     destination_redis::RedisDestinations,
-    settings::Settings,
+    settings::{DestinationStoreKind, Settings},
 };
 
 /// Which parts of hookflow a process runs.
@@ -56,8 +55,8 @@ async fn open_destinations(
     health: HealthHandle,
     shutdown: &CancellationToken,
 ) -> anyhow::Result<(Arc<dyn DestinationCatalog>, Option<Arc<RedisDestinations>>)> {
-    let interval = Duration::from_millis(settings.destinations.reload_interval_ms);
-    if settings.destinations.store == "redis" {
+    let interval = settings.destinations.reload_interval;
+    if settings.destinations.store == DestinationStoreKind::Redis {
         let redis = redis.context("destinations.store = \"redis\" needs redis.url")?;
         let rules = settings.validation_rules();
         let store = Arc::new(RedisDestinations::open(redis, rules, health).await);
@@ -73,7 +72,7 @@ async fn open_destinations(
 /// The HTTP client of deliveries (and of the admin API's test sends).
 fn delivery_client(settings: &Settings) -> anyhow::Result<DeliveryClient> {
     Ok(DeliveryClient::new(&HttpSettings {
-        connect_timeout: Duration::from_millis(settings.http.connect_timeout_ms),
+        connect_timeout: settings.http.connect_timeout,
         allowed_hosts: settings.http.allowed_hosts.clone(),
         user_agent: format!("hookflow/{}", env!("CARGO_PKG_VERSION")),
         max_response_body_bytes: settings.http.max_response_body_bytes,
@@ -117,12 +116,10 @@ const PROBE_DEADLINE: Duration = Duration::from_secs(60);
 
 /// Runs until SIGINT or SIGTERM.
 pub async fn run(settings: Settings, role: Role) -> anyhow::Result<()> {
-    let format = if settings.telemetry.log_format == "json" {
-        LogFormat::Json
-    } else {
-        LogFormat::Text
-    };
-    hookflow_telemetry::init_tracing(&settings.telemetry.log_filter, format);
+    hookflow_telemetry::init_tracing(
+        &settings.telemetry.log_filter,
+        settings.telemetry.log_format,
+    );
     let metrics = hookflow_telemetry::install_prometheus()?;
 
     let shutdown = CancellationToken::new();
@@ -164,7 +161,7 @@ pub async fn run(settings: Settings, role: Role) -> anyhow::Result<()> {
     temporal_health.set_ready(false, "connecting");
     // Known from the start, so readiness cannot pass before they are up. The consumer's loop
     // may legitimately pause for a whole drain during a rebalance, hence its longer deadline.
-    let drain_deadline = Duration::from_millis(settings.kafka.drain_timeout_ms) + PROBE_DEADLINE;
+    let drain_deadline = settings.kafka.drain_timeout + PROBE_DEADLINE;
     let consumer_health =
         (role != Role::Worker).then(|| health.register_starting("kafka_consumer", drain_deadline));
     let worker_health = (role != Role::Consumer)
@@ -196,8 +193,8 @@ pub async fn run(settings: Settings, role: Role) -> anyhow::Result<()> {
     let consumer = if let Some(consumer_health) = consumer_health {
         let scheduler = Arc::new(TemporalScheduler::new(client.clone(), &settings.temporal));
         let backoff = StartBackoff {
-            initial: Duration::from_millis(settings.kafka.start_retry_initial_ms),
-            max: Duration::from_millis(settings.kafka.start_retry_max_ms),
+            initial: settings.kafka.start_retry_initial,
+            max: settings.kafka.start_retry_max,
         };
         let pipeline = Arc::new(Pipeline::new(
             scheduler,

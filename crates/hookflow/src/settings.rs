@@ -5,6 +5,7 @@
 use std::{
     net::SocketAddr,
     path::{Path, PathBuf},
+    time::Duration,
 };
 
 use figment::{
@@ -14,6 +15,7 @@ use figment::{
 use hookflow_core::{AllowList, RetryPolicy, Secret, ValidationRules, redaction::check_toml};
 use hookflow_http::{RedisSettings, isolation::IsolationSettings};
 use hookflow_kafka::{KafkaSettings, outcomes::OutcomeSettings};
+use hookflow_telemetry::LogFormat;
 use hookflow_temporal::{
     TemporalSettings,
     codec::{CodecError, EncryptionCodec},
@@ -58,7 +60,8 @@ pub struct Settings {
 #[serde(deny_unknown_fields)]
 pub struct HttpSection {
     /// Connect timeout, milliseconds.
-    pub connect_timeout_ms: u64,
+    #[serde(rename = "connect_timeout_ms", with = "hookflow_core::millis")]
+    pub connect_timeout: Duration,
     /// Hosts, or hosts on one port, exempt from the SSRF guard.
     pub allowed_hosts: AllowList,
     /// The most of a response body an attempt reads.
@@ -69,14 +72,25 @@ pub struct HttpSection {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DestinationsSection {
-    /// `file` or `redis`.
-    pub store: String,
+    /// Where they are kept.
+    pub store: DestinationStoreKind,
     /// The destinations file.
     pub file: PathBuf,
-    /// How often the file is checked for changes, in milliseconds.
-    pub reload_interval_ms: u64,
+    /// How often the file is checked for changes.
+    #[serde(rename = "reload_interval_ms", with = "hookflow_core::millis")]
+    pub reload_interval: Duration,
     /// Where links in messages point (the analytics product's URL).
     pub site_url: String,
+}
+
+/// Where destinations are kept.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DestinationStoreKind {
+    /// A TOML file, reloaded when it changes.
+    File,
+    /// Redis, managed through the admin API and shared by every process.
+    Redis,
 }
 
 /// `[admin]`: the admin HTTP API.
@@ -99,8 +113,8 @@ pub struct TelemetrySection {
     pub sdk_metrics_address: String,
     /// Whether to export failures per endpoint (an unbounded label).
     pub endpoint_labels: bool,
-    /// `text` or `json`.
-    pub log_format: String,
+    /// Lines of text or of JSON.
+    pub log_format: LogFormat,
     /// RUST_LOG-style filter.
     pub log_filter: String,
 }
@@ -117,9 +131,9 @@ pub enum SettingsError {
         /// Where and why.
         message: String,
     },
-    /// A key is missing, unknown or of the wrong type (figment names it).
-    #[error("invalid configuration: {0}")]
-    Shape(#[from] Box<figment::Error>),
+    /// A key is missing, unknown or of the wrong type or value.
+    #[error("invalid configuration: {}", shape_problem(.0))]
+    Shape(Box<figment::Error>),
     /// A value is out of range.
     #[error("invalid configuration: `{key}` {problem}")]
     Value {
@@ -128,6 +142,26 @@ pub enum SettingsError {
         /// What is wrong with it.
         problem: String,
     },
+}
+
+impl From<figment::Error> for SettingsError {
+    fn from(error: figment::Error) -> Self {
+        SettingsError::Shape(Box::new(error))
+    }
+}
+
+/// "`kafka.offset_reset` (in `HOOKFLOW_` environment variable(s)): unknown variant …": the
+/// key as a file spells it, where the value came from, and what is wrong with it.
+fn shape_problem(error: &figment::Error) -> String {
+    let origin = error
+        .metadata
+        .as_ref()
+        .map(|m| format!(" (in {})", m.name))
+        .unwrap_or_default();
+    if error.path.is_empty() {
+        return format!("{}{origin}", error.kind);
+    }
+    format!("`{}`{origin}: {}", error.path.join("."), error.kind)
 }
 
 impl Settings {
@@ -147,7 +181,7 @@ impl Settings {
     }
 
     fn from_figment(figment: Figment) -> Result<Self, SettingsError> {
-        let settings: Settings = figment.extract().map_err(Box::new)?;
+        let settings: Settings = figment.extract()?;
         settings.validate()?;
         Ok(settings)
     }
@@ -187,30 +221,18 @@ impl Settings {
                 "must be set and differ from kafka.topic",
             );
         }
-        if !matches!(k.offset_reset.as_str(), "earliest" | "latest") {
-            return bad("kafka.offset_reset", "must be \"earliest\" or \"latest\"");
-        }
         for (key, value) in [
             (
                 "kafka.max_messages_in_flight",
                 k.max_messages_in_flight as u64,
             ),
             ("kafka.max_starts_in_flight", k.max_starts_in_flight as u64),
-            ("kafka.commit_interval_ms", k.commit_interval_ms),
-            ("kafka.session_timeout_ms", k.session_timeout_ms),
-            ("kafka.heartbeat_interval_ms", k.heartbeat_interval_ms),
-            ("kafka.start_retry_initial_ms", k.start_retry_initial_ms),
-            ("http.connect_timeout_ms", self.http.connect_timeout_ms),
-            (
-                "temporal.connect_timeout_ms",
-                self.temporal.connect_timeout_ms,
-            ),
         ] {
             if value == 0 {
                 return bad(key, "must be greater than 0");
             }
         }
-        if k.heartbeat_interval_ms >= k.session_timeout_ms {
+        if k.heartbeat_interval >= k.session_timeout {
             return bad(
                 "kafka.heartbeat_interval_ms",
                 "must be less than kafka.session_timeout_ms",
@@ -265,31 +287,11 @@ impl Settings {
                 "must be above 0 and at most 1",
             );
         }
-        for (key, value) in [
-            ("isolation.breaker_cache_ms", i.breaker_cache_ms),
-            ("isolation.concurrency_retry_ms", i.concurrency_retry_ms),
-            ("isolation.idle_eviction_ms", i.idle_eviction_ms),
-            ("redis.command_timeout_ms", self.redis.command_timeout_ms),
-            ("redis.retry_after_ms", self.redis.retry_after_ms),
-            ("outcomes.window_ms", self.outcomes.window_ms),
-            (
-                "destinations.reload_interval_ms",
-                self.destinations.reload_interval_ms,
-            ),
-            ("outcomes.send_timeout_ms", self.outcomes.send_timeout_ms),
-        ] {
-            if value == 0 {
-                return bad(key, "must be greater than 0");
-            }
-        }
         if self.sdk_metrics_address().is_err() {
             return bad(
                 "telemetry.sdk_metrics_address",
                 "must be host:port (an IP address) or empty",
             );
-        }
-        if !matches!(self.destinations.store.as_str(), "file" | "redis") {
-            return bad("destinations.store", "must be \"file\" or \"redis\"");
         }
         if self.admin_address().is_err() {
             return bad(
@@ -298,15 +300,12 @@ impl Settings {
             );
         }
         if self.admin_address().ok().flatten().is_some() {
-            if self.destinations.store != "redis" {
+            if self.destinations.store != DestinationStoreKind::Redis {
                 return bad("admin.address", "needs destinations.store = \"redis\"");
             }
             if self.admin.token.expose().len() < 16 {
                 return bad("admin.token", "must be set, at least 16 characters");
             }
-        }
-        if !matches!(self.telemetry.log_format.as_str(), "text" | "json") {
-            return bad("telemetry.log_format", "must be \"text\" or \"json\"");
         }
         Ok(())
     }
@@ -379,7 +378,7 @@ mod tests {
             let codec = &settings.temporal.codec;
             assert!(codec.enabled);
             assert_eq!(codec.keys.keys().collect::<Vec<_>>(), ["k1"]);
-            assert_eq!(settings.destinations.store, "redis");
+            assert_eq!(settings.destinations.store, DestinationStoreKind::Redis);
             Ok(())
         });
     }
@@ -396,6 +395,11 @@ mod tests {
                 "`retry.jitter` must be between 0 and 1",
             ),
             ("[kafka]\noffset_reset = \"middle\"", "`kafka.offset_reset`"),
+            (
+                "[outcomes]\nwindow_ms = 0",
+                "`outcomes.window_ms` (in TOML source string): invalid value unsigned int `0`, \
+                 expected a duration of at least 1 millisecond",
+            ),
             (
                 "[telemetry]\nlog_format = \"xml\"",
                 "`telemetry.log_format`",

@@ -1,4 +1,4 @@
-//! The Zapier format: the body of a REST hook subscription's `subscription target.
+//! The Zapier format: the body Zapier's REST hooks expect at a subscription's target URL.
 
 use serde_json::{Value, json};
 

@@ -48,14 +48,20 @@ pub struct IsolationSettings {
     pub burst: u32,
     /// Default attempts in flight per endpoint per worker.
     pub max_in_flight: u32,
-    /// How long a worker trusts its copy of a shared closed breaker, in milliseconds.
-    pub breaker_cache_ms: u64,
-    /// How long an attempt refused by the concurrency cap waits, in milliseconds.
-    pub concurrency_retry_ms: u64,
+    /// How long a worker trusts its copy of a shared closed breaker.
+    #[serde(rename = "breaker_cache_ms", with = "hookflow_core::millis")]
+    pub breaker_cache: Duration,
+    /// How long an attempt refused by the concurrency cap waits.
+    #[serde(rename = "concurrency_retry_ms", with = "hookflow_core::millis")]
+    pub concurrency_retry: Duration,
     /// An endpoint not attempted for this long loses its local bulkhead, limiter and
-    /// breaker copy (a shared breaker's state stays in Redis), in milliseconds.
-    #[serde(default = "default_idle_eviction_ms")]
-    pub idle_eviction_ms: u64,
+    /// breaker copy (a shared breaker's state stays in Redis).
+    #[serde(
+        rename = "idle_eviction_ms",
+        with = "hookflow_core::millis",
+        default = "default_idle_eviction"
+    )]
+    pub idle_eviction: Duration,
     /// Hosts many teams share (Slack, Discord, Teams, Zapier by default): limits and
     /// breakers are kept per (team, endpoint) there.
     #[serde(default)]
@@ -78,8 +84,8 @@ fn default_shared_host_team_share() -> f64 {
     0.25
 }
 
-fn default_idle_eviction_ms() -> u64 {
-    10 * 60 * 1000
+fn default_idle_eviction() -> Duration {
+    Duration::from_secs(10 * 60)
 }
 
 impl IsolationSettings {
@@ -136,16 +142,16 @@ impl EndpointGate {
             metrics::counter!(names::DEFERRALS, "reason" => reason.as_str()).absolute(0);
         }
         EndpointGate {
-            idle_eviction: Duration::from_millis(settings.idle_eviction_ms),
+            idle_eviction: settings.idle_eviction,
             shared_host_max_in_flight: settings.shared_host_max_in_flight,
             team_share_of_shared_host: settings.team_share_of_shared_host(),
             defaults: settings.default_limits(),
             breaker: settings.breaker.clone(),
             endpoint_labels: false,
-            concurrency_retry: Duration::from_millis(settings.concurrency_retry_ms),
+            concurrency_retry: settings.concurrency_retry,
             bulkheads: Bulkheads::default(),
             limiter: EndpointRateLimiter::new(workers),
-            breakers: SharedBreakers::new(redis, Duration::from_millis(settings.breaker_cache_ms)),
+            breakers: SharedBreakers::new(redis, settings.breaker_cache),
         }
     }
 
@@ -259,9 +265,9 @@ mod tests {
             rate_per_second: 1_000.0,
             burst: 1_000,
             max_in_flight: 10,
-            breaker_cache_ms: 1_000,
-            concurrency_retry_ms: 1_000,
-            idle_eviction_ms: 60_000,
+            breaker_cache: Duration::from_secs(1),
+            concurrency_retry: Duration::from_secs(1),
+            idle_eviction: Duration::from_secs(60),
             shared_hosts: SharedHosts::new(["hooks.example.com"]),
             shared_host_max_in_flight: 4,
             shared_host_team_share: 0.5,
