@@ -12,8 +12,6 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::retry::{AttemptErrorKind, AttemptReport};
-
 /// When a breaker trips and how long it stays open.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -131,22 +129,6 @@ impl Counts {
     /// Whether nothing was counted.
     pub fn is_empty(&self) -> bool {
         self.successes == 0 && self.failures == 0
-    }
-}
-
-/// Whether an attempt counts as a failure of its endpoint: `Some(true)` for timeouts,
-/// connection errors, broken responses, 5xx and 429; `Some(false)` for any other response
-/// (the endpoint answered); `None` when the request never left (SSRF guard, invalid).
-pub fn failure_of(report: &AttemptReport) -> Option<bool> {
-    match (report.status, &report.error) {
-        (Some(status), _) => Some(status == 429 || status >= 500),
-        (None, Some(error)) => match error.kind {
-            AttemptErrorKind::Timeout | AttemptErrorKind::Connect | AttemptErrorKind::Other => {
-                Some(true)
-            }
-            AttemptErrorKind::Blocked | AttemptErrorKind::Invalid => None,
-        },
-        (None, None) => Some(true),
     }
 }
 
@@ -485,28 +467,6 @@ mod tests {
         assert_eq!(b.phase, Phase::Open);
         assert_eq!(b.record_probe(&p, 1_100, false), None, "no probe is out");
         assert_eq!(b.phase, Phase::Open);
-    }
-
-    #[test]
-    fn failures_are_what_the_endpoint_is_to_blame_for() {
-        let response = |s| AttemptReport::response(s, None, 1);
-        let error = |k| AttemptReport::failed(k, "x", 1);
-        for s in [500, 502, 503, 429] {
-            assert_eq!(failure_of(&response(s)), Some(true), "{s}");
-        }
-        for s in [200, 204, 301, 400, 404, 410] {
-            assert_eq!(failure_of(&response(s)), Some(false), "{s}");
-        }
-        for k in [
-            AttemptErrorKind::Timeout,
-            AttemptErrorKind::Connect,
-            AttemptErrorKind::Other,
-        ] {
-            assert_eq!(failure_of(&error(k)), Some(true));
-        }
-        for k in [AttemptErrorKind::Blocked, AttemptErrorKind::Invalid] {
-            assert_eq!(failure_of(&error(k)), None);
-        }
     }
 
     #[test]

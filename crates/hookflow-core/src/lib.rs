@@ -21,6 +21,7 @@ pub mod request;
 pub mod retry;
 pub mod scheduler;
 pub mod signing;
+pub mod sync;
 pub mod template;
 
 pub use allow_list::AllowList;
@@ -38,7 +39,7 @@ pub use format::Format;
 pub use progress::{DeliveryProgress, HistoryBound, Next};
 pub use redaction::{REDACTED, Secret};
 pub use retry::{
-    AttemptError, AttemptErrorKind, AttemptReport, AttemptStep, DeliveryOutcome, DeliveryResult,
-    RetryDecision, RetryPolicy,
+    AttemptError, AttemptErrorKind, AttemptReport, AttemptStep, AttemptVerdict, DeliveryOutcome,
+    DeliveryResult, RetryDecision, RetryPolicy,
 };
 pub use scheduler::{DeliveryScheduler, ScheduleError, ScheduleErrorKind, ScheduleOutcome};

@@ -77,11 +77,6 @@ pub enum AttemptErrorKind {
 }
 
 impl AttemptErrorKind {
-    /// Whether another attempt may succeed.
-    pub fn is_retryable(self) -> bool {
-        matches!(self, Self::Timeout | Self::Connect | Self::Other)
-    }
-
     /// A stable label for metrics.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -91,6 +86,32 @@ impl AttemptErrorKind {
             Self::Invalid => "invalid",
             Self::Other => "other",
         }
+    }
+}
+
+/// What one attempt says, for the delivery (retry or not) and for its endpoint (does the
+/// breaker count it as a failure).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AttemptVerdict {
+    /// A 2xx: delivered. The endpoint is healthy.
+    Delivered,
+    /// A timeout, a connection error, a broken response, a 429 or a 5xx: worth retrying,
+    /// and a failure of the endpoint.
+    EndpointFailing,
+    /// A 408: worth retrying; the endpoint answered, so it is healthy.
+    TryAgain,
+    /// Any other response (3xx, 4xx): the endpoint refused this delivery for good; it is
+    /// healthy.
+    Refused,
+    /// The request never left (refused by the SSRF guard, or not a valid request): final,
+    /// and it says nothing about the endpoint.
+    NotSent,
+}
+
+impl AttemptVerdict {
+    /// Whether another attempt may succeed.
+    pub fn is_retryable(self) -> bool {
+        matches!(self, Self::EndpointFailing | Self::TryAgain)
     }
 }
 
@@ -141,9 +162,28 @@ impl AttemptReport {
         }
     }
 
+    /// What this attempt says about the delivery and about the endpoint: the one table
+    /// the retry decision, the circuit breaker and the success checks all read.
+    pub fn verdict(&self) -> AttemptVerdict {
+        match (self.status, &self.error) {
+            (Some(200..=299), _) => AttemptVerdict::Delivered,
+            (Some(status), _) if status == 429 || status >= 500 => AttemptVerdict::EndpointFailing,
+            // A 408 is the endpoint asking for the request again, not a sign of trouble.
+            (Some(408), _) => AttemptVerdict::TryAgain,
+            (Some(_), _) => AttemptVerdict::Refused,
+            (None, Some(error)) => match error.kind {
+                AttemptErrorKind::Timeout | AttemptErrorKind::Connect | AttemptErrorKind::Other => {
+                    AttemptVerdict::EndpointFailing
+                }
+                AttemptErrorKind::Blocked | AttemptErrorKind::Invalid => AttemptVerdict::NotSent,
+            },
+            (None, None) => AttemptVerdict::EndpointFailing,
+        }
+    }
+
     /// Whether the endpoint accepted the delivery (a 2xx).
     pub fn is_success(&self) -> bool {
-        matches!(self.status, Some(200..=299))
+        self.verdict() == AttemptVerdict::Delivered
     }
 
     /// The outcome class of this attempt, for metrics: `2xx`…`5xx` or the error kind.
@@ -209,14 +249,10 @@ impl RetryPolicy {
         elapsed: Duration,
         random: f64,
     ) -> RetryDecision {
-        let retryable = match (report.status, &report.error) {
-            (Some(200..=299), _) => return RetryDecision::Delivered,
-            (Some(status), _) => status == 408 || status == 429 || status >= 500,
-            (None, Some(error)) => error.kind.is_retryable(),
-            (None, None) => true,
-        };
-        if !retryable {
-            return RetryDecision::FailPermanently;
+        match report.verdict() {
+            AttemptVerdict::Delivered => return RetryDecision::Delivered,
+            verdict if !verdict.is_retryable() => return RetryDecision::FailPermanently,
+            _ => {}
         }
         let Some(&base_ms) = self.schedule_ms.get(attempt.saturating_sub(1) as usize) else {
             return RetryDecision::GiveUp;
@@ -391,6 +427,40 @@ mod tests {
             p.decide(1, &status(503), Duration::ZERO, 0.999_999),
             RetryDecision::RetryAfter(Duration::from_millis(1_500))
         );
+    }
+
+    #[test]
+    fn one_table_says_what_every_attempt_means_for_delivery_and_endpoint() {
+        use AttemptVerdict::*;
+        let response = |s| AttemptReport::response(s, None, 1);
+        let error = |k| AttemptReport::failed(k, "x", 1);
+        let cases = [
+            (response(200), Delivered),
+            (response(204), Delivered),
+            (response(500), EndpointFailing),
+            (response(503), EndpointFailing),
+            (response(429), EndpointFailing),
+            (response(408), TryAgain),
+            (response(301), Refused),
+            (response(400), Refused),
+            (response(404), Refused),
+            (response(410), Refused),
+            (error(AttemptErrorKind::Timeout), EndpointFailing),
+            (error(AttemptErrorKind::Connect), EndpointFailing),
+            (error(AttemptErrorKind::Other), EndpointFailing),
+            (error(AttemptErrorKind::Blocked), NotSent),
+            (error(AttemptErrorKind::Invalid), NotSent),
+        ];
+        for (report, verdict) in cases {
+            assert_eq!(report.verdict(), verdict, "{}", report.describe());
+            let decision = policy().decide(1, &report, Duration::ZERO, 0.5);
+            let expected = match verdict {
+                Delivered => RetryDecision::Delivered,
+                EndpointFailing | TryAgain => RetryDecision::RetryAfter(Duration::from_secs(1)),
+                Refused | NotSent => RetryDecision::FailPermanently,
+            };
+            assert_eq!(decision, expected, "{}", report.describe());
+        }
     }
 
     #[test]

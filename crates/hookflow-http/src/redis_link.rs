@@ -7,6 +7,7 @@
 //! once for a back-off period instead of making every attempt wait for a dead server. The
 //! switch between available and unavailable is logged once and exported as a gauge.
 
+use hookflow_core::sync::LockUnpoisoned;
 use std::{
     future::Future,
     sync::{Arc, Mutex},
@@ -233,9 +234,6 @@ impl RedisLink {
 
     fn lock(&self) -> std::sync::MutexGuard<'_, LinkState> {
         // A poisoned lock only means another thread panicked mid-update of plain flags.
-        self.inner
-            .state
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+        self.inner.state.lock_unpoisoned()
     }
 }

@@ -7,6 +7,7 @@
 //! delivery per (event, destination). On shutdown and on partition revocation, in-flight
 //! messages finish and their offsets are committed before the partitions are let go.
 
+use hookflow_core::sync::LockUnpoisoned;
 use std::{
     collections::BTreeMap,
     sync::{Arc, Condvar, Mutex, MutexGuard},
@@ -168,9 +169,7 @@ impl Shared {
     fn tracker(&self) -> MutexGuard<'_, OffsetTracker> {
         // A panic while holding the lock cannot leave the tracker half-updated in a way that
         // loses messages (at worst it re-offers a commit), so a poisoned lock is recovered.
-        self.tracker
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.tracker.lock_unpoisoned()
     }
 
     fn finish(&self, partition: &Partition, offset: i64) {

@@ -6,6 +6,7 @@
 //! window, up to [`MAX_PENDING`]; beyond that the oldest are dropped and counted. On
 //! shutdown the current window is closed and sent once more.
 
+use hookflow_core::sync::LockUnpoisoned;
 use std::{
     collections::VecDeque,
     sync::{Arc, Mutex},
@@ -123,7 +124,5 @@ async fn send_pending(
 }
 
 fn lock(aggregator: &SharedAggregator) -> std::sync::MutexGuard<'_, OutcomeAggregator> {
-    aggregator
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
+    aggregator.lock_unpoisoned()
 }

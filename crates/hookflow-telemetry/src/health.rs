@@ -4,6 +4,7 @@
 //! Readiness holds only while every component says its dependency is reachable
 //! ([`HealthHandle::set_ready`]), so traffic and rollouts wait for a working process.
 
+use hookflow_core::sync::LockUnpoisoned;
 use std::{
     collections::BTreeMap,
     sync::{Arc, Mutex, MutexGuard},
@@ -61,9 +62,7 @@ pub struct HealthReport {
 
 impl Health {
     fn components(&self) -> MutexGuard<'_, BTreeMap<&'static str, Component>> {
-        self.components
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.components.lock_unpoisoned()
     }
 
     /// Registers a component that must report at least every `deadline`. It starts alive

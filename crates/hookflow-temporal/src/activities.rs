@@ -6,6 +6,7 @@
 // The Temporal macros generate undocumented items beside the documented methods.
 #![allow(missing_docs)]
 
+use hookflow_core::sync::LockUnpoisoned;
 use std::{
     sync::{Arc, Mutex},
     time::Duration,
@@ -174,10 +175,7 @@ impl DeliveryActivities {
         metrics::histogram!(names::DELIVERY_ATTEMPTS_PER_DELIVERY)
             .record(f64::from(input.attempts));
         if let Some(outcomes) = &self.outcomes {
-            outcomes
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner)
-                .record(&input);
+            outcomes.lock_unpoisoned().record(&input);
         }
         Ok(())
     }

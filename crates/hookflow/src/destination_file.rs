@@ -7,6 +7,7 @@
 //! one small read a second, and it works the same on every filesystem and with editors that
 //! replace the file instead of writing it.
 
+use hookflow_core::sync::LockUnpoisoned;
 use std::{
     path::{Path, PathBuf},
     sync::{Arc, Mutex},
@@ -75,10 +76,7 @@ impl FileDestinations {
             }
         };
         {
-            let mut last = self
-                .last_text
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            let mut last = self.last_text.lock_unpoisoned();
             if *last == text {
                 return;
             }

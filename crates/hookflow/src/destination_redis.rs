@@ -14,6 +14,7 @@
 //! ([`RedisDestinations::restore`], `POST /v1/destinations/restore`) from this process's
 //! last good copy, or from a backup.
 
+use hookflow_core::sync::LockUnpoisoned;
 use std::{
     collections::HashMap,
     sync::{Arc, Mutex, MutexGuard},
@@ -430,8 +431,6 @@ impl RedisDestinations {
     }
 
     fn state(&self) -> MutexGuard<'_, StoreState> {
-        self.state
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+        self.state.lock_unpoisoned()
     }
 }

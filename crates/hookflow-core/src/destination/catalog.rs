@@ -1,6 +1,7 @@
 //! Sets of destinations: indexed by id and by team, parsed whole from a destinations file,
 //! and swapped whole when a store reloads, so a reader always sees one consistent set.
 
+use crate::sync::RwLockUnpoisoned;
 use std::{collections::HashMap, sync::Arc};
 
 use serde::Deserialize;
@@ -102,18 +103,12 @@ impl LiveDestinations {
 
     /// Replaces the set.
     pub fn replace(&self, set: DestinationSet) {
-        *self
-            .0
-            .write()
-            .unwrap_or_else(std::sync::PoisonError::into_inner) = Arc::new(set);
+        *self.0.write_unpoisoned() = Arc::new(set);
     }
 
     /// The current set.
     pub fn snapshot(&self) -> Arc<DestinationSet> {
-        self.0
-            .read()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .clone()
+        self.0.read_unpoisoned().clone()
     }
 }
 

@@ -15,6 +15,7 @@
 //! there and is read again on the next attempt; without Redis the local copy is the only
 //! one, so it is dropped only when closed (a new entry starts closed).
 
+use hookflow_core::sync::LockUnpoisoned;
 use std::{
     collections::HashMap,
     sync::Mutex,
@@ -280,9 +281,7 @@ impl SharedBreakers {
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<EndpointKey, Entry>> {
-        self.entries
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+        self.entries.lock_unpoisoned()
     }
 }
 

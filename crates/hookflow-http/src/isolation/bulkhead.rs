@@ -6,6 +6,7 @@
 //! attempts already out finish, and admits none until they are under it). A bulkhead with
 //! nothing in flight that has not been used for the idle time is dropped.
 
+use hookflow_core::sync::LockUnpoisoned;
 use std::{
     collections::HashMap,
     sync::{
@@ -69,9 +70,7 @@ impl Bulkheads {
     }
 
     fn lock(&self) -> MutexGuard<'_, HashMap<EndpointKey, Bulkhead>> {
-        self.slots
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+        self.slots.lock_unpoisoned()
     }
 }
 

@@ -6,6 +6,7 @@
 //! Each worker keeps a copy refreshed every few seconds. A disable that cannot be written
 //! (Redis down) stays in this process and is written when Redis is back.
 
+use hookflow_core::sync::LockUnpoisoned;
 use std::{
     collections::HashMap,
     sync::Mutex,
@@ -169,8 +170,6 @@ impl DisabledDestinations {
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Copy> {
-        self.copy
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+        self.copy.lock_unpoisoned()
     }
 }

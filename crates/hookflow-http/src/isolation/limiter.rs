@@ -12,6 +12,7 @@
 //! A limiter unused for the idle time is dropped, but only once its bucket would have
 //! refilled anyway (burst / rate), so dropping one never lets more through.
 
+use hookflow_core::sync::LockUnpoisoned;
 use std::{
     collections::HashMap,
     num::NonZeroU32,
@@ -71,10 +72,7 @@ impl EndpointRateLimiter {
     pub fn check(&self, endpoint: &EndpointKey, limits: &EndpointLimits) -> Result<(), Duration> {
         let share = limits.share(self.workers.load(Ordering::Relaxed));
         let limiter = {
-            let mut entries = self
-                .entries
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            let mut entries = self.entries.lock_unpoisoned();
             let entry = entries
                 .entry(endpoint.clone())
                 .or_insert_with(|| Entry::new(share));
@@ -93,10 +91,7 @@ impl EndpointRateLimiter {
 impl EndpointRateLimiter {
     /// Drops the limiters unused for `idle` whose bucket is full again; how many are left.
     pub fn evict_idle(&self, idle: Duration) -> usize {
-        let mut entries = self
-            .entries
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut entries = self.entries.lock_unpoisoned();
         entries.retain(|_, entry| entry.last_used.elapsed() < idle.max(entry.refill_time()));
         entries.shrink_to_fit();
         entries.len()

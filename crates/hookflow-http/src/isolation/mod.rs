@@ -24,8 +24,9 @@ pub use breakers::SharedBreakers;
 pub use bulkhead::{Bulkheads, Slot};
 pub use disabled::{DisabledDestinations, Disablement};
 use hookflow_core::{
-    AttemptReport, Deferral, DeferralReason, Destination, EndpointLimits, SharedHosts,
-    breaker::{Admission, BreakerPolicy, failure_of},
+    AttemptReport, AttemptVerdict, Deferral, DeferralReason, Destination, EndpointLimits,
+    SharedHosts,
+    breaker::{Admission, BreakerPolicy},
 };
 use hookflow_telemetry::names;
 pub use limiter::EndpointRateLimiter;
@@ -209,15 +210,19 @@ impl EndpointGate {
 
     /// Reports the result of an attempt that [`EndpointGate::enter`] let through.
     pub async fn leave(&self, destination: &Destination, pass: Pass, report: &AttemptReport) {
-        if let Some(failed) = failure_of(report) {
-            if failed && self.endpoint_labels {
-                let endpoint = destination.endpoint.to_string();
-                metrics::counter!(names::ENDPOINT_FAILURES, "endpoint" => endpoint).increment(1);
-            }
-            self.breakers
-                .record(&destination.endpoint, &pass.policy, pass.admission, failed)
-                .await;
+        let failed = match report.verdict() {
+            AttemptVerdict::EndpointFailing => true,
+            AttemptVerdict::Delivered | AttemptVerdict::TryAgain | AttemptVerdict::Refused => false,
+            // The request never left: nothing to learn about the endpoint.
+            AttemptVerdict::NotSent => return,
+        };
+        if failed && self.endpoint_labels {
+            let endpoint = destination.endpoint.to_string();
+            metrics::counter!(names::ENDPOINT_FAILURES, "endpoint" => endpoint).increment(1);
         }
+        self.breakers
+            .record(&destination.endpoint, &pass.policy, pass.admission, failed)
+            .await;
     }
 }
 
