@@ -12,6 +12,8 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::FieldError;
+
 /// When a breaker trips and how long it stays open.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -28,6 +30,9 @@ pub struct BreakerPolicy {
     pub max_cooldown_ms: u64,
 }
 
+/// The longest first cooldown a policy may set: 7 days.
+pub const MAX_COOLDOWN_MS: u64 = 7 * 24 * 3_600 * 1_000;
+
 impl Default for BreakerPolicy {
     /// Trips at 50% failures of at least 10 attempts in 30 s; open for 5 s, doubling to 5 min.
     fn default() -> Self {
@@ -43,18 +48,27 @@ impl Default for BreakerPolicy {
 
 impl BreakerPolicy {
     /// Checks the ranges; the error names the field.
-    pub fn validate(&self) -> Result<(), String> {
+    pub fn validate(&self) -> Result<(), FieldError> {
         if self.window_ms == 0 {
-            return Err("window_ms must be positive".into());
+            return Err(FieldError::new("window_ms", "must be at least 1"));
         }
         if self.min_attempts == 0 {
-            return Err("min_attempts must be positive".into());
+            return Err(FieldError::new("min_attempts", "must be at least 1"));
         }
         if !(self.failure_ratio > 0.0 && self.failure_ratio <= 1.0) {
-            return Err("failure_ratio must be in (0, 1]".into());
+            return Err(FieldError::new(
+                "failure_ratio",
+                "must be above 0 and at most 1",
+            ));
         }
-        if self.cooldown_ms == 0 || self.max_cooldown_ms < self.cooldown_ms {
-            return Err("cooldown_ms must be positive and at most max_cooldown_ms".into());
+        if !(1..=MAX_COOLDOWN_MS).contains(&self.cooldown_ms) {
+            return Err(FieldError::new("cooldown_ms", "must be 1 ms to 7 days"));
+        }
+        if self.max_cooldown_ms < self.cooldown_ms {
+            return Err(FieldError::new(
+                "max_cooldown_ms",
+                "must be at least cooldown_ms",
+            ));
         }
         Ok(())
     }
@@ -473,10 +487,14 @@ mod tests {
     fn policy_validation_names_the_field() {
         let mut p = policy();
         p.failure_ratio = 0.0;
-        assert!(p.validate().unwrap_err().contains("failure_ratio"));
+        assert_eq!(p.validate().unwrap_err().field, "failure_ratio");
         let mut p = policy();
         p.max_cooldown_ms = 10;
-        assert!(p.validate().unwrap_err().contains("cooldown_ms"));
+        assert_eq!(p.validate().unwrap_err().field, "max_cooldown_ms");
+        let mut p = policy();
+        p.cooldown_ms = MAX_COOLDOWN_MS + 1;
+        p.max_cooldown_ms = p.cooldown_ms;
+        assert_eq!(p.validate().unwrap_err().field, "cooldown_ms");
         assert_eq!(policy().validate(), Ok(()));
     }
 }

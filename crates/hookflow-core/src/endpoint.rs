@@ -8,6 +8,8 @@ use std::{fmt, time::Duration};
 use serde::{Deserialize, Serialize};
 use url::Url;
 
+use crate::FieldError;
+
 /// Identifies an endpoint: by default the destination URL's `scheme://host:port`; on a
 /// shared host, that and the team (one team's failures must not open another's breaker);
 /// or a key a destination chose, which is always its team's own.
@@ -128,18 +130,18 @@ impl EndpointLimits {
     pub const MAX_RATE_PER_SECOND: f64 = 100_000.0;
 
     /// Checks the ranges; the error names the field.
-    pub fn validate(&self) -> Result<(), (&'static str, String)> {
+    pub fn validate(&self) -> Result<(), FieldError> {
         if !(self.rate_per_second > 0.0 && self.rate_per_second <= Self::MAX_RATE_PER_SECOND) {
-            return Err((
+            return Err(FieldError::new(
                 "rate_per_second",
                 format!("must be above 0 and at most {}", Self::MAX_RATE_PER_SECOND),
             ));
         }
         if self.burst == 0 {
-            return Err(("burst", "must be at least 1".into()));
+            return Err(FieldError::new("burst", "must be at least 1"));
         }
         if self.max_in_flight == 0 {
-            return Err(("max_in_flight", "must be at least 1".into()));
+            return Err(FieldError::new("max_in_flight", "must be at least 1"));
         }
         Ok(())
     }
@@ -320,12 +322,12 @@ mod tests {
         let mut limits = EndpointLimits::default();
         assert_eq!(limits.validate(), Ok(()));
         limits.rate_per_second = 0.0;
-        assert_eq!(limits.validate().unwrap_err().0, "rate_per_second");
+        assert_eq!(limits.validate().unwrap_err().field, "rate_per_second");
         limits = EndpointLimits {
             burst: 0,
             ..Default::default()
         };
-        assert_eq!(limits.validate().unwrap_err().0, "burst");
+        assert_eq!(limits.validate().unwrap_err().field, "burst");
     }
 
     const BACKOFF: DeferralBackoff = DeferralBackoff {

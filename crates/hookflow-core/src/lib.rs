@@ -12,6 +12,7 @@ pub mod delivery;
 pub mod destination;
 pub mod endpoint;
 pub mod event;
+pub mod field_error;
 pub mod format;
 pub mod millis;
 pub mod outcomes;
@@ -35,6 +36,7 @@ pub use endpoint::{
     Deferral, DeferralBackoff, DeferralReason, EndpointKey, EndpointLimits, SharedHosts,
 };
 pub use event::{ActionMatchedEvent, ActionRef, ContractError};
+pub use field_error::FieldError;
 pub use format::Format;
 pub use progress::{DeliveryProgress, HistoryBound, Next};
 pub use redaction::{REDACTED, Secret};

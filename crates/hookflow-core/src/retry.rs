@@ -9,7 +9,10 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::endpoint::{Deferral, DeferralBackoff};
+use crate::{
+    FieldError,
+    endpoint::{Deferral, DeferralBackoff},
+};
 
 /// How the delivery of one (event, destination) pair is retried.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -240,6 +243,25 @@ pub enum RetryDecision {
 }
 
 impl RetryPolicy {
+    /// Checks the deployment's policy (`[retry]`); the error names the field.
+    pub fn validate(&self) -> Result<(), FieldError> {
+        if !(0.0..=1.0).contains(&self.jitter) {
+            return Err(FieldError::new("jitter", "must be between 0 and 1"));
+        }
+        if self.max_age_ms == 0 {
+            return Err(FieldError::new("max_age_ms", "must be greater than 0"));
+        }
+        if self.deferral_backoff_initial_ms == 0
+            || self.deferral_backoff_max_ms < self.deferral_backoff_initial_ms
+        {
+            return Err(FieldError::new(
+                "deferral_backoff_max_ms",
+                "must be at least deferral_backoff_initial_ms, which must be greater than 0",
+            ));
+        }
+        Ok(())
+    }
+
     /// The next step after attempt number `attempt` (1-based) reported `report`,
     /// `elapsed` after the first attempt started. `random` is uniform in `[0, 1)`.
     pub fn decide(

@@ -7,13 +7,13 @@
 //! once for a back-off period instead of making every attempt wait for a dead server. The
 //! switch between available and unavailable is logged once and exported as a gauge.
 
-use hookflow_core::sync::LockUnpoisoned;
 use std::{
     future::Future,
     sync::{Arc, Mutex},
     time::{Duration, Instant},
 };
 
+use hookflow_core::sync::LockUnpoisoned;
 use hookflow_telemetry::names;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use serde::Deserialize;

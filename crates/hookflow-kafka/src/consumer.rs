@@ -7,14 +7,13 @@
 //! delivery per (event, destination). On shutdown and on partition revocation, in-flight
 //! messages finish and their offsets are committed before the partitions are let go.
 
-use hookflow_core::sync::LockUnpoisoned;
 use std::{
     collections::BTreeMap,
     sync::{Arc, Condvar, Mutex, MutexGuard},
     time::{Duration, Instant},
 };
 
-use hookflow_core::DeliveryScheduler;
+use hookflow_core::{DeliveryScheduler, FieldError, sync::LockUnpoisoned};
 use hookflow_telemetry::{health::HealthHandle, names};
 use rdkafka::{
     ClientConfig, ClientContext, Message, Offset, Statistics, TopicPartitionList,
@@ -117,6 +116,41 @@ fn default_dead_letter_truncated_bytes() -> usize {
 }
 
 impl KafkaSettings {
+    /// Checks `[kafka]`; the error names the field.
+    pub fn validate(&self) -> Result<(), FieldError> {
+        if self.brokers.trim().is_empty() {
+            return Err(FieldError::new("brokers", "must name at least one broker"));
+        }
+        if self.topic.is_empty()
+            || self.dead_letter_topic.is_empty()
+            || self.topic == self.dead_letter_topic
+        {
+            return Err(FieldError::new(
+                "dead_letter_topic",
+                "must be set and differ from kafka.topic",
+            ));
+        }
+        if self.max_messages_in_flight == 0 {
+            return Err(FieldError::new(
+                "max_messages_in_flight",
+                "must be greater than 0",
+            ));
+        }
+        if self.max_starts_in_flight == 0 {
+            return Err(FieldError::new(
+                "max_starts_in_flight",
+                "must be greater than 0",
+            ));
+        }
+        if self.heartbeat_interval >= self.session_timeout {
+            return Err(FieldError::new(
+                "heartbeat_interval_ms",
+                "must be less than kafka.session_timeout_ms",
+            ));
+        }
+        Ok(())
+    }
+
     /// The librdkafka settings shared by the consumer and the dead-letter producer.
     pub fn client_config(&self) -> ClientConfig {
         let mut config = ClientConfig::new();

@@ -6,14 +6,16 @@
 //! window, up to [`MAX_PENDING`]; beyond that the oldest are dropped and counted. On
 //! shutdown the current window is closed and sent once more.
 
-use hookflow_core::sync::LockUnpoisoned;
 use std::{
     collections::VecDeque,
     sync::{Arc, Mutex},
     time::Duration,
 };
 
-use hookflow_core::outcomes::{OutcomeAggregator, OutcomeSummary};
+use hookflow_core::{
+    outcomes::{OutcomeAggregator, OutcomeSummary},
+    sync::LockUnpoisoned,
+};
 use hookflow_telemetry::names;
 use rdkafka::{
     ClientConfig,

@@ -4,13 +4,13 @@
 //! Readiness holds only while every component says its dependency is reachable
 //! ([`HealthHandle::set_ready`]), so traffic and rollouts wait for a working process.
 
-use hookflow_core::sync::LockUnpoisoned;
 use std::{
     collections::BTreeMap,
     sync::{Arc, Mutex, MutexGuard},
     time::Duration,
 };
 
+use hookflow_core::sync::LockUnpoisoned;
 use serde::Serialize;
 
 use crate::names;

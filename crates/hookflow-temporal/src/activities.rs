@@ -6,7 +6,6 @@
 // The Temporal macros generate undocumented items beside the documented methods.
 #![allow(missing_docs)]
 
-use hookflow_core::sync::LockUnpoisoned;
 use std::{
     sync::{Arc, Mutex},
     time::Duration,
@@ -17,6 +16,7 @@ use hookflow_core::{
     DestinationCatalog, DestinationState,
     outcomes::{FinishedDelivery, OutcomeAggregator},
     request::prepare,
+    sync::LockUnpoisoned,
 };
 use hookflow_http::{
     DeliveryClient,

@@ -2,9 +2,9 @@
 
 use std::{path::PathBuf, str::FromStr, time::Duration};
 
-use hookflow_core::HistoryBound;
+use hookflow_core::{FieldError, HistoryBound};
 
-use crate::codec::{CodecSettings, EncryptionCodec};
+use crate::codec::{CodecError, CodecSettings, EncryptionCodec};
 use serde::Deserialize;
 use temporalio_client::{
     Client, ClientOptions, ClientTlsOptions, Connection, ConnectionOptions, TlsOptions, Url,
@@ -60,6 +60,26 @@ fn default_history_max_input_bytes() -> u64 {
 }
 
 impl TemporalSettings {
+    /// Checks `[temporal]` and `[temporal.codec]`; the error names the field.
+    pub fn validate(&self) -> Result<(), FieldError> {
+        if self.namespace.is_empty() || self.task_queue.is_empty() {
+            return Err(FieldError::new(
+                "namespace",
+                "and temporal.task_queue must be set",
+            ));
+        }
+        if let Err(CodecError::Settings(problem)) = EncryptionCodec::from_settings(&self.codec) {
+            return Err(FieldError::new("codec", problem));
+        }
+        if self.history_max_rounds_per_run == 0 || self.history_max_input_bytes_per_run == 0 {
+            return Err(FieldError::new(
+                "history_max_rounds_per_run",
+                "and temporal.history_max_input_bytes_per_run must be greater than 0",
+            ));
+        }
+        Ok(())
+    }
+
     /// The history bound every delivery starts with.
     pub fn history_bound(&self) -> HistoryBound {
         HistoryBound {

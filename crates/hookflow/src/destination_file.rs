@@ -7,7 +7,6 @@
 //! one small read a second, and it works the same on every filesystem and with editors that
 //! replace the file instead of writing it.
 
-use hookflow_core::sync::LockUnpoisoned;
 use std::{
     path::{Path, PathBuf},
     sync::{Arc, Mutex},
@@ -15,7 +14,9 @@ use std::{
 };
 
 use anyhow::Context;
-use hookflow_core::{DestinationCatalog, DestinationSet, LiveDestinations, ValidationRules};
+use hookflow_core::{
+    DestinationCatalog, DestinationSet, LiveDestinations, ValidationRules, sync::LockUnpoisoned,
+};
 
 use crate::destination_reload::{every, keep_last_good, swap_in};
 use hookflow_telemetry::{health::HealthHandle, names};

@@ -14,7 +14,6 @@
 //! ([`RedisDestinations::restore`], `POST /v1/destinations/restore`) from this process's
 //! last good copy, or from a backup.
 
-use hookflow_core::sync::LockUnpoisoned;
 use std::{
     collections::HashMap,
     sync::{Arc, Mutex, MutexGuard},
@@ -23,7 +22,7 @@ use std::{
 
 use hookflow_core::{
     Destination, DestinationFileError, DestinationSet, DestinationSpec, LiveDestinations,
-    ValidationRules,
+    ValidationRules, sync::LockUnpoisoned,
 };
 use hookflow_http::{LinkError, RedisLink};
 use hookflow_telemetry::{health::HealthHandle, names};

@@ -12,14 +12,13 @@ use figment::{
     Figment,
     providers::{Env, Format, Toml},
 };
-use hookflow_core::{AllowList, RetryPolicy, Secret, ValidationRules, redaction::check_toml};
+use hookflow_core::{
+    AllowList, FieldError, RetryPolicy, Secret, ValidationRules, redaction::check_toml,
+};
 use hookflow_http::{RedisSettings, isolation::IsolationSettings};
 use hookflow_kafka::{KafkaSettings, outcomes::OutcomeSettings};
 use hookflow_telemetry::LogFormat;
-use hookflow_temporal::{
-    TemporalSettings,
-    codec::{CodecError, EncryptionCodec},
-};
+use hookflow_temporal::TemporalSettings;
 
 use crate::codec_server::CodecServerSettings;
 use serde::Deserialize;
@@ -134,6 +133,14 @@ pub enum SettingsError {
     /// A key is missing, unknown or of the wrong type or value.
     #[error("invalid configuration: {}", shape_problem(.0))]
     Shape(Box<figment::Error>),
+    /// A section's field is out of range.
+    #[error("invalid configuration: `{section}.{}` {}", .error.field, .error.problem)]
+    Field {
+        /// The section (`kafka`, `isolation`, …).
+        section: &'static str,
+        /// The field and what is wrong with it.
+        error: FieldError,
+    },
     /// A value is out of range.
     #[error("invalid configuration: `{key}` {problem}")]
     Value {
@@ -211,81 +218,14 @@ impl Settings {
                 problem: problem.to_owned(),
             })
         };
-        let k = &self.kafka;
-        if k.brokers.trim().is_empty() {
-            return bad("kafka.brokers", "must name at least one broker");
-        }
-        if k.topic.is_empty() || k.dead_letter_topic.is_empty() || k.topic == k.dead_letter_topic {
-            return bad(
-                "kafka.dead_letter_topic",
-                "must be set and differ from kafka.topic",
-            );
-        }
-        for (key, value) in [
-            (
-                "kafka.max_messages_in_flight",
-                k.max_messages_in_flight as u64,
-            ),
-            ("kafka.max_starts_in_flight", k.max_starts_in_flight as u64),
-        ] {
-            if value == 0 {
-                return bad(key, "must be greater than 0");
-            }
-        }
-        if k.heartbeat_interval >= k.session_timeout {
-            return bad(
-                "kafka.heartbeat_interval_ms",
-                "must be less than kafka.session_timeout_ms",
-            );
-        }
-        if self.temporal.namespace.is_empty() || self.temporal.task_queue.is_empty() {
-            return bad("temporal.namespace", "and temporal.task_queue must be set");
-        }
-        let r = &self.retry;
-        if !(0.0..=1.0).contains(&r.jitter) {
-            return bad("retry.jitter", "must be between 0 and 1");
-        }
-        if r.max_age_ms == 0 {
-            return bad("retry.max_age_ms", "must be greater than 0");
-        }
-        if r.deferral_backoff_initial_ms == 0
-            || r.deferral_backoff_max_ms < r.deferral_backoff_initial_ms
-        {
-            return bad(
-                "retry.deferral_backoff_max_ms",
-                "must be at least retry.deferral_backoff_initial_ms, which must be greater than 0",
-            );
-        }
-        let t = &self.temporal;
-        if let Err(CodecError::Settings(problem)) = EncryptionCodec::from_settings(&t.codec) {
-            return bad("temporal.codec", &problem);
-        }
-        if t.history_max_rounds_per_run == 0 || t.history_max_input_bytes_per_run == 0 {
-            return bad(
-                "temporal.history_max_rounds_per_run",
-                "and temporal.history_max_input_bytes_per_run must be greater than 0",
-            );
-        }
-        let i = &self.isolation;
-        if let Err((field, problem)) = i.default_limits().validate() {
-            let key = match field {
-                "rate_per_second" => "isolation.rate_per_second",
-                "burst" => "isolation.burst",
-                _ => "isolation.max_in_flight",
-            };
-            return bad(key, &problem);
-        }
-        if let Err(problem) = i.breaker.validate() {
-            return bad("isolation.breaker", &problem);
-        }
-        if i.shared_host_max_in_flight == 0 {
-            return bad("isolation.shared_host_max_in_flight", "must be at least 1");
-        }
-        if !(i.shared_host_team_share > 0.0 && i.shared_host_team_share <= 1.0) {
-            return bad(
-                "isolation.shared_host_team_share",
-                "must be above 0 and at most 1",
-            );
+        let sections = [
+            ("kafka", self.kafka.validate()),
+            ("temporal", self.temporal.validate()),
+            ("retry", self.retry.validate()),
+            ("isolation", self.isolation.validate()),
+        ];
+        for (section, checked) in sections {
+            checked.map_err(|error| SettingsError::Field { section, error })?;
         }
         if self.sdk_metrics_address().is_err() {
             return bad(
@@ -410,7 +350,7 @@ mod tests {
             ),
             (
                 "[isolation.breaker]\nfailure_ratio = 1.5",
-                "`isolation.breaker` failure_ratio must be in (0, 1]",
+                "`isolation.breaker.failure_ratio` must be above 0 and at most 1",
             ),
             (
                 "[http]\nallowed_hosts = [\"internal:99999\"]",

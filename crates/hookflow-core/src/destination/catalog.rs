@@ -1,12 +1,12 @@
 //! Sets of destinations: indexed by id and by team, parsed whole from a destinations file,
 //! and swapped whole when a store reloads, so a reader always sees one consistent set.
 
-use crate::sync::RwLockUnpoisoned;
 use std::{collections::HashMap, sync::Arc};
 
 use serde::Deserialize;
 
 use super::{Destination, DestinationFileError, DestinationSpec, LimitOverrides, ValidationRules};
+use crate::sync::RwLockUnpoisoned;
 use crate::{endpoint::EndpointKey, redaction::toml_error};
 
 /// Looks destinations up; implemented by the destination stores.

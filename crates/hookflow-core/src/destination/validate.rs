@@ -8,6 +8,7 @@ use super::{
     LimitOverrides, MAX_RETRY_ENTRIES, MAX_RETRY_MS, MAX_TIMEOUT_MS,
 };
 use crate::{
+    breaker::BreakerPolicy,
     credentials::{SecretHeaders, SigningSecret},
     endpoint::{EndpointKey, EndpointLimits},
     template::Template,
@@ -32,6 +33,16 @@ const RESERVED_HEADERS: [&str; 6] = [
     "webhook-timestamp",
     "webhook-signature",
 ];
+
+/// The destination field that overrides a breaker policy's `field`.
+fn breaker_field(field: &'static str) -> &'static str {
+    match field {
+        "min_attempts" => "breaker_min_attempts",
+        "failure_ratio" => "breaker_failure_ratio",
+        // A destination sets only the first cooldown; the cap follows it.
+        _ => "breaker_cooldown_ms",
+    }
+}
 
 /// Whether `id` is usable in a delivery id: short, and free of the `:` separator.
 pub fn is_valid_destination_id(id: &str) -> bool {
@@ -164,31 +175,16 @@ impl DestinationSpec {
             breaker_failure_ratio: self.breaker_failure_ratio,
             breaker_cooldown_ms: self.breaker_cooldown_ms,
         };
-        if self.breaker_min_attempts == Some(0) {
-            return Err(invalid("breaker_min_attempts", "must be at least 1".into()));
-        }
-        if self
-            .breaker_failure_ratio
-            .is_some_and(|r| !(r > 0.0 && r <= 1.0))
-        {
-            return Err(invalid(
-                "breaker_failure_ratio",
-                "must be above 0 and at most 1".into(),
-            ));
-        }
-        if self
-            .breaker_cooldown_ms
-            .is_some_and(|ms| ms == 0 || ms > MAX_RETRY_MS)
-        {
-            return Err(invalid(
-                "breaker_cooldown_ms",
-                "must be 1 ms to 7 days".into(),
-            ));
-        }
+        // The destination's overrides are checked as the policies they become, by the
+        // policies' own rules; the error names the destination's field.
+        limits
+            .breaker_over(&BreakerPolicy::default())
+            .validate()
+            .map_err(|e| invalid(breaker_field(e.field), e.problem))?;
         limits
             .over(EndpointLimits::default())
             .validate()
-            .map_err(|(field, problem)| invalid(field, problem))?;
+            .map_err(|e| invalid(e.field, e.problem))?;
         if let Some(schedule) = &self.retry_schedule_ms
             && (schedule.len() > MAX_RETRY_ENTRIES
                 || schedule.iter().any(|&ms| ms == 0 || ms > MAX_RETRY_MS))

@@ -15,7 +15,6 @@
 //! there and is read again on the next attempt; without Redis the local copy is the only
 //! one, so it is dropped only when closed (a new entry starts closed).
 
-use hookflow_core::sync::LockUnpoisoned;
 use std::{
     collections::HashMap,
     sync::Mutex,
@@ -25,6 +24,7 @@ use std::{
 use hookflow_core::{
     EndpointKey,
     breaker::{Admission, BreakerPolicy, BreakerState, Counts, Phase, Transition},
+    sync::LockUnpoisoned,
 };
 use hookflow_telemetry::names;
 use redis::Script;

@@ -6,7 +6,6 @@
 //! attempts already out finish, and admits none until they are under it). A bulkhead with
 //! nothing in flight that has not been used for the idle time is dropped.
 
-use hookflow_core::sync::LockUnpoisoned;
 use std::{
     collections::HashMap,
     sync::{
@@ -16,7 +15,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use hookflow_core::EndpointKey;
+use hookflow_core::{EndpointKey, sync::LockUnpoisoned};
 use hookflow_telemetry::names;
 
 struct Bulkhead {

@@ -6,13 +6,13 @@
 //! Each worker keeps a copy refreshed every few seconds. A disable that cannot be written
 //! (Redis down) stays in this process and is written when Redis is back.
 
-use hookflow_core::sync::LockUnpoisoned;
 use std::{
     collections::HashMap,
     sync::Mutex,
     time::{Duration, Instant},
 };
 
+use hookflow_core::sync::LockUnpoisoned;
 use hookflow_telemetry::names;
 use serde::{Deserialize, Serialize};
 

@@ -12,7 +12,6 @@
 //! A limiter unused for the idle time is dropped, but only once its bucket would have
 //! refilled anyway (burst / rate), so dropping one never lets more through.
 
-use hookflow_core::sync::LockUnpoisoned;
 use std::{
     collections::HashMap,
     num::NonZeroU32,
@@ -27,7 +26,7 @@ use governor::{
     DefaultDirectRateLimiter, Quota, RateLimiter,
     clock::{Clock, DefaultClock},
 };
-use hookflow_core::{EndpointKey, EndpointLimits};
+use hookflow_core::{EndpointKey, EndpointLimits, sync::LockUnpoisoned};
 
 struct Entry {
     share: (f64, u32),

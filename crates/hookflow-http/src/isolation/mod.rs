@@ -25,7 +25,7 @@ pub use bulkhead::{Bulkheads, Slot};
 pub use disabled::{DisabledDestinations, Disablement};
 use hookflow_core::{
     AttemptReport, AttemptVerdict, Deferral, DeferralReason, Destination, EndpointLimits,
-    SharedHosts,
+    FieldError, SharedHosts,
     breaker::{Admission, BreakerPolicy},
 };
 use hookflow_telemetry::names;
@@ -90,6 +90,34 @@ fn default_idle_eviction() -> Duration {
 }
 
 impl IsolationSettings {
+    /// Checks `[isolation]` and `[isolation.breaker]`; the error names the field.
+    pub fn validate(&self) -> Result<(), FieldError> {
+        self.default_limits().validate()?;
+        self.breaker.validate().map_err(|e| {
+            let field = match e.field {
+                "window_ms" => "breaker.window_ms",
+                "min_attempts" => "breaker.min_attempts",
+                "failure_ratio" => "breaker.failure_ratio",
+                "cooldown_ms" => "breaker.cooldown_ms",
+                _ => "breaker.max_cooldown_ms",
+            };
+            FieldError::new(field, e.problem)
+        })?;
+        if self.shared_host_max_in_flight == 0 {
+            return Err(FieldError::new(
+                "shared_host_max_in_flight",
+                "must be at least 1",
+            ));
+        }
+        if !(self.shared_host_team_share > 0.0 && self.shared_host_team_share <= 1.0) {
+            return Err(FieldError::new(
+                "shared_host_team_share",
+                "must be above 0 and at most 1",
+            ));
+        }
+        Ok(())
+    }
+
     /// The most attempts one team may have in flight to one shared host, per worker: its
     /// share of the host's concurrency, at least one.
     pub fn team_share_of_shared_host(&self) -> u32 {
