@@ -47,7 +47,7 @@ pub struct DeadLetter<'a> {
     /// Its payload.
     pub payload: Option<&'a [u8]>,
     /// The reason label.
-    pub kind: &'a str,
+    pub kind: &'static str,
     /// The reason.
     pub reason: &'a str,
 }

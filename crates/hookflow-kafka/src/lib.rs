@@ -11,8 +11,10 @@ pub mod dead_letter;
 pub mod offsets;
 pub mod outcomes;
 pub mod pipeline;
+pub mod settings;
 pub mod start_gate;
 
 pub use backoff::{Backoff, StartBackoff};
-pub use consumer::{ConsumerError, KafkaSettings, OffsetReset};
+pub use consumer::ConsumerError;
 pub use pipeline::{MessageOutcome, Pipeline};
+pub use settings::{KafkaSettings, OffsetReset};

@@ -1,0 +1,161 @@
+//! `[kafka]`: the brokers, topics and consumer group, the consumer's limits and timeouts,
+//! and the librdkafka properties shared by the consumer and the dead-letter producer.
+
+use std::{collections::BTreeMap, time::Duration};
+
+use hookflow_core::FieldError;
+use rdkafka::ClientConfig;
+use serde::Deserialize;
+
+/// Kafka settings (`[kafka]` in the configuration).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KafkaSettings {
+    /// Bootstrap brokers, `host:port[,host:port]`.
+    pub brokers: String,
+    /// The topic of action-matched events.
+    pub topic: String,
+    /// Where messages that cannot be delivered go.
+    pub dead_letter_topic: String,
+    /// Consumer group id.
+    pub group_id: String,
+    /// Where a new group starts reading.
+    pub offset_reset: OffsetReset,
+    /// Messages processed at once, across partitions.
+    pub max_messages_in_flight: usize,
+    /// Workflow starts in flight at once.
+    pub max_starts_in_flight: usize,
+    /// How often finished offsets are committed.
+    #[serde(rename = "commit_interval_ms", with = "hookflow_core::millis")]
+    pub commit_interval: Duration,
+    /// Group session timeout.
+    #[serde(rename = "session_timeout_ms", with = "hookflow_core::millis")]
+    pub session_timeout: Duration,
+    /// Group heartbeat interval.
+    #[serde(rename = "heartbeat_interval_ms", with = "hookflow_core::millis")]
+    pub heartbeat_interval: Duration,
+    /// How long shutdown and revocation wait for in-flight messages.
+    #[serde(rename = "drain_timeout_ms", with = "hookflow_core::millis")]
+    pub drain_timeout: Duration,
+    /// First wait before retrying a workflow start that failed.
+    #[serde(rename = "start_retry_initial_ms", with = "hookflow_core::millis")]
+    pub start_retry_initial: Duration,
+    /// Longest wait between start retries.
+    #[serde(rename = "start_retry_max_ms", with = "hookflow_core::millis")]
+    pub start_retry_max: Duration,
+    /// How long to wait for the broker to acknowledge a dead letter.
+    #[serde(rename = "dead_letter_timeout_ms", with = "hookflow_core::millis")]
+    pub dead_letter_timeout: Duration,
+    /// How much of the payload a dead letter keeps when the full copy is refused as too
+    /// large, in bytes.
+    #[serde(default = "default_dead_letter_truncated_bytes")]
+    pub dead_letter_truncated_bytes: usize,
+    /// Extra librdkafka settings for consumer and producer (`security.protocol`, `sasl.*`, …).
+    #[serde(default)]
+    pub client: ClientProperties,
+}
+
+/// Where a new consumer group starts reading (`kafka.offset_reset`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OffsetReset {
+    /// The oldest message the topic keeps.
+    Earliest,
+    /// Only messages produced from now on.
+    Latest,
+}
+
+impl OffsetReset {
+    /// librdkafka's `auto.offset.reset` value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OffsetReset::Earliest => "earliest",
+            OffsetReset::Latest => "latest",
+        }
+    }
+}
+
+/// Extra librdkafka properties (`[kafka.client]`). Values may be credentials
+/// (`sasl.password`, `ssl.key.password`), so its `Debug` shows the keys only.
+#[derive(Clone, Default, Deserialize)]
+#[serde(transparent)]
+pub struct ClientProperties(pub BTreeMap<String, String>);
+
+impl std::fmt::Debug for ClientProperties {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_set().entries(self.0.keys()).finish()
+    }
+}
+
+fn default_dead_letter_truncated_bytes() -> usize {
+    64 * 1024
+}
+
+impl KafkaSettings {
+    /// Checks `[kafka]`; the error names the field.
+    pub fn validate(&self) -> Result<(), FieldError> {
+        if self.brokers.trim().is_empty() {
+            return Err(FieldError::new("brokers", "must name at least one broker"));
+        }
+        if self.topic.is_empty()
+            || self.dead_letter_topic.is_empty()
+            || self.topic == self.dead_letter_topic
+        {
+            return Err(FieldError::new(
+                "dead_letter_topic",
+                "must be set and differ from kafka.topic",
+            ));
+        }
+        if self.max_messages_in_flight == 0 {
+            return Err(FieldError::new(
+                "max_messages_in_flight",
+                "must be greater than 0",
+            ));
+        }
+        if self.max_starts_in_flight == 0 {
+            return Err(FieldError::new(
+                "max_starts_in_flight",
+                "must be greater than 0",
+            ));
+        }
+        if self.heartbeat_interval >= self.session_timeout {
+            return Err(FieldError::new(
+                "heartbeat_interval_ms",
+                "must be less than kafka.session_timeout_ms",
+            ));
+        }
+        Ok(())
+    }
+
+    /// The librdkafka settings shared by the consumer and the dead-letter producer.
+    pub fn client_config(&self) -> ClientConfig {
+        let mut config = ClientConfig::new();
+        config.set("bootstrap.servers", &self.brokers);
+        for (key, value) in &self.client.0 {
+            config.set(key, value);
+        }
+        config
+    }
+
+    pub(crate) fn consumer_config(&self) -> ClientConfig {
+        let mut config = self.client_config();
+        config
+            .set("group.id", &self.group_id)
+            .set("enable.auto.commit", "false")
+            .set("enable.auto.offset.store", "false")
+            .set("auto.offset.reset", self.offset_reset.as_str())
+            .set(
+                "session.timeout.ms",
+                self.session_timeout.as_millis().to_string(),
+            )
+            .set(
+                "heartbeat.interval.ms",
+                self.heartbeat_interval.as_millis().to_string(),
+            )
+            .set("statistics.interval.ms", STATISTICS_INTERVAL_MS);
+        config
+    }
+}
+
+/// How often librdkafka reports statistics (partition lag), in milliseconds.
+const STATISTICS_INTERVAL_MS: &str = "5000";
