@@ -15,12 +15,13 @@ use hookflow_http::{
     DeliveryClient, HttpSettings, RedisLink,
     isolation::{DisabledDestinations, EndpointGate, WorkerRegistry},
 };
-use hookflow_kafka::{Backoff, Pipeline, StartBackoff, outcomes::OutcomePublisher};
+use hookflow_kafka::{Backoff, ConsumerError, Pipeline, StartBackoff, outcomes::OutcomePublisher};
 use hookflow_telemetry::{
     health::{Health, HealthHandle},
     ops,
 };
 use hookflow_temporal::{TemporalScheduler, activities::DeliveryActivities};
+use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::{
@@ -190,108 +191,30 @@ pub async fn run(settings: Settings, role: Role) -> anyhow::Result<()> {
         );
     }
 
-    let consumer = if let Some(consumer_health) = consumer_health {
-        let scheduler = Arc::new(TemporalScheduler::new(client.clone(), &settings.temporal));
-        let backoff = StartBackoff {
-            initial: settings.kafka.start_retry_initial,
-            max: settings.kafka.start_retry_max,
-        };
-        let pipeline = Arc::new(Pipeline::new(
-            scheduler,
+    // Shutdown order: SIGINT/SIGTERM cancels `shutdown`; the consumer stops receiving and
+    // drains its in-flight messages; the worker finishes its running tasks; only then does
+    // the outcomes publisher stop, so deliveries finished during the drain are published.
+    let consumer = consumer_health.map(|consumer_health| {
+        start_consumer(
+            &settings,
+            client.clone(),
             destinations.clone(),
-            DeliveryDefaults {
-                retry: settings.retry.clone(),
-                history: settings.temporal.history_bound(),
-            },
-            settings.kafka.max_starts_in_flight,
-            backoff,
-            health.register_readiness("temporal_starts"),
-            shutdown.clone(),
-        ));
-        let kafka = settings.kafka.clone();
-        let token = shutdown.clone();
-        consumer_health.set_ready(false, "joining the consumer group");
-        Some(tokio::spawn(async move {
-            let result =
-                hookflow_kafka::consumer::run(&kafka, pipeline, consumer_health, token.clone())
-                    .await;
-            // A consumer that cannot run takes the process down rather than idling silently.
-            token.cancel();
-            result
-        }))
-    } else {
-        None
-    };
-
+            &health,
+            consumer_health,
+            &shutdown,
+        )
+    });
     if let Some(worker_health) = worker_health {
-        let http = delivery_client(&settings)?;
-        if redis.is_none() {
-            tracing::warn!("no redis.url: breakers and rate limits are per process");
-        }
-        let registry = WorkerRegistry::new(redis.clone(), &settings.temporal.task_queue);
-        registry.register().await;
-        let gate = Arc::new(
-            EndpointGate::new(&settings.isolation, redis.clone(), registry.live())
-                .with_endpoint_labels(settings.telemetry.endpoint_labels),
-        );
-        tokio::spawn(gate.clone().sweep(shutdown.clone()));
-        tokio::spawn(registry.run(shutdown.clone()));
-        let disabled = Arc::new(DisabledDestinations::new(redis));
-        let mut activities = DeliveryActivities::new(http, destinations.clone(), gate, disabled)
-            .with_site_url(&settings.destinations.site_url);
-        // Stopped only after the worker, so deliveries finished while it drains are still
-        // published.
-        let stop_outcomes = CancellationToken::new();
-        let mut outcomes_task = None;
-        if !settings.outcomes.topic.is_empty() {
-            let aggregator = Arc::new(Mutex::new(OutcomeAggregator::new(
-                instance_name(),
-                chrono::Utc::now(),
-            )));
-            activities = activities.with_outcomes(aggregator.clone());
-            let publisher =
-                OutcomePublisher::new(&settings.kafka.client_config(), &settings.outcomes)
-                    .context("outcomes producer")?;
-            outcomes_task = Some(tokio::spawn(
-                publisher.run(aggregator, stop_outcomes.clone()),
-            ));
-        }
-        let mut worker = hookflow_temporal::worker::build(
+        run_worker(
+            &settings,
             client,
-            &settings.temporal.task_queue,
-            activities,
-            settings.sdk_metrics_address()?,
-        )?;
-        let stop_worker = worker.shutdown_handle();
-        // Beats from the task that polls the worker: if that task stalls (something blocks
-        // it), the beats stop and liveness fails after the deadline.
-        worker_health.beat();
-        worker_health.set_ready(true, "");
-        // The worker's future is not Send: it runs here, on the main task.
-        let (result, (), ()) = tokio::join!(
-            worker.run(),
-            async {
-                shutdown.cancelled().await;
-                stop_worker();
-            },
-            async {
-                let mut beat = tokio::time::interval(Duration::from_secs(5));
-                loop {
-                    tokio::select! {
-                        _ = beat.tick() => worker_health.beat(),
-                        _ = shutdown.cancelled() => return,
-                    }
-                }
-            }
-        );
-        shutdown.cancel();
-        stop_outcomes.cancel();
-        if let Some(task) = outcomes_task {
-            task.await.context("outcomes task")?;
-        }
-        result.context("temporal worker")?;
+            destinations,
+            redis,
+            worker_health,
+            &shutdown,
+        )
+        .await?;
     }
-
     if let Some(consumer) = consumer {
         consumer.await.context("consumer task")??;
     }
@@ -350,4 +273,151 @@ async fn cancel_on_signal(shutdown: CancellationToken) {
         _ = shutdown.cancelled() => {}
     }
     shutdown.cancel();
+}
+
+/// Starts the Kafka consumer in a task of its own; a consumer that cannot run cancels
+/// `shutdown`, taking the process down rather than idling silently.
+fn start_consumer(
+    settings: &Settings,
+    client: hookflow_temporal::Client,
+    destinations: Arc<dyn DestinationCatalog>,
+    health: &Health,
+    consumer_health: HealthHandle,
+    shutdown: &CancellationToken,
+) -> JoinHandle<Result<(), ConsumerError>> {
+    let scheduler = Arc::new(TemporalScheduler::new(client, &settings.temporal));
+    let backoff = StartBackoff {
+        initial: settings.kafka.start_retry_initial,
+        max: settings.kafka.start_retry_max,
+    };
+    let pipeline = Arc::new(Pipeline::new(
+        scheduler,
+        destinations,
+        DeliveryDefaults {
+            retry: settings.retry.clone(),
+            history: settings.temporal.history_bound(),
+        },
+        settings.kafka.max_starts_in_flight,
+        backoff,
+        health.register_readiness("temporal_starts"),
+        shutdown.clone(),
+    ));
+    let kafka = settings.kafka.clone();
+    let token = shutdown.clone();
+    consumer_health.set_ready(false, "joining the consumer group");
+    tokio::spawn(async move {
+        let result =
+            hookflow_kafka::consumer::run(&kafka, pipeline, consumer_health, token.clone()).await;
+        token.cancel();
+        result
+    })
+}
+
+/// Runs the Temporal worker (with its endpoint gate, worker registry and outcomes
+/// publisher) on this task until `shutdown`, then lets it finish its running tasks and
+/// publishes the last outcomes.
+async fn run_worker(
+    settings: &Settings,
+    client: hookflow_temporal::Client,
+    destinations: Arc<dyn DestinationCatalog>,
+    redis: Option<RedisLink>,
+    worker_health: HealthHandle,
+    shutdown: &CancellationToken,
+) -> anyhow::Result<()> {
+    let http = delivery_client(settings)?;
+    if redis.is_none() {
+        tracing::warn!("no redis.url: breakers and rate limits are per process");
+    }
+    let registry = WorkerRegistry::new(redis.clone(), &settings.temporal.task_queue);
+    registry.register().await;
+    let gate = Arc::new(
+        EndpointGate::new(&settings.isolation, redis.clone(), registry.live())
+            .with_endpoint_labels(settings.telemetry.endpoint_labels),
+    );
+    tokio::spawn(gate.clone().sweep(shutdown.clone()));
+    tokio::spawn(registry.run(shutdown.clone()));
+    let disabled = Arc::new(DisabledDestinations::new(redis));
+    let mut activities = DeliveryActivities::new(http, destinations, gate, disabled)
+        .with_site_url(&settings.destinations.site_url);
+    let outcomes = OutcomesPublishing::start(settings)?;
+    if let Some(aggregator) = outcomes.aggregator() {
+        activities = activities.with_outcomes(aggregator);
+    }
+    let mut worker = hookflow_temporal::worker::build(
+        client,
+        &settings.temporal.task_queue,
+        activities,
+        settings.sdk_metrics_address()?,
+    )?;
+    let stop_worker = worker.shutdown_handle();
+    // Beats from the task that polls the worker: if that task stalls (something blocks
+    // it), the beats stop and liveness fails after the deadline.
+    worker_health.beat();
+    worker_health.set_ready(true, "");
+    // The worker's future is not Send: it runs here, on the caller's task.
+    let (result, (), ()) = tokio::join!(
+        worker.run(),
+        async {
+            shutdown.cancelled().await;
+            stop_worker();
+        },
+        async {
+            let mut beat = tokio::time::interval(Duration::from_secs(5));
+            loop {
+                tokio::select! {
+                    _ = beat.tick() => worker_health.beat(),
+                    _ = shutdown.cancelled() => return,
+                }
+            }
+        }
+    );
+    shutdown.cancel();
+    outcomes.stop_after_worker().await?;
+    result.context("temporal worker")
+}
+
+/// The per-team outcomes publisher, when `outcomes.topic` is set. It has a stop of its
+/// own: it must outlive the worker, whose last deliveries it still publishes.
+struct OutcomesPublishing {
+    running: Option<(Arc<Mutex<OutcomeAggregator>>, JoinHandle<()>)>,
+    stop: CancellationToken,
+}
+
+impl OutcomesPublishing {
+    fn start(settings: &Settings) -> anyhow::Result<Self> {
+        let stop = CancellationToken::new();
+        if settings.outcomes.topic.is_empty() {
+            return Ok(OutcomesPublishing {
+                running: None,
+                stop,
+            });
+        }
+        let aggregator = Arc::new(Mutex::new(OutcomeAggregator::new(
+            instance_name(),
+            chrono::Utc::now(),
+        )));
+        let publisher = OutcomePublisher::new(&settings.kafka.client_config(), &settings.outcomes)
+            .context("outcomes producer")?;
+        let task = tokio::spawn(publisher.run(aggregator.clone(), stop.clone()));
+        Ok(OutcomesPublishing {
+            running: Some((aggregator, task)),
+            stop,
+        })
+    }
+
+    /// What the attempt activities record outcomes into, when publishing.
+    fn aggregator(&self) -> Option<Arc<Mutex<OutcomeAggregator>>> {
+        self.running
+            .as_ref()
+            .map(|(aggregator, _)| aggregator.clone())
+    }
+
+    /// Publishes what is left and stops; call once the worker has stopped.
+    async fn stop_after_worker(self) -> anyhow::Result<()> {
+        self.stop.cancel();
+        if let Some((_, task)) = self.running {
+            task.await.context("outcomes task")?;
+        }
+        Ok(())
+    }
 }
