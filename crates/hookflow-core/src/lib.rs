@@ -38,7 +38,7 @@ pub use endpoint::{
 pub use event::{ActionMatchedEvent, ActionRef, ContractError};
 pub use field_error::FieldError;
 pub use format::Format;
-pub use progress::{DeliveryProgress, HistoryBound, Next};
+pub use progress::{DeliveryProgress, HistoryBound, Next, RunBudget};
 pub use redaction::{REDACTED, Secret};
 pub use retry::{
     AttemptError, AttemptErrorKind, AttemptReport, AttemptStep, AttemptVerdict, DeliveryOutcome,

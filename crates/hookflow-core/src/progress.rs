@@ -218,6 +218,33 @@ impl HistoryBound {
         let by_bytes = self.max_input_bytes / (input_bytes.max(1) as u64);
         by_bytes.clamp(1, u64::from(self.max_rounds.max(1))) as u32
     }
+
+    /// The budget of one run whose activity inputs are `input_bytes` long.
+    pub fn run_budget(&self, input_bytes: usize) -> RunBudget {
+        RunBudget {
+            rounds_left: self.rounds_per_run(input_bytes),
+        }
+    }
+}
+
+/// The rounds (attempt activities) one workflow run may still make before it continues as
+/// new, so its history stays bounded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RunBudget {
+    rounds_left: u32,
+}
+
+impl RunBudget {
+    /// Takes one round; `false` when the run has none left and must continue as new.
+    pub fn take_round(&mut self) -> bool {
+        match self.rounds_left.checked_sub(1) {
+            Some(left) => {
+                self.rounds_left = left;
+                true
+            }
+            None => false,
+        }
+    }
 }
 
 #[cfg(test)]
@@ -377,5 +404,11 @@ mod tests {
             max_input_bytes: 0,
         };
         assert_eq!(tiny.rounds_per_run(10), 1);
+        let mut budget = bound.run_budget(1_000_000);
+        let taken = std::iter::from_fn(|| budget.take_round().then_some(())).count();
+        assert_eq!(
+            taken, 4,
+            "a run takes exactly its rounds, then continues as new"
+        );
     }
 }

@@ -66,15 +66,13 @@ impl DeliveryWorkflow {
             attempt: 0,
         })
         .map_or(0, |bytes| bytes.len());
-        let rounds_per_run = input.history.rounds_per_run(activity_input_bytes);
-        let mut rounds: u32 = 0;
+        let mut budget = input.history.run_budget(activity_input_bytes);
         let (outcome, note) = loop {
-            if rounds >= rounds_per_run || ctx.continue_as_new_suggested() {
+            if ctx.continue_as_new_suggested() || !budget.take_round() {
                 input.progress = Some(progress.continued());
                 ctx.continue_as_new(input, ContinueAsNewOptions::default())?;
                 unreachable!("continue_as_new always ends the run");
             }
-            rounds += 1;
             let attempted = ctx
                 .execute_activity(
                     DeliveryActivities::attempt,
