@@ -29,7 +29,7 @@ pub use allow_list::AllowList;
 pub use credentials::{SecretHeaders, SigningSecret};
 pub use delivery::{DeliveryDefaults, DeliveryId, DeliveryInput, plan_deliveries};
 pub use destination::{
-    Destination, DestinationCatalog, DestinationFileError, DestinationSet, DestinationSpec,
+    Destination, DestinationCatalog, DestinationError, DestinationSet, DestinationSpec,
     DestinationState, LimitOverrides, LiveDestinations, ValidationRules,
 };
 pub use endpoint::{

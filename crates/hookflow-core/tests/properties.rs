@@ -284,7 +284,7 @@ fn destinations_like() -> impl Strategy<Value = String> {
 }
 
 /// An accepted set is usable: every destination plans, limits and signs a delivery.
-fn check_destinations(result: Result<DestinationSet, hookflow_core::DestinationFileError>) {
+fn check_destinations(result: Result<DestinationSet, hookflow_core::DestinationError>) {
     let Ok(set) = result else {
         return;
     };

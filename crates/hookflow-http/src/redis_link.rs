@@ -1,8 +1,10 @@
-//! hookflow's one connection to Redis, shared by the circuit breakers, the worker registry
-//! and the disabled-destinations registry.
+//! hookflow's one connection to Redis, shared by the circuit breakers, the worker registry,
+//! the disabled-destinations registry and the Redis destination store.
 //!
-//! Redis is an optimisation of isolation, never a dependency of delivery: every caller has
-//! a per-process fallback. So the link connects lazily (hookflow starts with Redis down),
+//! For isolation Redis is an optimisation: the breakers, the registry and the disabled set
+//! each fall back to a per-process copy. The destination store keeps its last good set
+//! while Redis is lost (and refuses writes). No caller waits on a dead server: the link
+//! connects lazily (hookflow starts with Redis down),
 //! bounds every command by a short timeout, and after a failure answers "unavailable" at
 //! once for a back-off period instead of making every attempt wait for a dead server. The
 //! switch between available and unavailable is logged once and exported as a gauge.

@@ -322,7 +322,8 @@ impl<S: DeliveryScheduler> MessageHandler<S> {
             MessageOutcome::Interrupted => false,
             MessageOutcome::Started { .. } => true,
             MessageOutcome::Skipped { reason } => {
-                metrics::counter!(names::CONSUMER_SKIPPED, "reason" => *reason).increment(1);
+                metrics::counter!(names::CONSUMER_SKIPPED, "reason" => reason.as_str())
+                    .increment(1);
                 true
             }
             MessageOutcome::DeadLetter { kind, reason } => {
@@ -332,7 +333,7 @@ impl<S: DeliveryScheduler> MessageHandler<S> {
                     offset,
                     key: message.key(),
                     payload: message.payload(),
-                    kind,
+                    kind: *kind,
                     reason,
                 };
                 self.dead_letter(&letter).await
@@ -353,7 +354,7 @@ impl<S: DeliveryScheduler> MessageHandler<S> {
         tracing::warn!(
             partition = letter.partition,
             offset = letter.offset,
-            kind = letter.kind,
+            kind = letter.kind.as_str(),
             reason = %letter.reason,
             "dead-lettering message"
         );
@@ -368,7 +369,7 @@ impl<S: DeliveryScheduler> MessageHandler<S> {
                 .await
             {
                 Ok(()) => {
-                    metrics::counter!(names::CONSUMER_DEAD_LETTERS, "reason" => letter.kind)
+                    metrics::counter!(names::CONSUMER_DEAD_LETTERS, "reason" => letter.kind.as_str())
                         .increment(1);
                     return true;
                 }

@@ -21,6 +21,8 @@ use rdkafka::{
     producer::{FutureProducer, FutureRecord},
 };
 
+use crate::pipeline::DeadLetterKind;
+
 /// Header with the human-readable reason.
 pub const HEADER_ERROR: &str = "hookflow-error";
 /// Header with the stable reason label (`not_json`, `contract`, …).
@@ -47,7 +49,7 @@ pub struct DeadLetter<'a> {
     /// Its payload.
     pub payload: Option<&'a [u8]>,
     /// The reason label.
-    pub kind: &'static str,
+    pub kind: DeadLetterKind,
     /// The reason.
     pub reason: &'a str,
 }
@@ -146,7 +148,7 @@ impl DeadLetterProducer {
         let mut headers = OwnedHeaders::new();
         let mut fields = vec![
             (HEADER_ERROR, letter.reason),
-            (HEADER_ERROR_KIND, letter.kind),
+            (HEADER_ERROR_KIND, letter.kind.as_str()),
             (HEADER_SOURCE_TOPIC, letter.topic),
             (HEADER_SOURCE_PARTITION, &partition),
             (HEADER_SOURCE_OFFSET, &offset),

@@ -9,8 +9,8 @@ use std::sync::Arc;
 
 use futures::future::join_all;
 use hookflow_core::{
-    ActionMatchedEvent, DeliveryDefaults, DeliveryInput, DeliveryScheduler, DestinationCatalog,
-    ScheduleError, ScheduleErrorKind, ScheduleOutcome, plan_deliveries,
+    ActionMatchedEvent, ContractError, DeliveryDefaults, DeliveryInput, DeliveryScheduler,
+    DestinationCatalog, ScheduleError, ScheduleErrorKind, ScheduleOutcome, plan_deliveries,
 };
 use hookflow_telemetry::{health::HealthHandle, names};
 use tokio::sync::Semaphore;
@@ -33,13 +33,13 @@ pub enum MessageOutcome {
     },
     /// No destination wants it.
     Skipped {
-        /// `no_destinations` (the team has none) or `no_matching_destination`.
-        reason: &'static str,
+        /// Why.
+        reason: SkipReason,
     },
     /// It must go to the dead-letter topic.
     DeadLetter {
-        /// A stable label: `empty`, `not_json`, `contract`, `unstartable`.
-        kind: &'static str,
+        /// What kind of problem (the dead letter's `hookflow-error-kind` header).
+        kind: DeadLetterKind,
         /// The human-readable reason, for the dead letter's header.
         reason: String,
     },
@@ -56,6 +56,59 @@ impl MessageOutcome {
             Self::Skipped { .. } => "skipped",
             Self::DeadLetter { .. } => "dead_lettered",
             Self::Interrupted => "interrupted",
+        }
+    }
+}
+
+/// Why no destination wants a message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SkipReason {
+    /// The event's team has no destination.
+    NoDestinations,
+    /// The team's destinations want none of the event's actions.
+    NoMatchingDestination,
+}
+
+impl SkipReason {
+    /// A stable label for metrics.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::NoDestinations => "no_destinations",
+            Self::NoMatchingDestination => "no_matching_destination",
+        }
+    }
+}
+
+/// What is wrong with a dead-lettered message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeadLetterKind {
+    /// The message has no payload.
+    Empty,
+    /// The payload is not JSON.
+    NotJson,
+    /// The payload is JSON but breaks the event contract.
+    Contract,
+    /// A delivery of it can never start (too large for Temporal, for example).
+    Unstartable,
+}
+
+impl DeadLetterKind {
+    /// A stable label for the header and metrics.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Empty => "empty",
+            Self::NotJson => "not_json",
+            Self::Contract => "contract",
+            Self::Unstartable => "unstartable",
+        }
+    }
+}
+
+impl From<&ContractError> for DeadLetterKind {
+    fn from(error: &ContractError) -> Self {
+        match error {
+            ContractError::NotJson(_) => Self::NotJson,
+            ContractError::Shape(_) | ContractError::Field { .. } => Self::Contract,
         }
     }
 }
@@ -102,7 +155,7 @@ impl<S: DeliveryScheduler> Pipeline<S> {
     ) -> MessageOutcome {
         let Some(payload) = payload.filter(|p| !p.is_empty()) else {
             return MessageOutcome::DeadLetter {
-                kind: "empty",
+                kind: DeadLetterKind::Empty,
                 reason: "the message has no payload".into(),
             };
         };
@@ -110,7 +163,7 @@ impl<S: DeliveryScheduler> Pipeline<S> {
             Ok(event) => event,
             Err(error) => {
                 return MessageOutcome::DeadLetter {
-                    kind: error.kind(),
+                    kind: DeadLetterKind::from(&error),
                     reason: error.to_string(),
                 };
             }
@@ -118,7 +171,7 @@ impl<S: DeliveryScheduler> Pipeline<S> {
         let team_destinations = self.destinations.for_team(event.team_id);
         if team_destinations.is_empty() {
             return MessageOutcome::Skipped {
-                reason: "no_destinations",
+                reason: SkipReason::NoDestinations,
             };
         }
         let deliveries = plan_deliveries(
@@ -129,7 +182,7 @@ impl<S: DeliveryScheduler> Pipeline<S> {
         );
         if deliveries.is_empty() {
             return MessageOutcome::Skipped {
-                reason: "no_matching_destination",
+                reason: SkipReason::NoMatchingDestination,
             };
         }
         let results = join_all(deliveries.iter().map(|d| self.start(d))).await;
@@ -140,7 +193,7 @@ impl<S: DeliveryScheduler> Pipeline<S> {
                 Ok(ScheduleOutcome::AlreadyExists) => existing += 1,
                 Err(Some(reason)) => {
                     return MessageOutcome::DeadLetter {
-                        kind: "unstartable",
+                        kind: DeadLetterKind::Unstartable,
                         reason,
                     };
                 }
@@ -371,26 +424,29 @@ mod tests {
         );
         assert!(matches!(
             p.process(None, None).await,
-            MessageOutcome::DeadLetter { kind: "empty", .. }
+            MessageOutcome::DeadLetter {
+                kind: DeadLetterKind::Empty,
+                ..
+            }
         ));
         assert!(matches!(
             p.process(Some(b"{oops"), None).await,
             MessageOutcome::DeadLetter {
-                kind: "not_json",
+                kind: DeadLetterKind::NotJson,
                 ..
             }
         ));
         assert!(matches!(
             p.process(Some(b"{}"), None).await,
             MessageOutcome::DeadLetter {
-                kind: "contract",
+                kind: DeadLetterKind::Contract,
                 ..
             }
         ));
         assert_eq!(
             p.process(Some(&event(3, &[(1, "a")])), None).await,
             MessageOutcome::Skipped {
-                reason: "no_destinations"
+                reason: SkipReason::NoDestinations
             }
         );
     }
@@ -420,7 +476,7 @@ mod tests {
         assert_eq!(
             p.process(Some(&msg), None).await,
             MessageOutcome::DeadLetter {
-                kind: "unstartable",
+                kind: DeadLetterKind::Unstartable,
                 reason: "bad input".into()
             }
         );

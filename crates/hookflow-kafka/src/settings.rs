@@ -127,7 +127,8 @@ impl KafkaSettings {
         Ok(())
     }
 
-    /// The librdkafka settings shared by the consumer and the dead-letter producer.
+    /// The librdkafka settings every client shares: the consumer, the dead-letter producer
+    /// and the outcomes publisher.
     pub fn client_config(&self) -> ClientConfig {
         let mut config = ClientConfig::new();
         config.set("bootstrap.servers", &self.brokers);

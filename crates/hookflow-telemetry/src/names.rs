@@ -2,7 +2,8 @@
 //! error kinds, never URLs, ids or free text.
 
 /// Kafka messages handled, by `outcome`: `started` (every delivery started or found
-/// existing), `skipped` (no destination wants it), `dead_lettered`.
+/// existing), `skipped` (no destination wants it), `dead_lettered`, `interrupted`
+/// (shutdown came while a start was being retried: not committed, consumed again).
 pub const CONSUMER_MESSAGES: &str = "hookflow_consumer_messages_total";
 /// Messages skipped, by `reason`: `no_destinations`, `no_matching_destination`.
 pub const CONSUMER_SKIPPED: &str = "hookflow_consumer_skipped_total";

@@ -29,7 +29,7 @@ use temporalio_sdk::activities::{ActivityContext, ActivityError};
 use tracing::Instrument;
 
 /// How often a running attempt tells Temporal its worker is alive.
-pub const HEARTBEAT_INTERVAL: Duration = Duration::from_secs(2);
+pub const ACTIVITY_HEARTBEAT_INTERVAL: Duration = Duration::from_secs(2);
 
 /// The input of one attempt.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -199,7 +199,7 @@ impl DeliveryActivities {
         // within the heartbeat timeout instead of the whole activity timeout.
         let step = self.attempt_step(&input).instrument(span);
         tokio::pin!(step);
-        let mut heartbeat = tokio::time::interval(HEARTBEAT_INTERVAL);
+        let mut heartbeat = tokio::time::interval(ACTIVITY_HEARTBEAT_INTERVAL);
         loop {
             tokio::select! {
                 report = &mut step => return Ok(report),

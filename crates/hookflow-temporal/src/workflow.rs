@@ -37,7 +37,7 @@ use crate::{
 /// and slack.
 pub const ATTEMPT_ACTIVITY_TIMEOUT: Duration = Duration::from_secs(90);
 /// An attempt whose worker stopped heartbeating this long ago is failed and retried by the
-/// workflow (the activity heartbeats every [`crate::activities::HEARTBEAT_INTERVAL`]).
+/// workflow (the activity heartbeats every [`crate::activities::ACTIVITY_HEARTBEAT_INTERVAL`]).
 pub const ATTEMPT_HEARTBEAT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Delivers one event to one destination.

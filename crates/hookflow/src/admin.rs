@@ -20,7 +20,7 @@ use axum::{
 };
 use hookflow_core::{
     ActionMatchedEvent, ActionRef, DeliveryId, DeliveryInput, Destination, DestinationCatalog,
-    DestinationFileError, DestinationSpec, request::prepare,
+    DestinationError, DestinationSpec, request::prepare,
 };
 use hookflow_http::DeliveryClient;
 use hookflow_temporal::{Client, TemporalError};
@@ -115,7 +115,7 @@ impl From<StoreError> for ApiError {
     fn from(error: StoreError) -> ApiError {
         let message = error.to_string();
         let (status, field) = match &error {
-            StoreError::Invalid(DestinationFileError::Invalid { field, .. }) => {
+            StoreError::Invalid(DestinationError::Invalid { field, .. }) => {
                 (StatusCode::BAD_REQUEST, Some(*field))
             }
             StoreError::Invalid(_) => (StatusCode::BAD_REQUEST, None),

@@ -21,7 +21,7 @@ use std::{
 };
 
 use hookflow_core::{
-    Destination, DestinationFileError, DestinationSet, DestinationSpec, LiveDestinations,
+    Destination, DestinationError, DestinationSet, DestinationSpec, LiveDestinations,
     ValidationRules, sync::LockUnpoisoned,
 };
 use hookflow_http::{LinkError, RedisLink};
@@ -48,7 +48,7 @@ return 1
 pub enum StoreError {
     /// The destination is invalid; names the field.
     #[error(transparent)]
-    Invalid(#[from] DestinationFileError),
+    Invalid(#[from] DestinationError),
     /// No destination has this id (for this team).
     #[error("no destination {0}")]
     NotFound(String),

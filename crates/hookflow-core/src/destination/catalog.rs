@@ -5,7 +5,7 @@ use std::{collections::HashMap, sync::Arc};
 
 use serde::Deserialize;
 
-use super::{Destination, DestinationFileError, DestinationSpec, LimitOverrides, ValidationRules};
+use super::{Destination, DestinationError, DestinationSpec, LimitOverrides, ValidationRules};
 use crate::sync::RwLockUnpoisoned;
 use crate::{endpoint::EndpointKey, redaction::toml_error};
 
@@ -32,7 +32,7 @@ pub struct DestinationSet {
 
 impl DestinationSet {
     /// Indexes `destinations`; ids must be unique.
-    pub fn new(destinations: Vec<Destination>) -> Result<Self, DestinationFileError> {
+    pub fn new(destinations: Vec<Destination>) -> Result<Self, DestinationError> {
         let mut set = DestinationSet::default();
         let mut endpoint_limits: HashMap<EndpointKey, (String, LimitOverrides)> = HashMap::new();
         for destination in destinations {
@@ -40,7 +40,7 @@ impl DestinationSet {
                 .entry(destination.endpoint.clone())
                 .or_insert_with(|| (destination.id.clone(), destination.limits));
             if *limits != destination.limits {
-                return Err(DestinationFileError::ConflictingLimits {
+                return Err(DestinationError::ConflictingLimits {
                     endpoint: destination.endpoint.to_string(),
                     first: first.clone(),
                     second: destination.id.clone(),
@@ -52,7 +52,7 @@ impl DestinationSet {
                 .insert(destination.id.clone(), destination.clone())
                 .is_some()
             {
-                return Err(DestinationFileError::DuplicateId(destination.id.clone()));
+                return Err(DestinationError::DuplicateId(destination.id.clone()));
             }
             set.by_team
                 .entry(destination.team_id)
@@ -63,9 +63,9 @@ impl DestinationSet {
     }
 
     /// Parses and validates a destinations file's text.
-    pub fn from_toml(text: &str, rules: &ValidationRules) -> Result<Self, DestinationFileError> {
+    pub fn from_toml(text: &str, rules: &ValidationRules) -> Result<Self, DestinationError> {
         let file: DestinationFile =
-            toml::from_str(text).map_err(|e| DestinationFileError::Syntax(toml_error(text, &e)))?;
+            toml::from_str(text).map_err(|e| DestinationError::Syntax(toml_error(text, &e)))?;
         let destinations = file
             .destination
             .into_iter()

@@ -164,9 +164,10 @@ impl Destination {
     }
 }
 
-/// Why a destinations file was refused.
+/// Why a destination, or a destinations file, was refused (by the file store, the Redis
+/// store or the admin API).
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
-pub enum DestinationFileError {
+pub enum DestinationError {
     /// The file is not valid TOML of the expected shape.
     #[error("destinations file: {0}")]
     Syntax(String),

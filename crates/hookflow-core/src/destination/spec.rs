@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Deserializer, Serialize};
 
-use super::{Destination, DestinationFileError, ValidationRules};
+use super::{Destination, DestinationError, ValidationRules};
 use crate::{
     format::Format,
     redaction::{REDACTED, redact_url, restore_url},
@@ -117,8 +117,8 @@ impl DestinationSpec {
     pub fn restore_redacted(
         &mut self,
         stored: Option<&DestinationSpec>,
-    ) -> Result<(), DestinationFileError> {
-        let missing = |field: &'static str| DestinationFileError::Invalid {
+    ) -> Result<(), DestinationError> {
+        let missing = |field: &'static str| DestinationError::Invalid {
             destination: self.id.clone(),
             field,
             problem: format!("is `{REDACTED}` but there is no stored value to keep"),
@@ -158,10 +158,7 @@ impl DestinationSpec {
     }
 
     /// Validates one destination on its own; the error names the field.
-    pub fn validate_one(
-        self,
-        rules: &ValidationRules,
-    ) -> Result<Destination, DestinationFileError> {
+    pub fn validate_one(self, rules: &ValidationRules) -> Result<Destination, DestinationError> {
         self.validate(0, rules)
     }
 }

@@ -5,7 +5,7 @@ use crate::{REDACTED, SigningSecret};
 
 const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
 
-fn parse(text: &str) -> Result<DestinationSet, DestinationFileError> {
+fn parse(text: &str) -> Result<DestinationSet, DestinationError> {
     let rules = ValidationRules {
         allowed_hosts: crate::AllowList::new(&["127.0.0.1"]).expect("allow-list"),
         ..ValidationRules::default()
@@ -53,7 +53,7 @@ fn placeholders_sent_back_keep_the_stored_secrets_and_are_refused_on_create() {
     assert!(
         matches!(
             error,
-            DestinationFileError::Invalid {
+            DestinationError::Invalid {
                 field: "secret",
                 ..
             }
@@ -211,7 +211,7 @@ fn errors_name_the_destination_and_field() {
 fn duplicate_ids_are_refused() {
     let one = "[[destination]]\nid = \"x\"\nteam_id = 1\nurl = \"https://a.example\"\n";
     let err = parse(&format!("{one}{one}")).unwrap_err();
-    assert_eq!(err, DestinationFileError::DuplicateId("x".into()));
+    assert_eq!(err, DestinationError::DuplicateId("x".into()));
 }
 
 #[test]
@@ -226,7 +226,7 @@ fn destinations_of_one_endpoint_must_agree_on_its_limits() {
     let err = parse(&text("")).unwrap_err();
     assert_eq!(
         err,
-        DestinationFileError::ConflictingLimits {
+        DestinationError::ConflictingLimits {
             endpoint: "https://h.example:443".into(),
             first: "a".into(),
             second: "b".into(),
@@ -392,7 +392,7 @@ fn breaker_overrides_apply_to_the_endpoint_and_must_agree() {
         format!("{one}[[destination]]\nid = \"b\"\nteam_id = 1\nurl = \"https://h.example/b\"\n");
     assert!(matches!(
         parse(&two),
-        Err(DestinationFileError::ConflictingLimits { .. })
+        Err(DestinationError::ConflictingLimits { .. })
     ));
     let err = parse("[[destination]]\nid = \"x\"\nteam_id = 1\nurl = \"https://a.example/\"\nbreaker_failure_ratio = 0.0\n")
         .unwrap_err()

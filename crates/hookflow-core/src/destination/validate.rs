@@ -4,7 +4,7 @@
 use url::Url;
 
 use super::{
-    DEFAULT_TIMEOUT_MS, Destination, DestinationFileError, DestinationSpec, DestinationState,
+    DEFAULT_TIMEOUT_MS, Destination, DestinationError, DestinationSpec, DestinationState,
     LimitOverrides, MAX_RETRY_ENTRIES, MAX_RETRY_MS, MAX_TIMEOUT_MS,
 };
 use crate::{
@@ -57,13 +57,13 @@ impl DestinationSpec {
         self,
         index: usize,
         rules: &ValidationRules,
-    ) -> Result<Destination, DestinationFileError> {
+    ) -> Result<Destination, DestinationError> {
         let name = if is_valid_destination_id(&self.id) {
             self.id.clone()
         } else {
             format!("#{}", index + 1)
         };
-        let invalid = |field: &'static str, problem: String| DestinationFileError::Invalid {
+        let invalid = |field: &'static str, problem: String| DestinationError::Invalid {
             destination: name.clone(),
             field,
             problem,

@@ -321,7 +321,7 @@ fn report(endpoint: &EndpointKey, transitions: [Option<Transition>; 2]) {
 }
 
 /// Wall-clock milliseconds: breaker times are shared between hosts, so they are absolute.
-fn now_ms() -> u64 {
+pub(crate) fn now_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as u64)

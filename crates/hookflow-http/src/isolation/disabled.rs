@@ -30,8 +30,10 @@ pub struct Disablement {
     pub at: String,
 }
 
+/// This process's view of the disabled set: what Redis said at the last refresh, and
+/// disablements Redis has not taken yet (written again on the next refresh).
 #[derive(Default)]
-struct Copy {
+struct LocalView {
     disabled: HashMap<String, Disablement>,
     unwritten: HashMap<String, Disablement>,
     refreshed_at: Option<Instant>,
@@ -41,7 +43,7 @@ struct Copy {
 pub struct DisabledDestinations {
     redis: Option<RedisLink>,
     key: String,
-    copy: Mutex<Copy>,
+    view: Mutex<LocalView>,
 }
 
 impl DisabledDestinations {
@@ -54,7 +56,7 @@ impl DisabledDestinations {
         DisabledDestinations {
             redis,
             key,
-            copy: Mutex::default(),
+            view: Mutex::default(),
         }
     }
 
@@ -79,10 +81,10 @@ impl DisabledDestinations {
         metrics::counter!(names::DESTINATIONS_DISABLED).increment(1);
         tracing::warn!(destination, reason = %disablement.reason, "destination disabled; re-enable with `hookflow destinations enable`");
         {
-            let mut copy = self.lock();
-            copy.disabled
+            let mut view = self.lock();
+            view.disabled
                 .insert(destination.to_owned(), disablement.clone());
-            copy.unwritten.insert(destination.to_owned(), disablement);
+            view.unwritten.insert(destination.to_owned(), disablement);
         }
         self.refresh().await;
     }
@@ -153,7 +155,7 @@ impl DisabledDestinations {
         let stored: HashMap<String, String> = redis
             .run(|mut c| async move { redis::cmd("HGETALL").arg(key).query_async(&mut c).await })
             .await?;
-        let mut copy = self.lock();
+        let mut view = self.lock();
         let mut disabled: HashMap<String, Disablement> = stored
             .into_iter()
             .map(|(id, json)| {
@@ -164,12 +166,12 @@ impl DisabledDestinations {
                 (id, disablement)
             })
             .collect();
-        disabled.extend(copy.unwritten.clone());
-        copy.disabled = disabled;
+        disabled.extend(view.unwritten.clone());
+        view.disabled = disabled;
         Ok(())
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, Copy> {
-        self.copy.lock_unpoisoned()
+    fn lock(&self) -> std::sync::MutexGuard<'_, LocalView> {
+        self.view.lock_unpoisoned()
     }
 }

@@ -17,7 +17,7 @@ mod workers;
 
 use std::{
     sync::{Arc, atomic::AtomicU32},
-    time::{Duration, SystemTime, UNIX_EPOCH},
+    time::Duration,
 };
 
 pub use breakers::SharedBreakers;
@@ -221,10 +221,7 @@ impl EndpointGate {
         let policy = destination.limits.breaker_over(&self.breaker);
         match self.breakers.admit(endpoint, &policy, lease).await {
             Admission::Deny { until_ms } => {
-                let now = SystemTime::now()
-                    .duration_since(UNIX_EPOCH)
-                    .map_or(0, |d| d.as_millis() as u64);
-                let wait = Duration::from_millis(until_ms.saturating_sub(now));
+                let wait = Duration::from_millis(until_ms.saturating_sub(breakers::now_ms()));
                 Err(deferred(DeferralReason::BreakerOpen, wait))
             }
             admission => Ok(Pass {

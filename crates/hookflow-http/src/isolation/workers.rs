@@ -20,7 +20,7 @@ use tokio_util::sync::CancellationToken;
 use crate::redis_link::RedisLink;
 
 /// How often a worker renews its heartbeat and recounts.
-pub const HEARTBEAT_INTERVAL: Duration = Duration::from_secs(2);
+pub const REGISTRY_RENEW_INTERVAL: Duration = Duration::from_secs(2);
 /// A worker that has not renewed for this long no longer counts.
 const HEARTBEAT_TTL_MS: u64 = 6_000;
 
@@ -76,7 +76,7 @@ impl WorkerRegistry {
         let Some(redis) = self.redis.clone() else {
             return;
         };
-        let mut tick = tokio::time::interval(HEARTBEAT_INTERVAL);
+        let mut tick = tokio::time::interval(REGISTRY_RENEW_INTERVAL);
         loop {
             tokio::select! {
                 _ = tick.tick() => self.heartbeat().await,
