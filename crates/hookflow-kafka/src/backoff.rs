@@ -8,7 +8,7 @@ use tokio_util::sync::CancellationToken;
 
 /// First and longest wait between retries.
 #[derive(Debug, Clone, Copy)]
-pub struct StartBackoff {
+pub struct BackoffPolicy {
     /// First wait.
     pub initial: Duration,
     /// Longest wait.
@@ -24,7 +24,7 @@ pub struct Backoff {
 
 impl Backoff {
     /// A fresh loop starting at `settings.initial`.
-    pub fn new(settings: StartBackoff) -> Self {
+    pub fn new(settings: BackoffPolicy) -> Self {
         Backoff {
             next: settings.initial,
             max: settings.max,
@@ -54,7 +54,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn doubles_up_to_the_maximum_and_stops_on_shutdown() {
         let shutdown = CancellationToken::new();
-        let mut backoff = Backoff::new(StartBackoff {
+        let mut backoff = Backoff::new(BackoffPolicy {
             initial: Duration::from_secs(1),
             max: Duration::from_secs(3),
         });

@@ -24,7 +24,7 @@ use tokio::{sync::Semaphore, task::JoinSet};
 use tokio_util::sync::CancellationToken;
 
 use crate::{
-    backoff::{Backoff, StartBackoff},
+    backoff::{Backoff, BackoffPolicy},
     dead_letter::{DeadLetter, DeadLetterProducer},
     offsets::{OffsetTracker, Partition},
     pipeline::{MessageOutcome, Pipeline},
@@ -358,7 +358,7 @@ impl<S: DeliveryScheduler> MessageHandler<S> {
             reason = %letter.reason,
             "dead-lettering message"
         );
-        let mut backoff = Backoff::new(StartBackoff {
+        let mut backoff = Backoff::new(BackoffPolicy {
             initial: Duration::from_millis(200),
             max: Duration::from_secs(10),
         });

@@ -14,7 +14,7 @@ pub mod pipeline;
 pub mod settings;
 pub mod start_gate;
 
-pub use backoff::{Backoff, StartBackoff};
+pub use backoff::{Backoff, BackoffPolicy};
 pub use consumer::ConsumerError;
 pub use pipeline::{MessageOutcome, Pipeline};
 pub use settings::{KafkaSettings, OffsetReset};

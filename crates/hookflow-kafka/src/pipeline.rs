@@ -17,7 +17,7 @@ use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
 use crate::{
-    backoff::{Backoff, StartBackoff},
+    backoff::{Backoff, BackoffPolicy},
     start_gate::{Entry, StartGate},
 };
 
@@ -120,7 +120,7 @@ pub struct Pipeline<S> {
     defaults: DeliveryDefaults,
     starts: Arc<Semaphore>,
     gate: StartGate,
-    backoff: StartBackoff,
+    backoff: BackoffPolicy,
     shutdown: CancellationToken,
 }
 
@@ -132,7 +132,7 @@ impl<S: DeliveryScheduler> Pipeline<S> {
         destinations: Arc<dyn DestinationCatalog>,
         defaults: DeliveryDefaults,
         max_starts_in_flight: usize,
-        backoff: StartBackoff,
+        backoff: BackoffPolicy,
         starts_health: HealthHandle,
         shutdown: CancellationToken,
     ) -> Self {
@@ -358,7 +358,7 @@ mod tests {
         shutdown: CancellationToken,
         health: &Health,
     ) -> Pipeline<RecordingScheduler> {
-        let backoff = StartBackoff {
+        let backoff = BackoffPolicy {
             initial: Duration::from_millis(100),
             max: Duration::from_secs(1),
         };

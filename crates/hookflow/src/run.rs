@@ -15,7 +15,7 @@ use hookflow_http::{
     DeliveryClient, HttpSettings, RedisLink,
     isolation::{DisabledDestinations, EndpointGate, WorkerRegistry},
 };
-use hookflow_kafka::{Backoff, ConsumerError, Pipeline, StartBackoff, outcomes::OutcomePublisher};
+use hookflow_kafka::{Backoff, BackoffPolicy, ConsumerError, Pipeline, outcomes::OutcomePublisher};
 use hookflow_telemetry::{
     health::{Health, HealthHandle},
     ops,
@@ -228,7 +228,7 @@ async fn connect_temporal(
     shutdown: &CancellationToken,
     health: &HealthHandle,
 ) -> Option<hookflow_temporal::Client> {
-    let mut backoff = Backoff::new(StartBackoff {
+    let mut backoff = Backoff::new(BackoffPolicy {
         initial: Duration::from_millis(500),
         max: Duration::from_secs(30),
     });
@@ -286,7 +286,7 @@ fn start_consumer(
     shutdown: &CancellationToken,
 ) -> JoinHandle<Result<(), ConsumerError>> {
     let scheduler = Arc::new(TemporalScheduler::new(client, &settings.temporal));
-    let backoff = StartBackoff {
+    let backoff = BackoffPolicy {
         initial: settings.kafka.start_retry_initial,
         max: settings.kafka.start_retry_max,
     };
