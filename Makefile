@@ -8,7 +8,7 @@ CARGO ?= cargo
 HOOKFLOW := target/debug/hookflow
 LOCAL_CONFIG := config/local.toml
 
-.PHONY: run test deps lint build stack-up stack-down sample receive
+.PHONY: run test deps lint build release stack-up stack-down sample receive
 
 deps:
 	./deploy/local/install-deps.sh
@@ -24,6 +24,10 @@ run: build stack-up
 lint: deps
 	$(CARGO) fmt --all --check
 	$(CARGO) clippy --workspace --all-targets --locked -- -D warnings
+
+# The binary the container image ships (the Dockerfile runs the same command).
+release: deps
+	$(CARGO) build --release --locked -p hookflow
 
 test: lint build
 	$(CARGO) test --workspace --locked -- --test-threads=3

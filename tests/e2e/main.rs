@@ -11,6 +11,7 @@ mod crash;
 mod dashboards;
 mod dead_letters;
 mod delivery;
+mod deployment;
 mod destination_store;
 mod faults;
 mod health;

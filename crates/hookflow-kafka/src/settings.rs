@@ -128,12 +128,14 @@ impl KafkaSettings {
     }
 
     /// The librdkafka settings every client shares: the consumer, the dead-letter producer
-    /// and the outcomes publisher.
+    /// and the outcomes publisher. In `[kafka.client]` keys, `_` stands for `.`: an
+    /// environment variable cannot hold a dot, so `HOOKFLOW_KAFKA__CLIENT__SASL_PASSWORD`
+    /// sets `sasl.password` (no librdkafka property has an `_` in its name).
     pub fn client_config(&self) -> ClientConfig {
         let mut config = ClientConfig::new();
         config.set("bootstrap.servers", &self.brokers);
         for (key, value) in &self.client.0 {
-            config.set(key, value);
+            config.set(key.replace('_', "."), value);
         }
         config
     }
@@ -160,3 +162,40 @@ impl KafkaSettings {
 
 /// How often librdkafka reports statistics (partition lag), in milliseconds.
 const STATISTICS_INTERVAL_MS: &str = "5000";
+
+#[cfg(test)]
+mod tests {
+    use rdkafka::producer::BaseProducer;
+
+    use super::*;
+
+    fn settings(client: &[(&str, &str)]) -> KafkaSettings {
+        let defaults: toml::Table =
+            toml::from_str(include_str!("../../../config/default.toml")).expect("defaults");
+        let mut kafka: KafkaSettings = defaults["kafka"].clone().try_into().expect("[kafka]");
+        kafka.client = ClientProperties(
+            client
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        );
+        kafka
+    }
+
+    #[test]
+    fn sasl_over_tls_is_built_in_and_underscored_keys_name_dotted_properties() {
+        // As `HOOKFLOW_KAFKA__CLIENT__SASL_PASSWORD` arrives: lower-cased, with `_`.
+        let kafka = settings(&[
+            ("security.protocol", "SASL_SSL"),
+            ("sasl.mechanisms", "SCRAM-SHA-512"),
+            ("sasl.username", "hookflow"),
+            ("sasl_password", "from-the-environment"),
+        ]);
+        let config = kafka.client_config();
+        assert_eq!(config.get("sasl.password"), Some("from-the-environment"));
+        assert_eq!(config.get("sasl_password"), None);
+        // librdkafka refuses SASL_SSL and SCRAM unless it was built with OpenSSL.
+        let producer = crate::client::create::<BaseProducer>(&config);
+        assert!(producer.is_ok(), "{:?}", producer.err());
+    }
+}

@@ -40,6 +40,8 @@ pub enum Role {
     Consumer,
     /// Only the Temporal worker (runs workflows and HTTP attempts).
     Worker,
+    /// Only the admin API (needs `admin.address` and the Redis destination store).
+    Admin,
 }
 
 /// Loads and validates the destinations file named by the settings.
@@ -163,15 +165,26 @@ pub async fn run(settings: Settings, role: Role) -> anyhow::Result<()> {
     // Known from the start, so readiness cannot pass before they are up. The consumer's loop
     // may legitimately pause for a whole drain during a rebalance, hence its longer deadline.
     let drain_deadline = settings.kafka.drain_timeout + PROBE_DEADLINE;
-    let consumer_health =
-        (role != Role::Worker).then(|| health.register_starting("kafka_consumer", drain_deadline));
-    let worker_health = (role != Role::Consumer)
+    let consumer_health = matches!(role, Role::All | Role::Consumer)
+        .then(|| health.register_starting("kafka_consumer", drain_deadline));
+    let worker_health = matches!(role, Role::All | Role::Worker)
         .then(|| health.register_starting("temporal_worker", PROBE_DEADLINE));
 
+    if role == Role::Admin && (managed.is_none() || settings.admin_address()?.is_none()) {
+        anyhow::bail!(
+            "--role admin serves only the admin API: it needs admin.address and \
+             destinations.store = \"redis\""
+        );
+    }
     let Some(client) = connect_temporal(&settings, &shutdown, &temporal_health).await else {
         return Ok(());
     };
-    if let Some(store) = &managed {
+    // The admin API is served by `all` and `admin` processes, so a deployment that runs
+    // the roles apart serves it from its admin pods only.
+    if let Some(store) = managed
+        .as_ref()
+        .filter(|_| matches!(role, Role::All | Role::Admin))
+    {
         serve_admin(&settings, store.clone(), client.clone(), &shutdown).await?;
     }
     tokio::spawn(hookflow_temporal::connection::probe(
@@ -189,6 +202,12 @@ pub async fn run(settings: Settings, role: Role) -> anyhow::Result<()> {
             destinations = destinations.len(),
             "destinations loaded from redis"
         );
+    }
+
+    if role == Role::Admin {
+        shutdown.cancelled().await;
+        tracing::info!("hookflow stopped");
+        return Ok(());
     }
 
     // Shutdown order: SIGINT/SIGTERM cancels `shutdown`; the consumer stops receiving and
