@@ -7,7 +7,11 @@ use rdkafka::producer::{FutureProducer, FutureRecord};
 
 /// Produces `count` events of `team` matching action `action`, keyed by event uuid.
 pub async fn send(kafka: &KafkaSettings, team: i64, action: i64, count: u32) -> anyhow::Result<()> {
-    let producer: FutureProducer = hookflow_kafka::client::create(&kafka.client_config())?;
+    // A sample the broker cannot take within 10 s is reported as an error, not waited on
+    // for librdkafka's default 5 minutes.
+    let mut config = kafka.client_config();
+    config.set("message.timeout.ms", "10000");
+    let producer: FutureProducer = hookflow_kafka::client::create(&config)?;
     for n in 0..count {
         let uuid = uuid::Uuid::new_v4();
         let event = serde_json::json!({
