@@ -49,6 +49,15 @@ fn codec_config(
     )
 }
 
+/// Produces one event with a unique marker in a person property; its uuid and the marker.
+async fn produce_marked_event(s: &Scenario) -> (uuid::Uuid, String) {
+    let marker = unique("markerperson");
+    let (uuid, mut event) = events::event(s.team, &[(1, "Any")]);
+    event["person"]["properties"]["note"] = Value::from(marker.clone());
+    s.produce(&[&event]).await;
+    (uuid, marker)
+}
+
 /// A client's codec settings: encrypting with `current`, reading with `keys`.
 fn settings(current: &str, keys: &[(&str, &str)]) -> CodecSettings {
     CodecSettings {
@@ -159,10 +168,7 @@ async fn encrypted_payloads_hide_event_data_and_decode_through_the_codec_server(
     s.deployment
         .config(&codec_config("k1", &[("k1", &k1)], port, &token, UI));
     let hookflow = s.deployment.start();
-    let marker = unique("markerperson");
-    let (uuid, mut event) = events::event(s.team, &[(1, "Any")]);
-    event["person"]["properties"]["note"] = Value::from(marker.clone());
-    s.produce(&[&event]).await;
+    let (uuid, marker) = produce_marked_event(&s).await;
 
     let client =
         temporal::client_with(&s.stack.temporal, "default", settings("k1", &[("k1", &k1)])).await;
@@ -297,10 +303,7 @@ async fn the_temporal_ui_shows_a_delivery_decoded_through_the_codec_server() {
         .config(&codec_config("k1", &[("k1", &k1)], port, "", &ui.origin()));
     let _hookflow = s.deployment.start();
     let _server = s.deployment.start_command(&["codec-server"]);
-    let marker = unique("markerinui");
-    let (uuid, mut event) = events::event(s.team, &[(1, "Any")]);
-    event["person"]["properties"]["note"] = Value::from(marker.clone());
-    s.produce(&[&event]).await;
+    let (uuid, marker) = produce_marked_event(&s).await;
     let client =
         temporal::client_with(&s.stack.temporal, "default", settings("k1", &[("k1", &k1)])).await;
     let id = format!("seen:{uuid}");
