@@ -373,6 +373,11 @@ impl Process {
         self.child.wait().map(|s| s.success()).unwrap_or(false)
     }
 
+    /// Its process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// Its resident set size, in KiB (VmRSS).
     pub fn rss_kib(&self) -> u64 {
         std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))

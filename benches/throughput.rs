@@ -1,0 +1,289 @@
+//! Throughput at saturation, and what each delivery costs Temporal: a backlog of N events
+//! (as after an outage) drained by hookflow to one healthy endpoint, beside the engine floor
+//! on the same Temporal server in the same run: a minimal workflow with one no-op regular
+//! activity, started through the same SDK.
+//!
+//! Reported for both: deliveries (workflows) per second, history events per workflow,
+//! Temporal server CPU ms per workflow (from /proc of the dev server), and for hookflow its
+//! own CPU ms per delivery and peak RSS. The Temporal server keeps its state in a database
+//! file, as a real one does.
+//!
+//! `cargo build --release -p hookflow && cargo bench -p hookflow-benches --bench throughput`
+//! (`HOOKFLOW_BENCH_EVENTS`, default 600, changes the backlog).
+// The Temporal macros generate undocumented items beside the documented methods.
+#![allow(missing_docs)]
+
+use std::{
+    collections::BTreeSet,
+    process::Command,
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use futures::{StreamExt, stream};
+use hookflow_e2e::{scenario::Scenario, stack::stack, temporal};
+use temporalio_client::{Client, WorkflowStartOptions};
+use temporalio_macros::{activities, workflow, workflow_methods};
+use temporalio_sdk::{
+    ActivityOptions, Runtime, Worker, WorkerOptions, WorkflowContext, WorkflowResult,
+    activities::{ActivityContext, ActivityError},
+    runtime::RuntimeOptions,
+};
+
+/// One side's figures.
+struct Figures {
+    name: &'static str,
+    workflows: usize,
+    elapsed: Duration,
+    history_events: f64,
+    temporal_cpu_ms: f64,
+    own_cpu_ms: Option<f64>,
+    peak_rss_mib: Option<f64>,
+}
+
+impl Figures {
+    fn per_second(&self) -> f64 {
+        self.workflows as f64 / self.elapsed.as_secs_f64()
+    }
+
+    fn print(&self) {
+        println!(
+            "{:<10} {:>6} workflows in {:>6.1} s: {:>6.1}/s, {:>5.1} history events each, \
+             Temporal {:>5.1} ms CPU each{}{}",
+            self.name,
+            self.workflows,
+            self.elapsed.as_secs_f64(),
+            self.per_second(),
+            self.history_events,
+            self.temporal_cpu_ms,
+            self.own_cpu_ms
+                .map(|ms| format!(", own {ms:.1} ms CPU each"))
+                .unwrap_or_default(),
+            self.peak_rss_mib
+                .map(|mib| format!(", peak RSS {mib:.0} MiB"))
+                .unwrap_or_default(),
+        );
+    }
+}
+
+/// CPU time (user + system) a process has used, in milliseconds.
+fn cpu_ms(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("/proc stat");
+    // Fields after the command name (which may hold spaces) start after the last ')'.
+    let fields: Vec<&str> = stat[stat.rfind(')').expect("stat") + 2..]
+        .split_whitespace()
+        .collect();
+    let ticks: f64 =
+        fields[11].parse::<f64>().expect("utime") + fields[12].parse::<f64>().expect("stime");
+    // procfs counts in clock ticks of 1/100 s on Linux.
+    ticks * 10.0
+}
+
+/// Peak resident set size (VmHWM) of a process, in MiB.
+fn peak_rss_mib(pid: u32) -> f64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|status| {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix("VmHWM:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+        })
+        .unwrap_or(0.0)
+        / 1024.0
+}
+
+/// The pid of the Temporal dev server keeping its state in `db` (not its shell guard).
+fn temporal_pid(db: &str) -> u32 {
+    let out = Command::new("pgrep")
+        .args(["-f", db])
+        .output()
+        .expect("pgrep");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| l.trim().parse::<u32>().ok())
+        .find(|pid| {
+            std::fs::read_to_string(format!("/proc/{pid}/comm"))
+                .is_ok_and(|comm| comm.trim() == "temporal")
+        })
+        .expect("the temporal server process")
+}
+
+/// History events of a few of `ids`, on average.
+fn history_events(address: &str, ids: &[String]) -> f64 {
+    let sample: Vec<&String> = ids.iter().take(10).collect();
+    let total: usize = sample
+        .iter()
+        .map(|id| {
+            let out = Command::new("temporal")
+                .args(["workflow", "show", "--workflow-id", id, "--output", "json"])
+                .args(["--address", address.trim_start_matches("http://")])
+                .output()
+                .expect("temporal CLI");
+            let history: serde_json::Value =
+                serde_json::from_slice(&out.stdout).expect("history JSON");
+            history["events"].as_array().map_or(0, Vec::len)
+        })
+        .sum();
+    total as f64 / sample.len() as f64
+}
+
+async fn hookflow_backlog(scenario: &mut Scenario, events: usize, temporal_db: &str) -> Figures {
+    scenario.destination("healthy", "healthy", "");
+    let uuids = scenario.produce_events(events).await;
+    let temporal = temporal_pid(temporal_db);
+    let temporal_before = cpu_ms(temporal);
+    let started = Instant::now();
+    let process = scenario.deployment.start();
+    let expected: BTreeSet<String> = uuids.iter().map(|u| format!("healthy:{u}")).collect();
+    scenario
+        .receiver
+        .wait_for_ids(&expected, Duration::from_secs(1800))
+        .await;
+    let last = scenario
+        .receiver
+        .received_on("healthy")
+        .iter()
+        .map(|r| r.at)
+        .max()
+        .expect("deliveries");
+    // Workflows finish just after their request: let the last ones close.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let figures = Figures {
+        name: "hookflow",
+        workflows: events,
+        elapsed: last - started,
+        history_events: history_events(
+            &scenario.stack.temporal,
+            &expected.iter().cloned().collect::<Vec<_>>(),
+        ),
+        temporal_cpu_ms: (cpu_ms(temporal) - temporal_before) / events as f64,
+        own_cpu_ms: Some(cpu_ms(process.pid()) / events as f64),
+        peak_rss_mib: Some(peak_rss_mib(process.pid())),
+    };
+    drop(process);
+    figures
+}
+
+/// The engine floor's workflow: one no-op regular activity.
+#[workflow]
+#[derive(Default)]
+pub struct FloorWorkflow;
+
+#[workflow_methods]
+impl FloorWorkflow {
+    #[run]
+    pub async fn run(ctx: &mut WorkflowContext<Self>, input: u32) -> WorkflowResult<u32> {
+        let options = ActivityOptions::with_start_to_close_timeout(Duration::from_secs(30)).build();
+        let echoed = ctx
+            .execute_activity(FloorActivities::noop, input, options)
+            .await
+            .unwrap_or(0);
+        Ok(echoed)
+    }
+}
+
+pub struct FloorActivities;
+
+#[activities]
+impl FloorActivities {
+    #[activity]
+    pub async fn noop(
+        self: Arc<Self>,
+        _ctx: ActivityContext,
+        input: u32,
+    ) -> Result<u32, ActivityError> {
+        Ok(input)
+    }
+}
+
+async fn engine_floor(
+    client: Client,
+    address: &str,
+    workflows: usize,
+    temporal_db: &str,
+) -> Figures {
+    let task_queue = format!("floor-{}", uuid::Uuid::new_v4());
+    let runtime =
+        Runtime::from_current_tokio(RuntimeOptions::builder().build().expect("runtime options"))
+            .expect("runtime");
+    let options = WorkerOptions::new(&task_queue)
+        .register_workflow::<FloorWorkflow>()
+        .expect("workflow")
+        .register_activities(FloorActivities)
+        .build();
+    let mut worker = Worker::new(&runtime, client.clone(), options).expect("worker");
+    let stop = worker.shutdown_handle();
+    let temporal = temporal_pid(temporal_db);
+    let ids: Vec<String> = (0..workflows)
+        .map(|n| format!("floor-{task_queue}-{n}"))
+        .collect();
+    let run = async {
+        let temporal_before = cpu_ms(temporal);
+        let started = Instant::now();
+        // As many starts in flight as hookflow's consumer allows (kafka.max_starts_in_flight).
+        stream::iter(ids.iter().enumerate())
+            .for_each_concurrent(32, |(n, id)| {
+                let client = client.clone();
+                let task_queue = task_queue.clone();
+                async move {
+                    let options = WorkflowStartOptions::new(task_queue, id.clone()).build();
+                    client
+                        .start_workflow(FloorWorkflow::run, n as u32, options)
+                        .await
+                        .expect("start");
+                }
+            })
+            .await;
+        for id in &ids {
+            let handle = client.get_workflow_handle::<FloorWorkflow>(id);
+            handle
+                .get_result(Default::default())
+                .await
+                .expect("floor workflow");
+        }
+        let elapsed = started.elapsed();
+        let temporal_cpu = cpu_ms(temporal) - temporal_before;
+        stop();
+        (elapsed, temporal_cpu)
+    };
+    let (worked, (elapsed, temporal_cpu)) = tokio::join!(worker.run(), run);
+    worked.expect("floor worker");
+    Figures {
+        name: "floor",
+        workflows,
+        elapsed,
+        history_events: history_events(address, &ids),
+        temporal_cpu_ms: temporal_cpu / workflows as f64,
+        own_cpu_ms: None,
+        peak_rss_mib: None,
+    }
+}
+
+#[tokio::main(flavor = "multi_thread")]
+async fn main() {
+    let events: usize = std::env::var("HOOKFLOW_BENCH_EVENTS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(600);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = dir.path().join("temporal.db");
+    let db_text = db.display().to_string();
+    let (stack, _server) = stack().with_own_temporal(&db);
+    let client = temporal::client(&stack.temporal).await;
+    let mut scenario = Scenario::on(stack.clone(), 1).await;
+
+    let floor = engine_floor(client, &stack.temporal, events, &db_text).await;
+    let hookflow = hookflow_backlog(&mut scenario, events, &db_text).await;
+    println!(
+        "backlog of {events} events, one healthy endpoint, Temporal dev server with a database file"
+    );
+    floor.print();
+    hookflow.print();
+    println!(
+        "hookflow / floor: throughput {:.2}x, history events {:.2}x, Temporal CPU per workflow {:.2}x",
+        hookflow.per_second() / floor.per_second(),
+        hookflow.history_events / floor.history_events,
+        hookflow.temporal_cpu_ms / floor.temporal_cpu_ms,
+    );
+}
