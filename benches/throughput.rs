@@ -8,7 +8,10 @@
 //! own CPU ms per delivery and peak RSS. The Temporal server keeps its state in a database
 //! file, as a real one does.
 //!
-//! `cargo build --release -p hookflow && cargo bench -p hookflow-benches --bench throughput`
+//! Then latency at low load: events produced at 5 per second (`HOOKFLOW_BENCH_LOW_RATE`) to
+//! a fresh deployment, p50 and p99 from produce to receipt.
+//!
+//! `cargo build --release -p hookflow && cargo bench --workspace --bench throughput`
 //! (`HOOKFLOW_BENCH_EVENTS`, default 600, changes the backlog).
 // The Temporal macros generate undocumented items beside the documented methods.
 #![allow(missing_docs)]
@@ -19,6 +22,8 @@ use std::{
     sync::Arc,
     time::{Duration, Instant},
 };
+
+mod load;
 
 use futures::{StreamExt, stream};
 use hookflow_e2e::{scenario::Scenario, stack::stack, temporal};
@@ -262,10 +267,13 @@ async fn engine_floor(
 
 #[tokio::main(flavor = "multi_thread")]
 async fn main() {
-    let events: usize = std::env::var("HOOKFLOW_BENCH_EVENTS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(600);
+    // `cargo bench` passes `--bench`; anything else (e.g. `cargo test --benches`) is a dry
+    // run that only checks the benchmark builds.
+    if !std::env::args().any(|a| a == "--bench") {
+        return;
+    }
+    let events = load::env_or("HOOKFLOW_BENCH_EVENTS", 600) as usize;
+    let low_rate = load::env_or("HOOKFLOW_BENCH_LOW_RATE", 5) as f64;
     let dir = tempfile::tempdir().expect("tempdir");
     let db = dir.path().join("temporal.db");
     let db_text = db.display().to_string();
@@ -285,5 +293,20 @@ async fn main() {
         hookflow.per_second() / floor.per_second(),
         hookflow.history_events / floor.history_events,
         hookflow.temporal_cpu_ms / floor.temporal_cpu_ms,
+    );
+
+    // Low load on a fresh deployment (its own topic and team) on the same server.
+    let mut low = Scenario::on(stack, 1).await;
+    low.destination("low", "low", "");
+    let process = low.deployment.start();
+    load::eventually_ready(&process).await;
+    let count = (low_rate * 12.0) as usize;
+    let figures = load::steady_load(&low, "low", count, low_rate).await;
+    println!(
+        "low load   {count} events at {low_rate}/s: delivered {} ({:.1}/s), p50 {} ms, p99 {} ms",
+        figures.delivered,
+        figures.per_second,
+        figures.p50.as_millis(),
+        figures.p99.as_millis()
     );
 }
