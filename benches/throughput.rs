@@ -5,11 +5,12 @@
 //!
 //! Reported for both: deliveries (workflows) per second, history events per workflow,
 //! Temporal server CPU ms per workflow (from /proc of the dev server), and for hookflow its
-//! own CPU ms per delivery and peak RSS. The Temporal server keeps its state in a database
-//! file, as a real one does.
+//! own CPU ms per delivery (all its processes together) and peak RSS (the largest process).
+//! The Temporal server keeps its state in a database file, as a real one does.
 //!
-//! Then latency at low load: events produced at 5 per second (`HOOKFLOW_BENCH_LOW_RATE`) to
-//! a fresh deployment, p50 and p99 from produce to receipt.
+//! Then the same backlog drained by one consumer and two workers (scale-out), and latency at
+//! low load: events produced at 5 per second (`HOOKFLOW_BENCH_LOW_RATE`) to a fresh
+//! deployment, p50 and p99 from produce to receipt.
 //!
 //! `cargo build --release -p hookflow && cargo bench --workspace --bench throughput`
 //! (`HOOKFLOW_BENCH_EVENTS`, default 600, changes the backlog).
@@ -133,13 +134,23 @@ fn history_events(address: &str, ids: &[String]) -> f64 {
     total as f64 / sample.len() as f64
 }
 
-async fn hookflow_backlog(scenario: &mut Scenario, events: usize, temporal_db: &str) -> Figures {
+/// The processes that drain the backlog: `["all"]`, or `["consumer", "worker", "worker"]`.
+async fn hookflow_backlog(
+    name: &'static str,
+    scenario: &mut Scenario,
+    roles: &[&str],
+    events: usize,
+    temporal_db: &str,
+) -> Figures {
     scenario.destination("healthy", "healthy", "");
     let uuids = scenario.produce_events(events).await;
     let temporal = temporal_pid(temporal_db);
     let temporal_before = cpu_ms(temporal);
     let started = Instant::now();
-    let process = scenario.deployment.start();
+    let processes: Vec<_> = roles
+        .iter()
+        .map(|role| scenario.deployment.start_as(role))
+        .collect();
     let expected: BTreeSet<String> = uuids.iter().map(|u| format!("healthy:{u}")).collect();
     scenario
         .receiver
@@ -154,8 +165,13 @@ async fn hookflow_backlog(scenario: &mut Scenario, events: usize, temporal_db: &
         .expect("deliveries");
     // Workflows finish just after their request: let the last ones close.
     tokio::time::sleep(Duration::from_secs(2)).await;
-    let figures = Figures {
-        name: "hookflow",
+    let own_cpu: f64 = processes.iter().map(|p| cpu_ms(p.pid())).sum();
+    let peak_rss = processes
+        .iter()
+        .map(|p| peak_rss_mib(p.pid()))
+        .fold(0.0, f64::max);
+    Figures {
+        name,
         workflows: events,
         elapsed: last - started,
         history_events: history_events(
@@ -163,11 +179,9 @@ async fn hookflow_backlog(scenario: &mut Scenario, events: usize, temporal_db: &
             &expected.iter().cloned().collect::<Vec<_>>(),
         ),
         temporal_cpu_ms: (cpu_ms(temporal) - temporal_before) / events as f64,
-        own_cpu_ms: Some(cpu_ms(process.pid()) / events as f64),
-        peak_rss_mib: Some(peak_rss_mib(process.pid())),
-    };
-    drop(process);
-    figures
+        own_cpu_ms: Some(own_cpu / events as f64),
+        peak_rss_mib: Some(peak_rss),
+    }
 }
 
 /// The engine floor's workflow: one no-op regular activity.
@@ -282,17 +296,33 @@ async fn main() {
     let mut scenario = Scenario::on(stack.clone(), 1).await;
 
     let floor = engine_floor(client, &stack.temporal, events, &db_text).await;
-    let hookflow = hookflow_backlog(&mut scenario, events, &db_text).await;
+    let hookflow = hookflow_backlog("hookflow", &mut scenario, &["all"], events, &db_text).await;
+    // Scale-out: the same backlog (a fresh topic and team) drained by one consumer and two
+    // workers.
+    let mut split = Scenario::on(stack.clone(), 1).await;
+    let scaled = hookflow_backlog(
+        "1c+2w",
+        &mut split,
+        &["consumer", "worker", "worker"],
+        events,
+        &db_text,
+    )
+    .await;
     println!(
         "backlog of {events} events, one healthy endpoint, Temporal dev server with a database file"
     );
     floor.print();
     hookflow.print();
+    scaled.print();
     println!(
         "hookflow / floor: throughput {:.2}x, history events {:.2}x, Temporal CPU per workflow {:.2}x",
         hookflow.per_second() / floor.per_second(),
         hookflow.history_events / floor.history_events,
         hookflow.temporal_cpu_ms / floor.temporal_cpu_ms,
+    );
+    println!(
+        "one consumer and two workers / one process: throughput {:.2}x",
+        scaled.per_second() / hookflow.per_second()
     );
 
     // Low load on a fresh deployment (its own topic and team) on the same server.
