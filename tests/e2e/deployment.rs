@@ -150,6 +150,30 @@ fn every_overlay_renders_validates_and_holds_together() {
                 Some(format!("0.0.0.0:{ops_port}").as_str()),
                 "{name}"
             );
+            // `--role admin` refuses to start without the admin API's address and the
+            // Redis store; its Service's port must be the one it listens on.
+            if role == "admin" {
+                let admin_port = container["ports"]
+                    .as_array()
+                    .expect("ports")
+                    .iter()
+                    .find(|p| p["name"] == "admin")
+                    .expect("admin port")["containerPort"]
+                    .clone();
+                assert_eq!(
+                    config
+                        .get("admin")
+                        .and_then(|a| a.get("address"))
+                        .and_then(|a| a.as_str()),
+                    Some(format!("0.0.0.0:{admin_port}").as_str()),
+                    "{overlay}: the admin role needs admin.address"
+                );
+                assert_eq!(
+                    config["destinations"]["store"].as_str(),
+                    Some("redis"),
+                    "{overlay}"
+                );
+            }
             for (probe, path) in [
                 ("livenessProbe", "/_liveness"),
                 ("readinessProbe", "/_readiness"),
