@@ -23,15 +23,7 @@ use hookflow_http::isolation::{EndpointGate, IsolationSettings};
 const IDLE: Duration = Duration::from_secs(1);
 
 fn rss_kib() -> u64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|status| {
-            status
-                .lines()
-                .find_map(|l| l.strip_prefix("VmRSS:"))
-                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        })
-        .unwrap_or(0)
+    hookflow_e2e::proc_status_kib("self", "VmRSS")
 }
 
 fn destination(batch: usize, i: usize) -> Destination {

@@ -87,16 +87,7 @@ fn cpu_ms(pid: u32) -> f64 {
 
 /// Peak resident set size (VmHWM) of a process, in MiB.
 fn peak_rss_mib(pid: u32) -> f64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|status| {
-            status
-                .lines()
-                .find_map(|l| l.strip_prefix("VmHWM:"))
-                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
-        })
-        .unwrap_or(0.0)
-        / 1024.0
+    hookflow_e2e::proc_status_kib(&pid.to_string(), "VmHWM") as f64 / 1024.0
 }
 
 /// The pid of the Temporal dev server keeping its state in `db` (not its shell guard).

@@ -17,16 +17,7 @@ async fn destinations_are_managed_through_the_api() {
     let api = AdminApi::new(base, token);
     let team = s.team;
     let collection = format!("/v1/teams/{team}/destinations");
-    eventually(Duration::from_secs(60), "the admin API", || async {
-        let response = api
-            .http
-            .get(format!("{}{collection}", api.base))
-            .send()
-            .await
-            .ok()?;
-        Some(response.status().as_u16())
-    })
-    .await;
+    api.wait_until_serving(&collection).await;
 
     assert_eq!(api.call_with("GET", &collection, None, None).await.0, 401);
     assert_eq!(

@@ -2,9 +2,9 @@
 //! docs/openapi.yaml (valid and invalid, bounded in number) against the real binary and
 //! checks every answer: no 5xx, nothing the spec does not describe, no crash.
 
-use std::{path::Path, process::Command, time::Duration};
+use std::{path::Path, process::Command};
 
-use hookflow_e2e::{admin::AdminApi, eventually, scenario::Scenario};
+use hookflow_e2e::{admin::AdminApi, scenario::Scenario};
 use serde_json::json;
 
 #[tokio::test(flavor = "multi_thread")]
@@ -14,16 +14,7 @@ async fn the_admin_api_keeps_to_its_spec_under_generated_requests() {
     let api = AdminApi::new(base.clone(), token.clone());
     let process = s.deployment.start();
     let collection = format!("/v1/teams/{}/destinations", s.team);
-    eventually(Duration::from_secs(60), "the admin API", || async {
-        let response = api
-            .http
-            .get(format!("{base}{collection}"))
-            .send()
-            .await
-            .ok()?;
-        (response.status().as_u16() == 401).then_some(())
-    })
-    .await;
+    api.wait_until_serving(&collection).await;
     // Something for reads to find.
     let spec = json!({"id": "fuzzed", "url": s.receiver.url("fuzzed")});
     assert_eq!(api.call("POST", &collection, Some(spec)).await.0, 201);

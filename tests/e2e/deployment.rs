@@ -6,7 +6,7 @@
 
 use std::{collections::BTreeSet, path::Path, process::Command, time::Duration};
 
-use hookflow_e2e::{admin::AdminApi, eventually, scenario::Scenario};
+use hookflow_e2e::{admin::AdminApi, scenario::Scenario};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
@@ -47,6 +47,15 @@ fn named<'a>(docs: &'a [Value], kind: &str, name: &str) -> &'a Value {
         .into_iter()
         .find(|d| d["metadata"]["name"] == name)
         .unwrap_or_else(|| panic!("no {kind} {name}"))
+}
+
+/// The number of `container`'s port named `name`.
+fn container_port(container: &Value, name: &str) -> u64 {
+    container["ports"]
+        .as_array()
+        .and_then(|ports| ports.iter().find(|p| p["name"] == name))
+        .and_then(|p| p["containerPort"].as_u64())
+        .unwrap_or_else(|| panic!("no port named {name}"))
 }
 
 /// Whether `selector` (matchLabels) selects pods labelled `labels`.
@@ -135,13 +144,7 @@ fn every_overlay_renders_validates_and_holds_together() {
                 "{name}: {config_path} is in {map}"
             );
             // Probes on the ops listener, which the configuration puts on the pod's address.
-            let ops_port = container["ports"]
-                .as_array()
-                .expect("ports")
-                .iter()
-                .find(|p| p["name"] == "ops")
-                .expect("ops port")["containerPort"]
-                .clone();
+            let ops_port = container_port(container, "ops");
             let config: toml::Table =
                 toml::from_str(map["data"][file_name].as_str().expect("toml"))
                     .expect("config TOML");
@@ -153,13 +156,7 @@ fn every_overlay_renders_validates_and_holds_together() {
             // `--role admin` refuses to start without the admin API's address and the
             // Redis store; its Service's port must be the one it listens on.
             if role == "admin" {
-                let admin_port = container["ports"]
-                    .as_array()
-                    .expect("ports")
-                    .iter()
-                    .find(|p| p["name"] == "admin")
-                    .expect("admin port")["containerPort"]
-                    .clone();
+                let admin_port = container_port(container, "admin");
                 assert_eq!(
                     config
                         .get("admin")
@@ -361,17 +358,7 @@ async fn the_admin_role_serves_the_api_alone() {
     let admin = s.deployment.start_as("admin");
     let api = AdminApi::new(base, token);
     let collection = format!("/v1/teams/{}/destinations", s.team);
-    eventually(Duration::from_secs(60), "the admin API", || async {
-        api.http
-            .get(format!("{}{collection}", api.base))
-            .bearer_auth(&api.token)
-            .send()
-            .await
-            .ok()
-            .filter(|r| r.status() == 200)
-            .map(|_| ())
-    })
-    .await;
+    api.wait_until_serving(&collection).await;
     let spec = json!({"id": "by-admin", "url": s.receiver.url("by-admin")});
     assert_eq!(api.call("POST", &collection, Some(spec)).await.0, 201);
     let (status, readiness) = admin.probe("/_readiness").await.expect("readiness");

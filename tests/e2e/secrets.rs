@@ -41,16 +41,7 @@ async fn no_log_line_metric_answer_or_history_holds_a_secret() {
     let process = s.deployment.start();
     let mut answers: Vec<String> = Vec::new();
     let collection = format!("/v1/teams/{}/destinations", s.team);
-    eventually(Duration::from_secs(60), "the admin API", || async {
-        let response = api
-            .http
-            .get(format!("{}{collection}", api.base))
-            .send()
-            .await
-            .ok()?;
-        (response.status().as_u16() == 401).then_some(())
-    })
-    .await;
+    api.wait_until_serving(&collection).await;
 
     let port = s.receiver.addr.port();
     let spec = json!({

@@ -7,8 +7,7 @@ use std::time::Duration;
 
 use hookflow_core::DeliveryOutcome;
 use hookflow_e2e::{
-    admin::AdminApi, events, eventually, receiver::Answer, scenario::Scenario, temporal,
-    unique_team,
+    admin::AdminApi, events, receiver::Answer, scenario::Scenario, temporal, unique_team,
 };
 use serde_json::json;
 
@@ -25,11 +24,7 @@ async fn a_reused_destination_id_never_receives_the_old_ones_pending_deliveries(
     );
     let receiver = &s.receiver;
     let spec = |id: &str, path: &str, state: &str| json!({"id": id, "url": receiver.url(path), "state": state});
-    eventually(Duration::from_secs(60), "the admin API", || async {
-        let response = api.http.get(format!("{}{a}", api.base)).send().await.ok()?;
-        (response.status().as_u16() == 401).then_some(())
-    })
-    .await;
+    api.wait_until_serving(&a).await;
 
     // Two paused destinations of team A: their deliveries wait, deferred.
     for id in ["moved", "recreated"] {

@@ -1,5 +1,7 @@
 //! A client of hookflow's admin API, as an operator's tooling would call it.
 
+use std::time::Duration;
+
 use serde_json::Value;
 
 /// The admin API at `base`, called with `token`.
@@ -20,6 +22,23 @@ impl AdminApi {
             token,
             http: reqwest::Client::new(),
         }
+    }
+
+    /// Waits until the API serves `path` (a GET with the token answers 200: listening, and
+    /// the destination store loaded).
+    pub async fn wait_until_serving(&self, path: &str) {
+        let url = format!("{}{path}", self.base);
+        crate::eventually(Duration::from_secs(60), "the admin API", || async {
+            let response = self
+                .http
+                .get(&url)
+                .bearer_auth(&self.token)
+                .send()
+                .await
+                .ok()?;
+            (response.status().as_u16() == 200).then_some(())
+        })
+        .await;
     }
 
     /// Calls `method path` with the token; the status and the JSON body (`null` if none).

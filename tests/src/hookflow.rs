@@ -380,15 +380,7 @@ impl Process {
 
     /// Its resident set size, in KiB (VmRSS).
     pub fn rss_kib(&self) -> u64 {
-        std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
-            .ok()
-            .and_then(|status| {
-                status
-                    .lines()
-                    .find_map(|l| l.strip_prefix("VmRSS:"))
-                    .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-            })
-            .unwrap_or(0)
+        crate::proc_status_kib(&self.child.id().to_string(), "VmRSS")
     }
 
     /// GETs an operations endpoint (`/_liveness`, `/_readiness`): its status and JSON body.

@@ -30,6 +30,20 @@ pub fn unique(prefix: &str) -> String {
     )
 }
 
+/// A `kB` field of `/proc/<pid>/status` (`pid` a number or `self`: `VmRSS`, `VmHWM`, …), in
+/// KiB; 0 when it cannot be read.
+pub fn proc_status_kib(pid: &str, field: &str) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|status| {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        })
+        .unwrap_or(0)
+}
+
 /// A team id unique to this run, so visibility queries see only one test's workflows.
 pub fn unique_team() -> i64 {
     i64::from(uuid::Uuid::new_v4().as_u128() as u32 >> 1) + 1_000
