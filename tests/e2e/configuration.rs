@@ -1,7 +1,8 @@
 //! Per-destination configuration with the real binary: a Slack-format destination gets its
 //! rendered message; static headers are sent; during a secret rotation receivers with the
 //! old or the new secret both accept; a paused destination's deliveries wait and go out when
-//! it is resumed; the destinations file is reloaded without a restart.
+//! it is resumed; the destinations file is reloaded without a restart; `send-sample` to a
+//! broker that never answers ends with a clear error instead of waiting minutes.
 
 use std::time::Duration;
 
@@ -102,4 +103,18 @@ async fn formats_headers_rotation_pause_and_reload() {
     let added = temporal::result(&s.temporal, &format!("added:{second}")).await;
     assert_eq!(added.outcome, DeliveryOutcome::Delivered);
     assert_eq!(receiver.received_on("added").len(), 1);
+}
+
+#[test]
+fn send_sample_to_an_unreachable_broker_ends_with_a_clear_error() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = dir.path().join("unreachable.toml");
+    std::fs::write(&config, "[kafka]\nbrokers = \"127.0.0.1:1\"\n").expect("write");
+    let (ok, out) =
+        hookflow_e2e::hookflow::run(&["--config", config.to_str().expect("path"), "send-sample"]);
+    assert!(!ok, "{out}");
+    assert!(
+        out.contains("sending sample events") && out.contains("Message timed out"),
+        "{out}"
+    );
 }
