@@ -1,6 +1,8 @@
-//! History stays bounded however long a delivery waits: a paused destination's deliveries
-//! defer round after round, and each run continues as new after its bound, carrying the
-//! attempts, the start time (so the maximum age) and the last report.
+//! What a delivery writes to history: a first-try delivery is one workflow task, started
+//! eagerly by the process that consumed the event; and history stays bounded however long
+//! a delivery waits: a paused destination's deliveries defer round after round, and each
+//! run continues as new after its bound, carrying the attempts, the start time (so the
+//! maximum age) and the last report.
 
 use std::time::Duration;
 
@@ -12,9 +14,49 @@ use temporalio_client::WorkflowExecutionStatus;
 /// second late, so a round of the paused deliveries below takes about a second.
 const ROUNDS: u32 = 2;
 /// Events one run may write with that bound: the start and first workflow task (4), each
-/// round's activity, workflow task and timer (11), and the end (continue-as-new, or the
-/// outcome's upsert, marker and completion with their workflow task).
-const MAX_EVENTS_PER_RUN: i64 = 4 + 11 * ROUNDS as i64 + 8;
+/// round's local attempt marker, timer and workflow task (6), and the end (continue-as-new,
+/// or the outcome's marker and upsert and the completion).
+const MAX_EVENTS_PER_RUN: i64 = 4 + 6 * ROUNDS as i64 + 3;
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_first_try_delivery_is_one_eagerly_started_workflow_task_of_eight_events() {
+    use temporalio_common::protos::temporal::api::{
+        enums::v1::EventType, history::v1::history_event::Attributes,
+    };
+    let mut s = Scenario::new().await;
+    s.destination("healthy", "healthy", "");
+    let _hookflow = s.deployment.start();
+    let uuid = s.produce_events(1).await[0];
+    let id = format!("healthy:{uuid}");
+    let result = temporal::result(&s.temporal, &id).await;
+    assert_eq!(result.outcome, DeliveryOutcome::Delivered);
+    assert_eq!(s.receiver.received_on("healthy").len(), 1);
+
+    let events = temporal::history(&s.temporal, &id).await;
+    let types: Vec<EventType> = events.iter().map(|e| e.event_type()).collect();
+    assert_eq!(
+        types,
+        [
+            EventType::WorkflowExecutionStarted,
+            EventType::WorkflowTaskScheduled,
+            EventType::WorkflowTaskStarted,
+            EventType::WorkflowTaskCompleted,
+            EventType::MarkerRecorded,                 // the attempt
+            EventType::UpsertWorkflowSearchAttributes, // the outcome
+            EventType::MarkerRecorded,                 // the outcome counted
+            EventType::WorkflowExecutionCompleted,
+        ]
+    );
+    assert_eq!(temporal::steps(&s.temporal, &id).await, ["attempted"]);
+    let Some(Attributes::WorkflowExecutionStartedEventAttributes(started)) = &events[0].attributes
+    else {
+        panic!("the first event is the start: {:?}", events[0]);
+    };
+    assert!(
+        started.eager_execution_accepted,
+        "the consumer's start handed its first workflow task to the worker in its process"
+    );
+}
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_long_wait_continues_as_new_within_the_bound_and_keeps_its_progress() {

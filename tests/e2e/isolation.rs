@@ -81,6 +81,9 @@ async fn a_hanging_endpoint_is_fenced_off_by_its_breaker_while_others_flow() {
     );
 }
 
+/// The consumer runs apart from the workers: a process that runs both starts its
+/// deliveries eagerly on its own worker, and these tests need deliveries to reach a worker
+/// that did not see the endpoint fail.
 #[tokio::test(flavor = "multi_thread")]
 async fn two_workers_share_one_breaker() {
     let mut s = Scenario::new().await;
@@ -89,13 +92,17 @@ async fn two_workers_share_one_breaker() {
     s.destination("hanging", "hang", "timeout_ms = 1000");
     s.deployment.config(&breaker_config(20_000));
     s.produce_events(6).await;
-    let first = s.deployment.start();
+    let _consumer = s.deployment.start_as("consumer");
+    let mut first = s.deployment.start_as("worker");
     first
         .wait_for_metric(OPENED, 1.0, Duration::from_secs(60))
         .await;
     let opened_at = Instant::now();
     let requests_when_opened = s.receiver.received_on("hang").len();
 
+    // Only the second worker is left to take the next deliveries (and the first ones'
+    // next rounds): it learns of the open breaker from Redis alone.
+    assert!(first.terminate(), "the first worker stops cleanly");
     let second = s.deployment.start_as("worker");
     s.produce_events(6).await;
     second
@@ -124,7 +131,9 @@ async fn a_rate_limit_holds_in_total_across_two_workers() {
     const EVENTS: usize = 40;
     let mut s = Scenario::new().await;
     s.destination("limited", "limited", "rate_per_second = 4.0\nburst = 8");
-    let first = s.deployment.start();
+    // Apart from the workers, as above: its starts go through the task queue to either.
+    let _consumer = s.deployment.start_as("consumer");
+    let first = s.deployment.start_as("worker");
     let second = s.deployment.start_as("worker");
     for process in [&first, &second] {
         process

@@ -7,6 +7,7 @@ use hookflow_temporal::{
     Client, TemporalSettings, codec::CodecSettings, workflow::DeliveryWorkflow,
 };
 use temporalio_client::errors::WorkflowGetResultError;
+pub use temporalio_common::protos::temporal::api::history::v1::HistoryEvent;
 
 /// A client of the shared Temporal server, once the server answers.
 pub async fn client(address: &str) -> Client {
@@ -151,23 +152,39 @@ pub async fn closed_runs(client: &Client, id: &str) -> Vec<Run> {
     .await
 }
 
-/// What each attempt activity of delivery `id` returned, in order (its latest run):
-/// `attempted`, `deferred:<reason>`, `destination_deleted`, …
-pub async fn steps(client: &Client, id: &str) -> Vec<String> {
-    use temporalio_common::protos::temporal::api::history::v1::history_event::Attributes;
-    let events = client
+/// The history of the latest run of workflow `id`.
+pub async fn history(client: &Client, id: &str) -> Vec<HistoryEvent> {
+    client
         .get_workflow_handle::<DeliveryWorkflow>(id)
         .fetch_history(Default::default())
         .into_events()
         .await
-        .expect("history");
-    events
+        .expect("history")
+}
+
+/// What each attempt of delivery `id` returned, in order (its latest run): `attempted`,
+/// `deferred:<reason>`, `destination_deleted`, … Attempts are activity tasks or local
+/// activity markers, as the delivery's workflow revision has them.
+pub async fn steps(client: &Client, id: &str) -> Vec<String> {
+    use temporalio_common::protos::temporal::api::history::v1::history_event::Attributes;
+    history(client, id)
+        .await
         .into_iter()
         .filter_map(|event| match event.attributes {
             Some(Attributes::ActivityTaskCompletedEventAttributes(completed)) => completed
                 .result
                 .and_then(|r| r.payloads.into_iter().next())
                 .and_then(|p| serde_json::from_slice::<serde_json::Value>(&p.data).ok()),
+            Some(Attributes::MarkerRecordedEventAttributes(mut marker))
+                if local_activity_type(&marker.details).as_deref()
+                    == Some(ATTEMPT_ACTIVITY_TYPE) =>
+            {
+                marker
+                    .details
+                    .remove("result")
+                    .and_then(|r| r.payloads.into_iter().next())
+                    .and_then(|p| serde_json::from_slice::<serde_json::Value>(&p.data).ok())
+            }
             _ => None,
         })
         .map(|step| match &step {
@@ -182,4 +199,20 @@ pub async fn steps(client: &Client, id: &str) -> Vec<String> {
             other => other.to_string(),
         })
         .collect()
+}
+
+/// The activity type the SDK registers the attempt activity under.
+const ATTEMPT_ACTIVITY_TYPE: &str = "DeliveryActivities::attempt";
+
+/// The activity type a local activity marker records in its `data` detail (JSON written by
+/// the SDK's core).
+fn local_activity_type(
+    details: &std::collections::HashMap<
+        String,
+        temporalio_common::protos::temporal::api::common::v1::Payloads,
+    >,
+) -> Option<String> {
+    let data = details.get("data")?.payloads.first()?;
+    let data: serde_json::Value = serde_json::from_slice(&data.data).ok()?;
+    data["activity_type"].as_str().map(str::to_owned)
 }

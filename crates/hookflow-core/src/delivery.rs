@@ -68,6 +68,32 @@ pub struct DeliveryInput {
     /// Where the previous run left off; `None` in a delivery's first run.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub progress: Option<DeliveryProgress>,
+    /// Which revision of the workflow code this delivery runs. Inputs recorded before the
+    /// field existed read as [`WorkflowRevision::ActivityAttempts`], the code they ran.
+    #[serde(default)]
+    pub revision: WorkflowRevision,
+}
+
+/// A revision of the delivery workflow's code. It is chosen when a delivery starts and
+/// recorded in its input, so in its history: a replay takes the branch the delivery started
+/// with, and continued runs keep it. A patch marker would do the same at the cost of two
+/// history events (the marker and a search-attribute upsert) in every delivery.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum WorkflowRevision {
+    /// Each attempt is an activity task: scheduled, polled by a worker and completed
+    /// through the server (eleven history events a round with its wait).
+    #[default]
+    ActivityAttempts,
+    /// Each attempt is a local activity, run by the worker inside the workflow task and
+    /// recorded as one marker (six history events a round with its wait; a first-try
+    /// delivery is one workflow task).
+    LocalAttempts,
+}
+
+impl WorkflowRevision {
+    /// The revision new deliveries start with.
+    pub const CURRENT: WorkflowRevision = WorkflowRevision::LocalAttempts;
 }
 
 impl DeliveryInput {
@@ -85,12 +111,15 @@ impl DeliveryInput {
             produced_at_ms: None,
             history: HistoryBound::default(),
             progress: None,
+            revision: WorkflowRevision::CURRENT,
         }
     }
 
-    /// The input of a fresh start of this delivery (a redelivery, say): no progress.
+    /// The input of a fresh start of this delivery (a redelivery, say): no progress, and
+    /// the current workflow revision whatever the recorded input ran.
     pub fn restarted(mut self) -> Self {
         self.progress = None;
+        self.revision = WorkflowRevision::CURRENT;
         self
     }
 
@@ -149,5 +178,21 @@ mod tests {
             DeliveryId::new("d-1", lower).as_str(),
             "d-1:0190f3a4-0000-7000-8000-00000000000a"
         );
+    }
+
+    #[test]
+    fn inputs_recorded_before_revisions_replay_the_code_they_ran() {
+        let event = ActionMatchedEvent::from_json(
+            br#"{"uuid":"0190f3a4-0000-7000-8000-000000000001","team_id":2,"event":"e",
+                "timestamp":"2026-11-21T10:00:00Z","matched_actions":[{"id":1,"name":"a"}]}"#,
+        )
+        .expect("event");
+        let current = DeliveryInput::new("d-1", event.clone(), event.matched_actions.clone());
+        assert_eq!(current.revision, WorkflowRevision::LocalAttempts);
+        let mut recorded = serde_json::to_value(&current).expect("json");
+        recorded.as_object_mut().expect("object").remove("revision");
+        let old: DeliveryInput = serde_json::from_value(recorded).expect("old input");
+        assert_eq!(old.revision, WorkflowRevision::ActivityAttempts);
+        assert_eq!(old.restarted().revision, WorkflowRevision::CURRENT);
     }
 }

@@ -27,7 +27,9 @@ pub mod template;
 
 pub use allow_list::AllowList;
 pub use credentials::{SecretHeaders, SigningSecret};
-pub use delivery::{DeliveryDefaults, DeliveryId, DeliveryInput, plan_deliveries};
+pub use delivery::{
+    DeliveryDefaults, DeliveryId, DeliveryInput, WorkflowRevision, plan_deliveries,
+};
 pub use destination::{
     Destination, DestinationCatalog, DestinationError, DestinationSet, DestinationSpec,
     DestinationState, LimitOverrides, LiveDestinations, ValidationRules,

@@ -18,9 +18,8 @@ pub const CONSUMER_COMMITS: &str = "hookflow_consumer_commits_total";
 pub const CONSUMER_LAG: &str = "hookflow_consumer_lag";
 /// Messages being processed now.
 pub const CONSUMER_MESSAGES_IN_FLIGHT: &str = "hookflow_consumer_messages_in_flight";
-/// Workflow starts, by `result`: `started`, `already_exists`, `failed`. With conflict
-/// policy UseExisting the server answers a start of a still-running workflow like a new
-/// start, so `started` includes those; `already_exists` counts finished ones.
+/// Workflow starts, by `result`: `started`, `already_exists` (the delivery is running or
+/// finished: a replayed or duplicated message), `failed`.
 pub const WORKFLOW_STARTS: &str = "hookflow_workflow_starts_total";
 /// Workflow starts waiting for Temporal's answer now (bounded by
 /// `kafka.max_starts_in_flight`).

@@ -1,7 +1,13 @@
 //! Idempotent start of delivery workflows: the workflow id is the delivery id, started with
-//! id-reuse policy `RejectDuplicate` and conflict policy `UseExisting`, so a second start of
-//! the same pair either joins the running workflow or is answered "already started"; both
-//! mean the pair is delivered or delivering.
+//! id-reuse policy `RejectDuplicate` and conflict policy `Fail`, so a second start of the
+//! same pair, running or closed, is answered "already started": the pair is delivered or
+//! delivering. (`UseExisting` would answer the same for a running one, but the server
+//! refuses eager start with it.)
+//!
+//! Starts ask for eager execution: when this process also runs a worker for the task
+//! queue, the server hands the first workflow task back in the start's answer instead of
+//! through a poll, so a first-try delivery costs no task-queue round trip; without a local
+//! worker the client quietly makes a normal start.
 //!
 //! A failed start says whose problem it is ([`ScheduleErrorKind`]): only what the event
 //! itself causes (an input over the payload limit, one that cannot be encoded) is the
@@ -69,8 +75,9 @@ impl DeliveryScheduler for TemporalScheduler {
         let options =
             WorkflowStartOptions::new(self.task_queue.clone(), input.delivery_id.to_string())
                 .id_reuse_policy(WorkflowIdReusePolicy::RejectDuplicate)
-                .id_conflict_policy(WorkflowIdConflictPolicy::UseExisting)
+                .id_conflict_policy(WorkflowIdConflictPolicy::Fail)
                 .search_attributes(search_attributes::for_delivery(input))
+                .enable_eager_workflow_start(true)
                 .static_summary(if self.event_in_summary {
                     summary(input)
                 } else {

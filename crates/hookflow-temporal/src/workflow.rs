@@ -3,7 +3,15 @@
 //!
 //! It makes one HTTP attempt per activity and lets the pure [`DeliveryProgress`] decide
 //! what to do next; waits between attempts are durable timers, so a restart of every
-//! hookflow process loses nothing and a retrying delivery holds no worker slot. An attempt
+//! hookflow process loses nothing and a retrying delivery holds no worker slot.
+//!
+//! Deliveries started now ([`WorkflowRevision::LocalAttempts`]) make each attempt a local
+//! activity: the worker runs it inside the workflow task and records one marker, so a
+//! first-try delivery is a single workflow task of eight history events, and each later
+//! round (wait, attempt) six, against eleven for an activity task. A worker that dies
+//! mid-attempt is noticed by the workflow task timeout, and the attempt runs again on
+//! another worker, as a heartbeat timeout did for the activity. Deliveries recorded under
+//! [`WorkflowRevision::ActivityAttempts`] keep running attempts as activity tasks. An attempt
 //! the endpoint's gate deferred (rate limit, concurrency cap, open breaker, paused
 //! destination) is not an attempt: the workflow waits it out on a timer and asks again,
 //! within the same maximum age.
@@ -20,7 +28,9 @@
 
 use std::time::{Duration, SystemTime};
 
-use hookflow_core::{DeliveryInput, DeliveryOutcome, DeliveryProgress, DeliveryResult, Next};
+use hookflow_core::{
+    DeliveryInput, DeliveryOutcome, DeliveryProgress, DeliveryResult, Next, WorkflowRevision,
+};
 use temporalio_common::RetryPolicy as ActivityRetryPolicy;
 use temporalio_macros::{workflow, workflow_methods};
 use temporalio_sdk::{
@@ -59,30 +69,42 @@ impl DeliveryWorkflow {
             .progress
             .take()
             .unwrap_or_else(|| DeliveryProgress::new(now_ms(ctx)));
-        // Each round's activity input carries the event: its size bounds the rounds of
-        // this run, so history bytes stay bounded too.
-        let activity_input_bytes = serde_json::to_vec(&AttemptInput {
-            delivery: input.clone(),
-            attempt: 0,
-        })
-        .map_or(0, |bytes| bytes.len());
-        let mut budget = input.history.run_budget(activity_input_bytes);
+        // Each round's activity task records its input, which carries the event: its size
+        // bounds the rounds of this run, so history bytes stay bounded too. A local
+        // attempt's marker records only the step, so only the round count bounds those.
+        let recorded_input_bytes = match input.revision {
+            WorkflowRevision::ActivityAttempts => serde_json::to_vec(&AttemptInput {
+                delivery: input.clone(),
+                attempt: 0,
+            })
+            .map_or(0, |bytes| bytes.len()),
+            WorkflowRevision::LocalAttempts => 0,
+        };
+        let mut budget = input.history.run_budget(recorded_input_bytes);
         let (outcome, note) = loop {
             if ctx.continue_as_new_suggested() || !budget.take_round() {
                 input.progress = Some(progress.continued());
                 ctx.continue_as_new(input, ContinueAsNewOptions::default())?;
                 unreachable!("continue_as_new always ends the run");
             }
-            let attempted = ctx
-                .execute_activity(
-                    DeliveryActivities::attempt,
-                    AttemptInput {
-                        delivery: input.clone(),
-                        attempt: progress.next_attempt(),
-                    },
-                    attempt_options(),
-                )
-                .await;
+            let attempt = AttemptInput {
+                delivery: input.clone(),
+                attempt: progress.next_attempt(),
+            };
+            let attempted = match input.revision {
+                WorkflowRevision::ActivityAttempts => {
+                    ctx.execute_activity(DeliveryActivities::attempt, attempt, attempt_options())
+                        .await
+                }
+                WorkflowRevision::LocalAttempts => {
+                    ctx.execute_local_activity(
+                        DeliveryActivities::attempt,
+                        attempt,
+                        local_attempt_options(),
+                    )
+                    .await
+                }
+            };
             let (now, random) = (now_ms(ctx), ctx.random::<f64>());
             let next = match attempted {
                 Ok(step) => progress.after(step, &input.retry, now, random),
@@ -131,6 +153,15 @@ fn millis(time: Option<SystemTime>) -> u64 {
 fn attempt_options() -> ActivityOptions {
     ActivityOptions::with_start_to_close_timeout(ATTEMPT_ACTIVITY_TIMEOUT)
         .heartbeat_timeout(ATTEMPT_HEARTBEAT_TIMEOUT)
+        .retry_policy(ActivityRetryPolicy::builder().maximum_attempts(1).build())
+        .build()
+}
+
+/// One attempt per local activity, for the same reason; the input (which carries the event)
+/// stays out of the marker, as it defaults to.
+fn local_attempt_options() -> LocalActivityOptions {
+    LocalActivityOptions::builder()
+        .start_to_close_timeout(ATTEMPT_ACTIVITY_TIMEOUT)
         .retry_policy(ActivityRetryPolicy::builder().maximum_attempts(1).build())
         .build()
 }

@@ -1,7 +1,7 @@
 //! Deliveries live for days, across deploys: every history recorded in `tests/histories/`
 //! (one per representative delivery, per workflow version that may still be in flight)
 //! must replay against the current workflow code. A change to the workflow's decisions
-//! that is not guarded by a patch marker fails here, not in production.
+//! that is not guarded by a new workflow revision fails here, not in production.
 
 use std::path::{Path, PathBuf};
 
@@ -58,8 +58,8 @@ async fn every_recorded_history_replays_against_the_current_workflow() {
             panic!(
                 "{} no longer replays: {error}\n\
                  A change to what the workflow decides must keep in-flight deliveries \
-                 replaying: guard it with a patch marker (README, \"Changing the delivery \
-                 workflow\").",
+                 replaying: guard it with a new workflow revision (README, \"Changing the \
+                 delivery workflow\").",
                 file.display()
             );
         }
