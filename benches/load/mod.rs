@@ -1,5 +1,8 @@
-//! Shared by the benchmarks: waiting for hookflow to be ready, and a steady load at a fixed
-//! rate with each delivery's latency from producing the event to its request arriving.
+//! Shared by the benchmarks: waiting for hookflow to be ready, and a load (at a fixed rate, or
+//! a burst as fast as the producer goes) with each delivery's latency from producing the
+//! event to its request arriving.
+// Every benchmark includes this module and uses a part of it.
+#![allow(dead_code)]
 
 use std::{
     collections::HashMap,
@@ -44,10 +47,24 @@ pub async fn eventually_ready(process: &Process) {
     panic!("hookflow did not become ready");
 }
 
-/// Produces `events` events at `rate` per second to the scenario's topic, after one warm-up
-/// event delivered end to end (so the consumer group has joined and the worker polls), and
-/// measures the requests arriving on the destination at `path`.
+/// How fast a load's events are produced.
+#[derive(Debug, Clone, Copy)]
+pub enum Pace {
+    /// This many events per second.
+    Steady(f64),
+    /// All at once: a backlog, as after an outage.
+    Burst,
+}
+
+/// Produces `events` events at `rate` per second to the scenario's topic; see [`load`].
 pub async fn steady_load(s: &Scenario, path: &str, events: usize, rate: f64) -> LoadFigures {
+    load(s, path, events, Pace::Steady(rate)).await
+}
+
+/// Produces `events` events at `pace` to the scenario's topic, after one warm-up event
+/// delivered end to end (so the consumer group has joined and the worker polls), and
+/// measures the requests arriving on the destination at `path`.
+pub async fn load(s: &Scenario, path: &str, events: usize, pace: Pace) -> LoadFigures {
     let producer: FutureProducer = ClientConfig::new()
         .set("bootstrap.servers", &s.stack.kafka)
         .set("linger.ms", "0")
@@ -73,10 +90,15 @@ pub async fn steady_load(s: &Scenario, path: &str, events: usize, rate: f64) -> 
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let mut produced_at: HashMap<String, Instant> = HashMap::new();
-    let mut tick = tokio::time::interval(Duration::from_secs_f64(1.0 / rate));
+    let mut tick = match pace {
+        Pace::Steady(rate) => Some(tokio::time::interval(Duration::from_secs_f64(1.0 / rate))),
+        Pace::Burst => None,
+    };
     let first = Instant::now();
     for _ in 0..events {
-        tick.tick().await;
+        if let Some(tick) = &mut tick {
+            tick.tick().await;
+        }
         let (uuid, event) = hookflow_e2e::events::event(s.team, &[(1, "Any")]);
         produced_at.insert(format!("{path}:{uuid}"), Instant::now());
         produce(event.to_string()).await;

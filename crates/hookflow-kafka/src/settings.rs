@@ -156,12 +156,23 @@ impl KafkaSettings {
                 self.heartbeat_interval.as_millis().to_string(),
             )
             .set("statistics.interval.ms", STATISTICS_INTERVAL_MS);
+        if config.get(FETCH_WAIT_MAX).is_none() {
+            config.set(FETCH_WAIT_MAX, FETCH_WAIT_MAX_MS);
+        }
         config
     }
 }
 
 /// How often librdkafka reports statistics (partition lag), in milliseconds.
 const STATISTICS_INTERVAL_MS: &str = "5000";
+
+/// The longest a fetch waits for data, unless `[kafka.client]` sets it. Kafka answers a
+/// fetch as soon as data arrives, so there this only paces idle fetches (librdkafka's
+/// default is 500 ms); some Kafka-compatible brokers (tansu, the local stack's) answer only
+/// when the wait ends, and there it is the delivery latency at low load: measured on the
+/// local stack, p50 from produce to receipt about 60 ms with the default, 17 ms with 10 ms.
+const FETCH_WAIT_MAX: &str = "fetch.wait.max.ms";
+const FETCH_WAIT_MAX_MS: &str = "50";
 
 #[cfg(test)]
 mod tests {
@@ -197,5 +208,14 @@ mod tests {
         // librdkafka refuses SASL_SSL and SCRAM unless it was built with OpenSSL.
         let producer = crate::client::create::<BaseProducer>(&config);
         assert!(producer.is_ok(), "{:?}", producer.err());
+    }
+
+    #[test]
+    fn the_consumer_fetch_wait_is_short_unless_configured() {
+        let config = settings(&[]).consumer_config();
+        assert_eq!(config.get("fetch.wait.max.ms"), Some(FETCH_WAIT_MAX_MS));
+        let config = settings(&[("fetch_wait_max_ms", "500")]).consumer_config();
+        assert_eq!(config.get("fetch.wait.max.ms"), Some("500"));
+        assert_eq!(settings(&[]).client_config().get("fetch.wait.max.ms"), None);
     }
 }

@@ -1,0 +1,125 @@
+//! Backlog isolation: does a backlog to failing endpoints slow a healthy one when Temporal,
+//! not the network, is the limit?
+//!
+//! Two runs on one stack, each with its own topic, task queue and team, hookflow started and
+//! warmed up before the burst. Alone: N events (default 60) to one healthy endpoint,
+//! produced at once. Beside: N events each matching three destinations on three endpoints,
+//! the healthy one, one that hangs past its 2 s timeout and one that always answers 503,
+//! produced at once. Reported: the healthy endpoint's p50/p99 from produce to receipt and
+//! throughput in both runs and their ratio (target: p99 beside at most 1.5x alone); for each
+//! endpoint of the second run, the history events its deliveries wrote within the first
+//! minute, on average, and the requests the failing endpoints received (target: a failing
+//! delivery at most 2x the history events of a healthy one).
+//!
+//! `cargo build --release -p hookflow && cargo bench --workspace --bench backlog`
+//! (`HOOKFLOW_BENCH_EVENTS` changes N).
+
+mod load;
+
+use std::time::{Duration, Instant};
+
+use hookflow_e2e::{
+    receiver::{Answer, Receiver},
+    scenario::Scenario,
+    temporal,
+};
+use load::{LoadFigures, Pace, env_or, eventually_ready};
+
+/// The timeout of every destination, as in the scenario the issue measured.
+const TIMEOUT: &str = "timeout_ms = 2000";
+
+async fn alone(events: usize) -> LoadFigures {
+    let mut s = Scenario::new().await;
+    s.destination("healthy", "healthy", TIMEOUT);
+    let process = s.deployment.start();
+    eventually_ready(&process).await;
+    load::load(&s, "healthy", events, Pace::Burst).await
+}
+
+async fn beside_failing(events: usize) -> LoadFigures {
+    let mut s = Scenario::new().await;
+    let (hanging, failing) = (Receiver::start().await, Receiver::start().await);
+    hanging.script("hanging", vec![Answer::Hang(Duration::from_secs(120))]);
+    failing.script("failing", vec![Answer::Status(503, None)]);
+    s.destination("healthy", "healthy", TIMEOUT);
+    s.destination_on(&hanging, "hanging", "hanging", TIMEOUT);
+    s.destination_on(&failing, "failing", "failing", TIMEOUT);
+    let process = s.deployment.start();
+    eventually_ready(&process).await;
+    let burst = Instant::now();
+    let figures = load::load(&s, "healthy", events, Pace::Burst).await;
+
+    // What each delivery wrote within the first minute of the backlog.
+    tokio::time::sleep(Duration::from_secs(60).saturating_sub(burst.elapsed())).await;
+    let requests = |receiver: &Receiver, path: &str| receiver.received_on(path).len();
+    let (hanging_requests, failing_requests) =
+        (requests(&hanging, "hanging"), requests(&failing, "failing"));
+    let healthy_ids = delivery_ids(&s, "healthy");
+    let mut events_per_delivery = Vec::new();
+    for destination in ["healthy", "hanging", "failing"] {
+        // The same events went to every destination: the healthy receiver saw their ids.
+        let mut total = 0;
+        for id in &healthy_ids {
+            let uuid = id.split_once(':').map_or("", |(_, uuid)| uuid);
+            total += temporal::history(&s.temporal, &format!("{destination}:{uuid}"))
+                .await
+                .len();
+        }
+        events_per_delivery.push((destination, total as f64 / healthy_ids.len() as f64));
+    }
+    println!(
+        "  first minute: requests to the hanging endpoint {hanging_requests}, to the failing \
+         one {failing_requests}"
+    );
+    for (destination, average) in &events_per_delivery {
+        println!("  first minute: {destination:<8} {average:>5.1} history events per delivery");
+    }
+    let healthy = events_per_delivery[0].1;
+    for (destination, average) in &events_per_delivery[1..] {
+        println!(
+            "  {destination} / healthy history events: {:.2}x (target <= 2x)",
+            average / healthy
+        );
+    }
+    drop(process);
+    figures
+}
+
+/// The delivery ids of the events measured (warm-up included) on `path`.
+fn delivery_ids(s: &Scenario, path: &str) -> Vec<String> {
+    s.receiver
+        .received_on(path)
+        .iter()
+        .map(|r| r.header("webhook-id").to_owned())
+        .collect()
+}
+
+fn print(name: &str, f: &LoadFigures) {
+    println!(
+        "{name:<34} delivered {:>4}  {:>6.1}/s  p50 {:>6} ms  p99 {:>6} ms",
+        f.delivered,
+        f.per_second,
+        f.p50.as_millis(),
+        f.p99.as_millis()
+    );
+}
+
+#[tokio::main]
+async fn main() {
+    // `cargo bench` passes `--bench`; anything else (e.g. `cargo test --benches`) is a dry
+    // run that only checks the benchmark builds.
+    if !std::env::args().any(|a| a == "--bench") {
+        return;
+    }
+    let events = env_or("HOOKFLOW_BENCH_EVENTS", 60) as usize;
+    println!("backlog isolation: a burst of {events} events, every destination's timeout 2 s");
+    let baseline = alone(events).await;
+    print("healthy endpoint alone", &baseline);
+    let beside = beside_failing(events).await;
+    print("healthy beside hanging and 503", &beside);
+    println!(
+        "healthy beside failing / alone: p99 {:.2}x (target <= 1.5x), throughput {:.2}x",
+        beside.p99.as_secs_f64() / baseline.p99.as_secs_f64().max(f64::EPSILON),
+        beside.per_second / baseline.per_second
+    );
+}
