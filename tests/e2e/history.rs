@@ -56,6 +56,11 @@ async fn a_first_try_delivery_is_one_eagerly_started_workflow_task_of_eight_even
         started.eager_execution_accepted,
         "the consumer's start handed its first workflow task to the worker in its process"
     );
+    assert_eq!(
+        started.priority.as_ref().map(|p| p.fairness_key.as_str()),
+        Some("healthy"),
+        "each destination is its own fairness key"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -20,7 +20,7 @@ use hookflow_core::{
     DeliveryInput, DeliveryScheduler, ScheduleError, ScheduleErrorKind, ScheduleOutcome,
 };
 use temporalio_client::{
-    Client, WorkflowIdConflictPolicy, WorkflowIdReusePolicy, WorkflowStartOptions,
+    Client, Priority, WorkflowIdConflictPolicy, WorkflowIdReusePolicy, WorkflowStartOptions,
     errors::WorkflowStartError,
     tonic::{Code, Status},
 };
@@ -78,6 +78,7 @@ impl DeliveryScheduler for TemporalScheduler {
                 .id_conflict_policy(WorkflowIdConflictPolicy::Fail)
                 .search_attributes(search_attributes::for_delivery(input))
                 .enable_eager_workflow_start(true)
+                .priority(fair_share(input))
                 .static_summary(if self.event_in_summary {
                     summary(input)
                 } else {
@@ -110,6 +111,16 @@ impl DeliveryScheduler for TemporalScheduler {
             }),
         }
     }
+}
+
+/// Each destination is its own fairness key, so where the server dispatches by fairness a
+/// backlog to one destination (a dead endpoint's retries, a replay) gets one share of the
+/// task queue, not all of it. Ids are at most 64 bytes, Temporal's limit for the key, and
+/// say nothing the search attributes do not.
+fn fair_share(input: &DeliveryInput) -> Priority {
+    Priority::builder()
+        .fairness_key(input.destination_id.clone())
+        .build()
 }
 
 /// Whose problem a refused start is.
