@@ -94,29 +94,17 @@ fn delivery_ids(s: &Scenario, path: &str) -> Vec<String> {
         .collect()
 }
 
-fn print(name: &str, f: &LoadFigures) {
-    println!(
-        "{name:<34} delivered {:>4}  {:>6.1}/s  p50 {:>6} ms  p99 {:>6} ms",
-        f.delivered,
-        f.per_second,
-        f.p50.as_millis(),
-        f.p99.as_millis()
-    );
-}
-
 #[tokio::main]
 async fn main() {
-    // `cargo bench` passes `--bench`; anything else (e.g. `cargo test --benches`) is a dry
-    // run that only checks the benchmark builds.
-    if !std::env::args().any(|a| a == "--bench") {
+    if !load::benchmarking() {
         return;
     }
     let events = env_or("HOOKFLOW_BENCH_EVENTS", 60) as usize;
     println!("backlog isolation: a burst of {events} events, every destination's timeout 2 s");
     let baseline = alone(events).await;
-    print("healthy endpoint alone", &baseline);
+    baseline.print("healthy endpoint alone");
     let beside = beside_failing(events).await;
-    print("healthy beside hanging and 503", &beside);
+    beside.print("healthy beside hanging and 503");
     println!(
         "healthy beside failing / alone: p99 {:.2}x (target <= 1.5x), throughput {:.2}x",
         beside.p99.as_secs_f64() / baseline.p99.as_secs_f64().max(f64::EPSILON),

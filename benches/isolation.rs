@@ -51,30 +51,18 @@ async fn run(events: usize, rate: u64, hanging: bool) -> LoadFigures {
     figures
 }
 
-fn print(name: &str, f: &LoadFigures) {
-    println!(
-        "{name:<28} delivered {:>4}  {:>6.1}/s  p50 {:>6} ms  p99 {:>6} ms",
-        f.delivered,
-        f.per_second,
-        f.p50.as_millis(),
-        f.p99.as_millis()
-    );
-}
-
 #[tokio::main]
 async fn main() {
-    // `cargo bench` passes `--bench`; anything else (e.g. `cargo test --benches`) is a dry
-    // run that only checks the benchmark builds.
-    if !std::env::args().any(|a| a == "--bench") {
+    if !load::benchmarking() {
         return;
     }
     let events = env_or("HOOKFLOW_BENCH_EVENTS", 300) as usize;
     let rate = env_or("HOOKFLOW_BENCH_RATE", 15);
     println!("isolation: {events} events at {rate}/s, each to a healthy and a second endpoint");
     let baseline = run(events, rate, false).await;
-    print("both endpoints healthy", &baseline);
+    baseline.print("both endpoints healthy");
     let isolated = run(events, rate, true).await;
-    print("other endpoint hanging", &isolated);
+    isolated.print("other endpoint hanging");
     println!(
         "healthy throughput {:.1}% of baseline (target >= 95%), p99 {:.2}x baseline (target <= 1.5x)",
         100.0 * isolated.per_second / baseline.per_second,

@@ -272,9 +272,7 @@ async fn engine_floor(
 
 #[tokio::main(flavor = "multi_thread")]
 async fn main() {
-    // `cargo bench` passes `--bench`; anything else (e.g. `cargo test --benches`) is a dry
-    // run that only checks the benchmark builds.
-    if !std::env::args().any(|a| a == "--bench") {
+    if !load::benchmarking() {
         return;
     }
     let events = load::env_or("HOOKFLOW_BENCH_EVENTS", 600) as usize;

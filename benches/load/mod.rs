@@ -27,6 +27,25 @@ pub struct LoadFigures {
     pub p99: Duration,
 }
 
+impl LoadFigures {
+    /// One line of figures, under `name`.
+    pub fn print(&self, name: &str) {
+        println!(
+            "{name:<34} delivered {:>4}  {:>6.1}/s  p50 {:>6} ms  p99 {:>6} ms",
+            self.delivered,
+            self.per_second,
+            self.p50.as_millis(),
+            self.p99.as_millis()
+        );
+    }
+}
+
+/// Whether `cargo bench` runs this benchmark: it passes `--bench`; anything else (`cargo
+/// test --benches`, say) is a dry run that only checks the benchmark builds.
+pub fn benchmarking() -> bool {
+    std::env::args().any(|a| a == "--bench")
+}
+
 /// A whole-number setting from the environment.
 pub fn env_or(name: &str, default: u64) -> u64 {
     std::env::var(name)
