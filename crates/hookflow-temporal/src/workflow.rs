@@ -11,8 +11,9 @@
 //! round (wait, attempt) six, against eleven for an activity task. A worker that dies
 //! mid-attempt is noticed by the workflow task timeout, and the attempt runs again on
 //! another worker, as a heartbeat timeout did for the activity. Deliveries recorded under
-//! [`WorkflowRevision::ActivityAttempts`] keep running attempts as activity tasks. An attempt
-//! the endpoint's gate deferred (rate limit, concurrency cap, open breaker, paused
+//! [`WorkflowRevision::ActivityAttempts`] keep running attempts as activity tasks.
+//!
+//! An attempt the endpoint's gate deferred (rate limit, concurrency cap, open breaker, paused
 //! destination) is not an attempt: the workflow waits it out on a timer and asks again,
 //! within the same maximum age.
 //!
