@@ -107,21 +107,12 @@ fn temporal_pid(db: &str) -> u32 {
 }
 
 /// History events of a few of `ids`, on average.
-fn history_events(address: &str, ids: &[String]) -> f64 {
-    let sample: Vec<&String> = ids.iter().take(10).collect();
-    let total: usize = sample
-        .iter()
-        .map(|id| {
-            let out = Command::new("temporal")
-                .args(["workflow", "show", "--workflow-id", id, "--output", "json"])
-                .args(["--address", address.trim_start_matches("http://")])
-                .output()
-                .expect("temporal CLI");
-            let history: serde_json::Value =
-                serde_json::from_slice(&out.stdout).expect("history JSON");
-            history["events"].as_array().map_or(0, Vec::len)
-        })
-        .sum();
+async fn history_events(client: &Client, ids: &[String]) -> f64 {
+    let sample = &ids[..ids.len().min(10)];
+    let mut total = 0;
+    for id in sample {
+        total += temporal::history(client, id).await.len();
+    }
     total as f64 / sample.len() as f64
 }
 
@@ -166,9 +157,10 @@ async fn hookflow_backlog(
         workflows: events,
         elapsed: last - started,
         history_events: history_events(
-            &scenario.stack.temporal,
+            &scenario.temporal,
             &expected.iter().cloned().collect::<Vec<_>>(),
-        ),
+        )
+        .await,
         temporal_cpu_ms: (cpu_ms(temporal) - temporal_before) / events as f64,
         own_cpu_ms: Some(own_cpu / events as f64),
         peak_rss_mib: Some(peak_rss),
@@ -207,12 +199,7 @@ impl FloorActivities {
     }
 }
 
-async fn engine_floor(
-    client: Client,
-    address: &str,
-    workflows: usize,
-    temporal_db: &str,
-) -> Figures {
+async fn engine_floor(client: Client, workflows: usize, temporal_db: &str) -> Figures {
     let task_queue = format!("floor-{}", uuid::Uuid::new_v4());
     let runtime =
         Runtime::from_current_tokio(RuntimeOptions::builder().build().expect("runtime options"))
@@ -263,7 +250,7 @@ async fn engine_floor(
         name: "floor",
         workflows,
         elapsed,
-        history_events: history_events(address, &ids),
+        history_events: history_events(&client, &ids).await,
         temporal_cpu_ms: temporal_cpu / workflows as f64,
         own_cpu_ms: None,
         peak_rss_mib: None,
@@ -284,7 +271,7 @@ async fn main() {
     let client = temporal::client(&stack.temporal).await;
     let mut scenario = Scenario::on(stack.clone(), 1).await;
 
-    let floor = engine_floor(client, &stack.temporal, events, &db_text).await;
+    let floor = engine_floor(client, events, &db_text).await;
     let hookflow = hookflow_backlog("hookflow", &mut scenario, &["all"], events, &db_text).await;
     // Scale-out: the same backlog (a fresh topic and team) drained by one consumer and two
     // workers.
