@@ -10,7 +10,9 @@ const EVENTS: usize = 30;
 #[tokio::test(flavor = "multi_thread")]
 async fn a_killed_process_loses_nothing_and_duplicates_nothing() {
     let mut s = Scenario::new().await;
-    s.destination("crash", "crash", "");
+    // Paced by the endpoint's rate limit, so the stream takes seconds and the kill lands in
+    // it: unpaced, the fast path delivers all 30 before the first receipt is noticed.
+    s.destination("crash", "crash", "rate_per_second = 5.0\nburst = 5");
     let events: Vec<_> = (0..EVENTS)
         .map(|_| events::event(s.team, &[(1, "Any")]))
         .collect();
