@@ -36,7 +36,8 @@ async fn temporal_killed_mid_stream_and_restarted_loses_and_duplicates_nothing()
     let db = tempfile::tempdir().expect("tempdir");
     let (own, server) = stack().with_own_temporal(&db.path().join("temporal.db"));
     let mut s = Scenario::on(own, 4).await;
-    s.destination("t", "t", "");
+    // Paced by the endpoint's rate limit, so the kill lands mid-stream (as in crash.rs).
+    s.destination("t", "t", "rate_per_second = 5.0\nburst = 5");
     let uuids = s.produce_events(EVENTS).await;
     let process = s.deployment.start();
     let receiver = s.receiver.clone();
