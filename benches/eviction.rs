@@ -42,7 +42,7 @@ async fn attempt_each(gate: &EndpointGate, batch: usize, count: usize) -> Durati
     let ok = AttemptReport::response(200, None, 1);
     for i in 0..count {
         let destination = destination(batch, i);
-        let pass = gate.enter(&destination).await.expect("admitted");
+        let pass = gate.enter(&destination, None).await.expect("admitted");
         gate.leave(&destination, pass, &ok).await;
     }
     started.elapsed()

@@ -1,5 +1,6 @@
 //! Endpoint isolation with the real binary: a hanging endpoint's breaker opens and its
-//! deliveries wait without requests while healthy ones flow; two workers share one
+//! deliveries wait without requests while healthy ones flow; deliveries refused by an open
+//! breaker are woken when a probe closes it; two workers share one
 //! breaker; a rate limit holds in total across two workers; Redis can go away and come
 //! back; 410 Gone disables a destination until an operator re-enables it.
 
@@ -78,6 +79,68 @@ async fn a_hanging_endpoint_is_fenced_off_by_its_breaker_while_others_flow() {
             .await
             >= 1.0,
         "a probe closed it"
+    );
+}
+
+/// A delivery refused by an open breaker waits for it to close, not for each probe: one
+/// refused delivery comes back at the probe time, and when its request succeeds its worker
+/// signals the others, which deliver at once rather than after their own long timers.
+#[tokio::test(flavor = "multi_thread")]
+async fn deliveries_refused_by_an_open_breaker_are_woken_when_a_probe_closes_it() {
+    use temporalio_common::protos::temporal::api::enums::v1::EventType;
+
+    let mut s = Scenario::new().await;
+    // Four failures trip the breaker; every request after them succeeds, the probe first.
+    let mut answers = vec![Answer::Status(503, None); 4];
+    answers.push(Answer::Status(200, None));
+    s.receiver.script("flaky", answers);
+    s.destination("flaky", "flaky", "");
+    // The longest cooldown is far past the test: a waiter the probe's success did not wake
+    // would wait two thirds of its 120 s maximum age.
+    s.deployment.config(
+        "[isolation.breaker]\nwindow_ms = 30000\nmin_attempts = 4\nfailure_ratio = 0.5\n\
+         cooldown_ms = 4000\nmax_cooldown_ms = 600000\n",
+    );
+    let mut uuids = s.produce_events(4).await;
+    let process = s.deployment.start();
+    process
+        .wait_for_metric(OPENED, 1.0, Duration::from_secs(60))
+        .await;
+    uuids.extend(s.produce_events(4).await);
+
+    eventually(Duration::from_secs(40), "every delivery", || async {
+        (s.receiver.distinct_deliveries_on("flaky") == 8).then_some(())
+    })
+    .await;
+    assert_eq!(
+        s.receiver.received_on("flaky").len(),
+        4 + 8,
+        "four failures, then one request per delivery: the probe's and the woken ones'"
+    );
+    let mut woken = 0;
+    for uuid in &uuids {
+        let id = format!("flaky:{uuid}");
+        let result = temporal::result(&s.temporal, &id).await;
+        assert_eq!(result.outcome, DeliveryOutcome::Delivered, "{id}");
+        let types: Vec<EventType> = temporal::history(&s.temporal, &id)
+            .await
+            .iter()
+            .map(|e| e.event_type())
+            .collect();
+        let signalled = types.contains(&EventType::WorkflowExecutionSignaled);
+        assert_eq!(
+            signalled,
+            types.contains(&EventType::TimerCanceled),
+            "{id}: a signal ends the wait early, cancelling its timer"
+        );
+        woken += usize::from(signalled);
+    }
+    assert_eq!(woken, 7, "every refused delivery but the probe was woken");
+    assert_eq!(
+        process
+            .metric(r#"hookflow_breaker_wakeups_total{result="signalled"}"#)
+            .await,
+        7.0
     );
 }
 

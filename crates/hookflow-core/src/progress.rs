@@ -71,6 +71,18 @@ impl DeliveryProgress {
         self.attempts + 1
     }
 
+    /// How much of the maximum age under `policy` is left at `now_ms` (workflow time).
+    pub fn age_left_ms(&self, policy: &RetryPolicy, now_ms: u64) -> u64 {
+        let elapsed = now_ms.saturating_sub(self.started_at_ms);
+        policy.max_age_ms.saturating_sub(elapsed)
+    }
+
+    /// Whether the delivery is waiting because its endpoint's breaker is open (the last step
+    /// was a deferral for that), so that the breaker's closing may end the wait early.
+    pub fn waiting_for_breaker(&self) -> bool {
+        self.deferrals_in_a_row > 0 && self.last_deferral == Some(DeferralReason::BreakerOpen)
+    }
+
     /// The progress to hand to the next run.
     pub fn continued(&self) -> Self {
         DeliveryProgress {
@@ -317,6 +329,25 @@ mod tests {
         );
         let result = next_run.result(DeliveryOutcome::GaveUp, None);
         assert_eq!(result.attempts, 0);
+    }
+
+    #[test]
+    fn a_breaker_deferral_is_a_wait_for_the_breaker_until_the_next_attempt() {
+        let p = policy();
+        let mut progress = DeliveryProgress::new(1_000);
+        assert_eq!(progress.age_left_ms(&p, 4_000), 7_000);
+        assert_eq!(progress.age_left_ms(&p, 20_000), 0);
+        assert!(!progress.waiting_for_breaker());
+        let breaker = AttemptStep::Deferred(Deferral {
+            reason: DeferralReason::BreakerOpen,
+            wait_ms: 1_000,
+        });
+        progress.after(breaker, &p, 1_000, 0.0);
+        assert!(progress.waiting_for_breaker());
+        progress.after(paused(), &p, 1_000, 0.0);
+        assert!(!progress.waiting_for_breaker(), "a pause is not woken");
+        progress.after(status(503), &p, 1_000, 0.0);
+        assert!(!progress.waiting_for_breaker(), "a retry is not woken");
     }
 
     #[test]

@@ -56,6 +56,9 @@ pub const BREAKERS: &str = "hookflow_breakers";
 /// Attempts deferred without a request, by `reason`: `rate_limited` (the limiter
 /// refused), `concurrency_cap`, `breaker_open`.
 pub const DEFERRALS: &str = "hookflow_deferrals_total";
+/// Deliveries woken because their endpoint's breaker closed, by `result`: `signalled`, or
+/// `error` (finished since, or Temporal unreachable: they wake by their own timers).
+pub const BREAKER_WAKEUPS: &str = "hookflow_breaker_wakeups_total";
 /// Attempts in flight now in this worker.
 pub const ATTEMPTS_IN_FLIGHT: &str = "hookflow_attempts_in_flight";
 /// Live worker processes sharing the rate limits (from the Redis worker set).

@@ -3,6 +3,11 @@
 //! destination of the event's team with the uid the delivery recorded), renders and
 //! signs the body, asks the endpoint's gate (concurrency cap, rate limit, breaker), and
 //! makes exactly one HTTP request, or returns at once with a deferral.
+//!
+//! A delivery that can be woken (it says how much of its age is left) and is refused by an
+//! open breaker is added to the endpoint's waiters; the attempt whose probe closes the
+//! breaker signals each of them ([`crate::workflow::DeliveryWorkflow::breaker_closed`]) in
+//! the background.
 // The Temporal macros generate undocumented items beside the documented methods.
 #![allow(missing_docs)]
 
@@ -11,6 +16,7 @@ use std::{
     time::Duration,
 };
 
+use futures::StreamExt;
 use hookflow_core::{
     AttemptErrorKind, AttemptReport, AttemptStep, Deferral, DeferralReason, DeliveryInput,
     DestinationCatalog, DestinationState,
@@ -20,16 +26,21 @@ use hookflow_core::{
 };
 use hookflow_http::{
     DeliveryClient,
-    isolation::{DisabledDestinations, EndpointGate},
+    isolation::{DisabledDestinations, EndpointGate, Waiter},
 };
 use hookflow_telemetry::names;
 use serde::{Deserialize, Serialize};
+use temporalio_client::{Client, WorkflowSignalOptions};
 use temporalio_macros::activities;
 use temporalio_sdk::activities::{ActivityContext, ActivityError};
 use tracing::Instrument;
 
+use crate::workflow::DeliveryWorkflow;
+
 /// How often a running attempt tells Temporal its worker is alive.
 pub const ACTIVITY_HEARTBEAT_INTERVAL: Duration = Duration::from_secs(2);
+/// Signals in flight at once when a closed breaker wakes its waiters.
+const WAKE_CONCURRENCY: usize = 16;
 
 /// The input of one attempt.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -38,6 +49,12 @@ pub struct AttemptInput {
     pub delivery: DeliveryInput,
     /// 1 for the first attempt.
     pub attempt: u32,
+    /// How much of the delivery's maximum age is left, given by deliveries that listen for
+    /// [`DeliveryWorkflow::breaker_closed`]: an open breaker then defers them until it
+    /// closes (or, at the latest, past its longest cooldown). Absent in attempts recorded
+    /// before, which wait for each probe.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub age_left_ms: Option<u64>,
 }
 
 /// What the outcome activity records: the finished delivery (ids, outcome, attempts and,
@@ -86,9 +103,15 @@ impl DeliveryActivities {
         self
     }
 
-    /// The step of one attempt: the destination resolved and checked, the gate passed (or a
-    /// deferral), the request sent.
-    async fn attempt_step(&self, input: &AttemptInput) -> AttemptStep {
+    /// The step of one attempt by the delivery workflow `workflow_id`: the destination
+    /// resolved and checked, the gate passed (or a deferral), the request sent. An attempt
+    /// that closed its endpoint's breaker also says which deliveries to wake.
+    async fn attempt_step(
+        &self,
+        input: &AttemptInput,
+        workflow_id: Option<&str>,
+    ) -> (AttemptStep, Vec<String>) {
+        let no_wake = |step| (step, Vec::new());
         let delivery = &input.delivery;
         // Ids are freed on delete and may be taken again by any team: a destination that is
         // not the one this delivery was planned for (another team's, or a recreated one) is
@@ -98,42 +121,48 @@ impl DeliveryActivities {
             .get(&delivery.destination_id)
             .filter(|d| delivery.was_planned_for(d));
         let Some(destination) = destination else {
-            return AttemptStep::DestinationDeleted;
+            return no_wake(AttemptStep::DestinationDeleted);
         };
         match &destination.state {
             DestinationState::Enabled => {}
             // A pause has no end the gate knows: the wait follows the deferral back-off.
             DestinationState::Paused => {
-                return deferred(Deferral {
+                return no_wake(deferred(Deferral {
                     reason: DeferralReason::Paused,
                     wait_ms: 0,
-                });
+                }));
             }
             DestinationState::Disabled(reason) => {
-                return AttemptStep::DestinationDisabled(reason.clone());
+                return no_wake(AttemptStep::DestinationDisabled(reason.clone()));
             }
         }
         if let Some(disabled) = self.disabled.check(&destination.id).await {
-            return AttemptStep::DestinationDisabled(disabled.reason);
+            return no_wake(AttemptStep::DestinationDisabled(disabled.reason));
         }
         let timestamp = chrono::Utc::now().timestamp();
         let request = match prepare(&destination, delivery, &self.site_url, timestamp) {
             Ok(request) => request,
             Err(error) => {
                 let report = AttemptReport::failed(AttemptErrorKind::Invalid, error.to_string(), 0);
-                return AttemptStep::Attempted(report);
+                return no_wake(AttemptStep::Attempted(report));
             }
         };
-        let pass = match self.gate.enter(&destination).await {
+        let waiter = workflow_id
+            .zip(input.age_left_ms)
+            .map(|(workflow_id, age_left_ms)| Waiter {
+                workflow_id,
+                age_left: Duration::from_millis(age_left_ms),
+            });
+        let pass = match self.gate.enter(&destination, waiter).await {
             Ok(pass) => pass,
-            Err(deferral) => return deferred(deferral),
+            Err(deferral) => return no_wake(deferred(deferral)),
         };
         let report = self.client.send_to(&destination, request).await;
         metrics::counter!(names::DELIVERY_ATTEMPTS, "class" => report.class()).increment(1);
         metrics::histogram!(names::DELIVERY_ATTEMPT_DURATION)
             .record(report.duration_ms as f64 / 1000.0);
         tracing::debug!(status = ?report.status, class = report.class(), duration_ms = report.duration_ms, "attempt finished");
-        self.gate.leave(&destination, pass, &report).await;
+        let to_wake = self.gate.leave(&destination, pass, &report).await;
         if let (true, Some(produced_ms)) = (report.is_success(), delivery.produced_at_ms) {
             let latency_ms = chrono::Utc::now().timestamp_millis() - produced_ms;
             metrics::histogram!(names::DELIVERY_END_TO_END_DURATION)
@@ -146,8 +175,46 @@ impl DeliveryActivities {
             );
             self.disabled.disable(&destination.id, reason).await;
         }
-        AttemptStep::Attempted(report)
+        (AttemptStep::Attempted(report), to_wake)
     }
+}
+
+/// Signals each delivery in `workflow_ids` that its endpoint's breaker closed, a few at a
+/// time, in the background: the attempt that closed it does not wait. A delivery that has
+/// finished since, or that Temporal does not reach now, wakes by its own timer.
+fn wake(client: Client, workflow_ids: Vec<String>) {
+    if workflow_ids.is_empty() {
+        return;
+    }
+    tracing::info!(
+        deliveries = workflow_ids.len(),
+        "breaker closed: waking the deliveries that waited for it"
+    );
+    tokio::spawn(async move {
+        futures::stream::iter(workflow_ids)
+            .for_each_concurrent(WAKE_CONCURRENCY, |workflow_id| {
+                let client = client.clone();
+                async move {
+                    let signalled = client
+                        .get_workflow_handle::<DeliveryWorkflow>(&workflow_id)
+                        .signal(
+                            DeliveryWorkflow::breaker_closed,
+                            (),
+                            WorkflowSignalOptions::default(),
+                        )
+                        .await;
+                    let result = match signalled {
+                        Ok(()) => "signalled",
+                        Err(error) => {
+                            tracing::debug!(%error, %workflow_id, "delivery not woken");
+                            "error"
+                        }
+                    };
+                    metrics::counter!(names::BREAKER_WAKEUPS, "result" => result).increment(1);
+                }
+            })
+            .await;
+    });
 }
 
 /// Every deferral goes through here, so each is counted once, by reason.
@@ -197,12 +264,18 @@ impl DeliveryActivities {
         );
         // Heartbeat while the request is out, so a worker that dies mid-attempt is noticed
         // within the heartbeat timeout instead of the whole activity timeout.
-        let step = self.attempt_step(&input).instrument(span);
+        let workflow_id = ctx.info().workflow_id.clone();
+        let step = self
+            .attempt_step(&input, workflow_id.as_deref())
+            .instrument(span);
         tokio::pin!(step);
         let mut heartbeat = tokio::time::interval(ACTIVITY_HEARTBEAT_INTERVAL);
         loop {
             tokio::select! {
-                report = &mut step => return Ok(report),
+                (step, to_wake) = &mut step => {
+                    wake(ctx.client(), to_wake);
+                    return Ok(step);
+                }
                 _ = heartbeat.tick() => {
                     if let Err(error) = ctx.record_heartbeat(()).await {
                         tracing::warn!(%error, "activity heartbeat failed");

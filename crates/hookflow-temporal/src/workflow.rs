@@ -15,7 +15,11 @@
 //!
 //! An attempt the endpoint's gate deferred (rate limit, concurrency cap, open breaker, paused
 //! destination) is not an attempt: the workflow waits it out on a timer and asks again,
-//! within the same maximum age.
+//! within the same maximum age. A delivery deferred by an open breaker (local attempts only)
+//! waits until the breaker closes: the gate defers it up to the breaker's longest cooldown,
+//! and the attempt whose probe closes the breaker signals it ([`DeliveryWorkflow::breaker_closed`]),
+//! which cancels the timer. An endpoint that stays down thus costs a waiting delivery one
+//! workflow task per longest cooldown, not one per probe.
 //!
 //! History stays bounded however long a delivery waits: after the rounds its
 //! [`HistoryBound`] allows, a run continues as new with its progress, so the attempts, the
@@ -35,8 +39,9 @@ use hookflow_core::{
 use temporalio_common::RetryPolicy as ActivityRetryPolicy;
 use temporalio_macros::{workflow, workflow_methods};
 use temporalio_sdk::{
-    ActivityExecutionError, ActivityOptions, ContinueAsNewOptions, LocalActivityOptions,
-    TimerResult, WorkflowCancellationToken, WorkflowContext, WorkflowResult,
+    ActivityExecutionError, ActivityOptions, CancellableFuture, ContinueAsNewOptions,
+    LocalActivityOptions, SyncWorkflowContext, TimerResult, WorkflowCancellationToken,
+    WorkflowContext, WorkflowResult, workflows::select,
 };
 
 use crate::{
@@ -54,7 +59,10 @@ pub const ATTEMPT_HEARTBEAT_TIMEOUT: Duration = Duration::from_secs(10);
 /// Delivers one event to one destination.
 #[workflow]
 #[derive(Default)]
-pub struct DeliveryWorkflow;
+pub struct DeliveryWorkflow {
+    /// The endpoint's breaker closed since the current round's attempt began.
+    breaker_closed: bool,
+}
 
 #[workflow_methods]
 impl DeliveryWorkflow {
@@ -77,20 +85,32 @@ impl DeliveryWorkflow {
             WorkflowRevision::ActivityAttempts => serde_json::to_vec(&AttemptInput {
                 delivery: input.clone(),
                 attempt: 0,
+                age_left_ms: None,
             })
             .map_or(0, |bytes| bytes.len()),
             WorkflowRevision::LocalAttempts => 0,
         };
         let mut budget = input.history.run_budget(recorded_input_bytes);
         let (outcome, note) = loop {
+            // Only a closing after this round's attempt began ends its wait.
+            if ctx.state(|w| w.breaker_closed) {
+                ctx.state_mut(|w| w.breaker_closed = false);
+            }
             if ctx.continue_as_new_suggested() || !budget.take_round() {
                 input.progress = Some(progress.continued());
                 ctx.continue_as_new(input, ContinueAsNewOptions::default())?;
                 unreachable!("continue_as_new always ends the run");
             }
+            let age_left_ms = match input.revision {
+                WorkflowRevision::ActivityAttempts => None,
+                WorkflowRevision::LocalAttempts => {
+                    Some(progress.age_left_ms(&input.retry, now_ms(ctx)))
+                }
+            };
             let attempt = AttemptInput {
                 delivery: input.clone(),
                 attempt: progress.next_attempt(),
+                age_left_ms,
             };
             let attempted = match input.revision {
                 WorkflowRevision::ActivityAttempts => {
@@ -119,7 +139,12 @@ impl DeliveryWorkflow {
             match next {
                 Next::Finish { outcome, note } => break (outcome, note),
                 Next::Wait(delay) => {
-                    if ctx.timer(delay).await == TimerResult::Cancelled {
+                    let waited = if progress.waiting_for_breaker() {
+                        wait_for_breaker(ctx, delay).await
+                    } else {
+                        ctx.timer(delay).await
+                    };
+                    if waited == TimerResult::Cancelled {
                         break (DeliveryOutcome::Cancelled, None);
                     }
                 }
@@ -141,6 +166,31 @@ impl DeliveryWorkflow {
             )
             .await;
         Ok(result)
+    }
+
+    /// The endpoint's breaker closed: a delivery waiting for that goes on now. Sent by the
+    /// worker whose probe closed it, to every delivery the gate deferred for it.
+    #[signal(name = "breaker_closed")]
+    pub fn breaker_closed(&mut self, _ctx: &mut SyncWorkflowContext<Self>) {
+        self.breaker_closed = true;
+    }
+}
+
+/// Waits `delay`, or less if the breaker closes first (the timer is cancelled then, and the
+/// wait counts as fired). `Cancelled` only when the workflow was cancelled.
+async fn wait_for_breaker(ctx: &WorkflowContext<DeliveryWorkflow>, delay: Duration) -> TimerResult {
+    let timer = ctx.timer(delay);
+    let closed = ctx.wait_condition(|w| w.breaker_closed);
+    futures::pin_mut!(timer, closed);
+    select! {
+        fired = timer.as_mut() => fired,
+        closed = closed => match closed {
+            Ok(()) => {
+                timer.cancel();
+                TimerResult::Fired
+            }
+            Err(_) => TimerResult::Cancelled,
+        },
     }
 }
 

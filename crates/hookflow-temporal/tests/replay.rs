@@ -87,6 +87,7 @@ impl ChangedDeliveryWorkflow {
                 AttemptInput {
                     delivery: input,
                     attempt: 1,
+                    age_left_ms: None,
                 },
                 options,
             )

@@ -128,20 +128,23 @@ impl SharedBreakers {
             .await
     }
 
-    /// Reports the result of an attempt that `admit` let through as `admission`.
+    /// Reports the result of an attempt that `admit` let through as `admission`; `true`
+    /// when it closed the breaker (a probe that succeeded).
     pub async fn record(
         &self,
         endpoint: &EndpointKey,
         policy: &BreakerPolicy,
         admission: Admission,
         failed: bool,
-    ) {
+    ) -> bool {
         match admission {
             Admission::Probe => {
                 self.change(endpoint, policy, |state, now| {
-                    ((), state.record_probe(policy, now, failed))
+                    let transition = state.record_probe(policy, now, failed);
+                    let closed = transition.is_some_and(|t| t.to == Phase::Closed);
+                    (closed, transition)
                 })
-                .await;
+                .await
             }
             Admission::Allow => {
                 let would_trip = {
@@ -154,8 +157,9 @@ impl SharedBreakers {
                 if would_trip || self.redis.is_none() {
                     self.change(endpoint, policy, |_, _| ((), None)).await;
                 }
+                false
             }
-            Admission::Deny { .. } => {}
+            Admission::Deny { .. } => false,
         }
     }
 

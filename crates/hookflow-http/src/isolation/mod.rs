@@ -4,8 +4,11 @@
 //! [`EndpointGate::enter`] asks, in order, the endpoint's concurrency cap (this worker),
 //! its rate limit (split across workers) and its circuit breaker (shared through Redis).
 //! Any refusal is a [`Deferral`] returned at once: no request is made and no worker slot is
-//! held; the workflow waits on a durable timer and tries again. [`EndpointGate::leave`]
-//! reports the attempt's result to the breaker. [`EndpointGate::evict_idle`] (run by
+//! held; the workflow waits on a durable timer and tries again. Of the deliveries an open
+//! breaker refuses, one per probe time comes back to probe; the others that can be woken
+//! (a [`Waiter`]) join the endpoint's [`BreakerWaiters`] and wait up to the breaker's
+//! longest cooldown: [`EndpointGate::leave`] reports the attempt's result to the breaker
+//! and, when that closed it, hands back the waiters for the caller to wake. [`EndpointGate::evict_idle`] (run by
 //! [`EndpointGate::sweep`]) drops what the gate keeps for endpoints not attempted lately,
 //! so memory follows the endpoints in use, not every endpoint ever seen.
 
@@ -13,6 +16,7 @@ mod breakers;
 mod bulkhead;
 mod disabled;
 mod limiter;
+mod waiters;
 mod workers;
 
 use std::{
@@ -31,6 +35,7 @@ use hookflow_core::{
 use hookflow_telemetry::names;
 pub use limiter::EndpointRateLimiter;
 use serde::Deserialize;
+pub use waiters::{BreakerWaiters, Wait};
 pub use workers::WorkerRegistry;
 
 use crate::redis_link::RedisLink;
@@ -145,6 +150,15 @@ pub struct Pass {
     _shared_slot: Option<Slot>,
 }
 
+/// A delivery that can be woken when its endpoint's breaker closes.
+#[derive(Debug, Clone, Copy)]
+pub struct Waiter<'a> {
+    /// Its workflow id, which the closing attempt's worker signals.
+    pub workflow_id: &'a str,
+    /// How much of its maximum age is left: it must wake by itself within that.
+    pub age_left: Duration,
+}
+
 /// The concurrency caps, rate limiters and breakers of every endpoint.
 pub struct EndpointGate {
     idle_eviction: Duration,
@@ -157,6 +171,7 @@ pub struct EndpointGate {
     bulkheads: Bulkheads,
     limiter: EndpointRateLimiter,
     breakers: SharedBreakers,
+    waiters: BreakerWaiters,
 }
 
 impl EndpointGate {
@@ -180,7 +195,8 @@ impl EndpointGate {
             concurrency_retry: settings.concurrency_retry,
             bulkheads: Bulkheads::default(),
             limiter: EndpointRateLimiter::new(workers),
-            breakers: SharedBreakers::new(redis, settings.breaker_cache),
+            breakers: SharedBreakers::new(redis.clone(), settings.breaker_cache),
+            waiters: BreakerWaiters::new(redis),
         }
     }
 
@@ -191,8 +207,14 @@ impl EndpointGate {
         self
     }
 
-    /// Lets an attempt to `destination` through, or says how long to defer it.
-    pub async fn enter(&self, destination: &Destination) -> Result<Pass, Deferral> {
+    /// Lets an attempt to `destination` through, or says how long to defer it. A `waiter`
+    /// refused by an open breaker is added to the endpoint's waiters and deferred past the
+    /// probe (see [`wait_for_close`]).
+    pub async fn enter(
+        &self,
+        destination: &Destination,
+        waiter: Option<Waiter<'_>>,
+    ) -> Result<Pass, Deferral> {
         let endpoint = &destination.endpoint;
         let limits = destination.limits.over(self.defaults);
         let at_cap = || deferred(DeferralReason::ConcurrencyCap, self.concurrency_retry);
@@ -221,7 +243,20 @@ impl EndpointGate {
         let policy = destination.limits.breaker_over(&self.breaker);
         match self.breakers.admit(endpoint, &policy, lease).await {
             Admission::Deny { until_ms } => {
-                let wait = Duration::from_millis(until_ms.saturating_sub(breakers::now_ms()));
+                let probe_in = Duration::from_millis(until_ms.saturating_sub(breakers::now_ms()));
+                let wait = match waiter {
+                    Some(waiter) => {
+                        match self
+                            .waiters
+                            .wait(endpoint, until_ms, waiter.workflow_id)
+                            .await
+                        {
+                            Wait::ForClose => wait_for_close(probe_in, &policy, waiter.age_left),
+                            Wait::ForProbe => probe_in,
+                        }
+                    }
+                    None => probe_in,
+                };
                 Err(deferred(DeferralReason::BreakerOpen, wait))
             }
             admission => Ok(Pass {
@@ -233,21 +268,34 @@ impl EndpointGate {
         }
     }
 
-    /// Reports the result of an attempt that [`EndpointGate::enter`] let through.
-    pub async fn leave(&self, destination: &Destination, pass: Pass, report: &AttemptReport) {
+    /// Reports the result of an attempt that [`EndpointGate::enter`] let through. When it
+    /// closed the endpoint's breaker, the workflow ids of the deliveries waiting for that,
+    /// for the caller to wake; else none.
+    pub async fn leave(
+        &self,
+        destination: &Destination,
+        pass: Pass,
+        report: &AttemptReport,
+    ) -> Vec<String> {
         let failed = match report.verdict() {
             AttemptVerdict::EndpointFailing => true,
             AttemptVerdict::Delivered | AttemptVerdict::TryAgain | AttemptVerdict::Refused => false,
             // The request never left: nothing to learn about the endpoint.
-            AttemptVerdict::NotSent => return,
+            AttemptVerdict::NotSent => return Vec::new(),
         };
         if failed && self.endpoint_labels {
             let endpoint = destination.endpoint.to_string();
             metrics::counter!(names::ENDPOINT_FAILURES, "endpoint" => endpoint).increment(1);
         }
-        self.breakers
+        let closed = self
+            .breakers
             .record(&destination.endpoint, &pass.policy, pass.admission, failed)
             .await;
+        if closed {
+            self.waiters.take_all(&destination.endpoint).await
+        } else {
+            Vec::new()
+        }
     }
 }
 
@@ -259,6 +307,7 @@ impl EndpointGate {
         self.bulkheads.evict_idle(idle)
             + self.limiter.evict_idle(idle)
             + self.breakers.evict_idle(idle)
+            + self.waiters.evict_idle(idle)
     }
 
     /// Evicts idle entries every half of the configured idle time, until `shutdown`.
@@ -275,6 +324,18 @@ impl EndpointGate {
             }
         }
     }
+}
+
+/// How long a delivery refused by an open breaker waits when the breaker's closing wakes it:
+/// up to the breaker's longest cooldown, so an endpoint that stays down costs it one workflow
+/// task per longest cooldown rather than one per probe; never less than until the probe. The
+/// workflow adds a spread of up to half the wait, and the delivery must wake by itself
+/// within its maximum age, so the wait is at most two thirds of the age left (unless the
+/// probe is later still; the delivery then gives up, as it would have).
+fn wait_for_close(probe_in: Duration, policy: &BreakerPolicy, age_left: Duration) -> Duration {
+    Duration::from_millis(policy.max_cooldown_ms)
+        .min(age_left * 2 / 3)
+        .max(probe_in)
 }
 
 fn deferred(reason: DeferralReason, wait: Duration) -> Deferral {
@@ -329,21 +390,24 @@ mod tests {
             a.endpoint, b.endpoint,
             "one endpoint per team on a shared host"
         );
-        let first_a = gate.enter(&a).await.ok();
-        let second_a = gate.enter(&a).await.ok();
+        let first_a = gate.enter(&a, None).await.ok();
+        let second_a = gate.enter(&a, None).await.ok();
         assert!(first_a.is_some() && second_a.is_some());
-        let refused = gate.enter(&a).await.err().map(|d| d.reason);
+        let refused = gate.enter(&a, None).await.err().map(|d| d.reason);
         assert_eq!(
             refused,
             Some(DeferralReason::ConcurrencyCap),
             "team 1 has its half"
         );
-        let team_b: Vec<Pass> = [gate.enter(&b).await.ok(), gate.enter(&b).await.ok()]
-            .into_iter()
-            .flatten()
-            .collect();
+        let team_b: Vec<Pass> = [
+            gate.enter(&b, None).await.ok(),
+            gate.enter(&b, None).await.ok(),
+        ]
+        .into_iter()
+        .flatten()
+        .collect();
         assert_eq!(team_b.len(), 2, "team 2 still gets its share");
-        let refused = gate.enter(&c).await.err().map(|d| d.reason);
+        let refused = gate.enter(&c, None).await.err().map(|d| d.reason);
         assert_eq!(
             refused,
             Some(DeferralReason::ConcurrencyCap),
@@ -351,7 +415,7 @@ mod tests {
         );
         drop(first_a);
         assert!(
-            gate.enter(&c).await.is_ok(),
+            gate.enter(&c, None).await.is_ok(),
             "a freed place goes to the next team"
         );
     }
