@@ -59,6 +59,7 @@ async fn main() {
         burst: 50,
         max_in_flight: 10,
         breaker_cache: Duration::from_secs(1),
+        concurrency_wait: Duration::ZERO,
         concurrency_retry: Duration::from_secs(1),
         idle_eviction: IDLE,
         shared_hosts: SharedHosts::default(),

@@ -5,6 +5,11 @@
 //! `max_in_flight` applies to the next attempt without a restart (a lowered cap lets
 //! attempts already out finish, and admits none until they are under it). A bulkhead with
 //! nothing in flight that has not been used for the idle time is dropped.
+//!
+//! [`Bulkheads::enter`] waits a little for a place (the gate's `concurrency_wait_ms`): at a
+//! busy but healthy endpoint one frees within milliseconds, and waiting for it here is far
+//! cheaper than a deferral (a durable timer and a workflow task). A slow endpoint's places
+//! do not free in that time, and the attempt is deferred.
 
 use std::{
     collections::HashMap,
@@ -15,12 +20,16 @@ use std::{
     time::{Duration, Instant},
 };
 
+use tokio::sync::Notify;
+
 use hookflow_core::{EndpointKey, sync::LockUnpoisoned};
 use hookflow_telemetry::names;
 
 struct Bulkhead {
     /// Attempts out now; a [`Slot`] holds a reference and lowers it when dropped.
     in_flight: Arc<AtomicU32>,
+    /// Told when a place frees, for attempts waiting in [`Bulkheads::enter`].
+    freed: Arc<Notify>,
     /// Last time an attempt entered.
     last_used: Instant,
 }
@@ -34,26 +43,62 @@ pub struct Bulkheads {
 /// One attempt's place in its endpoint's bulkhead, given back when dropped.
 pub struct Slot {
     in_flight: Arc<AtomicU32>,
+    freed: Arc<Notify>,
 }
 
 impl Bulkheads {
+    /// A place for one more attempt to `endpoint`, waiting up to `patience` for one while
+    /// `max_in_flight` are out; `None` when none freed in that time.
+    pub async fn enter(
+        &self,
+        endpoint: &EndpointKey,
+        max_in_flight: u32,
+        patience: Duration,
+    ) -> Option<Slot> {
+        let give_up_at = tokio::time::Instant::now() + patience;
+        loop {
+            let freed = match self.try_enter_or_wait(endpoint, max_in_flight) {
+                Ok(slot) => return Some(slot),
+                Err(freed) => freed,
+            };
+            // A place freed between the check and here left a permit: no wake-up is lost.
+            if tokio::time::timeout_at(give_up_at, freed.notified())
+                .await
+                .is_err()
+            {
+                return self.try_enter(endpoint, max_in_flight);
+            }
+        }
+    }
+
     /// A place for one more attempt to `endpoint`, or `None` when `max_in_flight` are out.
     pub fn try_enter(&self, endpoint: &EndpointKey, max_in_flight: u32) -> Option<Slot> {
+        self.try_enter_or_wait(endpoint, max_in_flight).ok()
+    }
+
+    /// A place, or what tells of the next one freed.
+    fn try_enter_or_wait(
+        &self,
+        endpoint: &EndpointKey,
+        max_in_flight: u32,
+    ) -> Result<Slot, Arc<Notify>> {
         let mut slots = self.lock();
         let bulkhead = slots.entry(endpoint.clone()).or_insert_with(|| Bulkhead {
             in_flight: Arc::default(),
+            freed: Arc::default(),
             last_used: Instant::now(),
         });
         // Increments happen under the map's lock, so the check and the increment cannot
         // interleave with another entry; a release only ever lowers the count.
         if bulkhead.in_flight.load(Ordering::Acquire) >= max_in_flight {
-            return None;
+            return Err(bulkhead.freed.clone());
         }
         bulkhead.in_flight.fetch_add(1, Ordering::AcqRel);
         bulkhead.last_used = Instant::now();
         metrics::gauge!(names::ATTEMPTS_IN_FLIGHT).increment(1);
-        Some(Slot {
+        Ok(Slot {
             in_flight: bulkhead.in_flight.clone(),
+            freed: bulkhead.freed.clone(),
         })
     }
 
@@ -76,6 +121,7 @@ impl Bulkheads {
 impl Drop for Slot {
     fn drop(&mut self) {
         self.in_flight.fetch_sub(1, Ordering::AcqRel);
+        self.freed.notify_one();
         metrics::gauge!(names::ATTEMPTS_IN_FLIGHT).decrement(1);
     }
 }
@@ -107,6 +153,33 @@ mod tests {
         assert!(
             bulkheads.try_enter(&a, 2).is_some(),
             "a freed slot is reused"
+        );
+    }
+
+    #[tokio::test]
+    async fn an_attempt_at_the_cap_waits_a_little_for_a_freed_place() {
+        let bulkheads = Arc::new(Bulkheads::default());
+        let a = key("a");
+        let held = bulkheads.try_enter(&a, 1).expect("first");
+        let patience = Duration::from_millis(50);
+        assert!(
+            bulkheads.enter(&a, 1, patience).await.is_none(),
+            "nothing freed within the patience"
+        );
+        let waiting = tokio::spawn({
+            let (bulkheads, a) = (bulkheads.clone(), a.clone());
+            async move {
+                bulkheads
+                    .enter(&a, 1, Duration::from_secs(30))
+                    .await
+                    .is_some()
+            }
+        });
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        drop(held);
+        assert!(
+            waiting.await.expect("task"),
+            "the freed place goes to the waiter"
         );
     }
 

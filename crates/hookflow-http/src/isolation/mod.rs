@@ -57,6 +57,14 @@ pub struct IsolationSettings {
     /// How long a worker trusts its copy of a shared closed breaker.
     #[serde(rename = "breaker_cache_ms", with = "hookflow_core::millis")]
     pub breaker_cache: Duration,
+    /// How long an attempt at the concurrency cap waits in the worker for a place to free
+    /// before it is deferred (at most 5 s: it runs inside a workflow task).
+    #[serde(
+        rename = "concurrency_wait_ms",
+        with = "hookflow_core::millis",
+        default = "default_concurrency_wait"
+    )]
+    pub concurrency_wait: Duration,
     /// How long an attempt refused by the concurrency cap waits.
     #[serde(rename = "concurrency_retry_ms", with = "hookflow_core::millis")]
     pub concurrency_retry: Duration,
@@ -90,6 +98,14 @@ fn default_shared_host_team_share() -> f64 {
     0.25
 }
 
+fn default_concurrency_wait() -> Duration {
+    Duration::from_millis(250)
+}
+
+/// The longest [`IsolationSettings::concurrency_wait`]: well inside a workflow task's
+/// timeout (10 s), which the wait runs in.
+const MAX_CONCURRENCY_WAIT: Duration = Duration::from_secs(5);
+
 fn default_idle_eviction() -> Duration {
     Duration::from_secs(10 * 60)
 }
@@ -108,6 +124,9 @@ impl IsolationSettings {
             };
             FieldError::new(field, e.problem)
         })?;
+        if self.concurrency_wait > MAX_CONCURRENCY_WAIT {
+            return Err(FieldError::new("concurrency_wait_ms", "must be at most 5000"));
+        }
         if self.shared_host_max_in_flight == 0 {
             return Err(FieldError::new(
                 "shared_host_max_in_flight",
@@ -167,6 +186,7 @@ pub struct EndpointGate {
     defaults: EndpointLimits,
     breaker: BreakerPolicy,
     endpoint_labels: bool,
+    concurrency_wait: Duration,
     concurrency_retry: Duration,
     bulkheads: Bulkheads,
     limiter: EndpointRateLimiter,
@@ -192,6 +212,7 @@ impl EndpointGate {
             defaults: settings.default_limits(),
             breaker: settings.breaker.clone(),
             endpoint_labels: false,
+            concurrency_wait: settings.concurrency_wait,
             concurrency_retry: settings.concurrency_retry,
             bulkheads: Bulkheads::default(),
             limiter: EndpointRateLimiter::new(workers),
@@ -226,12 +247,14 @@ impl EndpointGate {
         };
         let slot = self
             .bulkheads
-            .try_enter(endpoint, max_in_flight)
+            .enter(endpoint, max_in_flight, self.concurrency_wait)
+            .await
             .ok_or_else(at_cap)?;
         let shared_slot = match &destination.shared_host {
             Some(host) => Some(
                 self.bulkheads
-                    .try_enter(host, self.shared_host_max_in_flight)
+                    .enter(host, self.shared_host_max_in_flight, self.concurrency_wait)
+                    .await
                     .ok_or_else(at_cap)?,
             ),
             None => None,
@@ -357,6 +380,7 @@ mod tests {
             burst: 1_000,
             max_in_flight: 10,
             breaker_cache: Duration::from_secs(1),
+            concurrency_wait: Duration::ZERO,
             concurrency_retry: Duration::from_secs(1),
             idle_eviction: Duration::from_secs(60),
             shared_hosts: SharedHosts::new(["hooks.example.com"]),
