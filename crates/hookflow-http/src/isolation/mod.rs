@@ -125,7 +125,10 @@ impl IsolationSettings {
             FieldError::new(field, e.problem)
         })?;
         if self.concurrency_wait > MAX_CONCURRENCY_WAIT {
-            return Err(FieldError::new("concurrency_wait_ms", "must be at most 5000"));
+            return Err(FieldError::new(
+                "concurrency_wait_ms",
+                "must be at most 5000",
+            ));
         }
         if self.shared_host_max_in_flight == 0 {
             return Err(FieldError::new(
