@@ -4,7 +4,7 @@
 //! the workflow (README, "Changing the delivery workflow"):
 //!
 //! ```sh
-//! HOOKFLOW_HISTORY_SET=v2 cargo test --workspace --test e2e -- --ignored record_histories
+//! HOOKFLOW_HISTORY_SET=v4 cargo test --workspace --test e2e -- --ignored record_histories
 //! ```
 //!
 //! It writes one JSON file per workflow run into `tests/histories/<set>/` and refuses to
@@ -41,6 +41,23 @@ fn scenarios() -> Vec<(&'static str, &'static str, Vec<Answer>)> {
              breaker_failure_ratio = 0.5\nbreaker_cooldown_ms = 1500\n\
              retry_schedule_ms = [500, 500, 500, 500]",
             vec![unavailable(), unavailable(), ok()],
+        ),
+        // Two deliveries on one endpoint whose breaker trips on the first failure: once it
+        // is open, one comes back to probe and the other waits for the breaker to close,
+        // woken by the probe's success (`breaker_closed`). Which is which is up to timing.
+        (
+            "breaker_shared_a",
+            "endpoint_key = \"recording-woken\"\nbreaker_min_attempts = 1\n\
+             breaker_failure_ratio = 0.5\nbreaker_cooldown_ms = 3000\n\
+             retry_schedule_ms = [500, 500, 500, 500]",
+            vec![unavailable(), ok()],
+        ),
+        (
+            "breaker_shared_b",
+            "endpoint_key = \"recording-woken\"\nbreaker_min_attempts = 1\n\
+             breaker_failure_ratio = 0.5\nbreaker_cooldown_ms = 3000\n\
+             retry_schedule_ms = [500, 500, 500, 500]",
+            vec![unavailable(), ok()],
         ),
         ("paused_then_resumed", "state = \"paused\"", vec![ok()]),
         (
