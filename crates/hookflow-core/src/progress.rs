@@ -203,8 +203,9 @@ fn finish(outcome: DeliveryOutcome, note: Option<String>) -> Next {
 
 /// How much history one workflow run may write before it continues as new: at most
 /// `max_rounds` attempts (each a round of six history events with its wait, seven when a
-/// `breaker_closed` signal ends the wait, eleven as an activity task), and no more than `max_input_bytes` of activity-task inputs, each of which
-/// carries the event (a local attempt's marker does not). Temporal terminates a run past
+/// `breaker_closed` signal ends the wait, eleven as an activity task), and no more than
+/// `max_input_bytes` of activity-task inputs, each of which carries the event (a local
+/// attempt's marker does not). Temporal terminates a run past
 /// 51,200 events or 50 MB, and warns at a fifth of that; the defaults (100 rounds, 4 MiB)
 /// stay far below the warnings.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

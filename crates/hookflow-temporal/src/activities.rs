@@ -30,7 +30,7 @@ use hookflow_http::{
 };
 use hookflow_telemetry::names;
 use serde::{Deserialize, Serialize};
-use temporalio_client::{Client, WorkflowSignalOptions};
+use temporalio_client::WorkflowSignalOptions;
 use temporalio_macros::activities;
 use temporalio_sdk::activities::{ActivityContext, ActivityError};
 use tracing::Instrument;
@@ -103,15 +103,10 @@ impl DeliveryActivities {
         self
     }
 
-    /// The step of one attempt by the delivery workflow `workflow_id`: the destination
-    /// resolved and checked, the gate passed (or a deferral), the request sent. An attempt
-    /// that closed its endpoint's breaker also says which deliveries to wake.
-    async fn attempt_step(
-        &self,
-        input: &AttemptInput,
-        workflow_id: Option<&str>,
-    ) -> (AttemptStep, Vec<String>) {
-        let no_wake = |step| (step, Vec::new());
+    /// The step of one attempt, run by the activity `ctx`: the destination resolved and
+    /// checked, the gate passed (or a deferral), the request sent. An attempt that closed
+    /// its endpoint's breaker wakes the deliveries waiting for that.
+    async fn attempt_step(&self, input: &AttemptInput, ctx: &ActivityContext) -> AttemptStep {
         let delivery = &input.delivery;
         // Ids are freed on delete and may be taken again by any team: a destination that is
         // not the one this delivery was planned for (another team's, or a recreated one) is
@@ -121,33 +116,36 @@ impl DeliveryActivities {
             .get(&delivery.destination_id)
             .filter(|d| delivery.was_planned_for(d));
         let Some(destination) = destination else {
-            return no_wake(AttemptStep::DestinationDeleted);
+            return AttemptStep::DestinationDeleted;
         };
         match &destination.state {
             DestinationState::Enabled => {}
             // A pause has no end the gate knows: the wait follows the deferral back-off.
             DestinationState::Paused => {
-                return no_wake(deferred(Deferral {
+                return deferred(Deferral {
                     reason: DeferralReason::Paused,
                     wait_ms: 0,
-                }));
+                });
             }
             DestinationState::Disabled(reason) => {
-                return no_wake(AttemptStep::DestinationDisabled(reason.clone()));
+                return AttemptStep::DestinationDisabled(reason.clone());
             }
         }
         if let Some(disabled) = self.disabled.check(&destination.id).await {
-            return no_wake(AttemptStep::DestinationDisabled(disabled.reason));
+            return AttemptStep::DestinationDisabled(disabled.reason);
         }
         let timestamp = chrono::Utc::now().timestamp();
         let request = match prepare(&destination, delivery, &self.site_url, timestamp) {
             Ok(request) => request,
             Err(error) => {
                 let report = AttemptReport::failed(AttemptErrorKind::Invalid, error.to_string(), 0);
-                return no_wake(AttemptStep::Attempted(report));
+                return AttemptStep::Attempted(report);
             }
         };
-        let waiter = workflow_id
+        let waiter = ctx
+            .info()
+            .workflow_id
+            .as_deref()
             .zip(input.age_left_ms)
             .map(|(workflow_id, age_left_ms)| Waiter {
                 workflow_id,
@@ -155,7 +153,7 @@ impl DeliveryActivities {
             });
         let pass = match self.gate.enter(&destination, waiter).await {
             Ok(pass) => pass,
-            Err(deferral) => return no_wake(deferred(deferral)),
+            Err(deferral) => return deferred(deferral),
         };
         let report = self.client.send_to(&destination, request).await;
         metrics::counter!(names::DELIVERY_ATTEMPTS, "class" => report.class()).increment(1);
@@ -163,6 +161,7 @@ impl DeliveryActivities {
             .record(report.duration_ms as f64 / 1000.0);
         tracing::debug!(status = ?report.status, class = report.class(), duration_ms = report.duration_ms, "attempt finished");
         let to_wake = self.gate.leave(&destination, pass, &report).await;
+        wake(ctx, to_wake);
         if let (true, Some(produced_ms)) = (report.is_success(), delivery.produced_at_ms) {
             let latency_ms = chrono::Utc::now().timestamp_millis() - produced_ms;
             metrics::histogram!(names::DELIVERY_END_TO_END_DURATION)
@@ -175,17 +174,18 @@ impl DeliveryActivities {
             );
             self.disabled.disable(&destination.id, reason).await;
         }
-        (AttemptStep::Attempted(report), to_wake)
+        AttemptStep::Attempted(report)
     }
 }
 
 /// Signals each delivery in `workflow_ids` that its endpoint's breaker closed, a few at a
 /// time, in the background: the attempt that closed it does not wait. A delivery that has
 /// finished since, or that Temporal does not reach now, wakes by its own timer.
-fn wake(client: Client, workflow_ids: Vec<String>) {
+fn wake(ctx: &ActivityContext, workflow_ids: Vec<String>) {
     if workflow_ids.is_empty() {
         return;
     }
+    let client = ctx.client();
     tracing::info!(
         deliveries = workflow_ids.len(),
         "breaker closed: waking the deliveries that waited for it"
@@ -264,18 +264,12 @@ impl DeliveryActivities {
         );
         // Heartbeat while the request is out, so a worker that dies mid-attempt is noticed
         // within the heartbeat timeout instead of the whole activity timeout.
-        let workflow_id = ctx.info().workflow_id.clone();
-        let step = self
-            .attempt_step(&input, workflow_id.as_deref())
-            .instrument(span);
+        let step = self.attempt_step(&input, &ctx).instrument(span);
         tokio::pin!(step);
         let mut heartbeat = tokio::time::interval(ACTIVITY_HEARTBEAT_INTERVAL);
         loop {
             tokio::select! {
-                (step, to_wake) = &mut step => {
-                    wake(ctx.client(), to_wake);
-                    return Ok(step);
-                }
+                report = &mut step => return Ok(report),
                 _ = heartbeat.tick() => {
                     if let Err(error) = ctx.record_heartbeat(()).await {
                         tracing::warn!(%error, "activity heartbeat failed");

@@ -8,8 +8,8 @@
 //! breaker refuses, one per probe time comes back to probe; the others that can be woken
 //! (a [`Waiter`]) join the endpoint's [`BreakerWaiters`] and wait up to the breaker's
 //! longest cooldown: [`EndpointGate::leave`] reports the attempt's result to the breaker
-//! and, when that closed it, hands back the waiters for the caller to wake. [`EndpointGate::evict_idle`] (run by
-//! [`EndpointGate::sweep`]) drops what the gate keeps for endpoints not attempted lately,
+//! and, when that closed it, hands back the waiters for the caller to wake.
+//! [`EndpointGate::evict_idle`] (run by [`EndpointGate::sweep`]) drops what the gate keeps for endpoints not attempted lately,
 //! so memory follows the endpoints in use, not every endpoint ever seen.
 
 mod breakers;
@@ -271,17 +271,16 @@ impl EndpointGate {
             Admission::Deny { until_ms } => {
                 let probe_in = Duration::from_millis(until_ms.saturating_sub(breakers::now_ms()));
                 let wait = match waiter {
-                    Some(waiter) => {
-                        match self
+                    Some(waiter)
+                        if self
                             .waiters
                             .wait(endpoint, until_ms, waiter.workflow_id)
                             .await
-                        {
-                            Wait::ForClose => wait_for_close(probe_in, &policy, waiter.age_left),
-                            Wait::ForProbe => probe_in,
-                        }
+                            == Wait::ForClose =>
+                    {
+                        wait_for_close(probe_in, &policy, waiter.age_left)
                     }
-                    None => probe_in,
+                    _ => probe_in,
                 };
                 Err(deferred(DeferralReason::BreakerOpen, wait))
             }

@@ -74,7 +74,7 @@ impl BreakerWaiters {
     /// How the delivery `workflow_id`, refused by `endpoint`'s breaker until
     /// `probe_at_ms`, waits; it is added to the waiters unless it is to probe.
     pub async fn wait(&self, endpoint: &EndpointKey, probe_at_ms: u64, workflow_id: &str) -> Wait {
-        {
+        let redis = {
             let mut local = self.local.lock_unpoisoned();
             let entry = local
                 .entry(endpoint.clone())
@@ -88,12 +88,15 @@ impl BreakerWaiters {
                 entry.probe_claimed_for_ms = probe_at_ms;
                 return Wait::ForProbe;
             }
-            if self.redis.is_none() {
-                entry.workflow_ids.insert(workflow_id.to_owned());
-                return Wait::ForClose;
+            match &self.redis {
+                Some(redis) => redis,
+                None => {
+                    entry.workflow_ids.insert(workflow_id.to_owned());
+                    return Wait::ForClose;
+                }
             }
-        }
-        if self.add_shared(endpoint, workflow_id).await {
+        };
+        if self.add_shared(redis, endpoint, workflow_id).await {
             Wait::ForClose
         } else {
             Wait::ForProbe
@@ -102,10 +105,12 @@ impl BreakerWaiters {
 
     /// Adds `workflow_id` to the waiters of `endpoint` in Redis; `false` when it could not
     /// be added, so nobody would wake it.
-    async fn add_shared(&self, endpoint: &EndpointKey, workflow_id: &str) -> bool {
-        let Some(redis) = &self.redis else {
-            return false;
-        };
+    async fn add_shared(
+        &self,
+        redis: &RedisLink,
+        endpoint: &EndpointKey,
+        workflow_id: &str,
+    ) -> bool {
         let key = self.key(redis, endpoint);
         let added = redis
             .run(|mut c| {
