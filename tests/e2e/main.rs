@@ -19,6 +19,7 @@ mod histories;
 mod history;
 mod isolation;
 mod outcomes;
+mod recovery;
 mod retries;
 mod secrets;
 mod ssrf;

@@ -344,6 +344,31 @@ impl DeliveryOutcome {
             Self::DestinationDeleted => "destination_deleted",
         }
     }
+
+    /// Every outcome, in declaration order.
+    pub const ALL: [DeliveryOutcome; 6] = [
+        Self::Delivered,
+        Self::FailedPermanently,
+        Self::GaveUp,
+        Self::Cancelled,
+        Self::DestinationDisabled,
+        Self::DestinationDeleted,
+    ];
+
+    /// The outcome [`DeliveryOutcome::as_str`] spells `name`, if any.
+    pub fn parse(name: &str) -> Option<DeliveryOutcome> {
+        Self::ALL.into_iter().find(|o| o.as_str() == name)
+    }
+
+    /// Whether a delivery that ended so may be run again by recovery (a replay with
+    /// `--include-failed`, a bulk redelivery): it failed for a reason that may have passed.
+    /// Deliveries an operator cancelled or whose destination was deleted stay ended.
+    pub fn is_recoverable(self) -> bool {
+        matches!(
+            self,
+            Self::GaveUp | Self::FailedPermanently | Self::DestinationDisabled
+        )
+    }
 }
 
 /// The delivery workflow's result, shown in the Temporal UI.

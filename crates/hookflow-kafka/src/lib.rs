@@ -2,7 +2,8 @@
 //! starts ([`consumer::run`]), the per-message logic ([`pipeline::Pipeline`]), offset
 //! tracking that never commits past unfinished work ([`offsets::OffsetTracker`]), and the
 //! dead-letter producer ([`dead_letter::DeadLetterProducer`]), and the publisher of per-team
-//! delivery outcomes ([`outcomes::OutcomePublisher`]).
+//! delivery outcomes ([`outcomes::OutcomePublisher`]), and the reader of a time range for
+//! replays ([`range::RangeReader`]).
 
 pub mod backoff;
 pub mod client;
@@ -11,6 +12,7 @@ pub mod dead_letter;
 pub mod offsets;
 pub mod outcomes;
 pub mod pipeline;
+pub mod range;
 pub mod settings;
 pub mod start_gate;
 

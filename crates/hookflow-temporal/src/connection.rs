@@ -147,6 +147,9 @@ pub enum TemporalError {
     /// A call failed.
     #[error("temporal: {0}")]
     Rpc(String),
+    /// The server refused what the caller asked for (a malformed page token, say).
+    #[error("{0}")]
+    Invalid(String),
 }
 
 /// Connects a client bound to the configured namespace.

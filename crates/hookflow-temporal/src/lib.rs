@@ -2,12 +2,14 @@
 //! started by [`starter::TemporalScheduler`] under the delivery id so a duplicate start is a
 //! no-op; the workflow runs one [`activities::DeliveryActivities::attempt`] per HTTP attempt
 //! and owns the retry schedule on durable timers. [`deliveries`] lists and stops them for
-//! the admin API.
+//! the admin API; [`recovery`] runs failed ones
+//! again.
 
 pub mod activities;
 pub mod codec;
 pub mod connection;
 pub mod deliveries;
+pub mod recovery;
 pub mod search_attributes;
 pub mod starter;
 pub mod worker;

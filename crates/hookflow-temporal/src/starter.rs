@@ -43,6 +43,8 @@ pub struct TemporalScheduler {
     /// Whether the summary may show the event's name: not when payloads are encrypted, as
     /// Temporal stores the summary unencrypted.
     event_in_summary: bool,
+    /// Whether these starts recover past traffic (a replay) rather than carry live traffic.
+    recovery: bool,
 }
 
 impl TemporalScheduler {
@@ -55,7 +57,25 @@ impl TemporalScheduler {
             task_queue: settings.task_queue.clone(),
             max_input_bytes: settings.max_input_bytes,
             event_in_summary: !settings.codec.enabled,
+            recovery: false,
         }
+    }
+
+    /// The same scheduler for recovery traffic (a replay): its starts go through the task
+    /// queue with the recovery priority, below live traffic's, never eagerly.
+    pub fn for_recovery(mut self) -> Self {
+        self.recovery = true;
+        self
+    }
+
+    /// The client it starts with.
+    pub fn client(&self) -> &Client {
+        &self.client
+    }
+
+    /// The task queue it starts on.
+    pub fn task_queue(&self) -> &str {
+        &self.task_queue
     }
 }
 
@@ -77,8 +97,8 @@ impl DeliveryScheduler for TemporalScheduler {
                 .id_reuse_policy(WorkflowIdReusePolicy::RejectDuplicate)
                 .id_conflict_policy(WorkflowIdConflictPolicy::Fail)
                 .search_attributes(search_attributes::for_delivery(input))
-                .enable_eager_workflow_start(true)
-                .priority(fair_share(input))
+                .enable_eager_workflow_start(!self.recovery)
+                .priority(priority(input, self.recovery))
                 .static_summary(if self.event_in_summary {
                     summary(input)
                 } else {
@@ -116,11 +136,15 @@ impl DeliveryScheduler for TemporalScheduler {
 /// Each destination is its own fairness key, so where the server dispatches by fairness a
 /// backlog to one destination (a dead endpoint's retries, a replay) gets one share of the
 /// task queue, not all of it. Ids are at most 64 bytes, Temporal's limit for the key, and
-/// say nothing the search attributes do not.
-fn fair_share(input: &DeliveryInput) -> Priority {
-    Priority::builder()
-        .fairness_key(input.destination_id.clone())
-        .build()
+/// say nothing the search attributes do not. Recovery starts have the recovery priority.
+fn priority(input: &DeliveryInput, recovery: bool) -> Priority {
+    let mut priority = if recovery {
+        crate::recovery::recovery_priority()
+    } else {
+        Priority::default()
+    };
+    priority.fairness_key = Some(input.destination_id.clone());
+    priority
 }
 
 /// Whose problem a refused start is.

@@ -1,5 +1,6 @@
 //! The admin HTTP API (described by `docs/openapi.yaml`): JSON over HTTP with bearer-token
-//! auth, managing the destinations of the Redis store per team.
+//! auth, managing the destinations of the Redis store per team, their deliveries (listed,
+//! redelivered, stopped) and replay jobs.
 //!
 //! Client mistakes are answered 400 (with the field at fault), 401 (no or a wrong token),
 //! 404 (unknown id) or 409 (id taken), never 500; Redis being unreachable is a 503.
@@ -18,16 +19,25 @@ use axum::{
     response::{IntoResponse, Response},
     routing::{get, post},
 };
+use chrono::{DateTime, Utc};
 use hookflow_core::{
-    ActionMatchedEvent, ActionRef, DeliveryId, DeliveryInput, Destination, DestinationCatalog,
-    DestinationError, DestinationSpec, request::prepare,
+    ActionMatchedEvent, ActionRef, DeliveryId, DeliveryInput, DeliveryOutcome, Destination,
+    DestinationCatalog, DestinationError, DestinationSpec, request::prepare,
 };
 use hookflow_http::DeliveryClient;
-use hookflow_temporal::{Client, TemporalError};
+use hookflow_temporal::{
+    Client, TemporalError,
+    deliveries::{DeliveryFilter, DeliveryPage},
+    recovery::RedeliveryCounts,
+};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use crate::destination_redis::{RedisDestinations, StoreError};
+use crate::{
+    destination_redis::{RedisDestinations, StoreError},
+    replay::ReplayPlan,
+    replay_jobs::{JobError, JobView, ReplayJobs},
+};
 
 /// What the handlers share.
 #[derive(Clone)]
@@ -44,10 +54,12 @@ pub struct AdminState {
     pub site_url: Arc<str>,
     /// The task queue of delivery workflows (for redeliveries).
     pub task_queue: Arc<str>,
+    /// The replay jobs.
+    pub replays: Arc<ReplayJobs>,
 }
 
 /// Every path the API serves; a test holds `docs/openapi.yaml` to exactly these.
-const PATHS: [&str; 11] = [
+const PATHS: [&str; 15] = [
     "/v1/teams/{team}/destinations",
     "/v1/teams/{team}/destinations/{id}",
     "/v1/teams/{team}/destinations/{id}/pause",
@@ -59,6 +71,10 @@ const PATHS: [&str; 11] = [
     "/v1/teams/{team}/destinations/{id}/terminate-pending",
     "/v1/teams/{team}/destinations/{id}/deliveries/{event_uuid}/redeliver",
     "/v1/destinations/restore",
+    "/v1/teams/{team}/destinations/{id}/redeliver",
+    "/v1/teams/{team}/replays",
+    "/v1/teams/{team}/replays/{job}",
+    "/v1/teams/{team}/replays/{job}/cancel",
 ];
 
 /// The API's routes.
@@ -75,6 +91,10 @@ pub fn router(state: AdminState) -> Router {
         .route(PATHS[8], post(terminate_pending))
         .route(PATHS[9], post(redeliver))
         .route(PATHS[10], post(restore))
+        .route(PATHS[11], post(redeliver_failed))
+        .route(PATHS[12], post(start_replay))
+        .route(PATHS[13], get(replay_job))
+        .route(PATHS[14], post(cancel_replay))
         .layer(middleware::from_fn_with_state(state.clone(), authorize))
         .with_state(state)
 }
@@ -299,8 +319,12 @@ async fn set_state(
 
 impl From<TemporalError> for ApiError {
     fn from(error: TemporalError) -> ApiError {
+        let status = match error {
+            TemporalError::Invalid(_) => StatusCode::BAD_REQUEST,
+            _ => StatusCode::SERVICE_UNAVAILABLE,
+        };
         ApiError {
-            status: StatusCode::SERVICE_UNAVAILABLE,
+            status,
             message: error.to_string(),
             field: None,
         }
@@ -359,17 +383,70 @@ async fn send_test(
 #[derive(Deserialize)]
 struct ListQuery {
     limit: Option<usize>,
+    page_token: Option<String>,
+    /// Comma-separated outcomes.
+    outcome: Option<String>,
+    since: Option<String>,
+    until: Option<String>,
+}
+
+/// An RFC 3339 instant of the request, or a 400 naming `field`.
+fn instant(value: Option<&str>, field: &'static str) -> Result<Option<DateTime<Utc>>, ApiError> {
+    value
+        .map(|v| {
+            DateTime::parse_from_rfc3339(v)
+                .map(|t| t.with_timezone(&Utc))
+                .map_err(|e| {
+                    ApiError::bad_request(format!("{field}: not RFC 3339: {e}"), Some(field))
+                })
+        })
+        .transpose()
+}
+
+/// Outcome names of the request, or a 400 naming `field`.
+fn outcomes<'a>(
+    names: impl IntoIterator<Item = &'a str>,
+    field: &'static str,
+) -> Result<Vec<DeliveryOutcome>, ApiError> {
+    names
+        .into_iter()
+        .map(|name| {
+            DeliveryOutcome::parse(name.trim()).ok_or_else(|| {
+                let known: Vec<&str> = DeliveryOutcome::ALL.iter().map(|o| o.as_str()).collect();
+                ApiError::bad_request(
+                    format!("unknown outcome `{name}` (one of {})", known.join(", ")),
+                    Some(field),
+                )
+            })
+        })
+        .collect()
 }
 
 async fn deliveries(
     State(state): State<AdminState>,
     ApiPath((team, id)): ApiPath<(i64, String)>,
     ApiQuery(query): ApiQuery<ListQuery>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<DeliveryPage>, ApiError> {
     state.store.spec(team, &id).await?;
     let limit = query.limit.unwrap_or(50).clamp(1, 1000);
-    let views = hookflow_temporal::deliveries::list(&state.temporal, team, &id, limit).await?;
-    Ok(Json(json!({ "deliveries": views })))
+    let filter = DeliveryFilter {
+        outcomes: match &query.outcome {
+            Some(names) => outcomes(names.split(','), "outcome")?,
+            None => Vec::new(),
+        },
+        since: instant(query.since.as_deref(), "since")?,
+        until: instant(query.until.as_deref(), "until")?,
+    };
+    let page = hookflow_temporal::deliveries::page(
+        &state.temporal,
+        team,
+        &id,
+        &filter,
+        limit,
+        query.page_token.as_deref(),
+    )
+    .await?;
+    Ok(Json(page))
 }
 
 async fn delivery(
@@ -408,6 +485,138 @@ async fn redeliver(
         )),
         None => Err(ApiError::not_found(format!("no delivery {delivery_id}"))),
     }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RedeliverBody {
+    status: Option<Vec<String>>,
+    since: Option<String>,
+    until: Option<String>,
+    limit: Option<usize>,
+}
+
+/// Re-runs the destination's failed deliveries that the body's filter finds.
+async fn redeliver_failed(
+    State(state): State<AdminState>,
+    ApiPath((team, id)): ApiPath<(i64, String)>,
+    body: Result<Json<RedeliverBody>, JsonRejection>,
+) -> Result<Json<RedeliveryCounts>, ApiError> {
+    state.store.spec(team, &id).await?;
+    let Json(body) = body.map_err(|e| ApiError::bad_request(e.body_text(), None))?;
+    let statuses = match &body.status {
+        Some(names) if !names.is_empty() => outcomes(names.iter().map(String::as_str), "status")?,
+        _ => DeliveryOutcome::ALL
+            .into_iter()
+            .filter(|o| o.is_recoverable())
+            .collect(),
+    };
+    if let Some(outcome) = statuses.iter().find(|o| !o.is_recoverable()) {
+        return Err(ApiError::bad_request(
+            format!(
+                "deliveries that ended `{}` are not redelivered in bulk",
+                outcome.as_str()
+            ),
+            Some("status"),
+        ));
+    }
+    let filter = DeliveryFilter {
+        outcomes: statuses,
+        since: instant(body.since.as_deref(), "since")?,
+        until: instant(body.until.as_deref(), "until")?,
+    };
+    let limit = body.limit.unwrap_or(1000).clamp(1, 10_000);
+    let counts = hookflow_temporal::recovery::redeliver_failed(
+        &state.temporal,
+        &state.task_queue,
+        team,
+        &id,
+        &filter,
+        limit,
+    )
+    .await?;
+    Ok(Json(counts))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ReplayBody {
+    id: Option<String>,
+    destination_id: Option<String>,
+    since: String,
+    until: Option<String>,
+    #[serde(default)]
+    dry_run: bool,
+    #[serde(default)]
+    include_failed: bool,
+    max_starts_per_second: Option<u32>,
+}
+
+/// Starts (or resumes) a replay job.
+async fn start_replay(
+    State(state): State<AdminState>,
+    ApiPath(team): ApiPath<i64>,
+    body: Result<Json<ReplayBody>, JsonRejection>,
+) -> Result<(StatusCode, Json<JobView>), ApiError> {
+    let Json(body) = body.map_err(|e| ApiError::bad_request(e.body_text(), None))?;
+    let job = body.id.unwrap_or_else(ReplayPlan::new_job_id);
+    if !ReplayPlan::valid_job_id(&job) {
+        return Err(ApiError::bad_request(
+            "id must be 1 to 64 of [A-Za-z0-9._-]",
+            Some("id"),
+        ));
+    }
+    let since = instant(Some(&body.since), "since")?.unwrap_or_default();
+    let until = instant(body.until.as_deref(), "until")?;
+    if until.is_some_and(|until| until <= since) {
+        return Err(ApiError::bad_request(
+            "until must be after since",
+            Some("until"),
+        ));
+    }
+    let plan = ReplayPlan {
+        job,
+        team_id: team,
+        destination_id: body.destination_id,
+        since,
+        until,
+        dry_run: body.dry_run,
+        include_failed: body.include_failed,
+        max_starts_per_second: body.max_starts_per_second.unwrap_or(50).max(1),
+    };
+    match state.replays.start(plan) {
+        Ok(view) => Ok((StatusCode::ACCEPTED, Json(view))),
+        Err(error @ JobError::Running(_)) => Err(ApiError {
+            status: StatusCode::CONFLICT,
+            message: error.to_string(),
+            field: Some("id"),
+        }),
+        Err(JobError::Invalid(message)) => {
+            Err(ApiError::bad_request(message, Some("destination_id")))
+        }
+    }
+}
+
+async fn replay_job(
+    State(state): State<AdminState>,
+    ApiPath((team, job)): ApiPath<(i64, String)>,
+) -> Result<Json<JobView>, ApiError> {
+    state
+        .replays
+        .get(team, &job)
+        .map(Json)
+        .ok_or_else(|| ApiError::not_found(format!("no replay job {job}")))
+}
+
+async fn cancel_replay(
+    State(state): State<AdminState>,
+    ApiPath((team, job)): ApiPath<(i64, String)>,
+) -> Result<Json<JobView>, ApiError> {
+    state
+        .replays
+        .cancel(team, &job)
+        .map(Json)
+        .ok_or_else(|| ApiError::not_found(format!("no replay job {job}")))
 }
 
 async fn cancel_pending(

@@ -28,6 +28,7 @@ use crate::{
     admin::{self, AdminState},
     destination_file::FileDestinations,
     destination_redis::RedisDestinations,
+    replay_jobs::ReplayJobs,
     settings::{DestinationStoreKind, Settings},
 };
 
@@ -47,6 +48,43 @@ pub enum Role {
 /// Loads and validates the destinations file named by the settings.
 pub fn load_destinations(settings: &Settings) -> anyhow::Result<FileDestinations> {
     FileDestinations::load(&settings.destinations.file, settings.validation_rules())
+}
+
+/// The destinations as delivery sees them, for a one-shot command: the file, or the Redis
+/// store once loaded.
+pub async fn destinations_now(settings: &Settings) -> anyhow::Result<Arc<dyn DestinationCatalog>> {
+    let redis = RedisLink::new(&settings.redis).context("redis.url")?;
+    let health = Health::default().register("destinations", PROBE_DEADLINE);
+    let stop = CancellationToken::new();
+    let (destinations, managed) = open_destinations(settings, redis, health, &stop).await?;
+    if let Some(store) = managed {
+        tokio::time::timeout(Duration::from_secs(30), store.wait_loaded(&stop))
+            .await
+            .context("the Redis destination store did not load within 30 s")?;
+    }
+    Ok(destinations)
+}
+
+/// What a replay runs with, on `client`'s Temporal and these `destinations`.
+pub fn replayer(
+    settings: &Settings,
+    client: hookflow_temporal::Client,
+    destinations: Arc<dyn DestinationCatalog>,
+) -> crate::replay::Replayer {
+    crate::replay::Replayer {
+        kafka: settings.kafka.clone(),
+        destinations,
+        defaults: delivery_defaults(settings),
+        scheduler: TemporalScheduler::new(client, &settings.temporal).for_recovery(),
+    }
+}
+
+/// The retry policy and history bound every delivery starts with.
+fn delivery_defaults(settings: &Settings) -> DeliveryDefaults {
+    DeliveryDefaults {
+        retry: settings.retry.clone(),
+        history: settings.temporal.history_bound(),
+    }
 }
 
 /// The destination store the settings name, watched for changes and reporting to
@@ -95,6 +133,11 @@ async fn serve_admin(
     let listener = tokio::net::TcpListener::bind(address)
         .await
         .with_context(|| format!("cannot listen on admin.address {address}"))?;
+    let replays = Arc::new(ReplayJobs::new(replayer(
+        settings,
+        temporal.clone(),
+        store.live(),
+    )));
     let router = admin::router(AdminState {
         store,
         token: settings.admin.token.expose().into(),
@@ -102,6 +145,7 @@ async fn serve_admin(
         http: delivery_client(settings)?,
         site_url: settings.destinations.site_url.trim_end_matches('/').into(),
         task_queue: settings.temporal.task_queue.as_str().into(),
+        replays,
     });
     let stop = shutdown.clone();
     tokio::spawn(async move {
@@ -312,10 +356,7 @@ fn start_consumer(
     let pipeline = Arc::new(Pipeline::new(
         scheduler,
         destinations,
-        DeliveryDefaults {
-            retry: settings.retry.clone(),
-            history: settings.temporal.history_bound(),
-        },
+        delivery_defaults(settings),
         settings.kafka.max_starts_in_flight,
         backoff,
         health.register_readiness("temporal_starts"),

@@ -1,0 +1,274 @@
+//! Running failed deliveries again, for operators recovering from an outage: a replay with
+//! `--include-failed` re-runs the pairs whose delivery failed, and a bulk redelivery
+//! re-runs a destination's failed deliveries found through visibility.
+//!
+//! A re-run is a new run of the same workflow id, with the same input, so the receiver sees
+//! the same `webhook-id`. It is started only when the latest run ended with a recoverable
+//! outcome ([`DeliveryOutcome::is_recoverable`]), and with a start request id derived from
+//! that run's id: two operators (or a retried request) re-running the same failed run at
+//! once get one new run between them, because Temporal answers a start whose request id the
+//! current run was started with by returning that run instead of starting another.
+//!
+//! Recovery starts go to the task queue with [`RECOVERY_PRIORITY`], below live traffic's
+//! default, and never eagerly: where the server dispatches by priority, a large recovery
+//! waits behind live deliveries instead of ahead of them.
+
+use std::collections::HashSet;
+
+use futures::StreamExt;
+use hookflow_core::{DeliveryInput, DeliveryOutcome};
+use serde::Serialize;
+use temporalio_client::{
+    Client, NamespacedClient, Priority, WorkflowExecutionStatus, WorkflowListOptions,
+    errors::WorkflowInteractionError,
+    tonic::{Code, IntoRequest},
+};
+use temporalio_common::{
+    WorkflowDefinition,
+    data_converters::{SerializationContextData, WorkflowSerializationContext},
+    protos::temporal::api::{
+        common::v1::{Payloads, WorkflowType},
+        enums::v1::{WorkflowIdConflictPolicy, WorkflowIdReusePolicy},
+        taskqueue::v1::TaskQueue,
+        workflowservice::v1::StartWorkflowExecutionRequest,
+    },
+};
+
+use crate::{
+    connection::TemporalError,
+    deliveries::{self, DeliveryFilter, outcome_of},
+    search_attributes,
+    workflow::DeliveryWorkflow,
+};
+
+/// The task-queue priority of recovery starts: Temporal's keys run from 1 (first) to 5,
+/// and a start without one counts as 3, as live deliveries do.
+pub const RECOVERY_PRIORITY: u32 = 4;
+
+/// The priority of recovery starts.
+pub fn recovery_priority() -> Priority {
+    Priority::builder().priority_key(RECOVERY_PRIORITY).build()
+}
+
+/// Where a delivery stands, from its latest run.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Latest {
+    /// No run of it exists.
+    None,
+    /// Its latest run is still going.
+    Running,
+    /// Its latest run ended (`outcome` is `None` when it ended without one: failed by a bug,
+    /// terminated, timed out).
+    Closed {
+        /// The run.
+        run_id: String,
+        /// How it ended.
+        outcome: Option<DeliveryOutcome>,
+        /// The workflow status it ended with.
+        status: WorkflowExecutionStatus,
+    },
+}
+
+impl Latest {
+    /// The run to re-run, when this delivery may be run again: it ended with a recoverable
+    /// outcome, or failed or timed out without one. An operator's terminate or cancel
+    /// stays ended.
+    pub fn recoverable_run(&self) -> Option<&str> {
+        match self {
+            Latest::Closed {
+                run_id, outcome, ..
+            } if outcome.is_some_and(DeliveryOutcome::is_recoverable) => Some(run_id),
+            Latest::Closed {
+                run_id,
+                outcome: None,
+                status: WorkflowExecutionStatus::Failed | WorkflowExecutionStatus::TimedOut,
+            } => Some(run_id),
+            _ => None,
+        }
+    }
+}
+
+/// Where delivery `workflow_id` stands.
+pub async fn latest(client: &Client, workflow_id: &str) -> Result<Latest, TemporalError> {
+    let handle = deliveries::run_handle(client, workflow_id, "");
+    let description = match handle.describe(Default::default()).await {
+        Ok(description) => description,
+        Err(WorkflowInteractionError::NotFound(_)) => return Ok(Latest::None),
+        Err(error) => return Err(TemporalError::Rpc(error.to_string())),
+    };
+    let Some(info) = description.raw_description.workflow_execution_info else {
+        return Ok(Latest::None);
+    };
+    let status = WorkflowExecutionStatus::from(info.status());
+    if status == WorkflowExecutionStatus::Running {
+        return Ok(Latest::Running);
+    }
+    Ok(Latest::Closed {
+        run_id: info
+            .execution
+            .as_ref()
+            .map(|e| e.run_id.clone())
+            .unwrap_or_default(),
+        outcome: outcome_of(&info),
+        status,
+    })
+}
+
+/// What [`rerun`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Rerun {
+    /// A new run started.
+    Started,
+    /// Another caller re-ran the same failed run first; its run goes on.
+    AlreadyRerun,
+    /// The latest run is still going: nothing to re-run.
+    Pending,
+    /// The latest run did not fail (it delivered, or an operator stopped it).
+    NotFailed,
+    /// No run of this delivery exists.
+    Unknown,
+}
+
+/// Re-runs delivery `workflow_id` if its latest run failed, with `input` (the replay's
+/// freshly planned one) or, when `None`, the input the failed run was started with.
+pub async fn rerun(
+    client: &Client,
+    task_queue: &str,
+    workflow_id: &str,
+    input: Option<DeliveryInput>,
+) -> Result<Rerun, TemporalError> {
+    let latest = latest(client, workflow_id).await?;
+    let run_id = match &latest {
+        Latest::None => return Ok(Rerun::Unknown),
+        Latest::Running => return Ok(Rerun::Pending),
+        Latest::Closed { .. } => match latest.recoverable_run() {
+            Some(run_id) => run_id.to_owned(),
+            None => return Ok(Rerun::NotFailed),
+        },
+    };
+    let input = match input {
+        Some(input) => input.restarted(),
+        None => match deliveries::recorded_input(client, workflow_id, Some(&run_id)).await? {
+            Some(input) => input,
+            None => return Ok(Rerun::Unknown),
+        },
+    };
+    start_run(client, task_queue, workflow_id, &run_id, input).await
+}
+
+/// Starts a new run of `workflow_id` after its failed run `failed_run_id`.
+async fn start_run(
+    client: &Client,
+    task_queue: &str,
+    workflow_id: &str,
+    failed_run_id: &str,
+    input: DeliveryInput,
+) -> Result<Rerun, TemporalError> {
+    // Through the client's data converter, so the input is encrypted like any other.
+    let context = SerializationContextData::Workflow(WorkflowSerializationContext::new());
+    let payload = client
+        .data_converter()
+        .to_payload(&context, &input)
+        .await
+        .map_err(|e| TemporalError::Rpc(format!("{workflow_id}: encoding the input: {e}")))?;
+    let request = StartWorkflowExecutionRequest {
+        namespace: client.namespace(),
+        workflow_id: workflow_id.to_owned(),
+        workflow_type: Some(WorkflowType {
+            name: DeliveryWorkflow::run.name().to_owned(),
+        }),
+        task_queue: Some(TaskQueue {
+            name: task_queue.to_owned(),
+            ..Default::default()
+        }),
+        input: Some(Payloads {
+            payloads: vec![payload],
+        }),
+        identity: client.identity(),
+        // The same for every re-run of this failed run: see the module documentation.
+        request_id: format!("hookflow-rerun-{failed_run_id}"),
+        workflow_id_reuse_policy: WorkflowIdReusePolicy::AllowDuplicate as i32,
+        workflow_id_conflict_policy: WorkflowIdConflictPolicy::Fail as i32,
+        search_attributes: Some(search_attributes::for_delivery(&input).into_proto()),
+        priority: Some(recovery_priority().into()),
+        ..Default::default()
+    };
+    match client
+        .connection()
+        .workflow_service()
+        .start_workflow_execution(request.into_request())
+        .await
+    {
+        Ok(response) if response.get_ref().started => Ok(Rerun::Started),
+        Ok(_) => Ok(Rerun::AlreadyRerun),
+        // Someone else's run of this id is going (a concurrent replay's live-id start).
+        Err(status) if status.code() == Code::AlreadyExists => Ok(Rerun::Pending),
+        Err(status) => Err(TemporalError::Rpc(format!(
+            "re-running {workflow_id}: {} ({:?})",
+            status.message(),
+            status.code()
+        ))),
+    }
+}
+
+/// The counts of a bulk redelivery.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct RedeliveryCounts {
+    /// Deliveries the query found (each once, whatever number of runs matched).
+    pub matched: usize,
+    /// Re-runs started.
+    pub started: usize,
+    /// Deliveries already re-running (by an earlier request still pending, say).
+    pub pending: usize,
+    /// Deliveries whose latest run did not fail (delivered since, or stopped by an
+    /// operator).
+    pub not_failed: usize,
+    /// Whether `limit` stopped the query before its end (ask again for the rest).
+    pub more: bool,
+}
+
+/// Re-runs the failed deliveries of a destination that `filter` finds (its outcomes must be
+/// recoverable ones), at most `limit`, a few at a time.
+///
+/// Idempotent: a delivery re-run by an earlier request is running (`pending`) or has a new
+/// latest run (`not_failed` once delivered), so asking again starts nothing new for it.
+pub async fn redeliver_failed(
+    client: &Client,
+    task_queue: &str,
+    team_id: i64,
+    destination_id: &str,
+    filter: &DeliveryFilter,
+    limit: usize,
+) -> Result<RedeliveryCounts, TemporalError> {
+    let mut ids = Vec::new();
+    let mut seen = HashSet::new();
+    let mut counts = RedeliveryCounts::default();
+    let mut runs = client.list_workflows(
+        filter.query(team_id, destination_id),
+        WorkflowListOptions::default(),
+    );
+    while let Some(run) = runs.next().await {
+        let run = run.map_err(|e| TemporalError::Rpc(e.to_string()))?;
+        if seen.insert(run.id().to_owned()) {
+            if ids.len() == limit {
+                counts.more = true;
+                break;
+            }
+            ids.push(run.id().to_owned());
+        }
+    }
+    counts.matched = ids.len();
+    let reruns: Vec<Result<Rerun, TemporalError>> = futures::stream::iter(ids)
+        .map(|id| async move { rerun(client, task_queue, &id, None).await })
+        .buffer_unordered(8)
+        .collect()
+        .await;
+    for rerun in reruns {
+        match rerun? {
+            Rerun::Started => counts.started += 1,
+            Rerun::AlreadyRerun | Rerun::Pending => counts.pending += 1,
+            Rerun::NotFailed | Rerun::Unknown => counts.not_failed += 1,
+        }
+    }
+    Ok(counts)
+}

@@ -1,0 +1,146 @@
+//! `hookflow replay`: a replay in the foreground, with a progress bar on a terminal and
+//! the counts at the end. Ctrl-C stops it; running it again with the same `--job` resumes.
+
+use std::{sync::Arc, time::Duration};
+
+use anyhow::Context;
+use indicatif::{ProgressBar, ProgressStyle};
+use tokio_util::sync::CancellationToken;
+
+use crate::{
+    replay::{CountsView, ReplayCounts, ReplayEnd, ReplayPlan},
+    settings::Settings,
+};
+
+/// What `hookflow replay` was asked, before the team is known.
+pub struct ReplayArgs {
+    /// Only into this destination.
+    pub destination: Option<String>,
+    /// Into all of this team's destinations (or the destination's team, checked).
+    pub team: Option<i64>,
+    /// The first instant replayed.
+    pub since: chrono::DateTime<chrono::Utc>,
+    /// The first instant not replayed.
+    pub until: Option<chrono::DateTime<chrono::Utc>>,
+    /// Count, start nothing.
+    pub dry_run: bool,
+    /// Re-run failed pairs.
+    pub include_failed: bool,
+    /// The job id to run or resume.
+    pub job: Option<String>,
+    /// Pace of starts.
+    pub max_starts_per_second: u32,
+    /// Print the end and counts as one JSON object instead of a table.
+    pub json: bool,
+}
+
+/// Runs the replay `args` ask for.
+pub async fn replay(settings: &Settings, args: ReplayArgs) -> anyhow::Result<()> {
+    hookflow_telemetry::init_tracing("warn", hookflow_telemetry::LogFormat::Text);
+    let destinations = crate::run::destinations_now(settings).await?;
+    let team_id = match (&args.destination, args.team) {
+        (_, Some(team)) => team,
+        (Some(id), None) => {
+            destinations
+                .get(id)
+                .with_context(|| format!("no destination {id}"))?
+                .team_id
+        }
+        (None, None) => anyhow::bail!("give --destination or --team"),
+    };
+    let job = args.job.unwrap_or_else(ReplayPlan::new_job_id);
+    anyhow::ensure!(
+        ReplayPlan::valid_job_id(&job),
+        "--job must be 1 to 64 of [A-Za-z0-9._-]"
+    );
+    if let Some(until) = args.until {
+        anyhow::ensure!(until > args.since, "--until must be after --since");
+    }
+    let plan = ReplayPlan {
+        job,
+        team_id,
+        destination_id: args.destination,
+        since: args.since,
+        until: args.until,
+        dry_run: args.dry_run,
+        include_failed: args.include_failed,
+        max_starts_per_second: args.max_starts_per_second.max(1),
+    };
+    let client = hookflow_temporal::connect(&settings.temporal).await?;
+    let replayer = crate::run::replayer(settings, client, destinations);
+    replayer.chosen(&plan)?;
+    if !args.json {
+        println!(
+            "replay job {}{}: run again with --job {} to resume",
+            plan.job,
+            if plan.dry_run { " (dry run)" } else { "" },
+            plan.job
+        );
+    }
+
+    let cancel = CancellationToken::new();
+    let on_interrupt = cancel.clone();
+    tokio::spawn(async move {
+        if tokio::signal::ctrl_c().await.is_ok() {
+            on_interrupt.cancel();
+        }
+    });
+    let counts = Arc::new(ReplayCounts::default());
+    // Drawn only on a terminal (indicatif hides it otherwise).
+    let bar = ProgressBar::new(0).with_style(
+        ProgressStyle::with_template("{bar:40} {pos}/{len} messages  {msg}")
+            .context("progress bar template")?,
+    );
+    let shown = counts.clone();
+    let progress = bar.clone();
+    let ticker = tokio::spawn(async move {
+        loop {
+            let now = shown.view();
+            progress.set_length(now.total);
+            progress.set_position(now.read);
+            progress.set_message(format!(
+                "started {} already {} rerun {}",
+                now.started, now.already_started, now.rerun
+            ));
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    });
+    let end = replayer.run(&plan, &counts, &cancel).await;
+    ticker.abort();
+    bar.finish_and_clear();
+    let end = end?;
+    if args.json {
+        let summary = serde_json::json!({"job": plan.job, "end": end, "counts": counts.view()});
+        println!("{summary}");
+    } else {
+        print_counts(&counts.view(), end, plan.dry_run);
+    }
+    Ok(())
+}
+
+fn print_counts(counts: &CountsView, end: ReplayEnd, dry_run: bool) {
+    let verb = if dry_run { "would start" } else { "started" };
+    println!(
+        "{}: read {} of {} messages",
+        match end {
+            ReplayEnd::Completed => "completed",
+            ReplayEnd::Cancelled => "cancelled (resume with the same --job)",
+        },
+        counts.read,
+        counts.total
+    );
+    println!("  {verb:<16} {}", counts.started);
+    println!("  already started  {}", counts.already_started);
+    println!(
+        "  {:<16} {}",
+        if dry_run { "would re-run" } else { "re-run" },
+        counts.rerun
+    );
+    println!("  failed, left     {}", counts.failed);
+    println!("  not wanted       {}", counts.skipped);
+    println!("  malformed        {}", counts.malformed);
+    println!("  unstartable      {}", counts.unstartable);
+    if counts.failed > 0 {
+        println!("  (--include-failed re-runs the failed ones)");
+    }
+}
