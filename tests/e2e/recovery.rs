@@ -290,5 +290,32 @@ async fn failed_deliveries_are_listed_by_outcome_and_redelivered_in_bulk_once() 
         (400, &json!("status")),
         "{refused}"
     );
+
+    // The same range replayed as a job: everything is delivered already.
+    let replays = format!("/v1/teams/{}/replays", s.team);
+    let job = json!({"id": "after-bulk", "destination_id": "bulk", "since": since(start)});
+    let (status, started) = api.call("POST", &replays, Some(job)).await;
+    assert_eq!(
+        (status, &started["state"]),
+        (202, &json!("running")),
+        "{started}"
+    );
+    let done = eventually(Duration::from_secs(30), "the job to complete", || async {
+        let (_, job) = api
+            .call("GET", &format!("{replays}/after-bulk"), None)
+            .await;
+        (job["state"] == "completed").then_some(job)
+    })
+    .await;
+    assert_eq!(counts(&done["counts"]), [4, 0, 0, 4, 0, 0], "{done}");
+    let (status, _) = api.call("GET", &format!("{replays}/nope"), None).await;
+    assert_eq!(status, 404);
+    let unknown = json!({"destination_id": "nope", "since": since(start)});
+    let (status, bad) = api.call("POST", &replays, Some(unknown)).await;
+    assert_eq!(
+        (status, &bad["field"]),
+        (400, &json!("destination_id")),
+        "{bad}"
+    );
     drop(process);
 }
