@@ -126,7 +126,13 @@ async fn deliveries_that_gave_up_are_rerun_with_include_failed_each_once() {
     s.receiver.script("down", vec![Answer::Status(200, None)]);
     let since = since(start);
     let left = replay(&s, &["--destination", "down", "--since", &since]);
-    let include_failed = ["--destination", "down", "--since", &since, "--include-failed"];
+    let include_failed = [
+        "--destination",
+        "down",
+        "--since",
+        &since,
+        "--include-failed",
+    ];
     assert_eq!(counts(&left), [5, 0, 0, 0, 5, 0], "{left}");
     let rerun = replay(&s, &include_failed);
     assert_eq!(counts(&rerun), [5, 0, 0, 0, 0, 5], "{rerun}");

@@ -50,36 +50,7 @@ enum Command {
     /// Replay a time range of the events topic into a destination, or all of a team's: a
     /// pair already delivered is not delivered again; one whose delivery failed is re-run
     /// with --include-failed.
-    Replay {
-        /// Only into this destination.
-        #[arg(long, required_unless_present = "team")]
-        destination: Option<String>,
-        /// Into all of this team's destinations (with --destination: its team).
-        #[arg(long)]
-        team: Option<i64>,
-        /// The first instant replayed (RFC 3339, by Kafka message timestamp).
-        #[arg(long)]
-        since: chrono::DateTime<chrono::Utc>,
-        /// The first instant not replayed (RFC 3339); default: what the topic holds now.
-        #[arg(long)]
-        until: Option<chrono::DateTime<chrono::Utc>>,
-        /// Count what would be started; start nothing.
-        #[arg(long)]
-        dry_run: bool,
-        /// Also re-run pairs whose delivery gave up, failed permanently or found the
-        /// destination disabled (a new run of the same delivery: the same webhook-id).
-        #[arg(long)]
-        include_failed: bool,
-        /// The job's id; a job stopped before its end resumes when run again with it.
-        #[arg(long)]
-        job: Option<String>,
-        /// At most this many deliveries started a second.
-        #[arg(long, default_value_t = 50)]
-        max_starts_per_second: u32,
-        /// Print the outcome as one JSON object.
-        #[arg(long)]
-        json: bool,
-    },
+    Replay(crate::replay_command::ReplayArgs),
     /// Serve Temporal's codec-server API (`/decode`, `/encode`) with the configured payload
     /// keys, so the Temporal UI and CLI can show encrypted deliveries.
     CodecServer,
@@ -142,30 +113,7 @@ impl Cli {
             } => crate::sample::send(&settings()?.kafka, team, action, count)
                 .await
                 .context("sending sample events"),
-            Command::Replay {
-                destination,
-                team,
-                since,
-                until,
-                dry_run,
-                include_failed,
-                job,
-                max_starts_per_second,
-                json,
-            } => {
-                let args = crate::replay_command::ReplayArgs {
-                    destination,
-                    team,
-                    since,
-                    until,
-                    dry_run,
-                    include_failed,
-                    job,
-                    max_starts_per_second,
-                    json,
-                };
-                crate::replay_command::replay(&settings()?, args).await
-            }
+            Command::Replay(args) => crate::replay_command::replay(&settings()?, args).await,
             Command::CodecServer => {
                 let settings = settings()?;
                 hookflow_telemetry::init_tracing(

@@ -12,25 +12,38 @@ use crate::{
     settings::Settings,
 };
 
-/// What `hookflow replay` was asked, before the team is known.
+/// What `hookflow replay` is asked: a time range of the events topic into a destination,
+/// or all of a team's. A pair already delivered is not delivered again; one whose delivery
+/// failed is re-run with --include-failed.
+#[derive(Debug, clap::Args)]
 pub struct ReplayArgs {
     /// Only into this destination.
+    #[arg(long, required_unless_present = "team")]
     pub destination: Option<String>,
-    /// Into all of this team's destinations (or the destination's team, checked).
+    /// Into all of this team's destinations (with --destination: its team).
+    #[arg(long)]
     pub team: Option<i64>,
-    /// The first instant replayed.
+    /// The first instant replayed (RFC 3339, by Kafka message timestamp).
+    #[arg(long)]
     pub since: chrono::DateTime<chrono::Utc>,
-    /// The first instant not replayed.
+    /// The first instant not replayed (RFC 3339); default: what the topic holds now.
+    #[arg(long)]
     pub until: Option<chrono::DateTime<chrono::Utc>>,
-    /// Count, start nothing.
+    /// Count what would be started; start nothing.
+    #[arg(long)]
     pub dry_run: bool,
-    /// Re-run failed pairs.
+    /// Also re-run pairs whose delivery gave up, failed permanently or found the
+    /// destination disabled (a new run of the same delivery: the same webhook-id).
+    #[arg(long)]
     pub include_failed: bool,
-    /// The job id to run or resume.
+    /// The job's id; a job stopped before its end resumes when run again with it.
+    #[arg(long)]
     pub job: Option<String>,
-    /// Pace of starts.
+    /// At most this many deliveries started a second.
+    #[arg(long, default_value_t = 50)]
     pub max_starts_per_second: u32,
-    /// Print the end and counts as one JSON object instead of a table.
+    /// Print the outcome as one JSON object.
+    #[arg(long)]
     pub json: bool,
 }
 
