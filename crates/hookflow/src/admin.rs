@@ -601,21 +601,19 @@ async fn replay_job(
     State(state): State<AdminState>,
     ApiPath((team, job)): ApiPath<(i64, String)>,
 ) -> Result<Json<JobView>, ApiError> {
-    state
-        .replays
-        .get(team, &job)
-        .map(Json)
-        .ok_or_else(|| ApiError::not_found(format!("no replay job {job}")))
+    found_job(state.replays.get(team, &job), &job)
 }
 
 async fn cancel_replay(
     State(state): State<AdminState>,
     ApiPath((team, job)): ApiPath<(i64, String)>,
 ) -> Result<Json<JobView>, ApiError> {
-    state
-        .replays
-        .cancel(team, &job)
-        .map(Json)
+    found_job(state.replays.cancel(team, &job), &job)
+}
+
+/// The job, or 404.
+fn found_job(view: Option<JobView>, job: &str) -> Result<Json<JobView>, ApiError> {
+    view.map(Json)
         .ok_or_else(|| ApiError::not_found(format!("no replay job {job}")))
 }
 

@@ -140,6 +140,16 @@ impl ReplayCounts {
     fn add(counter: &AtomicU64) {
         counter.fetch_add(1, Ordering::Relaxed);
     }
+
+    /// The counter of a pair that exists, its latest run `latest`: re-run (when `rerun` and
+    /// that run failed), failed and left, or already started.
+    fn existing(&self, latest: &Latest, rerun: bool) -> &AtomicU64 {
+        match latest.recoverable_run() {
+            Some(_) if rerun => &self.rerun,
+            Some(_) => &self.failed,
+            None => &self.already_started,
+        }
+    }
 }
 
 /// How a replay ended.
@@ -272,69 +282,60 @@ impl Replayer {
             let latest = recovery::latest(client, &id).await?;
             let counter = match latest {
                 Latest::None => &counts.started,
-                _ if latest.recoverable_run().is_some() => {
-                    if plan.include_failed {
-                        &counts.rerun
-                    } else {
-                        &counts.failed
-                    }
-                }
-                _ => &counts.already_started,
+                _ => counts.existing(&latest, plan.include_failed),
             };
             ReplayCounts::add(counter);
             return Ok(true);
         }
-        let Some(outcome) = self.start(&delivery, cancel).await? else {
-            return Ok(false);
-        };
-        let counter = match outcome {
-            Some(ScheduleOutcome::Started) => &counts.started,
-            None => &counts.unstartable,
-            Some(ScheduleOutcome::AlreadyExists) if plan.include_failed => {
+        let counter = match self.start(&delivery, cancel).await {
+            StartEnd::Cancelled => return Ok(false),
+            StartEnd::Unstartable => &counts.unstartable,
+            StartEnd::Scheduled(ScheduleOutcome::Started) => &counts.started,
+            StartEnd::Scheduled(ScheduleOutcome::AlreadyExists) if plan.include_failed => {
                 let task_queue = self.scheduler.task_queue();
                 match recovery::rerun(client, task_queue, &id, Some(delivery)).await? {
                     Rerun::Started => &counts.rerun,
                     _ => &counts.already_started,
                 }
             }
-            Some(ScheduleOutcome::AlreadyExists) => {
-                let latest = recovery::latest(client, &id).await?;
-                if latest.recoverable_run().is_some() {
-                    &counts.failed
-                } else {
-                    &counts.already_started
-                }
+            StartEnd::Scheduled(ScheduleOutcome::AlreadyExists) => {
+                counts.existing(&recovery::latest(client, &id).await?, false)
             }
         };
         ReplayCounts::add(counter);
         Ok(true)
     }
 
-    /// Starts `delivery`, retrying while Temporal is unavailable or refuses: `Some(None)`
-    /// when the event itself cannot be started, `None` when cancelled.
-    async fn start(
-        &self,
-        delivery: &DeliveryInput,
-        cancel: &CancellationToken,
-    ) -> anyhow::Result<Option<Option<ScheduleOutcome>>> {
+    /// Starts `delivery`, retrying while Temporal is unavailable or refuses, until `cancel`.
+    async fn start(&self, delivery: &DeliveryInput, cancel: &CancellationToken) -> StartEnd {
         let mut backoff = Backoff::new(BackoffPolicy {
             initial: Duration::from_millis(200),
             max: Duration::from_secs(10),
         });
         loop {
             match self.scheduler.schedule(delivery).await {
-                Ok(outcome) => return Ok(Some(Some(outcome))),
+                Ok(outcome) => return StartEnd::Scheduled(outcome),
                 Err(error) if error.kind == ScheduleErrorKind::Event => {
                     tracing::error!(delivery_id = %delivery.delivery_id, %error, "replay: delivery cannot be started");
-                    return Ok(Some(None));
+                    return StartEnd::Unstartable;
                 }
                 Err(error) => {
                     tracing::warn!(delivery_id = %delivery.delivery_id, %error, "replay: start failed; retrying");
                     if !backoff.wait(cancel).await {
-                        return Ok(None);
+                        return StartEnd::Cancelled;
                     }
                 }
             }
         }
     }
+}
+
+/// How [`Replayer::start`] ended.
+enum StartEnd {
+    /// Temporal answered the start.
+    Scheduled(ScheduleOutcome),
+    /// The event itself cannot be started (its input is over the payload limit).
+    Unstartable,
+    /// Cancelled while the start was being retried.
+    Cancelled,
 }
