@@ -1,6 +1,12 @@
 //! Reading a time range of the events topic again, for a replay: on each partition, from
-//! the first message at or after `since` to the last before `until` (or the partition's end
-//! when the reader opened), found with `offsets_for_times` by message timestamp.
+//! the first message at or after `since` up to the first message at or after `until` (or
+//! the partition's end when the reader opened), by message timestamp.
+//!
+//! Where a partition's range starts is found with `offsets_for_times`; the messages'
+//! own timestamps then decide, so the range is the same on a broker whose time index is
+//! wrong (tansu's in-memory storage answers offset 0 for any time): messages before the
+//! first one at or after `since` are passed over, and a partition ends at its first message
+//! at or after `until`, which is where Kafka's `offsets_for_times(until)` would put it.
 //!
 //! A reader belongs to a job and commits its progress under a consumer group of the job's
 //! own (`<kafka.group_id>-replay-<job>`), never the live group's. Opening the same job again
@@ -67,18 +73,58 @@ pub struct RangeMessage {
 }
 
 /// Where one partition's reading stands.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Span {
     /// The next offset to read.
     next: i64,
-    /// The first offset past the range.
+    /// The partition's end when the reader opened: no message at or past it is read.
     end: i64,
+    /// Whether a message at or after `since` was met (or the job is resuming): every
+    /// message from there on is in the range until one at or after `until`.
+    reached: bool,
+}
+
+/// What a partition's message is to the range.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Place {
+    /// Before the range's start: passed over.
+    Before,
+    /// In the range.
+    In,
+    /// At or past its end: the partition is done.
+    Past,
+}
+
+impl Span {
+    /// Places the partition's next message (at `offset`, with `timestamp_ms` when it has
+    /// one) in `range`, and moves past it unless it is past the end.
+    fn place(&mut self, offset: i64, timestamp_ms: Option<i64>, range: TimeRange) -> Place {
+        let after_until = matches!(
+            (timestamp_ms, range.until_ms),
+            (Some(at), Some(until)) if at >= until
+        );
+        if offset >= self.end || after_until {
+            return Place::Past;
+        }
+        self.next = offset + 1;
+        if !self.reached && timestamp_ms.is_some_and(|at| at < range.since_ms) {
+            return Place::Before;
+        }
+        self.reached = true;
+        Place::In
+    }
+
+    /// Whether every offset before the end was read.
+    fn finished(&self) -> bool {
+        self.next >= self.end
+    }
 }
 
 /// See the module documentation.
 pub struct RangeReader {
     consumer: StreamConsumer,
     topic: String,
+    range: TimeRange,
     /// The partitions not yet read to their end.
     open: BTreeMap<i32, Span>,
     total: u64,
@@ -101,8 +147,7 @@ impl RangeReader {
         let topic = settings.topic.clone();
         // The broker calls below block: off the async threads.
         tokio::task::spawn_blocking(move || {
-            let open = spans(&consumer, &topic, range)?;
-            let total = open.values().map(|s| (s.end - s.next) as u64).sum();
+            let (open, total) = spans(&consumer, &topic, range)?;
             let mut assignment = TopicPartitionList::new();
             for (partition, span) in &open {
                 assignment
@@ -115,6 +160,7 @@ impl RangeReader {
             Ok(RangeReader {
                 consumer,
                 topic,
+                range,
                 open,
                 total,
             })
@@ -123,8 +169,9 @@ impl RangeReader {
         .unwrap_or_else(|panic| std::panic::resume_unwind(panic.into_panic()))
     }
 
-    /// How many offsets the range had left when the reader opened (transaction markers
-    /// included, so slightly more than messages on a transactional topic).
+    /// How many offsets the range had left when the reader opened, as far as the broker's
+    /// time index tells (transaction markers included, so slightly more than messages on a
+    /// transactional topic; up to the partitions' ends where the index is wrong).
     pub fn total(&self) -> u64 {
         self.total
     }
@@ -150,19 +197,18 @@ impl RangeReader {
                     let Some(span) = self.open.get_mut(&partition) else {
                         continue;
                     };
-                    if message.offset() >= span.end {
-                        self.open.remove(&partition);
-                        continue;
+                    let timestamp = message.timestamp().to_millis();
+                    let place = span.place(message.offset(), timestamp, self.range);
+                    if place == Place::In {
+                        batch.push(RangeMessage {
+                            partition,
+                            offset: message.offset(),
+                            payload: message.payload().map(<[u8]>::to_vec),
+                        });
                     }
-                    span.next = message.offset() + 1;
-                    if span.next >= span.end {
+                    if place == Place::Past || span.finished() {
                         self.open.remove(&partition);
                     }
-                    batch.push(RangeMessage {
-                        partition,
-                        offset: message.offset(),
-                        payload: message.payload().map(<[u8]>::to_vec),
-                    });
                 }
                 Ok(Err(error)) => {
                     // librdkafka retries on its own; a broker that is down shows here.
@@ -218,12 +264,13 @@ impl RangeReader {
     }
 }
 
-/// Each partition's span of `range`, starting after the job's committed progress.
+/// Each partition's span of `range`, starting after the job's committed progress, and how
+/// many offsets they hold as far as the broker's time index tells.
 fn spans<C: Consumer>(
     consumer: &C,
     topic: &str,
     range: TimeRange,
-) -> Result<BTreeMap<i32, Span>, RangeError> {
+) -> Result<(BTreeMap<i32, Span>, u64), RangeError> {
     let metadata = consumer
         .fetch_metadata(Some(topic), BROKER_TIMEOUT)
         .map_err(kafka("reading the topic's metadata"))?;
@@ -268,7 +315,7 @@ fn spans<C: Consumer>(
         .iter()
         .map(|e| (e.partition(), e.offset()))
         .collect();
-    let mut spans = BTreeMap::new();
+    let (mut spans, mut total) = (BTreeMap::new(), 0);
     for partition in partitions {
         let (low, high) = consumer
             .fetch_watermarks(topic, partition, BROKER_TIMEOUT)
@@ -279,16 +326,97 @@ fn spans<C: Consumer>(
             _ => high,
         };
         let mut next = offset_or_high(starts.get(&partition)).max(low);
-        if let Some(Offset::Offset(done)) = committed.get(&partition) {
-            next = next.max(*done);
-        }
-        let end = ends
+        let resuming = match committed.get(&partition) {
+            Some(Offset::Offset(done)) => {
+                next = next.max(*done);
+                true
+            }
+            _ => false,
+        };
+        // The messages' timestamps end the range (see the module documentation); the
+        // index only estimates where, for the count. An end it puts at or before the
+        // start is not believed: that is the broken index's answer.
+        let estimated_end = match ends
             .as_ref()
-            .map_or(high, |ends| offset_or_high(ends.get(&partition)))
-            .min(high);
-        if next < end {
-            spans.insert(partition, Span { next, end });
+            .map(|ends| offset_or_high(ends.get(&partition)))
+        {
+            Some(end) if end > next => end.min(high),
+            _ => high,
+        };
+        if next < high {
+            total += (estimated_end - next) as u64;
+            spans.insert(
+                partition,
+                Span {
+                    next,
+                    end: high,
+                    reached: resuming,
+                },
+            );
         }
     }
-    Ok(spans)
+    Ok((spans, total))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const RANGE: TimeRange = TimeRange {
+        since_ms: 1_000,
+        until_ms: Some(2_000),
+    };
+
+    fn span(next: i64, end: i64) -> Span {
+        Span {
+            next,
+            end,
+            reached: false,
+        }
+    }
+
+    #[test]
+    fn messages_before_the_first_one_at_since_are_passed_over() {
+        // A broker whose time index answered offset 0 for `since`.
+        let mut s = span(0, 10);
+        assert_eq!(s.place(0, Some(500), RANGE), Place::Before);
+        assert_eq!(s.place(1, Some(999), RANGE), Place::Before);
+        assert_eq!(s.place(2, Some(1_000), RANGE), Place::In);
+        // Once in the range, a late-stamped message is in it too, as Kafka's
+        // offsets_for_times would have it.
+        assert_eq!(s.place(3, Some(900), RANGE), Place::In);
+        assert_eq!(s.place(4, None, RANGE), Place::In);
+        assert_eq!(s.next, 5);
+    }
+
+    #[test]
+    fn a_partition_ends_at_its_first_message_at_until_or_at_its_end() {
+        let mut s = span(0, 10);
+        assert_eq!(s.place(0, Some(1_500), RANGE), Place::In);
+        assert_eq!(s.place(1, Some(2_000), RANGE), Place::Past);
+        assert_eq!(s.next, 1, "the message past the end is not read");
+
+        let mut s = span(8, 10);
+        assert_eq!(s.place(8, Some(1_500), RANGE), Place::In);
+        assert!(!s.finished());
+        assert_eq!(s.place(9, Some(1_600), RANGE), Place::In);
+        assert!(s.finished());
+        assert_eq!(s.place(10, Some(1_700), RANGE), Place::Past);
+
+        let open_ended = TimeRange {
+            until_ms: None,
+            ..RANGE
+        };
+        let mut s = span(0, 10);
+        assert_eq!(s.place(0, Some(i64::MAX), open_ended), Place::In);
+    }
+
+    #[test]
+    fn a_resumed_job_takes_every_message_after_its_progress() {
+        let mut s = Span {
+            reached: true,
+            ..span(5, 10)
+        };
+        assert_eq!(s.place(5, Some(500), RANGE), Place::In);
+    }
 }
