@@ -162,6 +162,22 @@ pub async fn history(client: &Client, id: &str) -> Vec<HistoryEvent> {
         .expect("history")
 }
 
+/// The input the latest run of delivery `id` started with (payloads unencrypted).
+pub async fn input(client: &Client, id: &str) -> hookflow_core::DeliveryInput {
+    use temporalio_common::protos::temporal::api::history::v1::history_event::Attributes;
+    let started = history(client, id).await.into_iter().next();
+    let Some(Attributes::WorkflowExecutionStartedEventAttributes(started)) =
+        started.and_then(|e| e.attributes)
+    else {
+        panic!("{id}: its history does not start with WorkflowExecutionStarted");
+    };
+    let payload = started
+        .input
+        .and_then(|p| p.payloads.into_iter().next())
+        .unwrap_or_else(|| panic!("{id}: no input"));
+    serde_json::from_slice(&payload.data).unwrap_or_else(|e| panic!("{id}: input: {e}"))
+}
+
 /// What each attempt of delivery `id` returned, in order (its latest run): `attempted`,
 /// `deferred:<reason>`, `destination_deleted`, … Attempts are activity tasks or local
 /// activity markers, as the delivery's workflow revision has them.

@@ -123,6 +123,25 @@ impl DeliveryInput {
         self
     }
 
+    /// This delivery planned again for `destination` as it is now, for a fresh start (a
+    /// redelivery after an outage, say): today's retry policy and history bound replace the
+    /// recorded ones, so an operator who raised the maximum age gets it. The event and its
+    /// matched actions stay as recorded. `None` when the delivery was planned for another
+    /// destination that had this id ([`Self::was_planned_for`]).
+    pub fn replanned(self, destination: &Destination, defaults: &DeliveryDefaults) -> Option<Self> {
+        if !self.was_planned_for(destination) {
+            return None;
+        }
+        Some(
+            DeliveryInput {
+                retry: destination.retry_policy(&defaults.retry),
+                history: defaults.history,
+                ..self
+            }
+            .restarted(),
+        )
+    }
+
     /// Whether this delivery was planned for `destination`: the same id and team and, when
     /// the delivery recorded one, the same uid. A destination that took over a deleted
     /// one's id is another destination and must not receive this delivery.

@@ -6,7 +6,9 @@
 use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD as BASE64};
 use chrono::{DateTime, Utc};
 use futures::StreamExt;
-use hookflow_core::{DeliveryId, DeliveryInput, DeliveryOutcome, DeliveryResult};
+use hookflow_core::{
+    DeliveryDefaults, DeliveryId, DeliveryInput, DeliveryOutcome, DeliveryResult, Destination,
+};
 use serde::Serialize;
 use temporalio_client::{
     Client, NamespacedClient, WorkflowCancelOptions, WorkflowExecutionInfo,
@@ -210,19 +212,25 @@ pub async fn get(
     Ok(Some(with_result(client, view(execution.raw())).await?))
 }
 
-/// Starts a new attempt chain for a delivery that exists: the same input, so the same
-/// `webhook-id` (receivers dedupe on it), under the workflow id
-/// `<delivery id>:redelivery-<unix ms>`; that id, or `None` when the delivery is unknown.
+/// Starts a new attempt chain for a delivery to `destination` that exists: the same event,
+/// so the same `webhook-id` (receivers dedupe on it), planned again for the destination as
+/// it is now with `defaults` ([`DeliveryInput::replanned`]), under the workflow id
+/// `<delivery id>:redelivery-<unix ms>`; that id, or `None` when the destination has no
+/// such delivery (none, or one planned for an earlier destination of this id).
 pub async fn redeliver(
     client: &Client,
     task_queue: &str,
-    team_id: i64,
+    destination: &Destination,
+    defaults: &DeliveryDefaults,
     delivery: &DeliveryId,
 ) -> Result<Option<String>, TemporalError> {
-    if get(client, team_id, delivery).await?.is_none() {
+    if get(client, destination.team_id, delivery).await?.is_none() {
         return Ok(None);
     }
-    let Some(input) = recorded_input(client, delivery.as_str(), None).await? else {
+    let Some(recorded) = recorded_input(client, delivery.as_str(), None).await? else {
+        return Ok(None);
+    };
+    let Some(input) = recorded.replanned(destination, defaults) else {
         return Ok(None);
     };
     let workflow_id = format!(

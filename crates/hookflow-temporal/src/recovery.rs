@@ -2,8 +2,10 @@
 //! `--include-failed` re-runs the pairs whose delivery failed, and a bulk redelivery
 //! re-runs a destination's failed deliveries found through visibility.
 //!
-//! A re-run is a new run of the same workflow id, with the same input, so the receiver sees
-//! the same `webhook-id`. It is started only when the latest run ended with a recoverable
+//! A re-run is a new run of the same workflow id, for the same event, so the receiver sees
+//! the same `webhook-id`. Its input is planned again for the destination as it is now (a
+//! replay plans it from the event; a bulk redelivery re-plans the recorded one), so a
+//! re-run retries under today's retry policy, not the one the failed run gave up under. It is started only when the latest run ended with a recoverable
 //! outcome ([`DeliveryOutcome::is_recoverable`]), and with a start request id derived from
 //! that run's id: two operators (or a retried request) re-running the same failed run at
 //! once get one new run between them, because Temporal answers a start whose request id the
@@ -16,7 +18,7 @@
 use std::collections::HashSet;
 
 use futures::StreamExt;
-use hookflow_core::{DeliveryInput, DeliveryOutcome};
+use hookflow_core::{DeliveryDefaults, DeliveryInput, DeliveryOutcome, Destination};
 use serde::Serialize;
 use temporalio_client::{
     Client, NamespacedClient, Priority, WorkflowExecutionStatus, WorkflowListOptions,
@@ -114,6 +116,21 @@ pub async fn latest(client: &Client, workflow_id: &str) -> Result<Latest, Tempor
     })
 }
 
+/// The input a re-run starts with.
+#[derive(Debug, Clone)]
+pub enum RerunInput<'a> {
+    /// Planned from the event just now (a replay's).
+    Planned(Box<DeliveryInput>),
+    /// The failed run's recorded input, planned again for `destination` as it is now
+    /// ([`DeliveryInput::replanned`]).
+    Recorded {
+        /// The destination, as delivery sees it now.
+        destination: &'a Destination,
+        /// The deployment's delivery settings now.
+        defaults: &'a DeliveryDefaults,
+    },
+}
+
 /// What [`rerun`] did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Rerun {
@@ -127,15 +144,17 @@ pub enum Rerun {
     NotFailed,
     /// No run of this delivery exists.
     Unknown,
+    /// The failed run was planned for an earlier destination of this id (deleted and
+    /// created again): it is not this destination's to re-run.
+    Replaced,
 }
 
-/// Re-runs delivery `workflow_id` if its latest run failed, with `input` (the replay's
-/// freshly planned one) or, when `None`, the input the failed run was started with.
+/// Re-runs delivery `workflow_id` with `input` if its latest run failed.
 pub async fn rerun(
     client: &Client,
     task_queue: &str,
     workflow_id: &str,
-    input: Option<DeliveryInput>,
+    input: RerunInput<'_>,
 ) -> Result<Rerun, TemporalError> {
     let latest = latest(client, workflow_id).await?;
     let run_id = match &latest {
@@ -147,10 +166,16 @@ pub async fn rerun(
         },
     };
     let input = match input {
-        Some(input) => input.restarted(),
-        None => match deliveries::recorded_input(client, workflow_id, Some(&run_id)).await? {
-            Some(input) => input,
+        RerunInput::Planned(input) => input.restarted(),
+        RerunInput::Recorded {
+            destination,
+            defaults,
+        } => match deliveries::recorded_input(client, workflow_id, Some(&run_id)).await? {
             None => return Ok(Rerun::Unknown),
+            Some(recorded) => match recorded.replanned(destination, defaults) {
+                Some(input) => input,
+                None => return Ok(Rerun::Replaced),
+            },
         },
     };
     start_run(client, task_queue, workflow_id, &run_id, input).await
@@ -223,20 +248,24 @@ pub struct RedeliveryCounts {
     /// Deliveries whose latest run did not fail (delivered since, or stopped by an
     /// operator).
     pub not_failed: usize,
+    /// Deliveries planned for an earlier destination of this id (deleted and created
+    /// again): not re-run.
+    pub replaced: usize,
     /// Whether `limit` stopped the query before its end (ask again for the rest).
     pub more: bool,
 }
 
-/// Re-runs the failed deliveries of a destination that `filter` finds (its outcomes must be
-/// recoverable ones), at most `limit`, a few at a time.
+/// Re-runs the failed deliveries of `destination` (as delivery sees it now) that `filter`
+/// finds (its outcomes must be recoverable ones), at most `limit`, a few at a time, each
+/// planned again with `defaults`.
 ///
 /// Idempotent: a delivery re-run by an earlier request is running (`pending`) or has a new
 /// latest run (`not_failed` once delivered), so asking again starts nothing new for it.
 pub async fn redeliver_failed(
     client: &Client,
     task_queue: &str,
-    team_id: i64,
-    destination_id: &str,
+    destination: &Destination,
+    defaults: &DeliveryDefaults,
     filter: &DeliveryFilter,
     limit: usize,
 ) -> Result<RedeliveryCounts, TemporalError> {
@@ -244,7 +273,7 @@ pub async fn redeliver_failed(
     let mut seen = HashSet::new();
     let mut counts = RedeliveryCounts::default();
     let mut runs = client.list_workflows(
-        filter.query(team_id, destination_id),
+        filter.query(destination.team_id, &destination.id),
         WorkflowListOptions::default(),
     );
     while let Some(run) = runs.next().await {
@@ -259,7 +288,13 @@ pub async fn redeliver_failed(
     }
     counts.matched = ids.len();
     let reruns: Vec<Result<Rerun, TemporalError>> = futures::stream::iter(ids)
-        .map(|id| async move { rerun(client, task_queue, &id, None).await })
+        .map(|id| async move {
+            let input = RerunInput::Recorded {
+                destination,
+                defaults,
+            };
+            rerun(client, task_queue, &id, input).await
+        })
         .buffer_unordered(8)
         .collect()
         .await;
@@ -268,6 +303,7 @@ pub async fn redeliver_failed(
             Rerun::Started => counts.started += 1,
             Rerun::AlreadyRerun | Rerun::Pending => counts.pending += 1,
             Rerun::NotFailed | Rerun::Unknown => counts.not_failed += 1,
+            Rerun::Replaced => counts.replaced += 1,
         }
     }
     Ok(counts)

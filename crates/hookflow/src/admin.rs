@@ -21,8 +21,8 @@ use axum::{
 };
 use chrono::{DateTime, Utc};
 use hookflow_core::{
-    ActionMatchedEvent, ActionRef, DeliveryId, DeliveryInput, DeliveryOutcome, Destination,
-    DestinationCatalog, DestinationError, DestinationSpec, request::prepare,
+    ActionMatchedEvent, ActionRef, DeliveryDefaults, DeliveryId, DeliveryInput, DeliveryOutcome,
+    Destination, DestinationCatalog, DestinationError, DestinationSpec, request::prepare,
 };
 use hookflow_http::DeliveryClient;
 use hookflow_temporal::{
@@ -56,6 +56,9 @@ pub struct AdminState {
     pub task_queue: Arc<str>,
     /// The replay jobs.
     pub replays: Arc<ReplayJobs>,
+    /// The retry policy and history bound deliveries start with (a redelivery is planned
+    /// again with them).
+    pub defaults: DeliveryDefaults,
 }
 
 /// Every path the API serves; a test holds `docs/openapi.yaml` to exactly these.
@@ -467,14 +470,15 @@ async fn redeliver(
     State(state): State<AdminState>,
     ApiPath((team, id, event_uuid)): ApiPath<(i64, String, String)>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
-    state.store.spec(team, &id).await?;
+    let destination = destination(&state, team, &id).await?;
     let uuid = uuid::Uuid::parse_str(&event_uuid)
         .map_err(|e| ApiError::bad_request(format!("not a uuid: {e}"), Some("event_uuid")))?;
     let delivery_id = DeliveryId::new(&id, uuid);
     let started = hookflow_temporal::deliveries::redeliver(
         &state.temporal,
         &state.task_queue,
-        team,
+        &destination,
+        &state.defaults,
         &delivery_id,
     )
     .await?;
@@ -502,7 +506,7 @@ async fn redeliver_failed(
     ApiPath((team, id)): ApiPath<(i64, String)>,
     body: Result<Json<RedeliverBody>, JsonRejection>,
 ) -> Result<Json<RedeliveryCounts>, ApiError> {
-    state.store.spec(team, &id).await?;
+    let destination = destination(&state, team, &id).await?;
     let Json(body) = body.map_err(|e| ApiError::bad_request(e.body_text(), None))?;
     let statuses = match &body.status {
         Some(names) if !names.is_empty() => outcomes(names.iter().map(String::as_str), "status")?,
@@ -529,8 +533,8 @@ async fn redeliver_failed(
     let counts = hookflow_temporal::recovery::redeliver_failed(
         &state.temporal,
         &state.task_queue,
-        team,
-        &id,
+        &destination,
+        &state.defaults,
         &filter,
         limit,
     )

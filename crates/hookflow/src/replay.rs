@@ -31,7 +31,7 @@ use hookflow_kafka::{
 };
 use hookflow_temporal::{
     TemporalScheduler,
-    recovery::{self, Latest, Rerun},
+    recovery::{self, Latest, Rerun, RerunInput},
 };
 use serde::Serialize;
 use tokio_util::sync::CancellationToken;
@@ -293,7 +293,14 @@ impl Replayer {
             StartEnd::Scheduled(ScheduleOutcome::Started) => &counts.started,
             StartEnd::Scheduled(ScheduleOutcome::AlreadyExists) if plan.include_failed => {
                 let task_queue = self.scheduler.task_queue();
-                match recovery::rerun(client, task_queue, &id, Some(delivery)).await? {
+                match recovery::rerun(
+                    client,
+                    task_queue,
+                    &id,
+                    RerunInput::Planned(Box::new(delivery)),
+                )
+                .await?
+                {
                     Rerun::Started => &counts.rerun,
                     _ => &counts.already_started,
                 }

@@ -146,6 +146,7 @@ async fn serve_admin(
         site_url: settings.destinations.site_url.trim_end_matches('/').into(),
         task_queue: settings.temporal.task_queue.as_str().into(),
         replays,
+        defaults: delivery_defaults(settings),
     });
     let stop = shutdown.clone();
     tokio::spawn(async move {

@@ -99,6 +99,45 @@ fn only_the_planned_destination_of_the_events_team_may_receive_a_delivery() {
     assert!(!unrecorded.was_planned_for(&other_team));
 }
 
+#[test]
+fn a_replanned_delivery_takes_todays_retry_policy_and_keeps_its_event() {
+    let mut planned = destination(vec![]);
+    planned.uid = Some("0190f3a4-0000-7000-8000-0000000000aa".into());
+    let event = event(2, &[1]);
+    let recorded = crate::DeliveryInput {
+        destination_uid: planned.uid.clone(),
+        revision: crate::WorkflowRevision::ActivityAttempts,
+        ..crate::DeliveryInput::new("d", event.clone(), event.matched_actions.clone())
+    };
+    let now = Destination {
+        max_age_ms: Some(86_400_000),
+        ..planned.clone()
+    };
+    let defaults = crate::DeliveryDefaults {
+        history: crate::HistoryBound {
+            max_rounds: 7,
+            max_input_bytes: 1024,
+        },
+        ..Default::default()
+    };
+    let replanned = recorded
+        .clone()
+        .replanned(&now, &defaults)
+        .expect("the same destination");
+    assert_eq!(replanned.retry.max_age_ms, 86_400_000);
+    assert_eq!(replanned.history, defaults.history);
+    assert_eq!(replanned.revision, crate::WorkflowRevision::CURRENT);
+    assert_eq!(
+        (&replanned.event, &replanned.actions, &replanned.delivery_id),
+        (&recorded.event, &recorded.actions, &recorded.delivery_id)
+    );
+    let recreated = Destination {
+        uid: Some("0190f3a4-0000-7000-8000-0000000000bb".into()),
+        ..now
+    };
+    assert_eq!(recorded.replanned(&recreated, &defaults), None);
+}
+
 fn destination(actions: Vec<i64>) -> Destination {
     Destination {
         id: "d".into(),
