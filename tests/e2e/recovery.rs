@@ -2,13 +2,19 @@
 //! topic into a destination added later (exactly the events its filter wants, once, and
 //! nothing again on a second replay), re-running deliveries that gave up with
 //! `--include-failed` (each once, the same webhook-id), and the admin API's bulk
-//! redelivery, delivery history and replay jobs.
+//! redelivery, delivery history and replay jobs. A replay of 1,000 events leaves live
+//! deliveries flowing, and one killed mid-range resumes where it stopped, through a frozen
+//! broker, delivering each event once.
 
-use std::{collections::BTreeSet, time::Duration};
+use std::{
+    collections::BTreeSet,
+    time::{Duration, Instant},
+};
 
 use hookflow_core::DeliveryOutcome;
 use hookflow_e2e::{
-    admin::AdminApi, events, eventually, receiver::Answer, scenario::Scenario, temporal,
+    admin::AdminApi, events, eventually, hookflow::Process, receiver::Answer, scenario::Scenario,
+    stack::stack, temporal,
 };
 use serde_json::{Value, json};
 
@@ -18,11 +24,83 @@ fn replay(s: &Scenario, args: &[&str]) -> Value {
     all.extend(args);
     let (ok, output) = s.deployment.command(&all);
     assert!(ok, "replay failed: {output}");
+    completed_counts(&output)
+}
+
+/// The counts of a replay that completed, from its `--json` output.
+fn completed_counts(output: &str) -> Value {
     let last = output.lines().rev().find(|l| l.starts_with('{'));
     let summary: Value = serde_json::from_str(last.unwrap_or_default())
         .unwrap_or_else(|e| panic!("no JSON summary ({e}) in: {output}"));
     assert_eq!(summary["end"], "completed", "{summary}");
     summary["counts"].clone()
+}
+
+/// Runs `hookflow replay ARGS --json` in the background.
+fn start_replay(s: &Scenario, args: &[&str]) -> Process {
+    let mut all = vec!["replay", "--json"];
+    all.extend(args);
+    s.deployment.start_command(&all)
+}
+
+/// Waits for a background replay to exit successfully: its counts.
+async fn finished(replay: &mut Process) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(180);
+    loop {
+        match replay.exited() {
+            Some(true) => return completed_counts(&replay.output()),
+            Some(false) => panic!("replay failed: {}", replay.output()),
+            None if Instant::now() > deadline => panic!("replay still running after 180 s"),
+            None => tokio::time::sleep(Duration::from_millis(200)).await,
+        }
+    }
+}
+
+/// Produces `n` events of action 2 ("Past") that no destination wants yet, then starts
+/// hookflow and waits until its consumer is past them: one event of action 1 after them
+/// is delivered to `live` (one partition, read in order). Their uuids.
+async fn past_events(s: &Scenario, n: usize) -> (Vec<uuid::Uuid>, Process) {
+    let past: Vec<(uuid::Uuid, Value)> = (0..n)
+        .map(|_| events::event(s.team, &[(2, "Past")]))
+        .collect();
+    s.produce(&past.iter().map(|(_, e)| e).collect::<Vec<_>>())
+        .await;
+    let process = s.deployment.start();
+    s.produce_events(1).await;
+    eventually(
+        Duration::from_secs(60),
+        "the consumer past them",
+        || async { (s.receiver.distinct_deliveries_on("live") == 1).then_some(()) },
+    )
+    .await;
+    (past.into_iter().map(|(uuid, _)| uuid).collect(), process)
+}
+
+/// Adds destination `backfill` (action 2) and lets the running worker load it before
+/// deliveries to it start.
+async fn add_backfill(s: &mut Scenario) {
+    s.destination("backfill", "backfill", "actions = [2]");
+    s.deployment.write_destinations();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+}
+
+/// Asserts that `backfill` received each of `uuids` exactly once.
+async fn each_backfilled_once(s: &Scenario, uuids: &[uuid::Uuid]) {
+    eventually(
+        Duration::from_secs(120),
+        "every replayed delivery",
+        || async { (s.receiver.distinct_deliveries_on("backfill") == uuids.len()).then_some(()) },
+    )
+    .await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let received = s.receiver.received_on("backfill");
+    assert_eq!(received.len(), uuids.len(), "nothing delivered twice");
+    let ids: BTreeSet<String> = received
+        .iter()
+        .map(|r| r.header("webhook-id").to_owned())
+        .collect();
+    let expected: BTreeSet<String> = uuids.iter().map(|u| format!("backfill:{u}")).collect();
+    assert_eq!(ids, expected);
 }
 
 /// The counts that matter here, in order: read, skipped, started, already started,
@@ -231,9 +309,18 @@ async fn failed_deliveries_are_listed_by_outcome_and_redelivered_in_bulk_once() 
     assert_eq!((status, &bad["field"]), (400, &json!("outcome")), "{bad}");
 
     // Redelivered in bulk: a second identical request, while the first's re-runs are
-    // pending (or once they delivered), starts nothing.
+    // pending (or once they delivered), starts nothing. The operator raised the maximum
+    // age first: the re-runs retry under it, not under the one they gave up under.
     let failed_requests = s.receiver.received_on("bulk").len();
     s.receiver.script("bulk", vec![Answer::Status(200, None)]);
+    let raised = json!({
+        "id": "bulk", "url": s.receiver.url("bulk"), "max_age_ms": 600_000,
+        "breaker_min_attempts": 1000,
+    });
+    let (status, updated) = api
+        .call("PUT", &format!("{collection}/bulk"), Some(raised))
+        .await;
+    assert_eq!(status, 200, "{updated}");
     let redeliver = format!("{collection}/bulk/redeliver");
     let body = json!({"status": ["gave_up"]});
     let (status, first) = api.call("POST", &redeliver, Some(body.clone())).await;
@@ -260,6 +347,8 @@ async fn failed_deliveries_are_listed_by_outcome_and_redelivered_in_bulk_once() 
             (temporal::closed_runs(&s.temporal, &id).await.len() == 2).then_some(())
         })
         .await;
+        let rerun = temporal::input(&s.temporal, &id).await;
+        assert_eq!(rerun.retry.max_age_ms, 600_000, "{id}: planned again");
     }
     let (_, after) = api.call("POST", &redeliver, Some(body)).await;
     assert_eq!(
@@ -307,4 +396,142 @@ async fn failed_deliveries_are_listed_by_outcome_and_redelivered_in_bulk_once() 
         "{bad}"
     );
     drop(process);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn live_deliveries_keep_flowing_during_a_replay_of_1000_events() {
+    let mut s = Scenario::with_partitions(1).await;
+    s.destination("live", "live", "actions = [1]");
+    let start = chrono::Utc::now();
+    let (past, process) = past_events(&s, 1000).await;
+    add_backfill(&mut s).await;
+    let mut replay = start_replay(&s, &["--destination", "backfill", "--since", &since(start)]);
+    eventually(Duration::from_secs(60), "the replay under way", || async {
+        (s.receiver.distinct_deliveries_on("backfill") >= 50).then_some(())
+    })
+    .await;
+
+    // Live events while it runs, one every 200 ms: each is delivered while the replay's
+    // deliveries are still going, not after them.
+    let mut live = Vec::new();
+    for _ in 0..10 {
+        live.extend(s.produce_events(1).await);
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    eventually(Duration::from_secs(60), "the live deliveries", || async {
+        (s.receiver.distinct_deliveries_on("live") == 11).then_some(())
+    })
+    .await;
+    let replayed_meanwhile = s.receiver.distinct_deliveries_on("backfill");
+    assert!(
+        replayed_meanwhile < 1000,
+        "the live deliveries waited for the whole replay"
+    );
+    let live_ids: BTreeSet<String> = s
+        .receiver
+        .received_on("live")
+        .iter()
+        .map(|r| r.header("webhook-id").to_owned())
+        .collect();
+    for uuid in &live {
+        assert!(live_ids.contains(&format!("live:{uuid}")), "live:{uuid}");
+    }
+
+    let counts = finished(&mut replay).await;
+    assert_eq!(
+        self::counts(&counts),
+        [1001, 1, 1000, 0, 0, 0],
+        "the 1,000 and the first live event (not the ones produced after the replay began \
+         reading to the topic's end): {counts}"
+    );
+    each_backfilled_once(&s, &past).await;
+    assert_eq!(s.receiver.received_on("live").len(), 11);
+    drop(process);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_replay_killed_mid_range_resumes_where_it_stopped_through_a_frozen_broker() {
+    let (own, broker) = stack().with_own_broker();
+    let mut s = Scenario::on(own, 1).await;
+    s.destination("live", "live", "actions = [1]");
+    let start = chrono::Utc::now();
+    let (past, process) = past_events(&s, 200).await;
+    add_backfill(&mut s).await;
+    let since = since(start);
+    let args = [
+        "--destination",
+        "backfill",
+        "--since",
+        &since,
+        "--until",
+        &chrono::Utc::now().to_rfc3339(),
+        "--job",
+        "resumed",
+        "--max-starts-per-second",
+        "20",
+    ];
+
+    // Killed after its first batch (64 messages) was committed.
+    let mut first = start_replay(&s, &args);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while s.receiver.distinct_deliveries_on("backfill") < 80 {
+        assert!(
+            first.exited().is_none() && Instant::now() < deadline,
+            "the first replay did not get past its first batch: {}",
+            s.deployment.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    first.kill_9();
+    let before = s.receiver.distinct_deliveries_on("backfill");
+    assert!(before < 200, "killed mid-range ({before} delivered)");
+
+    // Run again under the same job: it reads on from its committed progress, and rides
+    // out the broker frozen for 5 s.
+    let mut second = start_replay(&s, &args);
+    eventually(Duration::from_secs(60), "the resumed replay", || async {
+        (s.receiver.distinct_deliveries_on("backfill") >= before + 10).then_some(())
+    })
+    .await;
+    broker.freeze();
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    broker.thaw();
+    let counts = finished(&mut second).await;
+    let [read, skipped, started, already_started, failed, rerun] = self::counts(&counts);
+    assert!(
+        read <= 201 - 64,
+        "it resumed past the first committed batch: {counts}"
+    );
+    assert_eq!(
+        (skipped, failed, rerun, started + already_started),
+        (1, 0, 0, read - 1),
+        "the live event at the end is skipped: {counts}"
+    );
+    each_backfilled_once(&s, &past).await;
+    drop(process);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_replay_reads_exactly_its_time_range_by_message_timestamp() {
+    let mut s = Scenario::with_partitions(2).await;
+    s.destination("live", "live", "");
+    let mut marks = vec![chrono::Utc::now()];
+    for n in [5, 4, 3] {
+        s.produce_events(n).await;
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        marks.push(chrono::Utc::now());
+    }
+    let rfc = |i: usize| marks[i].to_rfc3339();
+    let dry_run = |since: String, until: Option<String>| {
+        let mut args = vec!["--dry-run", "--destination", "live", "--since", &since];
+        if let Some(until) = &until {
+            args.extend(["--until", until]);
+        }
+        counts(&replay(&s, &args))[2]
+    };
+    // No hookflow runs: a dry run counts every pair of the range as one to start.
+    assert_eq!(dry_run(rfc(1), Some(rfc(2))), 4, "the middle second");
+    assert_eq!(dry_run(rfc(1), None), 7, "from the middle to the end");
+    assert_eq!(dry_run(rfc(0), Some(rfc(1))), 5, "the first second");
+    assert_eq!(dry_run(rfc(3), None), 0, "after the last event");
 }

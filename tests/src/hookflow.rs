@@ -40,6 +40,8 @@ pub struct Deployment {
 /// A running hookflow process; killed when dropped.
 pub struct Process {
     child: Child,
+    /// Where its standard output goes.
+    log: PathBuf,
     /// Its metrics port.
     pub metrics_port: u16,
     /// The port of the Temporal SDK's metrics.
@@ -277,6 +279,7 @@ log_filter = "info,temporalio_sdk_core=warn"
             .expect("start hookflow");
         Process {
             child,
+            log,
             metrics_port,
             sdk_metrics_port,
         }
@@ -371,6 +374,20 @@ impl Process {
             .args(["-TERM", &self.child.id().to_string()])
             .status();
         self.child.wait().map(|s| s.success()).unwrap_or(false)
+    }
+
+    /// Whether it has exited (and how: `Some(true)` when successfully).
+    pub fn exited(&mut self) -> Option<bool> {
+        self.child
+            .try_wait()
+            .ok()
+            .flatten()
+            .map(|status| status.success())
+    }
+
+    /// What it wrote to standard output so far.
+    pub fn output(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
     /// Its process id.
