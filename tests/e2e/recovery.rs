@@ -535,3 +535,95 @@ async fn a_replay_reads_exactly_its_time_range_by_message_timestamp() {
     assert_eq!(dry_run(rfc(0), Some(rfc(1))), 5, "the first second");
     assert_eq!(dry_run(rfc(3), None), 0, "after the last event");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_replay_job_outlives_its_admin_process_and_resumes_once_started_again() {
+    let mut s = Scenario::with_partitions(1).await;
+    let start = chrono::Utc::now();
+    let past: Vec<(uuid::Uuid, Value)> = (0..150)
+        .map(|_| events::event(s.team, &[(2, "Past")]))
+        .collect();
+    s.produce(&past.iter().map(|(_, e)| e).collect::<Vec<_>>())
+        .await;
+    let (base, token) = s.deployment.admin_api();
+    let mut process = s.deployment.start();
+    let api = AdminApi::new(base, token);
+    let collection = format!("/v1/teams/{}/destinations", s.team);
+    api.wait_until_serving(&collection).await;
+    // The consumer starts once the store has a destination; none wants the 150 yet.
+    let live = json!({"id": "live", "url": s.receiver.url("live"), "actions": [1]});
+    assert_eq!(api.call("POST", &collection, Some(live)).await.0, 201);
+    let skipped = r#"hookflow_consumer_skipped_total{reason="no_matching_destination"}"#;
+    process
+        .wait_for_metric(skipped, 150.0, Duration::from_secs(60))
+        .await;
+    let spec = json!({"id": "backfill", "url": s.receiver.url("backfill"), "actions": [2]});
+    assert_eq!(api.call("POST", &collection, Some(spec)).await.0, 201);
+
+    let job = format!("/v1/teams/{}/replays/outlives", s.team);
+    let body = json!({
+        "id": "outlives", "destination_id": "backfill", "since": since(start),
+        "max_starts_per_second": 10,
+    });
+    let replays = format!("/v1/teams/{}/replays", s.team);
+    let (status, started) = api.call("POST", &replays, Some(body.clone())).await;
+    assert_eq!(status, 202, "{started}");
+    eventually(Duration::from_secs(60), "the job under way", || async {
+        (s.receiver.distinct_deliveries_on("backfill") >= 20).then_some(())
+    })
+    .await;
+
+    // Its process dies: another one shows the job, interrupted once its record goes stale.
+    process.kill_9();
+    let process = s.deployment.start();
+    api.wait_until_serving(&collection).await;
+    let interrupted = eventually(Duration::from_secs(40), "the job interrupted", || async {
+        let (status, view) = api.call("GET", &job, None).await;
+        assert_eq!(status, 200, "{view}");
+        (view["state"] == "interrupted").then_some(view)
+    })
+    .await;
+    assert!(
+        interrupted["counts"]["started"].as_u64() >= Some(20),
+        "{interrupted}"
+    );
+
+    // Started again under its id, it resumes and completes; each event delivered once.
+    let (status, resumed) = api.call("POST", &replays, Some(body)).await;
+    assert_eq!(
+        (status, &resumed["state"]),
+        (202, &json!("running")),
+        "{resumed}"
+    );
+    let (status, conflict) = api
+        .call(
+            "POST",
+            &replays,
+            Some(json!({"id": "outlives", "since": since(start)})),
+        )
+        .await;
+    assert_eq!(
+        (status, &conflict["field"]),
+        (409, &json!("id")),
+        "{conflict}"
+    );
+    let done = eventually(Duration::from_secs(60), "the job to complete", || async {
+        let (_, view) = api.call("GET", &job, None).await;
+        (view["state"] == "completed").then_some(view)
+    })
+    .await;
+    let past: Vec<uuid::Uuid> = past.into_iter().map(|(uuid, _)| uuid).collect();
+    each_backfilled_once(&s, &past).await;
+
+    // The completed job is still shown by a process started after it.
+    drop(process);
+    let process = s.deployment.start();
+    api.wait_until_serving(&collection).await;
+    let (status, shown) = api.call("GET", &job, None).await;
+    assert_eq!(status, 200, "{shown}");
+    assert_eq!(
+        (&shown["state"], &shown["counts"]),
+        (&json!("completed"), &done["counts"])
+    );
+    drop(process);
+}

@@ -588,37 +588,46 @@ async fn start_replay(
         include_failed: body.include_failed,
         max_starts_per_second: body.max_starts_per_second.unwrap_or(50).max(1),
     };
-    match state.replays.start(plan) {
-        Ok(view) => Ok((StatusCode::ACCEPTED, Json(view))),
-        Err(error @ JobError::Running(_)) => Err(ApiError {
-            status: StatusCode::CONFLICT,
-            message: error.to_string(),
-            field: Some("id"),
-        }),
-        Err(JobError::Invalid(message)) => {
-            Err(ApiError::bad_request(message, Some("destination_id")))
-        }
-    }
+    let view = state.replays.start(plan).await?;
+    Ok((StatusCode::ACCEPTED, Json(view)))
 }
 
 async fn replay_job(
     State(state): State<AdminState>,
     ApiPath((team, job)): ApiPath<(i64, String)>,
 ) -> Result<Json<JobView>, ApiError> {
-    found_job(state.replays.get(team, &job), &job)
+    found_job(state.replays.get(team, &job).await?, &job)
 }
 
 async fn cancel_replay(
     State(state): State<AdminState>,
     ApiPath((team, job)): ApiPath<(i64, String)>,
 ) -> Result<Json<JobView>, ApiError> {
-    found_job(state.replays.cancel(team, &job), &job)
+    found_job(state.replays.cancel(team, &job).await?, &job)
 }
 
 /// The job, or 404.
 fn found_job(view: Option<JobView>, job: &str) -> Result<Json<JobView>, ApiError> {
     view.map(Json)
         .ok_or_else(|| ApiError::not_found(format!("no replay job {job}")))
+}
+
+impl From<JobError> for ApiError {
+    fn from(error: JobError) -> ApiError {
+        match error {
+            JobError::Running(_) => ApiError {
+                status: StatusCode::CONFLICT,
+                message: error.to_string(),
+                field: Some("id"),
+            },
+            JobError::Invalid(message) => ApiError::bad_request(message, Some("destination_id")),
+            JobError::Records(_) => ApiError {
+                status: StatusCode::SERVICE_UNAVAILABLE,
+                message: error.to_string(),
+                field: None,
+            },
+        }
+    }
 }
 
 async fn cancel_pending(

@@ -33,7 +33,7 @@ use hookflow_temporal::{
     TemporalScheduler,
     recovery::{self, Latest, Rerun, RerunInput},
 };
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 
 /// Messages read and committed together.
@@ -42,7 +42,7 @@ const BATCH: usize = 64;
 const CONCURRENT_STARTS: usize = 16;
 
 /// What to replay.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ReplayPlan {
     /// The job's id: its progress is kept under it, and running it again resumes.
     pub job: String,
@@ -98,7 +98,7 @@ pub struct ReplayCounts {
 }
 
 /// A snapshot of [`ReplayCounts`].
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CountsView {
     /// Offsets in the range when the job (or this resumption of it) began.
     pub total: u64,

@@ -28,7 +28,7 @@ use crate::{
     admin::{self, AdminState},
     destination_file::FileDestinations,
     destination_redis::RedisDestinations,
-    replay_jobs::ReplayJobs,
+    replay_jobs::{JobRecords, ReplayJobs},
     settings::{DestinationStoreKind, Settings},
 };
 
@@ -124,6 +124,7 @@ fn delivery_client(settings: &Settings) -> anyhow::Result<DeliveryClient> {
 async fn serve_admin(
     settings: &Settings,
     store: Arc<RedisDestinations>,
+    redis: RedisLink,
     temporal: hookflow_temporal::Client,
     shutdown: &CancellationToken,
 ) -> anyhow::Result<()> {
@@ -133,11 +134,10 @@ async fn serve_admin(
     let listener = tokio::net::TcpListener::bind(address)
         .await
         .with_context(|| format!("cannot listen on admin.address {address}"))?;
-    let replays = Arc::new(ReplayJobs::new(replayer(
-        settings,
-        temporal.clone(),
-        store.live(),
-    )));
+    let replays = Arc::new(ReplayJobs::new(
+        replayer(settings, temporal.clone(), store.live()),
+        JobRecords::new(redis),
+    ));
     let router = admin::router(AdminState {
         store,
         token: settings.admin.token.expose().into(),
@@ -225,12 +225,12 @@ pub async fn run(settings: Settings, role: Role) -> anyhow::Result<()> {
         return Ok(());
     };
     // The admin API is served by `all` and `admin` processes, so a deployment that runs
-    // the roles apart serves it from its admin pods only.
-    if let Some(store) = managed
-        .as_ref()
-        .filter(|_| matches!(role, Role::All | Role::Admin))
+    // the roles apart serves it from its admin pods only. (The Redis store implies Redis.)
+    if let (Some(store), Some(redis)) = (&managed, &redis)
+        && matches!(role, Role::All | Role::Admin)
     {
-        serve_admin(&settings, store.clone(), client.clone(), &shutdown).await?;
+        let (store, redis) = (store.clone(), redis.clone());
+        serve_admin(&settings, store, redis, client.clone(), &shutdown).await?;
     }
     tokio::spawn(hookflow_temporal::connection::probe(
         client.clone(),
