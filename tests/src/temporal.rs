@@ -19,19 +19,27 @@ pub async fn client_in(address: &str, namespace: &str) -> Client {
     client_with(address, namespace, CodecSettings::default()).await
 }
 
-/// A client of `namespace` at `address` that encrypts and decrypts payloads with `codec`.
-pub async fn client_with(address: &str, namespace: &str, codec: CodecSettings) -> Client {
-    let settings = TemporalSettings {
+/// The settings of a client of `namespace` at `address` that starts on `task_queue`.
+pub fn settings(address: &str, namespace: &str, task_queue: &str) -> TemporalSettings {
+    TemporalSettings {
         address: address.to_owned(),
         namespace: namespace.into(),
-        task_queue: "unused".into(),
+        task_queue: task_queue.into(),
         api_key: None,
         tls: None,
         connect_timeout: std::time::Duration::from_millis(5_000),
         history_max_rounds_per_run: 100,
         history_max_input_bytes_per_run: 4 << 20,
         max_input_bytes: 2_000_000,
+        codec: CodecSettings::default(),
+    }
+}
+
+/// A client of `namespace` at `address` that encrypts and decrypts payloads with `codec`.
+pub async fn client_with(address: &str, namespace: &str, codec: CodecSettings) -> Client {
+    let settings = TemporalSettings {
         codec,
+        ..settings(address, namespace, "unused")
     };
     crate::eventually(Duration::from_secs(60), "Temporal to answer", || {
         let settings = settings.clone();
