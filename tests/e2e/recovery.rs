@@ -589,8 +589,9 @@ async fn a_replay_job_outlives_its_admin_process_and_resumes_once_started_again(
         "{interrupted}"
     );
 
-    // Started again under its id, it resumes and completes; each event delivered once.
-    let (status, resumed) = api.call("POST", &replays, Some(body)).await;
+    // Started again under its id, it resumes; cancelled, it stops; started once more, it
+    // completes, each event delivered once.
+    let (status, resumed) = api.call("POST", &replays, Some(body.clone())).await;
     assert_eq!(
         (status, &resumed["state"]),
         (202, &json!("running")),
@@ -607,6 +608,25 @@ async fn a_replay_job_outlives_its_admin_process_and_resumes_once_started_again(
         (status, &conflict["field"]),
         (409, &json!("id")),
         "{conflict}"
+    );
+    let (status, _) = api.call("POST", &format!("{job}/cancel"), None).await;
+    assert_eq!(status, 200);
+    eventually(Duration::from_secs(20), "the job cancelled", || async {
+        let (_, view) = api.call("GET", &job, None).await;
+        (view["state"] == "cancelled").then_some(())
+    })
+    .await;
+    let cancelled_at = s.receiver.distinct_deliveries_on("backfill");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(
+        s.receiver.distinct_deliveries_on("backfill") <= cancelled_at + 16,
+        "at most the starts in flight go on after a cancel"
+    );
+    let (status, again) = api.call("POST", &replays, Some(body)).await;
+    assert_eq!(
+        (status, &again["state"]),
+        (202, &json!("running")),
+        "{again}"
     );
     let done = eventually(Duration::from_secs(60), "the job to complete", || async {
         let (_, view) = api.call("GET", &job, None).await;
