@@ -22,6 +22,7 @@ pub mod request;
 pub mod retry;
 pub mod scheduler;
 pub mod signing;
+pub mod standing;
 pub mod sync;
 pub mod template;
 
@@ -47,3 +48,4 @@ pub use retry::{
     DeliveryResult, RetryDecision, RetryPolicy,
 };
 pub use scheduler::{DeliveryScheduler, ScheduleError, ScheduleErrorKind, ScheduleOutcome};
+pub use standing::{EndpointStanding, NoStanding, Standing};

@@ -3,7 +3,8 @@
 //! tracking that never commits past unfinished work ([`offsets::OffsetTracker`]), and the
 //! dead-letter producer ([`dead_letter::DeadLetterProducer`]), and the publisher of per-team
 //! delivery outcomes ([`outcomes::OutcomePublisher`]), and the reader of a time range for
-//! replays ([`range::RangeReader`]).
+//! replays ([`range::RangeReader`]). Starts wait for a place in flight in the order of their
+//! endpoint's standing ([`start_queue::StartQueue`]).
 
 pub mod backoff;
 pub mod client;
@@ -15,6 +16,7 @@ pub mod pipeline;
 pub mod range;
 pub mod settings;
 pub mod start_gate;
+pub mod start_queue;
 
 pub use backoff::{Backoff, BackoffPolicy};
 pub use consumer::ConsumerError;

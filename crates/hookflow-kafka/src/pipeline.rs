@@ -10,15 +10,16 @@ use std::sync::Arc;
 use futures::future::join_all;
 use hookflow_core::{
     ActionMatchedEvent, ContractError, DeliveryDefaults, DeliveryInput, DeliveryScheduler,
-    DestinationCatalog, ScheduleError, ScheduleErrorKind, ScheduleOutcome, plan_deliveries,
+    DestinationCatalog, EndpointKey, ScheduleError, ScheduleErrorKind, ScheduleOutcome,
+    plan_deliveries,
 };
 use hookflow_telemetry::{health::HealthHandle, names};
-use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
 use crate::{
     backoff::{Backoff, BackoffPolicy},
     start_gate::{Entry, StartGate},
+    start_queue::StartQueue,
 };
 
 /// How a message ended.
@@ -118,20 +119,21 @@ pub struct Pipeline<S> {
     scheduler: Arc<S>,
     destinations: Arc<dyn DestinationCatalog>,
     defaults: DeliveryDefaults,
-    starts: Arc<Semaphore>,
+    starts: Arc<StartQueue>,
     gate: StartGate,
     backoff: BackoffPolicy,
     shutdown: CancellationToken,
 }
 
 impl<S: DeliveryScheduler> Pipeline<S> {
-    /// A pipeline with at most `max_starts_in_flight` concurrent starts, reporting to
-    /// `starts_health` whether Temporal accepts them.
+    /// A pipeline whose starts wait for a place in flight in `starts` (in the order of
+    /// their endpoint's standing), reporting to `starts_health` whether Temporal accepts
+    /// them.
     pub fn new(
         scheduler: Arc<S>,
         destinations: Arc<dyn DestinationCatalog>,
         defaults: DeliveryDefaults,
-        max_starts_in_flight: usize,
+        starts: Arc<StartQueue>,
         backoff: BackoffPolicy,
         starts_health: HealthHandle,
         shutdown: CancellationToken,
@@ -140,7 +142,7 @@ impl<S: DeliveryScheduler> Pipeline<S> {
             scheduler,
             destinations,
             defaults,
-            starts: Arc::new(Semaphore::new(max_starts_in_flight.max(1))),
+            starts,
             gate: StartGate::new(starts_health),
             backoff,
             shutdown,
@@ -185,7 +187,13 @@ impl<S: DeliveryScheduler> Pipeline<S> {
                 reason: SkipReason::NoMatchingDestination,
             };
         }
-        let results = join_all(deliveries.iter().map(|d| self.start(d))).await;
+        let endpoint = |delivery: &DeliveryInput| {
+            team_destinations
+                .iter()
+                .find(|d| d.id == delivery.destination_id)
+                .map(|d| &d.endpoint)
+        };
+        let results = join_all(deliveries.iter().map(|d| self.start(d, endpoint(d)))).await;
         let (mut started, mut existing) = (0, 0);
         for result in results {
             match result {
@@ -206,7 +214,11 @@ impl<S: DeliveryScheduler> Pipeline<S> {
     /// Starts one delivery through the gate, retrying until it starts unless the event
     /// itself cannot be started. `Err(Some)` is the event's failure (dead-letter it),
     /// `Err(None)` an interruption by shutdown.
-    async fn start(&self, delivery: &DeliveryInput) -> Result<ScheduleOutcome, Option<String>> {
+    async fn start(
+        &self,
+        delivery: &DeliveryInput,
+        endpoint: Option<&EndpointKey>,
+    ) -> Result<ScheduleOutcome, Option<String>> {
         let mut backoff = Backoff::new(self.backoff);
         let mut probe = None;
         loop {
@@ -216,7 +228,7 @@ impl<S: DeliveryScheduler> Pipeline<S> {
                     Entry::Probe(permit) => probe = Some(permit),
                 }
             }
-            match self.schedule_once(delivery).await {
+            match self.schedule_once(delivery, endpoint).await {
                 Ok(outcome) => {
                     self.gate.succeeded();
                     return Ok(outcome);
@@ -244,13 +256,9 @@ impl<S: DeliveryScheduler> Pipeline<S> {
     async fn schedule_once(
         &self,
         delivery: &DeliveryInput,
+        endpoint: Option<&EndpointKey>,
     ) -> Result<ScheduleOutcome, ScheduleError> {
-        let Ok(_permit) = self.starts.acquire().await else {
-            return Err(ScheduleError {
-                message: "the pipeline is shutting down".into(),
-                kind: ScheduleErrorKind::Unavailable,
-            });
-        };
+        let _place = self.starts.enter_for(endpoint).await;
         let started = std::time::Instant::now();
         metrics::gauge!(names::WORKFLOW_STARTS_IN_FLIGHT).increment(1);
         let outcome = self.scheduler.schedule(delivery).await;
@@ -366,7 +374,11 @@ mod tests {
             scheduler,
             destinations(),
             DeliveryDefaults::default(),
-            4,
+            StartQueue::new(
+                4,
+                crate::start_queue::MAX_REORDER_WAIT,
+                Arc::new(hookflow_core::NoStanding),
+            ),
             backoff,
             health.register_readiness("temporal_starts"),
             shutdown,

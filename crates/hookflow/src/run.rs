@@ -10,12 +10,18 @@ use std::{
 
 use anyhow::Context;
 use clap::ValueEnum;
-use hookflow_core::{DeliveryDefaults, DestinationCatalog, outcomes::OutcomeAggregator};
+use hookflow_core::{
+    DeliveryDefaults, DestinationCatalog, EndpointStanding, NoStanding, outcomes::OutcomeAggregator,
+};
 use hookflow_http::{
     DeliveryClient, HttpSettings, RedisLink,
     isolation::{DisabledDestinations, EndpointGate, WorkerRegistry},
 };
-use hookflow_kafka::{Backoff, BackoffPolicy, ConsumerError, Pipeline, outcomes::OutcomePublisher};
+use hookflow_kafka::{
+    Backoff, BackoffPolicy, ConsumerError, Pipeline,
+    outcomes::OutcomePublisher,
+    start_queue::{MAX_REORDER_WAIT, StartQueue},
+};
 use hookflow_telemetry::{
     health::{Health, HealthHandle},
     ops,
@@ -258,22 +264,33 @@ pub async fn run(settings: Settings, role: Role) -> anyhow::Result<()> {
     // Shutdown order: SIGINT/SIGTERM cancels `shutdown`; the consumer stops receiving and
     // drains its in-flight messages; the worker finishes its running tasks; only then does
     // the outcomes publisher stop, so deliveries finished during the drain are published.
+    let isolation = worker_health
+        .is_some()
+        .then(|| Isolation::new(&settings, redis.clone()));
+    // The worker's gate tells the consumer how endpoints are doing, so a backlog's starts
+    // to healthy endpoints go first; a consumer-only process starts in arrival order.
+    let standing: Arc<dyn EndpointStanding> = match &isolation {
+        Some(isolation) => isolation.gate.clone(),
+        None => Arc::new(NoStanding),
+    };
     let consumer = consumer_health.map(|consumer_health| {
         start_consumer(
             &settings,
             client.clone(),
             destinations.clone(),
+            standing,
             &health,
             consumer_health,
             &shutdown,
         )
     });
-    if let Some(worker_health) = worker_health {
+    if let (Some(worker_health), Some(isolation)) = (worker_health, isolation) {
         run_worker(
             &settings,
             client,
             destinations,
             redis,
+            isolation,
             worker_health,
             &shutdown,
         )
@@ -345,6 +362,7 @@ fn start_consumer(
     settings: &Settings,
     client: hookflow_temporal::Client,
     destinations: Arc<dyn DestinationCatalog>,
+    standing: Arc<dyn EndpointStanding>,
     health: &Health,
     consumer_health: HealthHandle,
     shutdown: &CancellationToken,
@@ -358,7 +376,11 @@ fn start_consumer(
         scheduler,
         destinations,
         delivery_defaults(settings),
-        settings.kafka.max_starts_in_flight,
+        StartQueue::new(
+            settings.kafka.max_starts_in_flight,
+            MAX_REORDER_WAIT,
+            standing,
+        ),
         backoff,
         health.register_readiness("temporal_starts"),
         shutdown.clone(),
@@ -374,14 +396,33 @@ fn start_consumer(
     })
 }
 
-/// Runs the Temporal worker (with its endpoint gate, worker registry and outcomes
-/// publisher) on this task until `shutdown`, then lets it finish its running tasks and
-/// publishes the last outcomes.
+/// A worker's endpoint isolation: the gate every attempt passes, and the registry of live
+/// workers its rate limits are split by.
+struct Isolation {
+    registry: WorkerRegistry,
+    gate: Arc<EndpointGate>,
+}
+
+impl Isolation {
+    fn new(settings: &Settings, redis: Option<RedisLink>) -> Self {
+        let registry = WorkerRegistry::new(redis.clone(), &settings.temporal.task_queue);
+        let gate = Arc::new(
+            EndpointGate::new(&settings.isolation, redis, registry.live())
+                .with_endpoint_labels(settings.telemetry.endpoint_labels),
+        );
+        Isolation { registry, gate }
+    }
+}
+
+/// Runs the Temporal worker (with its endpoint isolation and outcomes publisher) on this
+/// task until `shutdown`, then lets it finish its running tasks and publishes the last
+/// outcomes.
 async fn run_worker(
     settings: &Settings,
     client: hookflow_temporal::Client,
     destinations: Arc<dyn DestinationCatalog>,
     redis: Option<RedisLink>,
+    Isolation { registry, gate }: Isolation,
     worker_health: HealthHandle,
     shutdown: &CancellationToken,
 ) -> anyhow::Result<()> {
@@ -389,12 +430,7 @@ async fn run_worker(
     if redis.is_none() {
         tracing::warn!("no redis.url: breakers and rate limits are per process");
     }
-    let registry = WorkerRegistry::new(redis.clone(), &settings.temporal.task_queue);
     registry.register().await;
-    let gate = Arc::new(
-        EndpointGate::new(&settings.isolation, redis.clone(), registry.live())
-            .with_endpoint_labels(settings.telemetry.endpoint_labels),
-    );
     tokio::spawn(gate.clone().sweep(shutdown.clone()));
     tokio::spawn(registry.run(shutdown.clone()));
     let disabled = Arc::new(DisabledDestinations::new(redis));

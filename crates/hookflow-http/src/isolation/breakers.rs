@@ -22,7 +22,7 @@ use std::{
 };
 
 use hookflow_core::{
-    EndpointKey,
+    EndpointKey, Standing,
     breaker::{Admission, BreakerPolicy, BreakerState, Counts, Phase, Transition},
     sync::LockUnpoisoned,
 };
@@ -51,6 +51,8 @@ struct Entry {
     synced_at: Option<Instant>,
     pending: Counts,
     last_used: Instant,
+    /// Whether the last attempt this process made failed (`None`: none made yet).
+    last_failed: Option<bool>,
 }
 
 impl Default for Entry {
@@ -60,6 +62,7 @@ impl Default for Entry {
             synced_at: None,
             pending: Counts::default(),
             last_used: Instant::now(),
+            last_failed: None,
         }
     }
 }
@@ -128,6 +131,22 @@ impl SharedBreakers {
             .await
     }
 
+    /// `endpoint`'s standing from this process's copy, without Redis: struggling while its
+    /// breaker is not closed or when the last attempt here failed.
+    pub fn standing(&self, endpoint: &EndpointKey) -> Standing {
+        let entries = self.lock();
+        let Some(entry) = entries.get(endpoint) else {
+            return Standing::Unknown;
+        };
+        match (entry.state.phase, entry.last_failed) {
+            (Phase::Open | Phase::HalfOpen, _) | (Phase::Closed, Some(true)) => {
+                Standing::Struggling
+            }
+            (Phase::Closed, Some(false)) => Standing::Healthy,
+            (Phase::Closed, None) => Standing::Unknown,
+        }
+    }
+
     /// Reports the result of an attempt that `admit` let through as `admission`; `true`
     /// when it closed the breaker (a probe that succeeded).
     pub async fn record(
@@ -137,6 +156,9 @@ impl SharedBreakers {
         admission: Admission,
         failed: bool,
     ) -> bool {
+        if !matches!(admission, Admission::Deny { .. }) {
+            entry(&mut self.lock(), endpoint).last_failed = Some(failed);
+        }
         match admission {
             Admission::Probe => {
                 self.change(endpoint, policy, |state, now| {
@@ -334,6 +356,38 @@ pub(crate) fn now_ms() -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn an_endpoints_standing_follows_its_last_attempt_and_its_breaker() {
+        let breakers = SharedBreakers::new(None, Duration::from_secs(1));
+        let policy = BreakerPolicy {
+            window_ms: 30_000,
+            min_attempts: 3,
+            failure_ratio: 0.5,
+            cooldown_ms: 60_000,
+            max_cooldown_ms: 60_000,
+        };
+        let endpoint = EndpointKey::custom(1, "e").expect("key");
+        let lease = Duration::from_secs(5);
+        assert_eq!(breakers.standing(&endpoint), Standing::Unknown);
+        let attempt = async |failed| {
+            let admission = breakers.admit(&endpoint, &policy, lease).await;
+            breakers.record(&endpoint, &policy, admission, failed).await;
+        };
+        attempt(false).await;
+        assert_eq!(breakers.standing(&endpoint), Standing::Healthy);
+        attempt(true).await;
+        assert_eq!(breakers.standing(&endpoint), Standing::Struggling);
+        attempt(false).await;
+        assert_eq!(breakers.standing(&endpoint), Standing::Healthy);
+        // Two failures more trip it: struggling while open, whatever the last attempt was.
+        attempt(true).await;
+        attempt(true).await;
+        let refused = breakers.admit(&endpoint, &policy, lease).await;
+        assert!(matches!(refused, Admission::Deny { .. }));
+        breakers.record(&endpoint, &policy, refused, false).await;
+        assert_eq!(breakers.standing(&endpoint), Standing::Struggling);
+    }
 
     #[tokio::test]
     async fn without_redis_only_closed_breakers_are_evicted() {

@@ -32,6 +32,8 @@ struct Bulkhead {
     freed: Arc<Notify>,
     /// Last time an attempt entered.
     last_used: Instant,
+    /// The cap the last attempt to enter was held to.
+    cap: u32,
 }
 
 /// The bulkheads of the endpoints this worker has attempted recently.
@@ -87,7 +89,9 @@ impl Bulkheads {
             in_flight: Arc::default(),
             freed: Arc::default(),
             last_used: Instant::now(),
+            cap: max_in_flight,
         });
+        bulkhead.cap = max_in_flight;
         // Increments happen under the map's lock, so the check and the increment cannot
         // interleave with another entry; a release only ever lowers the count.
         if bulkhead.in_flight.load(Ordering::Acquire) >= max_in_flight {
@@ -100,6 +104,13 @@ impl Bulkheads {
             in_flight: bulkhead.in_flight.clone(),
             freed: bulkhead.freed.clone(),
         })
+    }
+
+    /// Whether `endpoint` is at its cap now: an attempt to it would have to wait.
+    pub fn is_full(&self, endpoint: &EndpointKey) -> bool {
+        self.lock()
+            .get(endpoint)
+            .is_some_and(|b| b.in_flight.load(Ordering::Acquire) >= b.cap)
     }
 
     /// Drops the bulkheads with nothing in flight that have not been entered for `idle`;
@@ -138,9 +149,12 @@ mod tests {
     fn caps_attempts_per_endpoint_and_frees_on_drop() {
         let bulkheads = Bulkheads::default();
         let (a, b) = (key("a"), key("b"));
+        assert!(!bulkheads.is_full(&a), "never entered");
         let first = bulkheads.try_enter(&a, 2);
+        assert!(!bulkheads.is_full(&a));
         let second = bulkheads.try_enter(&a, 2);
         assert!(first.is_some() && second.is_some());
+        assert!(bulkheads.is_full(&a), "at its cap");
         assert!(
             bulkheads.try_enter(&a, 2).is_none(),
             "third is over the cap"
@@ -150,6 +164,7 @@ mod tests {
             "other endpoints are not affected"
         );
         drop(first);
+        assert!(!bulkheads.is_full(&a));
         assert!(
             bulkheads.try_enter(&a, 2).is_some(),
             "a freed slot is reused"

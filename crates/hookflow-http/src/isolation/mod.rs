@@ -28,8 +28,8 @@ pub use breakers::SharedBreakers;
 pub use bulkhead::{Bulkheads, Slot};
 pub use disabled::{DisabledDestinations, Disablement};
 use hookflow_core::{
-    AttemptReport, AttemptVerdict, Deferral, DeferralReason, Destination, EndpointLimits,
-    FieldError, SharedHosts,
+    AttemptReport, AttemptVerdict, Deferral, DeferralReason, Destination, EndpointKey,
+    EndpointLimits, EndpointStanding, FieldError, SharedHosts, Standing,
     breaker::{Admission, BreakerPolicy},
 };
 use hookflow_telemetry::names;
@@ -320,6 +320,18 @@ impl EndpointGate {
             self.waiters.take_all(&destination.endpoint).await
         } else {
             Vec::new()
+        }
+    }
+}
+
+impl EndpointStanding for EndpointGate {
+    /// The breaker's standing, and struggling while the endpoint is at its concurrency cap
+    /// (a delivery started now would only wait or be deferred).
+    fn standing(&self, endpoint: &EndpointKey) -> Standing {
+        match self.breakers.standing(endpoint) {
+            Standing::Struggling => Standing::Struggling,
+            _ if self.bulkheads.is_full(endpoint) => Standing::Struggling,
+            standing => standing,
         }
     }
 }
