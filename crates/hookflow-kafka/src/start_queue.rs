@@ -5,7 +5,9 @@
 //! the messages before it to failing or saturated endpoints. A start that has waited
 //! [`StartQueue::new`]'s `max_wait` goes next whatever its standing, so a struggling
 //! endpoint's deliveries are started later under a backlog, never starved by a steady
-//! stream of healthy ones.
+//! stream of healthy ones. Struggling endpoints' starts hold at most a quarter of the places
+//! at once, so the places free when a backlog begins are not all taken by them before the
+//! healthy starts queue up (a few starts in flight are enough to keep Temporal busy).
 
 use std::{
     collections::VecDeque,
@@ -29,8 +31,12 @@ pub struct StartQueue {
 }
 
 struct State {
-    /// Places not taken (only while nobody waits).
+    /// Places not taken (only while nobody waits who may take one).
     free: usize,
+    /// Places held by starts to struggling endpoints.
+    struggling: usize,
+    /// The most places those may hold.
+    struggling_cap: usize,
     /// The waiting starts of each standing, oldest first ([`Standing::rank`] indexes).
     waiting: [VecDeque<Waiter>; 3],
 }
@@ -43,12 +49,34 @@ struct Waiter {
 /// A place in flight; the next waiting start takes it when this is dropped.
 pub struct Place {
     queue: Option<Arc<StartQueue>>,
+    standing: Standing,
 }
 
 impl Drop for Place {
     fn drop(&mut self) {
         if let Some(queue) = self.queue.take() {
-            queue.release();
+            queue.release(self.standing);
+        }
+    }
+}
+
+impl State {
+    /// Whether a start of `standing` may take a place now (one being free or freed).
+    fn may_take(&self, standing: Standing) -> bool {
+        standing != Standing::Struggling || self.struggling < self.struggling_cap
+    }
+
+    /// Counts a place taken by a start of `standing`.
+    fn take(&mut self, standing: Standing) {
+        if standing == Standing::Struggling {
+            self.struggling += 1;
+        }
+    }
+
+    /// Counts a place given back by a start of `standing`.
+    fn give_back(&mut self, standing: Standing) {
+        if standing == Standing::Struggling {
+            self.struggling -= 1;
         }
     }
 }
@@ -61,11 +89,14 @@ impl StartQueue {
         max_wait: Duration,
         standing: Arc<dyn EndpointStanding>,
     ) -> Arc<StartQueue> {
+        let places = places.max(1);
         Arc::new(StartQueue {
             max_wait,
             standing,
             state: Mutex::new(State {
-                free: places.max(1),
+                free: places,
+                struggling: 0,
+                struggling_cap: (places / 4).max(1),
                 waiting: Default::default(),
             }),
         })
@@ -82,10 +113,12 @@ impl StartQueue {
         let (place, granted) = oneshot::channel();
         {
             let mut state = self.state.lock_unpoisoned();
-            if state.free > 0 {
+            if state.free > 0 && state.may_take(standing) {
                 state.free -= 1;
+                state.take(standing);
                 return Place {
                     queue: Some(self.clone()),
+                    standing,
                 };
             }
             state.waiting[standing.rank()].push_back(Waiter {
@@ -100,14 +133,21 @@ impl StartQueue {
         }
     }
 
-    /// Hands a freed place to the next waiter, or keeps it free when none waits. A waiter
-    /// that stopped waiting (its start was cancelled) is passed over.
-    fn release(self: &Arc<Self>) {
+    /// Takes back the place of a start of `freed` and hands it to the next waiter who may
+    /// take it, or keeps it free. A waiter that stopped waiting (its start was cancelled) is
+    /// passed over.
+    fn release(self: &Arc<Self>, freed: Standing) {
+        self.state.lock_unpoisoned().give_back(freed);
         loop {
-            let next = {
+            let (standing, next) = {
                 let mut state = self.state.lock_unpoisoned();
-                match next_waiter(&mut state.waiting, self.max_wait, Instant::now()) {
-                    Some(waiter) => waiter,
+                let struggling_may = state.may_take(Standing::Struggling);
+                let now = Instant::now();
+                match next_waiter(&mut state.waiting, self.max_wait, now, struggling_may) {
+                    Some((standing, waiter)) => {
+                        state.take(standing);
+                        (standing, waiter)
+                    }
                     None => {
                         state.free += 1;
                         return;
@@ -116,32 +156,43 @@ impl StartQueue {
             };
             let place = Place {
                 queue: Some(self.clone()),
+                standing,
             };
             match next.place.send(place) {
                 Ok(()) => return,
                 // Not handed over: take it back without releasing it again.
-                Err(mut place) => drop(place.queue.take()),
+                Err(mut place) => {
+                    drop(place.queue.take());
+                    self.state.lock_unpoisoned().give_back(standing);
+                }
             }
         }
     }
 }
 
-/// The waiter to serve next: the oldest of those that waited `max_wait` or more, else the
-/// first of the best standing that has one.
+/// The waiter to serve next and its standing: the oldest of those that waited `max_wait`
+/// or more, else the first of the best standing that has one; a struggling endpoint's only
+/// when `struggling_may`.
 fn next_waiter(
     waiting: &mut [VecDeque<Waiter>; 3],
     max_wait: Duration,
     now: Instant,
-) -> Option<Waiter> {
+    struggling_may: bool,
+) -> Option<(Standing, Waiter)> {
+    let eligible = |rank: usize| struggling_may || Standing::ALL[rank] != Standing::Struggling;
     let overdue = waiting
         .iter()
         .enumerate()
+        .filter(|(rank, _)| eligible(*rank))
         .filter_map(|(rank, queue)| queue.front().map(|w| (w.since, rank)))
         .filter(|(since, _)| now.duration_since(*since) >= max_wait)
         .min()
         .map(|(_, rank)| rank);
-    let rank = overdue.or_else(|| waiting.iter().position(|queue| !queue.is_empty()))?;
-    waiting[rank].pop_front()
+    let rank = overdue.or_else(|| {
+        (0..waiting.len()).find(|rank| eligible(*rank) && !waiting[*rank].is_empty())
+    })?;
+    let waiter = waiting[rank].pop_front()?;
+    Some((Standing::ALL[rank], waiter))
 }
 
 #[cfg(test)]
@@ -199,6 +250,35 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn struggling_endpoints_starts_hold_at_most_a_quarter_of_the_places() {
+        let queue = StartQueue::new(
+            8,
+            Duration::from_secs(60),
+            Arc::new(hookflow_core::NoStanding),
+        );
+        let first = queue.enter(Standing::Struggling).await;
+        let second = queue.enter(Standing::Struggling).await;
+        let third = tokio::spawn({
+            let queue = queue.clone();
+            async move { queue.enter(Standing::Struggling).await }
+        });
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        assert!(
+            !third.is_finished(),
+            "two of eight places are the most they hold"
+        );
+        let healthy = queue.enter(Standing::Healthy).await;
+        drop(first);
+        let third = tokio::time::timeout(Duration::from_secs(1), third)
+            .await
+            .expect("a struggling place freed")
+            .expect("task");
+        drop((second, third, healthy));
+        let state = queue.state.lock_unpoisoned();
+        assert_eq!((state.free, state.struggling), (8, 0));
+    }
+
+    #[tokio::test]
     async fn places_free_while_nobody_waits_and_a_cancelled_waiter_is_passed_over() {
         let queue = StartQueue::new(
             2,
@@ -206,7 +286,7 @@ mod tests {
             Arc::new(hookflow_core::NoStanding),
         );
         let (a, b) = (
-            queue.enter(Standing::Struggling).await,
+            queue.enter(Standing::Unknown).await,
             queue.enter(Standing::Struggling).await,
         );
         let cancelled =
