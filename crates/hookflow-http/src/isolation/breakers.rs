@@ -357,16 +357,21 @@ pub(crate) fn now_ms() -> u64 {
 mod tests {
     use super::*;
 
-    #[tokio::test]
-    async fn an_endpoints_standing_follows_its_last_attempt_and_its_breaker() {
-        let breakers = SharedBreakers::new(None, Duration::from_secs(1));
-        let policy = BreakerPolicy {
+    /// Trips at half of `min_attempts` or more failed, open for a minute.
+    fn policy(min_attempts: u32) -> BreakerPolicy {
+        BreakerPolicy {
             window_ms: 30_000,
-            min_attempts: 3,
+            min_attempts,
             failure_ratio: 0.5,
             cooldown_ms: 60_000,
             max_cooldown_ms: 60_000,
-        };
+        }
+    }
+
+    #[tokio::test]
+    async fn an_endpoints_standing_follows_its_last_attempt_and_its_breaker() {
+        let breakers = SharedBreakers::new(None, Duration::from_secs(1));
+        let policy = policy(3);
         let endpoint = EndpointKey::custom(1, "e").expect("key");
         let lease = Duration::from_secs(5);
         assert_eq!(breakers.standing(&endpoint), Standing::Unknown);
@@ -392,13 +397,7 @@ mod tests {
     #[tokio::test]
     async fn without_redis_only_closed_breakers_are_evicted() {
         let breakers = SharedBreakers::new(None, Duration::from_secs(1));
-        let policy = BreakerPolicy {
-            window_ms: 30_000,
-            min_attempts: 2,
-            failure_ratio: 0.5,
-            cooldown_ms: 60_000,
-            max_cooldown_ms: 60_000,
-        };
+        let policy = policy(2);
         let (failing, healthy) = (
             EndpointKey::custom(1, "failing").expect("key"),
             EndpointKey::custom(1, "healthy").expect("key"),
