@@ -13,7 +13,8 @@
 //!
 //! The p99 of 60 deliveries is their slowest but one, so one run's ratio moves by a few
 //! tenths from run to run: the pair of runs is repeated (`HOOKFLOW_BENCH_ROUNDS`, 3) and
-//! the median ratio reported; the history figures come from the first round.
+//! the median ratio reported; the history figures come from the first round. Each round's
+//! failing deliveries are terminated at its end, so later rounds run on a quiet server.
 //!
 //! `cargo build --release -p hookflow && cargo bench --workspace --bench backlog`
 //! (`HOOKFLOW_BENCH_EVENTS` changes N).
@@ -27,6 +28,7 @@ use hookflow_e2e::{
     scenario::Scenario,
     temporal,
 };
+use hookflow_temporal::deliveries;
 use load::{LoadFigures, Pace, env_or, eventually_ready};
 
 /// The timeout of every destination, as in the scenario the issue measured.
@@ -54,16 +56,29 @@ async fn beside_failing(events: usize, history: bool) -> LoadFigures {
     eventually_ready(&process).await;
     let burst = Instant::now();
     let figures = load::load(&s, "healthy", events, Pace::Burst).await;
-    if !history {
-        return figures;
+    if history {
+        first_minute(&s, &hanging, &failing, burst).await;
     }
+    // Left alone, the failing deliveries would retry on this server through later rounds.
+    for destination in ["hanging", "failing"] {
+        let reason = "backlog bench: round over";
+        let stopped = deliveries::stop_pending(&s.temporal, s.team, destination, true, reason);
+        stopped
+            .await
+            .expect("terminate the round's failing deliveries");
+    }
+    drop(process);
+    figures
+}
 
-    // What each delivery wrote within the first minute of the backlog.
+/// Prints what each destination's deliveries wrote within the first minute after `burst`,
+/// and the requests the failing endpoints received.
+async fn first_minute(s: &Scenario, hanging: &Receiver, failing: &Receiver, burst: Instant) {
     tokio::time::sleep(Duration::from_secs(60).saturating_sub(burst.elapsed())).await;
     let requests = |receiver: &Receiver, path: &str| receiver.received_on(path).len();
     let (hanging_requests, failing_requests) =
-        (requests(&hanging, "hanging"), requests(&failing, "failing"));
-    let healthy_ids = delivery_ids(&s, "healthy");
+        (requests(hanging, "hanging"), requests(failing, "failing"));
+    let healthy_ids = delivery_ids(s, "healthy");
     let mut events_per_delivery = Vec::new();
     for destination in ["healthy", "hanging", "failing"] {
         // The same events went to every destination: the healthy receiver saw their ids.
@@ -90,8 +105,6 @@ async fn beside_failing(events: usize, history: bool) -> LoadFigures {
             average / healthy
         );
     }
-    drop(process);
-    figures
 }
 
 /// The delivery ids of the events measured (warm-up included) on `path`.
