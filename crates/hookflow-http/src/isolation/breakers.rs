@@ -156,11 +156,9 @@ impl SharedBreakers {
         admission: Admission,
         failed: bool,
     ) -> bool {
-        if !matches!(admission, Admission::Deny { .. }) {
-            entry(&mut self.lock(), endpoint).last_failed = Some(failed);
-        }
         match admission {
             Admission::Probe => {
+                entry(&mut self.lock(), endpoint).last_failed = Some(failed);
                 self.change(endpoint, policy, |state, now| {
                     let transition = state.record_probe(policy, now, failed);
                     let closed = transition.is_some_and(|t| t.to == Phase::Closed);
@@ -172,6 +170,7 @@ impl SharedBreakers {
                 let would_trip = {
                     let mut entries = self.lock();
                     let entry = entry(&mut entries, endpoint);
+                    entry.last_failed = Some(failed);
                     entry.pending.add(Counts::one(failed));
                     let mut preview = entry.state.clone();
                     preview.record(policy, now_ms(), entry.pending).is_some()
