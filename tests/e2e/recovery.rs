@@ -14,8 +14,13 @@ use std::{
 
 use hookflow_core::DeliveryOutcome;
 use hookflow_e2e::{
-    admin::AdminApi, events, eventually, hookflow::Process, receiver::Answer, scenario::Scenario,
-    stack::stack, temporal,
+    admin::AdminApi,
+    events, eventually,
+    hookflow::Process,
+    receiver::{Answer, Received},
+    scenario::Scenario,
+    stack::stack,
+    temporal,
 };
 use serde_json::{Value, json};
 
@@ -114,12 +119,20 @@ async fn each_backfilled_once(s: &Scenario, uuids: &[uuid::Uuid]) {
     tokio::time::sleep(Duration::from_secs(1)).await;
     let received = s.receiver.received_on("backfill");
     assert_eq!(received.len(), uuids.len(), "nothing delivered twice");
-    let ids: BTreeSet<String> = received
+    assert_eq!(webhook_ids(&received), delivery_ids("backfill", uuids));
+}
+
+/// The distinct `webhook-id`s of `received`.
+fn webhook_ids(received: &[Received]) -> BTreeSet<String> {
+    received
         .iter()
         .map(|r| r.header("webhook-id").to_owned())
-        .collect();
-    let expected: BTreeSet<String> = uuids.iter().map(|u| format!("backfill:{u}")).collect();
-    assert_eq!(ids, expected);
+        .collect()
+}
+
+/// The delivery ids of `uuids` to `destination`.
+fn delivery_ids(destination: &str, uuids: &[uuid::Uuid]) -> BTreeSet<String> {
+    uuids.iter().map(|u| format!("{destination}:{u}")).collect()
 }
 
 /// The counts that matter here, in order: read, skipped, started, already started,
@@ -169,20 +182,14 @@ async fn a_destination_added_later_gets_exactly_its_events_replayed_once() {
     let first = replay(&s, &["--destination", "new", "--since", &since]);
     assert_eq!(counts(&first), [40, 10, 30, 0, 0, 0], "{first}");
 
-    let expected: BTreeSet<String> = wanted.iter().map(|u| format!("new:{u}")).collect();
+    let expected = delivery_ids("new", &wanted);
     eventually(
         Duration::from_secs(60),
         "the replayed deliveries",
         || async { (s.receiver.distinct_deliveries_on("new") == 30).then_some(()) },
     )
     .await;
-    let received: BTreeSet<String> = s
-        .receiver
-        .received_on("new")
-        .iter()
-        .map(|r| r.header("webhook-id").to_owned())
-        .collect();
-    assert_eq!(received, expected);
+    assert_eq!(webhook_ids(&s.receiver.received_on("new")), expected);
 
     let again = replay(&s, &["--destination", "new", "--since", &since]);
     assert_eq!(counts(&again), [40, 10, 0, 30, 0, 0], "{again}");
@@ -250,11 +257,8 @@ async fn deliveries_that_gave_up_are_rerun_with_include_failed_each_once() {
     }
     let successes = s.receiver.received_on("down").len() - failed_requests;
     assert_eq!(successes, 5, "each re-run delivered once");
-    let ids: BTreeSet<String> = s.receiver.received_on("down")[failed_requests..]
-        .iter()
-        .map(|r| r.header("webhook-id").to_owned())
-        .collect();
-    let expected: BTreeSet<String> = uuids.iter().map(|u| format!("down:{u}")).collect();
+    let ids = webhook_ids(&s.receiver.received_on("down")[failed_requests..]);
+    let expected = delivery_ids("down", &uuids);
     assert_eq!(
         ids, expected,
         "the same webhook-ids as the failed deliveries"
@@ -435,12 +439,7 @@ async fn live_deliveries_keep_flowing_during_a_replay_of_1000_events() {
         replayed_meanwhile < 1000,
         "the live deliveries waited for the whole replay"
     );
-    let live_ids: BTreeSet<String> = s
-        .receiver
-        .received_on("live")
-        .iter()
-        .map(|r| r.header("webhook-id").to_owned())
-        .collect();
+    let live_ids = webhook_ids(&s.receiver.received_on("live"));
     for uuid in &live {
         assert!(live_ids.contains(&format!("live:{uuid}")), "live:{uuid}");
     }

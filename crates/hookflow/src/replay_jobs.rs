@@ -92,20 +92,30 @@ impl JobRecords {
             .key(&["replay_job_cancel", &team_id.to_string(), job])
     }
 
-    async fn save(&self, view: &JobView) -> Result<(), LinkError> {
-        let key = self.key(view.plan.team_id, &view.plan.job);
-        let json = serde_json::to_string(view).unwrap_or_default();
+    /// Sets `key` to `value`, to expire after `ttl`.
+    async fn set_expiring(
+        &self,
+        key: String,
+        value: String,
+        ttl: Duration,
+    ) -> Result<(), LinkError> {
         self.redis
             .run(|mut c| async move {
                 redis::cmd("SET")
                     .arg(&key)
-                    .arg(&json)
+                    .arg(&value)
                     .arg("EX")
-                    .arg(KEEP.as_secs())
+                    .arg(ttl.as_secs())
                     .query_async::<()>(&mut c)
                     .await
             })
             .await
+    }
+
+    async fn save(&self, view: &JobView) -> Result<(), LinkError> {
+        let key = self.key(view.plan.team_id, &view.plan.job);
+        let json = serde_json::to_string(view).unwrap_or_default();
+        self.set_expiring(key, json, KEEP).await
     }
 
     async fn load(&self, team_id: i64, job: &str) -> Result<Option<JobView>, LinkError> {
@@ -120,17 +130,7 @@ impl JobRecords {
 
     async fn ask_cancel(&self, team_id: i64, job: &str) -> Result<(), LinkError> {
         let key = self.cancel_key(team_id, job);
-        self.redis
-            .run(|mut c| async move {
-                redis::cmd("SET")
-                    .arg(&key)
-                    .arg(1)
-                    .arg("EX")
-                    .arg(CANCEL_KEPT.as_secs())
-                    .query_async::<()>(&mut c)
-                    .await
-            })
-            .await
+        self.set_expiring(key, "1".into(), CANCEL_KEPT).await
     }
 
     /// Whether a cancel was asked (and forgets it).
@@ -226,6 +226,9 @@ impl ReplayJobs {
             .chosen(&plan)
             .map_err(|e| JobError::Invalid(e.to_string()))?;
         let key = (plan.team_id, plan.job.clone());
+        if self.running_here(plan.team_id, &plan.job).is_some() {
+            return Err(JobError::Running(key.1));
+        }
         let recorded = self.records.load(plan.team_id, &plan.job).await?;
         if recorded.is_some_and(|view| view.seen_at(now_ms()).state == JobState::Running) {
             return Err(JobError::Running(key.1));
@@ -239,6 +242,7 @@ impl ReplayJobs {
             state: Mutex::new((JobState::Running, None)),
         });
         {
+            // Checked again under the lock: another start of it may have come meanwhile.
             let mut jobs = self.jobs();
             if jobs
                 .get(&key)
@@ -248,8 +252,8 @@ impl ReplayJobs {
             }
             jobs.insert(key, job.clone());
         }
+        // Its record is written at once by `run`'s first refresh.
         let view = job.view();
-        self.records.save(&view).await?;
         tokio::spawn(run(self.replayer.clone(), self.records.clone(), job));
         Ok(view)
     }
