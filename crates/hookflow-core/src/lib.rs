@@ -48,4 +48,4 @@ pub use retry::{
     DeliveryResult, RetryDecision, RetryPolicy,
 };
 pub use scheduler::{DeliveryScheduler, ScheduleError, ScheduleErrorKind, ScheduleOutcome};
-pub use standing::{EndpointStanding, NoStanding, Standing};
+pub use standing::{EndpointStanding, Standing};

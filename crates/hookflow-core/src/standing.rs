@@ -35,14 +35,3 @@ pub trait EndpointStanding: Send + Sync + 'static {
     /// `endpoint`'s standing now.
     fn standing(&self, endpoint: &EndpointKey) -> Standing;
 }
-
-/// Knows nothing of any endpoint: a process that runs no worker, whose starts then go in
-/// the order they come.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct NoStanding;
-
-impl EndpointStanding for NoStanding {
-    fn standing(&self, _endpoint: &EndpointKey) -> Standing {
-        Standing::Unknown
-    }
-}

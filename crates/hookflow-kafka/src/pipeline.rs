@@ -374,11 +374,7 @@ mod tests {
             scheduler,
             destinations(),
             DeliveryDefaults::default(),
-            StartQueue::new(
-                4,
-                crate::start_queue::MAX_REORDER_WAIT,
-                Arc::new(hookflow_core::NoStanding),
-            ),
+            StartQueue::new(4, crate::start_queue::MAX_REORDER_WAIT, None),
             backoff,
             health.register_readiness("temporal_starts"),
             shutdown,

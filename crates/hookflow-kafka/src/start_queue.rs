@@ -5,12 +5,18 @@
 //! the messages before it to failing or saturated endpoints. A start that has waited
 //! [`StartQueue::new`]'s `max_wait` goes next whatever its standing, so a struggling
 //! endpoint's deliveries are started later under a backlog, never starved by a steady
-//! stream of healthy ones. Struggling endpoints' starts hold at most a quarter of the places
-//! at once, so the places free when a backlog begins are not all taken by them before the
-//! healthy starts queue up (a few starts in flight are enough to keep Temporal busy).
+//! stream of healthy ones.
+//!
+//! Two caps keep the places free when a backlog begins (before any start waits, so before
+//! the order can act) from going to endpoints that have not shown they can take deliveries:
+//! struggling endpoints' starts hold at most a quarter of the places together, and the
+//! starts to one endpoint not known healthy (struggling, or unknown: no answer here yet) at
+//! most an eighth. A few starts in flight keep Temporal busy, and an endpoint that answers
+//! becomes healthy and uncapped; one that hangs would otherwise take half the places of a
+//! burst shared with a healthy one, and Temporal's time with them.
 
 use std::{
-    collections::VecDeque,
+    collections::{HashMap, VecDeque},
     sync::{Arc, Mutex},
     time::{Duration, Instant},
 };
@@ -26,7 +32,9 @@ pub const MAX_REORDER_WAIT: Duration = Duration::from_secs(1);
 /// See the module documentation.
 pub struct StartQueue {
     max_wait: Duration,
-    standing: Arc<dyn EndpointStanding>,
+    /// `None` in a process that runs no worker: it knows no endpoint's standing, and its
+    /// starts go in arrival order, uncapped.
+    standing: Option<Arc<dyn EndpointStanding>>,
     state: Mutex<State>,
 }
 
@@ -37,12 +45,19 @@ struct State {
     struggling: usize,
     /// The most places those may hold.
     struggling_cap: usize,
+    /// Places held by the starts to each endpoint not known healthy.
+    unproven: HashMap<EndpointKey, usize>,
+    /// The most places one such endpoint's starts may hold.
+    unproven_cap: usize,
     /// The waiting starts of each standing, oldest first ([`Standing::rank`] indexes).
     waiting: [VecDeque<Waiter>; 3],
 }
 
 struct Waiter {
     since: Instant,
+    /// The endpoint whose places it counts against: set only when its standing is not
+    /// healthy and the endpoint is known.
+    capped: Option<EndpointKey>,
     place: oneshot::Sender<Place>,
 }
 
@@ -50,44 +65,94 @@ struct Waiter {
 pub struct Place {
     queue: Option<Arc<StartQueue>>,
     standing: Standing,
+    capped: Option<EndpointKey>,
 }
 
 impl Drop for Place {
     fn drop(&mut self) {
         if let Some(queue) = self.queue.take() {
-            queue.release(self.standing);
+            queue.release(self.standing, self.capped.take());
         }
     }
 }
 
 impl State {
-    /// Whether a start of `standing` may take a place now (one being free or freed).
-    fn may_take(&self, standing: Standing) -> bool {
-        standing != Standing::Struggling || self.struggling < self.struggling_cap
+    /// Whether a start of `standing` (counted against `capped`) may take a place now.
+    fn may_take(&self, standing: Standing, capped: Option<&EndpointKey>) -> bool {
+        let struggling_may =
+            standing != Standing::Struggling || self.struggling < self.struggling_cap;
+        let endpoint_may = capped.is_none_or(|endpoint| {
+            self.unproven.get(endpoint).copied().unwrap_or(0) < self.unproven_cap
+        });
+        struggling_may && endpoint_may
     }
 
-    /// Counts a place taken by a start of `standing`.
-    fn take(&mut self, standing: Standing) {
+    /// Counts a place taken by a start of `standing`, counted against `capped`.
+    fn take(&mut self, standing: Standing, capped: Option<&EndpointKey>) {
+        self.free -= 1;
         if standing == Standing::Struggling {
             self.struggling += 1;
         }
+        if let Some(endpoint) = capped {
+            *self.unproven.entry(endpoint.clone()).or_default() += 1;
+        }
     }
 
-    /// Counts a place given back by a start of `standing`.
-    fn give_back(&mut self, standing: Standing) {
+    /// Counts a place given back by a start of `standing`, counted against `capped`.
+    fn give_back(&mut self, standing: Standing, capped: Option<&EndpointKey>) {
+        self.free += 1;
         if standing == Standing::Struggling {
             self.struggling -= 1;
         }
+        if let Some(endpoint) = capped
+            && let Some(held) = self.unproven.get_mut(endpoint)
+        {
+            *held -= 1;
+            if *held == 0 {
+                self.unproven.remove(endpoint);
+            }
+        }
+    }
+
+    /// Takes the waiter to serve next out of its queue, with its standing: the oldest of
+    /// those that may take a place and waited `max_wait` or more, else the first that may
+    /// of the best standing that has one. Waiters held back by a cap are passed over (their
+    /// number is bounded by the consumer's messages in flight).
+    fn next_waiter(&mut self, max_wait: Duration, now: Instant) -> Option<(Standing, Waiter)> {
+        let first_eligible: Vec<Option<usize>> = Standing::ALL
+            .iter()
+            .zip(&self.waiting)
+            .map(|(standing, queue)| {
+                queue
+                    .iter()
+                    .position(|w| self.may_take(*standing, w.capped.as_ref()))
+            })
+            .collect();
+        let candidates = || {
+            first_eligible
+                .iter()
+                .enumerate()
+                .filter_map(|(rank, index)| index.map(|index| (rank, index)))
+        };
+        let overdue = candidates()
+            .map(|(rank, index)| (self.waiting[rank][index].since, rank, index))
+            .filter(|(since, _, _)| now.duration_since(*since) >= max_wait)
+            .min()
+            .map(|(_, rank, index)| (rank, index));
+        let (rank, index) = overdue.or_else(|| candidates().next())?;
+        let waiter = self.waiting[rank].remove(index)?;
+        Some((Standing::ALL[rank], waiter))
     }
 }
 
 impl StartQueue {
-    /// `places` starts in flight at most, ordered by the standing `standing` tells; a start
-    /// waits behind better-standing ones for at most `max_wait`.
+    /// `places` starts in flight at most, ordered by the standing `standing` tells (in
+    /// arrival order without one); a start waits behind better-standing ones for at most
+    /// `max_wait`.
     pub fn new(
         places: usize,
         max_wait: Duration,
-        standing: Arc<dyn EndpointStanding>,
+        standing: Option<Arc<dyn EndpointStanding>>,
     ) -> Arc<StartQueue> {
         let places = places.max(1);
         Arc::new(StartQueue {
@@ -97,32 +162,50 @@ impl StartQueue {
                 free: places,
                 struggling: 0,
                 struggling_cap: (places / 4).max(1),
+                unproven: HashMap::new(),
+                unproven_cap: (places / 8).max(1),
                 waiting: Default::default(),
             }),
         })
     }
 
-    /// Waits for a place for a start to `endpoint` (unknown standing when `None`).
+    /// Waits for a place for a start to `endpoint` (unknown standing, uncapped, when `None`
+    /// or when this queue knows no standing).
     pub async fn enter_for(self: &Arc<Self>, endpoint: Option<&EndpointKey>) -> Place {
-        let standing = endpoint.map_or(Standing::Unknown, |e| self.standing.standing(e));
-        self.enter(standing).await
+        match (&self.standing, endpoint) {
+            (Some(standing), Some(endpoint)) => {
+                let standing = standing.standing(endpoint);
+                let capped = (standing != Standing::Healthy).then(|| endpoint.clone());
+                self.wait_for_place(standing, capped).await
+            }
+            _ => self.wait_for_place(Standing::Unknown, None).await,
+        }
     }
 
-    /// Waits for a place for a start to an endpoint of `standing`.
+    /// Waits for a place for a start of `standing`, counted against no endpoint.
     pub async fn enter(self: &Arc<Self>, standing: Standing) -> Place {
+        self.wait_for_place(standing, None).await
+    }
+
+    async fn wait_for_place(
+        self: &Arc<Self>,
+        standing: Standing,
+        capped: Option<EndpointKey>,
+    ) -> Place {
         let (place, granted) = oneshot::channel();
         {
             let mut state = self.state.lock_unpoisoned();
-            if state.free > 0 && state.may_take(standing) {
-                state.free -= 1;
-                state.take(standing);
+            if state.free > 0 && state.may_take(standing, capped.as_ref()) {
+                state.take(standing, capped.as_ref());
                 return Place {
                     queue: Some(self.clone()),
                     standing,
+                    capped,
                 };
             }
             state.waiting[standing.rank()].push_back(Waiter {
                 since: Instant::now(),
+                capped,
                 place,
             });
         }
@@ -133,66 +216,47 @@ impl StartQueue {
         }
     }
 
-    /// Takes back the place of a start of `freed` and hands it to the next waiter who may
-    /// take it, or keeps it free. A waiter that stopped waiting (its start was cancelled) is
-    /// passed over.
-    fn release(self: &Arc<Self>, freed: Standing) {
-        self.state.lock_unpoisoned().give_back(freed);
+    /// Takes back the place of a start of `standing` counted against `capped`, and hands
+    /// out the free places.
+    fn release(self: &Arc<Self>, standing: Standing, capped: Option<EndpointKey>) {
+        self.state
+            .lock_unpoisoned()
+            .give_back(standing, capped.as_ref());
+        self.hand_out();
+    }
+
+    /// Gives free places to the waiters who may take them, in order, until one or the other
+    /// runs out: a place given back can free a cap as well as a place, so it can let more
+    /// than one waiter go. A waiter that stopped waiting (its start was cancelled) is passed
+    /// over.
+    fn hand_out(self: &Arc<Self>) {
         loop {
-            let (standing, next) = {
+            let (standing, waiter) = {
                 let mut state = self.state.lock_unpoisoned();
-                let struggling_may = state.may_take(Standing::Struggling);
-                let now = Instant::now();
-                match next_waiter(&mut state.waiting, self.max_wait, now, struggling_may) {
-                    Some((standing, waiter)) => {
-                        state.take(standing);
-                        (standing, waiter)
-                    }
-                    None => {
-                        state.free += 1;
-                        return;
-                    }
+                if state.free == 0 {
+                    return;
                 }
+                let Some((standing, waiter)) = state.next_waiter(self.max_wait, Instant::now())
+                else {
+                    return;
+                };
+                state.take(standing, waiter.capped.as_ref());
+                (standing, waiter)
             };
             let place = Place {
                 queue: Some(self.clone()),
                 standing,
+                capped: waiter.capped,
             };
-            match next.place.send(place) {
-                Ok(()) => return,
-                // Not handed over: take it back without releasing it again.
-                Err(mut place) => {
-                    drop(place.queue.take());
-                    self.state.lock_unpoisoned().give_back(standing);
-                }
+            // Not handed over: give it back without handing out again from its drop.
+            if let Err(mut place) = waiter.place.send(place) {
+                drop(place.queue.take());
+                self.state
+                    .lock_unpoisoned()
+                    .give_back(standing, place.capped.as_ref());
             }
         }
     }
-}
-
-/// The waiter to serve next and its standing: the oldest of those that waited `max_wait`
-/// or more, else the first of the best standing that has one; a struggling endpoint's only
-/// when `struggling_may`.
-fn next_waiter(
-    waiting: &mut [VecDeque<Waiter>; 3],
-    max_wait: Duration,
-    now: Instant,
-    struggling_may: bool,
-) -> Option<(Standing, Waiter)> {
-    let eligible = |rank: usize| struggling_may || Standing::ALL[rank] != Standing::Struggling;
-    let overdue = waiting
-        .iter()
-        .enumerate()
-        .filter(|(rank, _)| eligible(*rank))
-        .filter_map(|(rank, queue)| queue.front().map(|w| (w.since, rank)))
-        .filter(|(since, _)| now.duration_since(*since) >= max_wait)
-        .min()
-        .map(|(_, rank)| rank);
-    let rank = overdue.or_else(|| {
-        (0..waiting.len()).find(|rank| eligible(*rank) && !waiting[*rank].is_empty())
-    })?;
-    let waiter = waiting[rank].pop_front()?;
-    Some((Standing::ALL[rank], waiter))
 }
 
 #[cfg(test)]
@@ -227,11 +291,7 @@ mod tests {
     #[tokio::test]
     async fn healthy_endpoints_starts_go_first_then_unknown_then_struggling() {
         use Standing::*;
-        let queue = StartQueue::new(
-            1,
-            Duration::from_secs(60),
-            Arc::new(hookflow_core::NoStanding),
-        );
+        let queue = StartQueue::new(1, Duration::from_secs(60), None);
         let order = order(&queue, &[Struggling, Unknown, Healthy, Struggling, Healthy]).await;
         assert_eq!(order, [Healthy, Healthy, Unknown, Struggling, Struggling]);
     }
@@ -239,11 +299,7 @@ mod tests {
     #[tokio::test]
     async fn a_start_that_waited_too_long_goes_next_whatever_its_standing() {
         use Standing::*;
-        let queue = StartQueue::new(
-            1,
-            Duration::from_millis(5),
-            Arc::new(hookflow_core::NoStanding),
-        );
+        let queue = StartQueue::new(1, Duration::from_millis(5), None);
         // The struggling one has waited past max_wait when the first place frees.
         let order = order(&queue, &[Struggling, Unknown, Unknown, Healthy]).await;
         assert_eq!(order[0], Struggling);
@@ -251,11 +307,7 @@ mod tests {
 
     #[tokio::test]
     async fn struggling_endpoints_starts_hold_at_most_a_quarter_of_the_places() {
-        let queue = StartQueue::new(
-            8,
-            Duration::from_secs(60),
-            Arc::new(hookflow_core::NoStanding),
-        );
+        let queue = StartQueue::new(8, Duration::from_secs(60), None);
         let first = queue.enter(Standing::Struggling).await;
         let second = queue.enter(Standing::Struggling).await;
         let third = tokio::spawn({
@@ -276,15 +328,12 @@ mod tests {
         drop((second, third, healthy));
         let state = queue.state.lock_unpoisoned();
         assert_eq!((state.free, state.struggling), (8, 0));
+        assert!(state.unproven.is_empty());
     }
 
     #[tokio::test]
     async fn places_free_while_nobody_waits_and_a_cancelled_waiter_is_passed_over() {
-        let queue = StartQueue::new(
-            2,
-            Duration::from_secs(60),
-            Arc::new(hookflow_core::NoStanding),
-        );
+        let queue = StartQueue::new(2, Duration::from_secs(60), None);
         let (a, b) = (
             queue.enter(Standing::Unknown).await,
             queue.enter(Standing::Struggling).await,
@@ -298,5 +347,132 @@ mod tests {
             .expect("the freed place, not lost to the cancelled waiter");
         drop((b, c));
         assert_eq!(queue.state.lock_unpoisoned().free, 2);
+    }
+
+    /// Standings set per endpoint, by its name (unknown until set).
+    struct Fixed(Mutex<Vec<(&'static str, Standing)>>);
+
+    impl Fixed {
+        fn set(&self, name: &'static str, standing: Standing) {
+            self.0.lock_unpoisoned().push((name, standing));
+        }
+    }
+
+    impl EndpointStanding for Fixed {
+        fn standing(&self, endpoint: &EndpointKey) -> Standing {
+            self.0
+                .lock_unpoisoned()
+                .iter()
+                .rev()
+                .find(|(name, _)| endpoint == &key(name))
+                .map_or(Standing::Unknown, |(_, standing)| *standing)
+        }
+    }
+
+    fn key(name: &str) -> EndpointKey {
+        EndpointKey::of_url(&format!("http://{name}:80/").parse().expect("url"))
+    }
+
+    /// Whether entering `queue` for `endpoint` gets a place within 20 ms (held if so).
+    async fn try_enter(queue: &Arc<StartQueue>, endpoint: &str) -> Option<Place> {
+        tokio::time::timeout(
+            Duration::from_millis(20),
+            queue.enter_for(Some(&key(endpoint))),
+        )
+        .await
+        .ok()
+    }
+
+    #[tokio::test]
+    async fn one_endpoint_not_known_healthy_holds_at_most_an_eighth_of_the_places() {
+        let standing = Fixed(Mutex::new(vec![
+            ("healthy", Standing::Healthy),
+            ("failing", Standing::Struggling),
+        ]));
+        let queue = StartQueue::new(16, Duration::from_secs(60), Some(Arc::new(standing)));
+        let mut held = Vec::new();
+        for endpoint in ["new", "new", "failing", "failing", "other"] {
+            held.push(try_enter(&queue, endpoint).await.expect("under the caps"));
+        }
+        assert!(try_enter(&queue, "new").await.is_none(), "unknown: 2 of 16");
+        assert!(
+            try_enter(&queue, "failing").await.is_none(),
+            "struggling: 2 of 16"
+        );
+        for _ in 0..10 {
+            held.push(
+                try_enter(&queue, "healthy")
+                    .await
+                    .expect("healthy is uncapped"),
+            );
+        }
+        assert_eq!(queue.state.lock_unpoisoned().free, 1);
+        // A waiting start to the capped endpoint goes once one of its own places frees,
+        // though a place is free all along.
+        let waiting = tokio::spawn({
+            let queue = queue.clone();
+            async move { queue.enter_for(Some(&key("new"))).await }
+        });
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        assert!(!waiting.is_finished(), "capped, not out of places");
+        drop(held.remove(0));
+        let waited = tokio::time::timeout(Duration::from_secs(1), waiting)
+            .await
+            .expect("its own place freed")
+            .expect("task");
+        drop((waited, held));
+        let state = queue.state.lock_unpoisoned();
+        assert_eq!((state.free, state.struggling), (16, 0));
+        assert!(state.unproven.is_empty(), "{:?}", state.unproven);
+    }
+
+    #[tokio::test]
+    async fn a_place_given_back_lets_every_waiter_it_uncaps_go() {
+        // Of 8 places, struggling starts hold 2 at most, one endpoint's 1.
+        let standing = Arc::new(Fixed(Mutex::new(vec![
+            ("a", Standing::Struggling),
+            ("b", Standing::Struggling),
+            ("c", Standing::Struggling),
+        ])));
+        let queue = StartQueue::new(8, Duration::from_secs(60), Some(standing.clone()));
+        let a = try_enter(&queue, "a").await.expect("a place");
+        let b = try_enter(&queue, "b").await.expect("a place");
+        // a is now unknown: its next start waits for a's own cap, c's for the struggling one.
+        standing.set("a", Standing::Unknown);
+        let waiters: Vec<_> = ["a", "c"]
+            .into_iter()
+            .map(|endpoint| {
+                let queue = queue.clone();
+                tokio::spawn(async move { queue.enter_for(Some(&key(endpoint))).await })
+            })
+            .collect();
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        assert!(waiters.iter().all(|w| !w.is_finished()), "both capped");
+        // One place given back frees both caps: both waiters go, to two of the free places.
+        drop(a);
+        let mut places = Vec::new();
+        for waiter in waiters {
+            let place = tokio::time::timeout(Duration::from_secs(1), waiter)
+                .await
+                .expect("a place while the other's is held")
+                .expect("task");
+            places.push(place);
+        }
+        drop((places, b));
+        assert_eq!(queue.state.lock_unpoisoned().free, 8);
+    }
+
+    #[tokio::test]
+    async fn without_standing_every_start_goes_in_arrival_order_uncapped() {
+        let queue = StartQueue::new(8, Duration::from_secs(60), None);
+        let mut held = Vec::new();
+        for _ in 0..8 {
+            held.push(
+                try_enter(&queue, "one")
+                    .await
+                    .expect("no cap without standing"),
+            );
+        }
+        assert!(try_enter(&queue, "one").await.is_none(), "out of places");
     }
 }

@@ -11,7 +11,7 @@ use std::{
 use anyhow::Context;
 use clap::ValueEnum;
 use hookflow_core::{
-    DeliveryDefaults, DestinationCatalog, EndpointStanding, NoStanding, outcomes::OutcomeAggregator,
+    DeliveryDefaults, DestinationCatalog, EndpointStanding, outcomes::OutcomeAggregator,
 };
 use hookflow_http::{
     DeliveryClient, HttpSettings, RedisLink,
@@ -269,10 +269,9 @@ pub async fn run(settings: Settings, role: Role) -> anyhow::Result<()> {
         .then(|| Isolation::new(&settings, redis.clone()));
     // The worker's gate tells the consumer how endpoints are doing, so a backlog's starts
     // to healthy endpoints go first; a consumer-only process starts in arrival order.
-    let standing: Arc<dyn EndpointStanding> = match &isolation {
-        Some(isolation) => isolation.gate.clone(),
-        None => Arc::new(NoStanding),
-    };
+    let standing = isolation
+        .as_ref()
+        .map(|isolation| isolation.gate.clone() as Arc<dyn EndpointStanding>);
     let consumer = consumer_health.map(|consumer_health| {
         start_consumer(
             &settings,
@@ -362,7 +361,7 @@ fn start_consumer(
     settings: &Settings,
     client: hookflow_temporal::Client,
     destinations: Arc<dyn DestinationCatalog>,
-    standing: Arc<dyn EndpointStanding>,
+    standing: Option<Arc<dyn EndpointStanding>>,
     health: &Health,
     consumer_health: HealthHandle,
     shutdown: &CancellationToken,
