@@ -119,15 +119,11 @@ impl State {
     /// of the best standing that has one. Waiters held back by a cap are passed over (their
     /// number is bounded by the consumer's messages in flight).
     fn next_waiter(&mut self, max_wait: Duration, now: Instant) -> Option<(Standing, Waiter)> {
-        let first_eligible: Vec<Option<usize>> = Standing::ALL
-            .iter()
-            .zip(&self.waiting)
-            .map(|(standing, queue)| {
-                queue
-                    .iter()
-                    .position(|w| self.may_take(*standing, w.capped.as_ref()))
-            })
-            .collect();
+        let first_eligible: [Option<usize>; 3] = std::array::from_fn(|rank| {
+            self.waiting[rank]
+                .iter()
+                .position(|w| self.may_take(Standing::ALL[rank], w.capped.as_ref()))
+        });
         let candidates = || {
             first_eligible
                 .iter()
@@ -180,11 +176,6 @@ impl StartQueue {
             }
             _ => self.wait_for_place(Standing::Unknown, None).await,
         }
-    }
-
-    /// Waits for a place for a start of `standing`, counted against no endpoint.
-    pub async fn enter(self: &Arc<Self>, standing: Standing) -> Place {
-        self.wait_for_place(standing, None).await
     }
 
     async fn wait_for_place(
@@ -262,6 +253,13 @@ impl StartQueue {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    impl StartQueue {
+        /// Waits for a place for a start of `standing`, counted against no endpoint.
+        async fn enter(self: &Arc<Self>, standing: Standing) -> Place {
+            self.wait_for_place(standing, None).await
+        }
+    }
 
     /// Enters `queue` for each standing in turn (each waiting, as every place is taken),
     /// then frees places one by one: the standings in the order they got a place.
