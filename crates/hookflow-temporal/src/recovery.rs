@@ -5,10 +5,12 @@
 //! A re-run is a new run of the same workflow id, for the same event, so the receiver sees
 //! the same `webhook-id`. Its input is planned again for the destination as it is now (a
 //! replay plans it from the event; a bulk redelivery re-plans the recorded one), so a
-//! re-run retries under today's retry policy, not the one the failed run gave up under. It is started only when the latest run ended with a recoverable
-//! outcome ([`DeliveryOutcome::is_recoverable`]), and with a start request id derived from
-//! that run's id: two operators (or a retried request) re-running the same failed run at
-//! once get one new run between them, because Temporal answers a start whose request id the
+//! re-run retries under today's retry policy, not the one the failed run gave up under.
+//!
+//! A re-run is started only when the latest run ended with a recoverable outcome
+//! ([`DeliveryOutcome::is_recoverable`]), and with a start request id derived from that
+//! run's id: two operators (or a retried request) re-running the same failed run at once
+//! get one new run between them, because Temporal answers a start whose request id the
 //! current run was started with by returning that run instead of starting another.
 //!
 //! Recovery starts go to the task queue with [`RECOVERY_PRIORITY`], below live traffic's

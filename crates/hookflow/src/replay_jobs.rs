@@ -14,6 +14,7 @@ use std::{
 };
 
 use hookflow_http::{LinkError, RedisLink};
+use hookflow_kafka::{Backoff, BackoffPolicy};
 use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 
@@ -27,6 +28,11 @@ const STALE_MS: i64 = 15_000;
 const KEEP: Duration = Duration::from_secs(30 * 24 * 3600);
 /// How long a cancel request waits for the job's process to see it.
 const CANCEL_KEPT: Duration = Duration::from_secs(3600);
+/// How recording a job's end is retried while Redis is away.
+const END_RECORD_BACKOFF: BackoffPolicy = BackoffPolicy {
+    initial: Duration::from_millis(200),
+    max: Duration::from_secs(10),
+};
 
 /// Where a job stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -313,12 +319,12 @@ async fn run(replayer: Arc<Replayer>, records: JobRecords, job: Arc<Job>) {
     };
     *job.state() = state;
     // The end must be recorded, or the job would read as interrupted: retried while
-    // Redis is away, as long as this process lives.
-    let mut backoff = Duration::from_millis(200);
+    // Redis is away, as long as this process lives (no shutdown cuts it short).
+    let mut backoff = Backoff::new(END_RECORD_BACKOFF);
+    let forever = CancellationToken::new();
     while let Err(error) = records.save(&job.view()).await {
         tracing::warn!(job = %job.plan.job, %error, "replay job: recording its end");
-        tokio::time::sleep(backoff).await;
-        backoff = (backoff * 2).min(Duration::from_secs(10));
+        backoff.wait(&forever).await;
     }
 }
 

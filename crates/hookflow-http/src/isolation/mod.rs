@@ -328,11 +328,10 @@ impl EndpointStanding for EndpointGate {
     /// The breaker's standing, and struggling while the endpoint is at its concurrency cap
     /// (a delivery started now would only wait or be deferred).
     fn standing(&self, endpoint: &EndpointKey) -> Standing {
-        match self.breakers.standing(endpoint) {
-            Standing::Struggling => Standing::Struggling,
-            _ if self.bulkheads.is_full(endpoint) => Standing::Struggling,
-            standing => standing,
+        if self.bulkheads.is_full(endpoint) {
+            return Standing::Struggling;
         }
+        self.breakers.standing(endpoint)
     }
 }
 
