@@ -83,3 +83,26 @@ pub async fn read_all(brokers: &str, topic: &str, window: Duration) -> Vec<ReadM
     }
     messages
 }
+
+/// Produces raw payloads to `topic` in batches: every message is handed to the producer
+/// before any is acknowledged, keyed by `keys` (which spread them over the partitions), and
+/// the producer lingers so that several go in one produce request, as an upstream pipeline
+/// under load sends them.
+pub async fn produce_batched(brokers: &str, topic: &str, messages: &[(String, Vec<u8>)]) {
+    let producer: FutureProducer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("linger.ms", "200")
+        .create()
+        .expect("producer");
+    let sends = messages.iter().map(|(key, payload)| {
+        producer.send(
+            FutureRecord::to(topic)
+                .key(key.as_str())
+                .payload(payload.as_slice()),
+            Duration::from_secs(10),
+        )
+    });
+    for sent in futures::future::join_all(sends).await {
+        sent.map_err(|(e, _)| e).expect("produce");
+    }
+}

@@ -79,6 +79,16 @@ impl Scenario {
         events.into_iter().map(|(uuid, _)| uuid).collect()
     }
 
+    /// Produces JSON events to the deployment's topic in batches (several per produce
+    /// request, keyed by their uuid so they spread over the partitions).
+    pub async fn produce_batched(&self, events: &[(uuid::Uuid, serde_json::Value)]) {
+        let messages: Vec<(String, Vec<u8>)> = events
+            .iter()
+            .map(|(uuid, e)| (uuid.to_string(), e.to_string().into_bytes()))
+            .collect();
+        kafka::produce_batched(&self.stack.kafka, &self.deployment.topic, &messages).await;
+    }
+
     /// Produces JSON events to the deployment's topic.
     pub async fn produce(&self, events: &[&serde_json::Value]) {
         let payloads: Vec<Vec<u8>> = events.iter().map(|e| e.to_string().into_bytes()).collect();

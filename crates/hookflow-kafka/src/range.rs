@@ -8,14 +8,26 @@
 //! first one at or after `since` are passed over, and a partition ends at its first message
 //! at or after `until`, which is where Kafka's `offsets_for_times(until)` would put it.
 //!
-//! A reader belongs to a job and commits its progress under a consumer group of the job's
-//! own (`<kafka.group_id>-replay-<job>`), never the live group's. Opening the same job again
+//! Where a range ends is not taken from the high watermark alone: the embedded broker
+//! (tansu) reports a partition's watermark as its last batch's first offset + 1, so a reader
+//! that stopped there would miss the rest of that batch. The watermark read at open is only
+//! where a partition *may* end: past it, a message stamped before the reader opened (or
+//! before `until`) is still read, and a partition is done at its first message at or after
+//! `until` (or, open-ended, stamped at or after the open), or once it has been quiet for
+//! [`QUIET`] with the broker answering that nothing lies past what was read.
+//!
+//! A reader belongs to a job and commits its progress under a consumer group the caller
+//! names for the job (`<kafka.group_id>-replay-<team>-<job>`), never the live group's. Opening the same job again
 //! resumes after the last committed message. Partitions are assigned, not subscribed, so
 //! two readers of one job do not rebalance each other, and a reader never joins the live
 //! group. Messages are found by timestamp, so on a topic with producer-set timestamps a
 //! message produced late into a partition may fall outside a range it belongs to in time.
 
-use std::{collections::BTreeMap, time::Duration};
+use std::{
+    collections::BTreeMap,
+    sync::Arc,
+    time::{Duration, Instant},
+};
 
 use rdkafka::{
     Message, Offset, TopicPartitionList,
@@ -31,13 +43,20 @@ const BROKER_TIMEOUT: Duration = Duration::from_secs(10);
 /// remaining partitions are done (their last offsets may be transaction markers that are
 /// never delivered).
 const POLL: Duration = Duration::from_millis(500);
+/// How long a partition read up to its watermark must bring nothing before the broker is
+/// asked whether it holds more: many fetch round trips (a fetch waits 50 ms by default), so
+/// what the broker held is in by then.
+const QUIET: Duration = Duration::from_secs(1);
+/// How long that question may take: a broker that does not answer keeps the partition open.
+const END_CHECK_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// The time range of a replay, in milliseconds since the Unix epoch.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct TimeRange {
     /// The first instant replayed.
     pub since_ms: i64,
-    /// The first instant not replayed; `None`: up to what the topic held at open.
+    /// The first instant not replayed; `None`: up to what the topic held at open (messages
+    /// stamped before the reader opened).
     pub until_ms: Option<i64>,
 }
 
@@ -77,7 +96,8 @@ pub struct RangeMessage {
 struct Span {
     /// The next offset to read.
     next: i64,
-    /// The partition's end when the reader opened: no message at or past it is read.
+    /// The partition's high watermark when the reader opened: where it may end (see the
+    /// module documentation), not where it must.
     end: i64,
     /// Whether a message at or after `since` was met (or the job is resuming): every
     /// message from there on is in the range until one at or after `until`.
@@ -97,13 +117,24 @@ enum Place {
 
 impl Span {
     /// Places the partition's next message (at `offset`, with `timestamp_ms` when it has
-    /// one) in `range`, and moves past it unless it is past the end.
-    fn place(&mut self, offset: i64, timestamp_ms: Option<i64>, range: TimeRange) -> Place {
+    /// one) in `range`, read by a reader opened at `opened_at_ms`, and moves past it unless
+    /// it is past the end.
+    fn place(
+        &mut self,
+        offset: i64,
+        timestamp_ms: Option<i64>,
+        range: TimeRange,
+        opened_at_ms: i64,
+    ) -> Place {
         let after_until = matches!(
             (timestamp_ms, range.until_ms),
             (Some(at), Some(until)) if at >= until
         );
-        if offset >= self.end || after_until {
+        // Past the watermark read at open, only a message that was there before the open
+        // belongs to the range: one stamped earlier (a broker that reported the watermark
+        // short). One without a stamp cannot tell, and is left out as Kafka would.
+        let after_open = offset >= self.end && timestamp_ms.is_none_or(|at| at >= opened_at_ms);
+        if after_until || after_open {
             return Place::Past;
         }
         self.next = offset + 1;
@@ -114,42 +145,49 @@ impl Span {
         Place::In
     }
 
-    /// Whether every offset before the end was read.
-    fn finished(&self) -> bool {
-        self.next >= self.end
+    /// Whether the partition may be done when its fetch position is `position`: read up to
+    /// the watermark of the open (and so, on Kafka, to the range's end).
+    fn at_end(&self, position: i64) -> bool {
+        self.next.max(position) >= self.end
     }
 }
 
 /// See the module documentation.
 pub struct RangeReader {
-    consumer: StreamConsumer,
+    consumer: Arc<StreamConsumer>,
     topic: String,
     range: TimeRange,
-    /// The partitions not yet read to their end.
-    open: BTreeMap<i32, Span>,
+    /// When the reader opened, in milliseconds since the epoch: an open-ended range holds
+    /// what was produced before.
+    opened_at_ms: i64,
+    /// The partitions not yet read to their end, and when each last brought a message (or
+    /// the reader opened).
+    open: BTreeMap<i32, (Span, Instant)>,
     total: u64,
 }
 
 impl RangeReader {
-    /// Opens job `job`'s reader of `range` on the events topic: where each partition's
-    /// range starts (or where the job stopped) and ends.
+    /// Opens a reader of `range` on the events topic that keeps its progress under consumer
+    /// group `group` (the job's own): where each partition's range starts (or where the job
+    /// stopped) and may end.
     pub async fn open(
         settings: &KafkaSettings,
-        job: &str,
+        group: &str,
         range: TimeRange,
     ) -> Result<RangeReader, RangeError> {
         let mut config = settings.consumer_config();
         config
-            .set("group.id", format!("{}-replay-{job}", settings.group_id))
+            .set("group.id", group)
             .set("auto.offset.reset", "earliest");
         let consumer: StreamConsumer =
             crate::client::create(&config).map_err(kafka("creating the replay consumer"))?;
         let topic = settings.topic.clone();
+        let opened_at_ms = chrono::Utc::now().timestamp_millis();
         // The broker calls below block: off the async threads.
         tokio::task::spawn_blocking(move || {
-            let (open, total) = spans(&consumer, &topic, range)?;
+            let (spans, total) = spans(&consumer, &topic, range)?;
             let mut assignment = TopicPartitionList::new();
-            for (partition, span) in &open {
+            for (partition, span) in &spans {
                 assignment
                     .add_partition_offset(&topic, *partition, Offset::Offset(span.next))
                     .map_err(kafka("assigning partitions"))?;
@@ -157,11 +195,16 @@ impl RangeReader {
             consumer
                 .assign(&assignment)
                 .map_err(kafka("assigning partitions"))?;
+            let now = Instant::now();
             Ok(RangeReader {
-                consumer,
+                consumer: Arc::new(consumer),
                 topic,
                 range,
-                open,
+                opened_at_ms,
+                open: spans
+                    .into_iter()
+                    .map(|(p, span)| (p, (span, now)))
+                    .collect(),
                 total,
             })
         })
@@ -170,8 +213,9 @@ impl RangeReader {
     }
 
     /// How many offsets the range had left when the reader opened, as far as the broker's
-    /// time index tells (transaction markers included, so slightly more than messages on a
-    /// transactional topic; up to the partitions' ends where the index is wrong).
+    /// time index and watermarks tell (transaction markers included, so slightly more than
+    /// messages on a transactional topic; up to the partitions' ends where the index is
+    /// wrong; fewer than are read where the watermark is short, as on the embedded broker).
     pub fn total(&self) -> u64 {
         self.total
     }
@@ -194,11 +238,13 @@ impl RangeReader {
             match tokio::time::timeout(wait, self.consumer.recv()).await {
                 Ok(Ok(message)) => {
                     let partition = message.partition();
-                    let Some(span) = self.open.get_mut(&partition) else {
+                    let Some((span, heard_at)) = self.open.get_mut(&partition) else {
                         continue;
                     };
+                    *heard_at = Instant::now();
                     let timestamp = message.timestamp().to_millis();
-                    let place = span.place(message.offset(), timestamp, self.range);
+                    let place =
+                        span.place(message.offset(), timestamp, self.range, self.opened_at_ms);
                     if place == Place::In {
                         batch.push(RangeMessage {
                             partition,
@@ -206,8 +252,8 @@ impl RangeReader {
                             payload: message.payload().map(<[u8]>::to_vec),
                         });
                     }
-                    if place == Place::Past || span.finished() {
-                        self.open.remove(&partition);
+                    if place == Place::Past {
+                        self.close(partition);
                     }
                 }
                 Ok(Err(error)) => {
@@ -215,26 +261,65 @@ impl RangeReader {
                     tracing::warn!(%error, "replay: reading the events topic");
                     tokio::time::sleep(POLL).await;
                 }
-                Err(_) if batch.is_empty() => self.close_finished()?,
+                Err(_) if batch.is_empty() => self.close_finished().await?,
                 Err(_) => break,
             }
         }
         Ok(batch)
     }
 
-    /// Drops the partitions whose fetch position passed the end of the range without a
-    /// message there (the range ended on a transaction marker or a compacted gap).
-    fn close_finished(&mut self) -> Result<(), RangeError> {
-        let positions = self
+    /// Stops reading `partition`: its range is read. It is paused, so messages produced
+    /// after the range do not keep the reader busy.
+    fn close(&mut self, partition: i32) {
+        self.open.remove(&partition);
+        let mut paused = TopicPartitionList::new();
+        paused.add_partition(&self.topic, partition);
+        if let Err(error) = self.consumer.pause(&paused) {
+            tracing::debug!(%error, partition, "replay: pausing a finished partition");
+        }
+    }
+
+    /// Closes the partitions read up to the watermark of the open that brought nothing for
+    /// [`QUIET`], when the broker answers that nothing lies past what was read (a range that
+    /// ends on a transaction marker or a compacted gap, or a partition the range has no
+    /// message of). A broker that does not answer keeps them open.
+    async fn close_finished(&mut self) -> Result<(), RangeError> {
+        let positions: BTreeMap<i32, i64> = self
             .consumer
             .position()
-            .map_err(kafka("reading positions"))?;
-        for element in positions.elements_for_topic(&self.topic) {
-            if let (Offset::Offset(position), Some(span)) =
-                (element.offset(), self.open.get(&element.partition()))
-                && position >= span.end
-            {
-                self.open.remove(&element.partition());
+            .map_err(kafka("reading positions"))?
+            .elements_for_topic(&self.topic)
+            .iter()
+            .filter_map(|e| match e.offset() {
+                Offset::Offset(position) => Some((e.partition(), position)),
+                _ => None,
+            })
+            .collect();
+        let quiet: Vec<(i32, i64)> = self
+            .open
+            .iter()
+            .filter_map(|(partition, (span, heard_at))| {
+                let position = span
+                    .next
+                    .max(positions.get(partition).copied().unwrap_or(0));
+                (span.at_end(position) && heard_at.elapsed() >= QUIET)
+                    .then_some((*partition, position))
+            })
+            .collect();
+        for (partition, position) in quiet {
+            let (consumer, topic) = (self.consumer.clone(), self.topic.clone());
+            // A broker request: off the async threads.
+            let watermarks = tokio::task::spawn_blocking(move || {
+                consumer.fetch_watermarks(&topic, partition, END_CHECK_TIMEOUT)
+            })
+            .await
+            .unwrap_or_else(|panic| std::panic::resume_unwind(panic.into_panic()));
+            match watermarks {
+                Ok((_, high)) if position >= high => self.close(partition),
+                Ok(_) => {}
+                Err(error) => {
+                    tracing::warn!(%error, partition, "replay: asking whether a partition is read");
+                }
             }
         }
         Ok(())
@@ -265,7 +350,9 @@ impl RangeReader {
 }
 
 /// Each partition's span of `range`, starting after the job's committed progress, and how
-/// many offsets they hold as far as the broker's time index tells.
+/// many offsets they hold as far as the broker's time index and watermarks tell. Every
+/// partition has one, even where the start is at the watermark: a broker that reports the
+/// watermark short may hold more.
 fn spans<C: Consumer>(
     consumer: &C,
     topic: &str,
@@ -343,17 +430,15 @@ fn spans<C: Consumer>(
             Some(end) if end > next => end.min(high),
             _ => high,
         };
-        if next < high {
-            total += (estimated_end - next) as u64;
-            spans.insert(
-                partition,
-                Span {
-                    next,
-                    end: high,
-                    reached: resuming,
-                },
-            );
-        }
+        total += estimated_end.saturating_sub(next).max(0) as u64;
+        spans.insert(
+            partition,
+            Span {
+                next,
+                end: high,
+                reached: resuming,
+            },
+        );
     }
     Ok((spans, total))
 }
@@ -366,6 +451,8 @@ mod tests {
         since_ms: 1_000,
         until_ms: Some(2_000),
     };
+    /// When the reader opened, after every stamp in these tests but the ones past it.
+    const OPENED: i64 = 3_000;
 
     fn span(next: i64, end: i64) -> Span {
         Span {
@@ -379,36 +466,61 @@ mod tests {
     fn messages_before_the_first_one_at_since_are_passed_over() {
         // A broker whose time index answered offset 0 for `since`.
         let mut s = span(0, 10);
-        assert_eq!(s.place(0, Some(500), RANGE), Place::Before);
-        assert_eq!(s.place(1, Some(999), RANGE), Place::Before);
-        assert_eq!(s.place(2, Some(1_000), RANGE), Place::In);
+        assert_eq!(s.place(0, Some(500), RANGE, OPENED), Place::Before);
+        assert_eq!(s.place(1, Some(999), RANGE, OPENED), Place::Before);
+        assert_eq!(s.place(2, Some(1_000), RANGE, OPENED), Place::In);
         // Once in the range, a late-stamped message is in it too, as Kafka's
         // offsets_for_times would have it.
-        assert_eq!(s.place(3, Some(900), RANGE), Place::In);
-        assert_eq!(s.place(4, None, RANGE), Place::In);
+        assert_eq!(s.place(3, Some(900), RANGE, OPENED), Place::In);
+        assert_eq!(s.place(4, None, RANGE, OPENED), Place::In);
         assert_eq!(s.next, 5);
     }
 
     #[test]
-    fn a_partition_ends_at_its_first_message_at_until_or_at_its_end() {
+    fn a_partition_ends_at_its_first_message_at_until() {
         let mut s = span(0, 10);
-        assert_eq!(s.place(0, Some(1_500), RANGE), Place::In);
-        assert_eq!(s.place(1, Some(2_000), RANGE), Place::Past);
+        assert_eq!(s.place(0, Some(1_500), RANGE, OPENED), Place::In);
+        assert_eq!(s.place(1, Some(2_000), RANGE, OPENED), Place::Past);
         assert_eq!(s.next, 1, "the message past the end is not read");
+    }
 
+    #[test]
+    fn past_a_short_watermark_messages_from_before_the_open_are_still_read() {
+        // The embedded broker reported offset 9's batch (9..=12) as ending at 10.
+        let open_ended = TimeRange {
+            until_ms: None,
+            ..RANGE
+        };
         let mut s = span(8, 10);
-        assert_eq!(s.place(8, Some(1_500), RANGE), Place::In);
-        assert!(!s.finished());
-        assert_eq!(s.place(9, Some(1_600), RANGE), Place::In);
-        assert!(s.finished());
-        assert_eq!(s.place(10, Some(1_700), RANGE), Place::Past);
+        assert_eq!(s.place(8, Some(2_500), open_ended, OPENED), Place::In);
+        assert_eq!(s.place(9, Some(2_500), open_ended, OPENED), Place::In);
+        assert!(s.at_end(0), "read up to the watermark: it may end here");
+        assert_eq!(s.place(10, Some(2_600), open_ended, OPENED), Place::In);
+        assert_eq!(s.place(12, Some(2_999), open_ended, OPENED), Place::In);
+        assert_eq!(s.next, 13);
+        // Produced after the open: not what the topic held then.
+        assert_eq!(s.place(13, Some(OPENED), open_ended, OPENED), Place::Past);
+        assert_eq!(s.place(13, None, open_ended, OPENED), Place::Past);
+        assert_eq!(s.next, 13);
 
+        // With an end, the stamps past the watermark decide the same way.
+        let mut s = span(8, 10);
+        assert_eq!(s.place(10, Some(1_500), RANGE, OPENED), Place::In);
+        assert_eq!(s.place(11, Some(2_000), RANGE, OPENED), Place::Past);
+    }
+
+    #[test]
+    fn before_the_watermark_an_open_ended_range_takes_every_stamp() {
+        // A producer's clock ahead of the reader's does not end the range early.
         let open_ended = TimeRange {
             until_ms: None,
             ..RANGE
         };
         let mut s = span(0, 10);
-        assert_eq!(s.place(0, Some(i64::MAX), open_ended), Place::In);
+        assert_eq!(s.place(0, Some(i64::MAX), open_ended, OPENED), Place::In);
+        assert_eq!(s.place(1, None, open_ended, OPENED), Place::In);
+        assert!(!s.at_end(0));
+        assert!(s.at_end(10), "the fetch position passed markers up to it");
     }
 
     #[test]
@@ -417,6 +529,6 @@ mod tests {
             reached: true,
             ..span(5, 10)
         };
-        assert_eq!(s.place(5, Some(500), RANGE), Place::In);
+        assert_eq!(s.place(5, Some(500), RANGE, OPENED), Place::In);
     }
 }

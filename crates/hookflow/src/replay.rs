@@ -73,6 +73,12 @@ impl ReplayPlan {
         )
     }
 
+    /// The consumer group the job keeps its progress under: of its team and id, so two
+    /// teams' jobs of the same id never share (or resume from) each other's progress.
+    pub fn consumer_group(&self, live_group: &str) -> String {
+        format!("{live_group}-replay-{}-{}", self.team_id, self.job)
+    }
+
     /// Whether `id` can name a job (it becomes part of a consumer group id).
     pub fn valid_job_id(id: &str) -> bool {
         !id.is_empty()
@@ -203,7 +209,8 @@ impl Replayer {
             since_ms: plan.since.timestamp_millis(),
             until_ms: plan.until.map(|u| u.timestamp_millis()),
         };
-        let mut reader = RangeReader::open(&self.kafka, &plan.job, range).await?;
+        let group = plan.consumer_group(&self.kafka.group_id);
+        let mut reader = RangeReader::open(&self.kafka, &group, range).await?;
         counts.total.store(reader.total(), Ordering::Relaxed);
         let pace = Duration::from_secs_f64(1.0 / f64::from(plan.max_starts_per_second.max(1)));
         let mut ticks = tokio::time::interval(pace);
