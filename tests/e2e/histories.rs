@@ -9,7 +9,14 @@
 //!
 //! It writes one JSON file per workflow run into `tests/histories/<set>/` and refuses to
 //! touch a set that exists: recorded histories are kept, so every version of the workflow
-//! that may still have deliveries in flight stays covered.
+//! that may still have deliveries in flight stays covered. To add a scenario to the set of
+//! the current code, or to record one again after a fix outside the workflow (a history
+//! that showed a failed workflow task), name them: only their files are written.
+//!
+//! ```sh
+//! HOOKFLOW_HISTORY_SET=v3 HOOKFLOW_HISTORY_SCENARIOS=paused_then_resumed \
+//!   cargo test --workspace --test e2e -- --ignored record_histories
+//! ```
 
 use std::{path::PathBuf, time::Duration};
 
@@ -17,7 +24,7 @@ use hookflow_e2e::{
     events, hookflow::Deployment, kafka, receiver::Answer, scenario::Scenario, temporal,
 };
 use hookflow_temporal::workflow::DeliveryWorkflow;
-use temporalio_client::{WorkflowCancelOptions, WorkflowExecutionInfo};
+use temporalio_client::{WorkflowCancelOptions, WorkflowExecutionInfo, WorkflowSignalOptions};
 
 /// (scenario, destination TOML beyond id/team/url, the receiver's answers)
 fn scenarios() -> Vec<(&'static str, &'static str, Vec<Answer>)> {
@@ -59,7 +66,20 @@ fn scenarios() -> Vec<(&'static str, &'static str, Vec<Answer>)> {
              retry_schedule_ms = [500, 500, 500, 500]",
             vec![unavailable(), ok()],
         ),
-        ("paused_then_resumed", "state = \"paused\"", vec![ok()]),
+        (
+            "paused_then_resumed",
+            "endpoint_key = \"recording-paused\"\nstate = \"paused\"",
+            vec![ok()],
+        ),
+        // A `breaker_closed` signal arrives while the first attempt is out (it times out, a
+        // retry follows): the task that ran the attempt completes, and the signal is handled
+        // in the next one.
+        (
+            "signalled_during_attempt",
+            "endpoint_key = \"recording-signalled\"\ntimeout_ms = 3000\n\
+             retry_schedule_ms = [500, 500]",
+            vec![Answer::Hang(Duration::from_secs(10)), ok()],
+        ),
         (
             "cancelled",
             "retry_schedule_ms = [60000]",
@@ -81,9 +101,12 @@ async fn record_histories() {
     let out = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
         .join("histories")
         .join(&set);
+    let only: Option<Vec<String>> = std::env::var("HOOKFLOW_HISTORY_SCENARIOS")
+        .ok()
+        .map(|names| names.split(',').map(str::to_owned).collect());
     assert!(
-        !out.exists(),
-        "{} exists: recorded sets are kept",
+        only.is_some() || !out.exists(),
+        "{} exists: recorded sets are kept (name the scenarios to add or record again)",
         out.display()
     );
 
@@ -120,15 +143,25 @@ async fn record_histories() {
     let payload = event.to_string().into_bytes();
     kafka::produce(&s.stack.kafka, &continued.topic, &[payload]).await;
 
-    // Cancel one while it waits for its retry; resume one and delete another by editing the
-    // destinations.
+    // Signal one while its first attempt is out; cancel one while it waits for its retry;
+    // resume one and delete another by editing the destinations.
     let id = |name: &str| format!("{name}:{uuid}");
     hookflow_e2e::eventually(Duration::from_secs(60), "first attempts", || async {
         (s.receiver.received_on("cancelled").len() == 1
-            && s.receiver.received_on("destination_deleted").len() == 1)
+            && s.receiver.received_on("destination_deleted").len() == 1
+            && s.receiver.received_on("signalled_during_attempt").len() == 1)
             .then_some(())
     })
     .await;
+    s.temporal
+        .get_workflow_handle::<DeliveryWorkflow>(id("signalled_during_attempt"))
+        .signal(
+            DeliveryWorkflow::breaker_closed,
+            (),
+            WorkflowSignalOptions::default(),
+        )
+        .await
+        .expect("signal");
     s.temporal
         .get_workflow_handle::<DeliveryWorkflow>(id("cancelled"))
         .cancel(WorkflowCancelOptions::default())
@@ -140,7 +173,7 @@ async fn record_histories() {
         match name {
             "destination_deleted" => {}
             "paused_then_resumed" => {
-                s.destination(name, name, "");
+                s.destination(name, name, "endpoint_key = \"recording-paused\"");
             }
             _ => {
                 s.destination(name, name, extra);
@@ -158,6 +191,10 @@ async fn record_histories() {
         "continued_as_new".into(),
         format!("continued_as_new:{continued_uuid}"),
     ));
+    if let Some(only) = &only {
+        ids.retain(|(name, _)| only.contains(name));
+        assert!(!ids.is_empty(), "no scenario is named {only:?}");
+    }
     std::fs::create_dir_all(&out).expect("create the history set");
     for (name, workflow_id) in &ids {
         let result = temporal::result(&s.temporal, workflow_id).await;

@@ -13,6 +13,7 @@ mod dead_letters;
 mod delivery;
 mod deployment;
 mod destination_store;
+mod exactly_once;
 mod faults;
 mod health;
 mod histories;

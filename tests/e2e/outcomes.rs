@@ -62,7 +62,7 @@ async fn outcomes_are_published_per_team_and_destination() {
     assert!(bad.iter().all(|s| s["last_error"] == "HTTP 400"), "{bad:?}");
 }
 
-fn totals(summaries: &[Value], destination: &str) -> [u64; 3] {
+pub(crate) fn totals(summaries: &[Value], destination: &str) -> [u64; 3] {
     let mut totals = [0; 3];
     for s in summaries
         .iter()

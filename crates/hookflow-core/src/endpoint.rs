@@ -236,9 +236,20 @@ impl Deferral {
                 self.wait_ms.max(floor).min(backoff.max_ms)
             }
         };
-        let spread = (wait_ms / 2).max(100) as f64;
+        let spread = spread_ms(wait_ms) as f64;
         Duration::from_millis(wait_ms + (spread * random.clamp(0.0, 1.0)) as u64)
     }
+
+    /// The longest the workflow may wait on a breaker's refusal of this length: the wait and
+    /// its whole spread (see [`Deferral::delay`]).
+    pub fn longest_breaker_wait_ms(wait_ms: u64) -> u64 {
+        wait_ms.saturating_add(spread_ms(wait_ms))
+    }
+}
+
+/// The jitter added to a deferral's wait of `wait_ms`: up to half of it, at least 100 ms.
+fn spread_ms(wait_ms: u64) -> u64 {
+    (wait_ms / 2).max(100)
 }
 
 #[cfg(test)]

@@ -4,14 +4,18 @@
 //! private, link-local, multicast or unspecified address unless its host is allow-listed.
 //!
 //! [`isolation`] keeps endpoints apart: per-endpoint concurrency caps, rate limits and
-//! circuit breakers shared between workers through [`RedisLink`].
+//! circuit breakers shared between workers through [`RedisLink`]. [`ActivityMemo`] keeps a
+//! local activity's effect (a request sent) from happening twice when its workflow task is
+//! retried.
 
+mod activity_memo;
 mod client;
 pub mod isolation;
 mod redis_link;
 mod retry_after;
 mod ssrf;
 
+pub use activity_memo::ActivityMemo;
 pub use client::{AttemptRequest, DeliveryClient, HttpSettings};
 pub use redis_link::{LinkError, RedisLink, RedisSettings};
 pub use ssrf::{AddressGuard, is_forbidden_ip};

@@ -59,6 +59,10 @@ pub const DEFERRALS: &str = "hookflow_deferrals_total";
 /// Deliveries woken because their endpoint's breaker closed, by `result`: `signalled`, or
 /// `error` (finished since, or Temporal unreachable: they wake by their own timers).
 pub const BREAKER_WAKEUPS: &str = "hookflow_breaker_wakeups_total";
+/// Local activities run again after their workflow task failed or was lost, answered with
+/// the result their first run recorded instead of acting again, by `activity`: `attempt`
+/// (no request sent twice), `record_outcome` (no delivery counted twice).
+pub const ACTIVITIES_RECALLED: &str = "hookflow_activities_recalled_total";
 /// Attempts in flight now in this worker.
 pub const ATTEMPTS_IN_FLIGHT: &str = "hookflow_attempts_in_flight";
 /// Live worker processes sharing the rate limits (from the Redis worker set).

@@ -5,9 +5,13 @@
 //! makes exactly one HTTP request, or returns at once with a deferral.
 //!
 //! A delivery that can be woken (it says how much of its age is left) and is refused by an
-//! open breaker is added to the endpoint's waiters; the attempt whose probe closes the
-//! breaker signals each of them ([`crate::workflow::DeliveryWorkflow::breaker_closed`]) in
-//! the background.
+//! open breaker is parked on the endpoint; the attempt whose probe closes the breaker
+//! signals each delivery still parked ([`crate::workflow::DeliveryWorkflow::breaker_closed`])
+//! in the background.
+//!
+//! Both local activities keep what they did in an [`ActivityMemo`]: one run again because
+//! its workflow task failed after it ran answers with its first result, so no request is
+//! sent twice and no delivery counted twice.
 // The Temporal macros generate undocumented items beside the documented methods.
 #![allow(missing_docs)]
 
@@ -25,7 +29,7 @@ use hookflow_core::{
     sync::LockUnpoisoned,
 };
 use hookflow_http::{
-    DeliveryClient,
+    ActivityMemo, DeliveryClient,
     isolation::{DisabledDestinations, EndpointGate, Waiter},
 };
 use hookflow_telemetry::names;
@@ -69,6 +73,7 @@ pub struct DeliveryActivities {
     gate: Arc<EndpointGate>,
     disabled: Arc<DisabledDestinations>,
     outcomes: Option<Arc<Mutex<OutcomeAggregator>>>,
+    memo: ActivityMemo,
     site_url: String,
 }
 
@@ -87,8 +92,16 @@ impl DeliveryActivities {
             gate,
             disabled,
             outcomes: None,
+            memo: ActivityMemo::new(None),
             site_url: String::new(),
         }
+    }
+
+    /// Keeps what local activities did in `memo` (shared through Redis), so one run again
+    /// after its workflow task failed does not act twice; by default in this process only.
+    pub fn with_memo(mut self, memo: ActivityMemo) -> Self {
+        self.memo = memo;
+        self
     }
 
     /// Links in messages point to `site_url` (for example `https://app.example.com`).
@@ -217,6 +230,23 @@ fn wake(ctx: &ActivityContext, workflow_ids: Vec<String>) {
     });
 }
 
+/// The memo key of the local activity `ctx` runs (`None` for an activity task, which
+/// Temporal records by itself).
+fn memo_key(ctx: &ActivityContext) -> Option<String> {
+    let info = ctx.info();
+    let run_id = info.workflow_run_id.as_deref().filter(|_| info.is_local)?;
+    Some(ActivityMemo::key(run_id, &info.activity_id))
+}
+
+/// Logs and counts a local activity answered from the memo.
+fn recalled(activity: &'static str) {
+    metrics::counter!(names::ACTIVITIES_RECALLED, "activity" => activity).increment(1);
+    tracing::info!(
+        activity,
+        "local activity ran before in this workflow task; its recorded result is used"
+    );
+}
+
 /// Every deferral goes through here, so each is counted once, by reason.
 fn deferred(deferral: Deferral) -> AttemptStep {
     metrics::counter!(names::DEFERRALS, "reason" => deferral.reason.as_str()).increment(1);
@@ -231,18 +261,30 @@ fn deferred(deferral: Deferral) -> AttemptStep {
 #[activities]
 impl DeliveryActivities {
     /// Counts a finished delivery by outcome and its attempts, and adds it to the per-team
-    /// outcomes. Run by the workflow as a local activity, once per delivery.
+    /// outcomes. Run by the workflow as a local activity, once per delivery: run again in
+    /// the same workflow run (its workflow task failed), it finds its memo and counts
+    /// nothing.
     #[activity]
     pub async fn record_outcome(
         self: Arc<Self>,
-        _ctx: ActivityContext,
+        ctx: ActivityContext,
         input: OutcomeInput,
     ) -> Result<(), ActivityError> {
+        let key = memo_key(&ctx);
+        if let Some(key) = &key
+            && self.memo.recalled(key).await.is_some()
+        {
+            recalled("record_outcome");
+            return Ok(());
+        }
         metrics::counter!(names::DELIVERIES, "outcome" => input.outcome.as_str()).increment(1);
         metrics::histogram!(names::DELIVERY_ATTEMPTS_PER_DELIVERY)
             .record(f64::from(input.attempts));
         if let Some(outcomes) = &self.outcomes {
             outcomes.lock_unpoisoned().record(&input);
+        }
+        if let Some(key) = &key {
+            self.memo.record(key, "counted".to_owned()).await;
         }
         Ok(())
     }
@@ -262,20 +304,37 @@ impl DeliveryActivities {
             destination_id = %input.delivery.destination_id,
             attempt = input.attempt,
         );
+        // Run before in this workflow task (which failed or was lost after the request went
+        // out): the endpoint has its request; the report it gave is the answer.
+        let key = memo_key(&ctx);
+        if let Some(key) = &key
+            && let Some(step) = self.memo.recalled(key).await
+            && let Ok(step) = serde_json::from_str::<AttemptStep>(&step)
+        {
+            recalled("attempt");
+            return Ok(step);
+        }
         // Heartbeat while the request is out, so a worker that dies mid-attempt is noticed
         // within the heartbeat timeout instead of the whole activity timeout.
         let step = self.attempt_step(&input, &ctx).instrument(span);
         tokio::pin!(step);
         let mut heartbeat = tokio::time::interval(ACTIVITY_HEARTBEAT_INTERVAL);
-        loop {
+        let step = loop {
             tokio::select! {
-                report = &mut step => return Ok(report),
+                step = &mut step => break step,
                 _ = heartbeat.tick() => {
                     if let Err(error) = ctx.record_heartbeat(()).await {
                         tracing::warn!(%error, "activity heartbeat failed");
                     }
                 }
             }
+        };
+        // Only a step with an effect to keep from repeating: a deferral sent nothing.
+        if let (Some(key), AttemptStep::Attempted(_)) = (&key, &step)
+            && let Ok(json) = serde_json::to_string(&step)
+        {
+            self.memo.record(key, json).await;
         }
+        Ok(step)
     }
 }

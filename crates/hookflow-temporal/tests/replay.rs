@@ -17,6 +17,36 @@ use temporalio_sdk::{
     workflow_replayer::{WorkflowReplayError, WorkflowReplayer, WorkflowReplayerOptions},
 };
 
+/// The representative deliveries every set holds, and what each set adds.
+const EVERY_SET: &[&str] = &[
+    "breaker_open",
+    "cancelled",
+    "continued_as_new.run-1",
+    "continued_as_new.run-2",
+    "delivered_first_try",
+    "destination_deleted",
+    "failed_permanently",
+    "gave_up",
+    "paused_then_resumed",
+    "retried_then_delivered",
+    "retry_after",
+];
+const SETS: &[(&str, &[&str])] = &[
+    ("v1", &[]),
+    ("v2", &[]),
+    (
+        "v3",
+        &[
+            "breaker_shared_a",
+            "breaker_shared_b",
+            "signalled_during_attempt",
+        ],
+    ),
+];
+
+/// `WorkflowTaskFailed` in the history JSON's `event_type`.
+const WORKFLOW_TASK_FAILED: u64 = 9;
+
 fn history_files() -> Vec<PathBuf> {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/histories");
     let mut files = Vec::new();
@@ -41,13 +71,54 @@ fn history(path: &Path) -> WorkflowHistory {
         .unwrap_or_else(|e| panic!("{} is not a history: {e}", path.display()))
 }
 
+#[test]
+fn every_set_holds_its_deliveries_by_name_and_none_failed_a_workflow_task() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/histories");
+    let files = history_files();
+    for (set, added) in SETS {
+        let mut expected: Vec<String> = EVERY_SET
+            .iter()
+            .chain(added.iter())
+            .map(|name| format!("{name}.json"))
+            .collect();
+        expected.sort();
+        let mut found: Vec<String> = files
+            .iter()
+            .filter(|f| f.parent() == Some(root.join(set).as_path()))
+            .filter_map(|f| f.file_name()?.to_str().map(str::to_owned))
+            .collect();
+        found.sort();
+        assert_eq!(found, expected, "tests/histories/{set}");
+    }
+    assert_eq!(
+        files.len(),
+        SETS.iter()
+            .map(|(_, added)| EVERY_SET.len() + added.len())
+            .sum::<usize>(),
+        "a set not listed here: {files:?}"
+    );
+    // A recorded failure is a bug to fix, not a case to keep replaying.
+    for file in &files {
+        let json: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(file).expect("history file")).expect("json");
+        let failed = json["events"]
+            .as_array()
+            .expect("events")
+            .iter()
+            .filter(|e| e["event_type"] == WORKFLOW_TASK_FAILED)
+            .count();
+        assert_eq!(
+            failed,
+            0,
+            "{} records a failed workflow task",
+            file.display()
+        );
+    }
+}
+
 #[tokio::test]
 async fn every_recorded_history_replays_against_the_current_workflow() {
     let files = history_files();
-    assert!(
-        files.len() >= 11,
-        "the recorded deliveries are missing: {files:?}"
-    );
     let options = WorkflowReplayerOptions::new()
         .register_workflow::<DeliveryWorkflow>()
         .expect("register")

@@ -14,7 +14,7 @@ use hookflow_core::{
     DeliveryDefaults, DestinationCatalog, EndpointStanding, outcomes::OutcomeAggregator,
 };
 use hookflow_http::{
-    DeliveryClient, HttpSettings, RedisLink,
+    ActivityMemo, DeliveryClient, HttpSettings, RedisLink,
     isolation::{DisabledDestinations, EndpointGate, WorkerRegistry},
 };
 use hookflow_kafka::{
@@ -432,8 +432,9 @@ async fn run_worker(
     registry.register().await;
     tokio::spawn(gate.clone().sweep(shutdown.clone()));
     tokio::spawn(registry.run(shutdown.clone()));
-    let disabled = Arc::new(DisabledDestinations::new(redis));
+    let disabled = Arc::new(DisabledDestinations::new(redis.clone()));
     let mut activities = DeliveryActivities::new(http, destinations, gate, disabled)
+        .with_memo(ActivityMemo::new(redis))
         .with_site_url(&settings.destinations.site_url);
     let outcomes = OutcomesPublishing::start(settings)?;
     if let Some(aggregator) = outcomes.aggregator() {

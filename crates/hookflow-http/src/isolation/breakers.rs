@@ -116,16 +116,31 @@ impl SharedBreakers {
             let fresh = entry
                 .synced_at
                 .is_some_and(|at| at.elapsed() < self.cache_ttl);
-            // A refusal until a future time holds whatever its age: nothing can close a
-            // breaker before its cooldown ends.
-            entry
-                .state
-                .peek(now)
-                .filter(|a| fresh || self.redis.is_none() || matches!(a, Admission::Deny { .. }))
+            // An open breaker's refusal holds whatever its copy's age: nothing ends a
+            // cooldown early. A half-open one's does not: another worker's probe may have
+            // closed it since, and refusing on until the probe's lease ends would keep this
+            // worker's deliveries back long after the endpoint recovered.
+            let holds = |a: &Admission| {
+                fresh
+                    || self.redis.is_none()
+                    || (matches!(a, Admission::Deny { .. }) && entry.state.phase == Phase::Open)
+            };
+            entry.state.peek(now).filter(holds)
         };
         if let Some(admission) = cached {
             return admission;
         }
+        self.admit_now(endpoint, policy, probe_lease).await
+    }
+
+    /// Asks `endpoint`'s breaker as it is now, past this process's copy (read from Redis
+    /// when shared), whether an attempt may go.
+    pub async fn admit_now(
+        &self,
+        endpoint: &EndpointKey,
+        policy: &BreakerPolicy,
+        probe_lease: Duration,
+    ) -> Admission {
         let lease_ms = probe_lease.as_millis() as u64;
         self.change(endpoint, policy, |state, now| state.admit(now, lease_ms))
             .await

@@ -6,9 +6,10 @@
 //! Any refusal is a [`Deferral`] returned at once: no request is made and no worker slot is
 //! held; the workflow waits on a durable timer and tries again. Of the deliveries an open
 //! breaker refuses, one per probe time comes back to probe; the others that can be woken
-//! (a [`Waiter`]) join the endpoint's [`BreakerWaiters`] and wait up to the breaker's
-//! longest cooldown: [`EndpointGate::leave`] reports the attempt's result to the breaker
-//! and, when that closed it, hands back the waiters for the caller to wake.
+//! (a [`Waiter`]) are parked on the endpoint ([`BreakerWaiters`]) and wait up to the
+//! breaker's longest cooldown: [`EndpointGate::leave`] reports the attempt's result to the
+//! breaker and, when that closed it, hands back the deliveries still parked for the caller
+//! to wake.
 //! [`EndpointGate::evict_idle`] (run by [`EndpointGate::sweep`]) drops what the gate keeps for endpoints not attempted lately,
 //! so memory follows the endpoints in use, not every endpoint ever seen.
 
@@ -35,7 +36,7 @@ use hookflow_core::{
 use hookflow_telemetry::names;
 pub use limiter::EndpointRateLimiter;
 use serde::Deserialize;
-pub use waiters::{BreakerWaiters, Wait};
+pub use waiters::{BreakerWaiters, STILL_PARKED_MARGIN};
 pub use workers::WorkerRegistry;
 
 use crate::redis_link::RedisLink;
@@ -232,8 +233,8 @@ impl EndpointGate {
     }
 
     /// Lets an attempt to `destination` through, or says how long to defer it. A `waiter`
-    /// refused by an open breaker is added to the endpoint's waiters and deferred past the
-    /// probe (see [`wait_for_close`]).
+    /// refused by an open breaker is parked on the endpoint and deferred past the probe
+    /// (see [`EndpointGate::refused`]).
     pub async fn enter(
         &self,
         destination: &Destination,
@@ -267,35 +268,71 @@ impl EndpointGate {
         }
         let lease = Duration::from_millis(destination.timeout_ms) + PROBE_LEASE_SLACK;
         let policy = destination.limits.breaker_over(&self.breaker);
-        match self.breakers.admit(endpoint, &policy, lease).await {
+        let admission = match self.breakers.admit(endpoint, &policy, lease).await {
             Admission::Deny { until_ms } => {
-                let probe_in = Duration::from_millis(until_ms.saturating_sub(breakers::now_ms()));
-                let wait = match waiter {
-                    Some(waiter)
-                        if self
-                            .waiters
-                            .wait(endpoint, until_ms, waiter.workflow_id)
-                            .await
-                            == Wait::ForClose =>
-                    {
-                        wait_for_close(probe_in, &policy, waiter.age_left)
-                    }
-                    _ => probe_in,
-                };
-                Err(deferred(DeferralReason::BreakerOpen, wait))
+                self.refused(endpoint, &policy, lease, until_ms, waiter)
+                    .await?
             }
-            admission => Ok(Pass {
-                admission,
-                policy,
-                _slot: slot,
-                _shared_slot: shared_slot,
-            }),
+            admission => admission,
+        };
+        Ok(Pass {
+            admission,
+            policy,
+            _slot: slot,
+            _shared_slot: shared_slot,
+        })
+    }
+
+    /// How a delivery refused by `endpoint`'s open breaker until `until_ms` waits. One that
+    /// can be woken (`waiter`) and is not this process's probe for that time is parked until
+    /// the breaker closes (see [`wait_for_close`]), unless that wait would outlast its age.
+    /// Parked, it asks the breaker again: a probe may have closed it (and taken the parked
+    /// deliveries) between the refusal and the parking, and nobody would wake it then; it
+    /// goes ahead with that admission instead.
+    async fn refused(
+        &self,
+        endpoint: &EndpointKey,
+        policy: &BreakerPolicy,
+        lease: Duration,
+        until_ms: u64,
+        waiter: Option<Waiter<'_>>,
+    ) -> Result<Admission, Deferral> {
+        let now = breakers::now_ms();
+        let probe_in = Duration::from_millis(until_ms.saturating_sub(now));
+        let refused = || deferred(DeferralReason::BreakerOpen, probe_in);
+        let Some(waiter) = waiter else {
+            return Err(refused());
+        };
+        let wait = wait_for_close(probe_in, policy, waiter.age_left);
+        // Parked and then giving up in the same workflow task, it would be signalled while
+        // it completes: only a wait it outlives, with a margin for the time the attempt
+        // itself takes, parks it.
+        let longest =
+            Duration::from_millis(Deferral::longest_breaker_wait_ms(wait.as_millis() as u64));
+        let outlives_age = longest + STILL_PARKED_MARGIN > waiter.age_left;
+        if outlives_age || self.waiters.claims_probe(endpoint, until_ms) {
+            return Err(refused());
+        }
+        let wake_at_ms = now + wait.as_millis() as u64;
+        if !self
+            .waiters
+            .park(endpoint, waiter.workflow_id, wake_at_ms)
+            .await
+        {
+            return Err(refused());
+        }
+        match self.breakers.admit_now(endpoint, policy, lease).await {
+            Admission::Deny { .. } => Err(deferred(DeferralReason::BreakerOpen, wait)),
+            admission => {
+                self.waiters.unpark(endpoint, waiter.workflow_id).await;
+                Ok(admission)
+            }
         }
     }
 
     /// Reports the result of an attempt that [`EndpointGate::enter`] let through. When it
-    /// closed the endpoint's breaker, the workflow ids of the deliveries waiting for that,
-    /// for the caller to wake; else none.
+    /// closed the endpoint's breaker, the workflow ids of the deliveries still parked for
+    /// that, for the caller to wake; else none.
     pub async fn leave(
         &self,
         destination: &Destination,
@@ -317,7 +354,8 @@ impl EndpointGate {
             .record(&destination.endpoint, &pass.policy, pass.admission, failed)
             .await;
         if closed {
-            self.waiters.take_all(&destination.endpoint).await
+            let now = breakers::now_ms();
+            self.waiters.take_parked(&destination.endpoint, now).await
         } else {
             Vec::new()
         }
@@ -366,11 +404,11 @@ impl EndpointGate {
 /// up to the breaker's longest cooldown, so an endpoint that stays down costs it one workflow
 /// task per longest cooldown rather than one per probe; never less than until the probe. The
 /// workflow adds a spread of up to half the wait, and the delivery must wake by itself
-/// within its maximum age, so the wait is at most two thirds of the age left (unless the
-/// probe is later still; the delivery then gives up, as it would have).
+/// within its maximum age (less [`STILL_PARKED_MARGIN`]), so the wait is at most two thirds
+/// of that (unless the probe is later still; the delivery then gives up, as it would have).
 fn wait_for_close(probe_in: Duration, policy: &BreakerPolicy, age_left: Duration) -> Duration {
     Duration::from_millis(policy.max_cooldown_ms)
-        .min(age_left * 2 / 3)
+        .min(age_left.saturating_sub(STILL_PARKED_MARGIN) * 2 / 3)
         .max(probe_in)
 }
 

@@ -1,21 +1,27 @@
-//! Deliveries waiting for an endpoint's breaker to close, so the one attempt that closes it
+//! Deliveries parked until an endpoint's breaker closes, so the one attempt that closes it
 //! can wake them, instead of each waking at every probe time to be refused again.
 //!
 //! Of the deliveries an open breaker refuses for one probe time, the first in this process
-//! comes back at that time to be the probe ([`Wait::ForProbe`]); the others are added to
-//! the endpoint's set ([`Wait::ForClose`]: in Redis as `<prefix>:breaker_waiters:<endpoint>`,
-//! a set of workflow ids, when Redis is configured; else in this process, as the breakers
-//! are). The attempt whose probe closes the breaker takes the whole set and its caller
-//! signals each workflow. A failed probe sets a new probe time, and the next refused
-//! delivery comes back for that one.
+//! comes back at that time to be the probe ([`BreakerWaiters::claims_probe`]); the others
+//! are parked ([`BreakerWaiters::park`]) with the time their own timer wakes them at the
+//! earliest: in Redis as the sorted set `<prefix>:breaker_parked:<endpoint>` (member: the
+//! workflow id, score: that time) when Redis is configured, else in this process, as the
+//! breakers are. The attempt whose probe closes the breaker takes the set and its caller
+//! signals each workflow ([`BreakerWaiters::take_parked`]).
 //!
-//! A delivery that cannot be added (Redis down) waits for the probe time, as every refused
-//! delivery once did. One that was added but never signalled (its closer died before
-//! signalling, or it was added in the instant the set was taken) wakes on its own fallback
-//! timer: nothing waits forever.
+//! Only deliveries still parked are taken: a signal that reaches a workflow while it is in
+//! the workflow task that completes it makes Temporal refuse that completion, and the task
+//! runs again (its attempt with it). A delivery whose own timer is due within
+//! [`STILL_PARKED_MARGIN`] (or has fired: it left its wait, to probe or to be let through)
+//! is not signalled; it wakes by itself. A delivery parked and then let through at once (the
+//! breaker closed while it parked) takes itself out ([`BreakerWaiters::unpark`]).
+//!
+//! A delivery that cannot be parked (Redis down) waits for the probe time, as every refused
+//! delivery once did. One that was parked but never signalled (its closer died before
+//! signalling) wakes on its own fallback timer: nothing waits forever.
 
 use std::{
-    collections::{HashMap, HashSet},
+    collections::HashMap,
     sync::Mutex,
     time::{Duration, Instant},
 };
@@ -29,32 +35,28 @@ use crate::redis_link::RedisLink;
 /// every waiter has woken by itself.
 const SET_TTL: Duration = Duration::from_secs(24 * 3_600);
 
-/// Returns the members of `KEYS[1]` and deletes it, in one step, so a waiter is taken once.
+/// A parked delivery whose own timer is due sooner than this is left to it: it may be in
+/// the workflow task that completes it by the time a signal arrives. Covers clock skew
+/// between workers and the time from parking to the timer's start.
+pub const STILL_PARKED_MARGIN: Duration = Duration::from_secs(2);
+
+/// Returns the members of `KEYS[1]` scored above `ARGV[1]` (an exclusive bound) and deletes
+/// the set, in one step, so a waiter is taken once.
 const TAKE_SCRIPT: &str = r#"
-local members = redis.call('SMEMBERS', KEYS[1])
+local members = redis.call('ZRANGEBYSCORE', KEYS[1], ARGV[1], '+inf')
 redis.call('DEL', KEYS[1])
 return members
 "#;
 
 /// What this process keeps of one endpoint: which probe time a delivery already comes back
-/// for, and the waiters when they are not in Redis.
+/// for, and the parked deliveries (workflow id → earliest wake) when they are not in Redis.
 struct LocalEndpoint {
     probe_claimed_for_ms: u64,
-    workflow_ids: HashSet<String>,
+    parked: HashMap<String, u64>,
     last_used: Instant,
 }
 
-/// How a delivery refused by an open breaker waits.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Wait {
-    /// Until the probe time: it comes back to probe (the first refused for that time in this
-    /// process), or it could not be added to the waiters.
-    ForProbe,
-    /// Until the breaker closes (a signal wakes it): it was added to the waiters.
-    ForClose,
-}
-
-/// The waiters of every endpoint, shared through Redis when configured.
+/// The parked deliveries of every endpoint, shared through Redis when configured.
 pub struct BreakerWaiters {
     redis: Option<RedisLink>,
     take: Script,
@@ -71,54 +73,37 @@ impl BreakerWaiters {
         }
     }
 
-    /// How the delivery `workflow_id`, refused by `endpoint`'s breaker until
-    /// `probe_at_ms`, waits; it is added to the waiters unless it is to probe.
-    pub async fn wait(&self, endpoint: &EndpointKey, probe_at_ms: u64, workflow_id: &str) -> Wait {
-        let redis = {
-            let mut local = self.local.lock_unpoisoned();
-            let entry = local
-                .entry(endpoint.clone())
-                .or_insert_with(|| LocalEndpoint {
-                    probe_claimed_for_ms: 0,
-                    workflow_ids: HashSet::new(),
-                    last_used: Instant::now(),
-                });
-            entry.last_used = Instant::now();
-            if entry.probe_claimed_for_ms != probe_at_ms {
-                entry.probe_claimed_for_ms = probe_at_ms;
-                return Wait::ForProbe;
-            }
-            match &self.redis {
-                Some(redis) => redis,
-                None => {
-                    entry.workflow_ids.insert(workflow_id.to_owned());
-                    return Wait::ForClose;
-                }
-            }
-        };
-        if self.add_shared(redis, endpoint, workflow_id).await {
-            Wait::ForClose
-        } else {
-            Wait::ForProbe
+    /// Whether a delivery refused by `endpoint`'s breaker until `probe_at_ms` is the first
+    /// refused for that probe time in this process: it comes back then, to probe, and is
+    /// not parked.
+    pub fn claims_probe(&self, endpoint: &EndpointKey, probe_at_ms: u64) -> bool {
+        let mut local = self.local.lock_unpoisoned();
+        let entry = local_entry(&mut local, endpoint);
+        if entry.probe_claimed_for_ms == probe_at_ms {
+            return false;
         }
+        entry.probe_claimed_for_ms = probe_at_ms;
+        true
     }
 
-    /// Adds `workflow_id` to the waiters of `endpoint` in Redis; `false` when it could not
-    /// be added, so nobody would wake it.
-    async fn add_shared(
-        &self,
-        redis: &RedisLink,
-        endpoint: &EndpointKey,
-        workflow_id: &str,
-    ) -> bool {
+    /// Parks delivery `workflow_id` on `endpoint` until the breaker closes; its own timer
+    /// wakes it at `wake_at_ms` at the earliest. `false` when it could not be parked, so
+    /// nobody would wake it.
+    pub async fn park(&self, endpoint: &EndpointKey, workflow_id: &str, wake_at_ms: u64) -> bool {
+        let Some(redis) = &self.redis else {
+            let mut local = self.local.lock_unpoisoned();
+            let entry = local_entry(&mut local, endpoint);
+            entry.parked.insert(workflow_id.to_owned(), wake_at_ms);
+            return true;
+        };
         let key = self.key(redis, endpoint);
         let added = redis
             .run(|mut c| {
-                let (key, id) = (key.clone(), workflow_id.to_owned());
+                let id = workflow_id.to_owned();
                 async move {
                     redis::pipe()
                         .atomic()
-                        .sadd(&key, id)
+                        .zadd(&key, id, wake_at_ms)
                         .ignore()
                         .pexpire(&key, SET_TTL.as_millis() as i64)
                         .ignore()
@@ -130,24 +115,60 @@ impl BreakerWaiters {
         match added {
             Ok(()) => true,
             Err(error) => {
-                tracing::debug!(%error, endpoint = %endpoint, "breaker waiter not added");
+                tracing::debug!(%error, endpoint = %endpoint, "breaker waiter not parked");
                 false
             }
         }
     }
 
-    /// Takes every waiter of `endpoint` (each is taken once); empty when none, or when Redis
-    /// cannot be reached (they wake by their own timers then).
-    pub async fn take_all(&self, endpoint: &EndpointKey) -> Vec<String> {
+    /// Takes `workflow_id` out of `endpoint`'s parked deliveries: it goes ahead after all.
+    /// Best effort: left in Redis, it is not signalled once its own timer is near.
+    pub async fn unpark(&self, endpoint: &EndpointKey, workflow_id: &str) {
+        let Some(redis) = &self.redis else {
+            if let Some(entry) = self.local.lock_unpoisoned().get_mut(endpoint) {
+                entry.parked.remove(workflow_id);
+            }
+            return;
+        };
+        let key = self.key(redis, endpoint);
+        let removed = redis
+            .run(|mut c| {
+                let id = workflow_id.to_owned();
+                async move {
+                    redis::cmd("ZREM")
+                        .arg(key)
+                        .arg(id)
+                        .query_async::<i64>(&mut c)
+                        .await
+                }
+            })
+            .await;
+        if let Err(error) = removed {
+            tracing::debug!(%error, endpoint = %endpoint, "breaker waiter not unparked");
+        }
+    }
+
+    /// Takes every delivery parked on `endpoint` (each is taken once) and returns those
+    /// still parked at `now_ms` (their own timer not due within [`STILL_PARKED_MARGIN`]):
+    /// the ones to wake. Empty when none, or when Redis cannot be reached (they wake by
+    /// their own timers then).
+    pub async fn take_parked(&self, endpoint: &EndpointKey, now_ms: u64) -> Vec<String> {
+        let still_parked_after = now_ms + STILL_PARKED_MARGIN.as_millis() as u64;
         let Some(redis) = &self.redis else {
             let mut local = self.local.lock_unpoisoned();
             let taken = local
                 .get_mut(endpoint)
-                .map(|e| std::mem::take(&mut e.workflow_ids));
-            return taken.map_or_else(Vec::new, |ids| ids.into_iter().collect());
+                .map(|e| std::mem::take(&mut e.parked))
+                .unwrap_or_default();
+            return taken
+                .into_iter()
+                .filter(|(_, wake_at)| *wake_at > still_parked_after)
+                .map(|(id, _)| id)
+                .collect();
         };
         let key = self.key(redis, endpoint);
-        let invocation = self.take.key(&key);
+        let mut invocation = self.take.key(&key);
+        invocation.arg(format!("({still_parked_after}"));
         let taken = redis
             .run(|mut c| async move { invocation.invoke_async::<Vec<String>>(&mut c).await })
             .await;
@@ -167,8 +188,24 @@ impl BreakerWaiters {
     }
 
     fn key(&self, redis: &RedisLink, endpoint: &EndpointKey) -> String {
-        redis.key(&["breaker_waiters", endpoint.as_str()])
+        redis.key(&["breaker_parked", endpoint.as_str()])
     }
+}
+
+/// `endpoint`'s entry, marked used now.
+fn local_entry<'a>(
+    local: &'a mut HashMap<EndpointKey, LocalEndpoint>,
+    endpoint: &EndpointKey,
+) -> &'a mut LocalEndpoint {
+    let entry = local
+        .entry(endpoint.clone())
+        .or_insert_with(|| LocalEndpoint {
+            probe_claimed_for_ms: 0,
+            parked: HashMap::new(),
+            last_used: Instant::now(),
+        });
+    entry.last_used = Instant::now();
+    entry
 }
 
 #[cfg(test)]
@@ -180,36 +217,46 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn the_first_refused_for_a_probe_time_probes_the_rest_wait_and_are_taken_once() {
+    async fn the_first_refused_for_a_probe_time_probes_and_the_parked_are_taken_once() {
         let waiters = BreakerWaiters::new(None);
         let (a, b) = (key("a"), key("b"));
-        assert_eq!(waiters.wait(&a, 5_000, "d:1").await, Wait::ForProbe);
-        assert_eq!(waiters.wait(&a, 5_000, "d:2").await, Wait::ForClose);
-        assert_eq!(waiters.wait(&a, 5_000, "d:3").await, Wait::ForClose);
-        assert_eq!(
-            waiters.wait(&a, 5_000, "d:3").await,
-            Wait::ForClose,
-            "woken once"
-        );
-        assert_eq!(
-            waiters.wait(&b, 5_000, "e:1").await,
-            Wait::ForProbe,
-            "per endpoint"
-        );
-        assert_eq!(waiters.wait(&b, 5_000, "e:2").await, Wait::ForClose);
+        assert!(waiters.claims_probe(&a, 5_000));
+        assert!(!waiters.claims_probe(&a, 5_000));
+        assert!(waiters.claims_probe(&b, 5_000), "per endpoint");
+        for id in ["d:2", "d:3", "d:3"] {
+            assert!(waiters.park(&a, id, 60_000).await);
+        }
+        assert!(waiters.park(&b, "e:2", 60_000).await);
         // The probe failed: a new probe time, and the next refused comes back for it.
-        assert_eq!(waiters.wait(&a, 15_000, "d:4").await, Wait::ForProbe);
-        let mut taken = waiters.take_all(&a).await;
+        assert!(waiters.claims_probe(&a, 15_000));
+        let mut taken = waiters.take_parked(&a, 10_000).await;
         taken.sort();
-        assert_eq!(taken, ["d:2", "d:3"]);
-        assert!(waiters.take_all(&a).await.is_empty());
-        assert_eq!(waiters.take_all(&b).await, ["e:2"]);
+        assert_eq!(taken, ["d:2", "d:3"], "each once");
+        assert!(waiters.take_parked(&a, 10_000).await.is_empty());
+        assert_eq!(waiters.take_parked(&b, 10_000).await, ["e:2"]);
+    }
+
+    #[tokio::test]
+    async fn deliveries_whose_timer_is_due_or_that_went_ahead_are_not_woken() {
+        let waiters = BreakerWaiters::new(None);
+        let a = key("a");
+        let now = 100_000;
+        let margin = STILL_PARKED_MARGIN.as_millis() as u64;
+        // Its timer fired: it came back, probed and closed the breaker itself.
+        assert!(waiters.park(&a, "probe", now - 1_000).await);
+        // Its timer fires within the margin: it may be completing by the signal's arrival.
+        assert!(waiters.park(&a, "due", now + margin).await);
+        assert!(waiters.park(&a, "parked", now + margin + 1).await);
+        // Parked, then let through by the re-check.
+        assert!(waiters.park(&a, "went-ahead", now + 60_000).await);
+        waiters.unpark(&a, "went-ahead").await;
+        assert_eq!(waiters.take_parked(&a, now).await, ["parked"]);
     }
 
     #[tokio::test]
     async fn idle_endpoints_are_dropped() {
         let waiters = BreakerWaiters::new(None);
-        waiters.wait(&key("a"), 5_000, "d:1").await;
+        waiters.park(&key("a"), "d:1", 5_000).await;
         assert_eq!(waiters.evict_idle(Duration::from_secs(60)), 1);
         assert_eq!(waiters.evict_idle(Duration::ZERO), 0);
     }
