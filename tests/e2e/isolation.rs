@@ -362,16 +362,19 @@ async fn gone_disables_the_destination_until_an_operator_enables_it() {
     );
     let (ok, listed) = s.deployment.command(&["destinations", "disabled"]);
     assert!(
-        ok && listed.starts_with("gone\t") && listed.contains("410 Gone"),
+        ok && listed.starts_with(&format!("{}\tgone\t-\t", s.team)) && listed.contains("410 Gone"),
         "{listed}"
     );
 
     s.receiver.script("gone", vec![Answer::Status(200, None)]);
-    let (ok, said) = s.deployment.command(&["destinations", "enable", "gone"]);
+    let team = s.team.to_string();
+    let (ok, said) = s
+        .deployment
+        .command(&["destinations", "enable", "--team", &team, "gone"]);
     assert!(ok, "{said}");
     assert_eq!(
         said.trim(),
-        "gone enabled: its deliveries are attempted again"
+        format!("team {team}'s gone enabled: its deliveries are attempted again")
     );
     // Workers re-read the registry every 2 s.
     tokio::time::sleep(Duration::from_secs(3)).await;
@@ -379,4 +382,45 @@ async fn gone_disables_the_destination_until_an_operator_enables_it() {
     let result = temporal::result(&s.temporal, &format!("gone:{}", third[0])).await;
     assert_eq!(result.outcome, DeliveryOutcome::Delivered);
     assert_eq!(s.receiver.received_on("gone").len(), 2);
+}
+
+/// The 410 block names the destination by team, id and uid: the same team's destination
+/// deleted and created again under its id (a new uid) is delivered to.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_410_disables_that_destination_only_not_a_recreated_one() {
+    let mut s = Scenario::new().await;
+    let (base, token) = s.deployment.admin_api();
+    let _process = s.deployment.start();
+    let api = hookflow_e2e::admin::AdminApi::new(base, token);
+    let collection = format!("/v1/teams/{}/destinations", s.team);
+    api.wait_until_serving(&collection).await;
+    s.receiver.script("d-1", vec![Answer::Status(410, None)]);
+    let spec = serde_json::json!({"id": "d-1", "url": s.receiver.url("d-1")});
+    let (status, body) = api.call("POST", &collection, Some(spec.clone())).await;
+    assert_eq!(status, 201, "{body}");
+    // Let the consumer see it before the events arrive.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let delivery = |uuid: uuid::Uuid| format!("d-1:{uuid}");
+    let gone = temporal::result(&s.temporal, &delivery(s.produce_events(1).await[0])).await;
+    assert_eq!(gone.last_status, Some(410));
+    let blocked = temporal::result(&s.temporal, &delivery(s.produce_events(1).await[0])).await;
+    assert_eq!(blocked.outcome, DeliveryOutcome::DestinationDisabled);
+
+    let (status, _) = api.call("DELETE", &format!("{collection}/d-1"), None).await;
+    assert_eq!(status, 204);
+    s.receiver.script("d-1", vec![Answer::Status(200, None)]);
+    let (status, body) = api.call("POST", &collection, Some(spec)).await;
+    assert_eq!(status, 201, "{body}");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let recreated = temporal::result(&s.temporal, &delivery(s.produce_events(1).await[0])).await;
+    assert_eq!(
+        recreated.outcome,
+        DeliveryOutcome::Delivered,
+        "{recreated:?}"
+    );
+    assert_eq!(
+        s.receiver.received_on("d-1").len(),
+        2,
+        "the 410 and the new one"
+    );
 }

@@ -144,7 +144,7 @@ impl DeliveryActivities {
                 return AttemptStep::DestinationDisabled(reason.clone());
             }
         }
-        if let Some(disabled) = self.disabled.check(&destination.id).await {
+        if let Some(disabled) = self.disabled.check(&destination).await {
             return AttemptStep::DestinationDisabled(disabled.reason);
         }
         let timestamp = chrono::Utc::now().timestamp();
@@ -185,7 +185,7 @@ impl DeliveryActivities {
                 "the endpoint answered 410 Gone to delivery {}",
                 delivery.delivery_id
             );
-            self.disabled.disable(&destination.id, reason).await;
+            self.disabled.disable(&destination, reason).await;
         }
         AttemptStep::Attempted(report)
     }

@@ -71,6 +71,9 @@ enum DestinationsCommand {
     Disabled,
     /// Re-enable a destination disabled after 410 Gone; its endpoint is attempted again.
     Enable {
+        /// The team whose destination it is.
+        #[arg(long)]
+        team: i64,
         /// The destination's id.
         id: String,
     },
@@ -145,15 +148,17 @@ async fn destinations(settings: &Settings, command: DestinationsCommand) -> anyh
             if disabled.is_empty() {
                 println!("no destination is disabled");
             }
-            for (id, disablement) in disabled {
-                println!("{id}\t{}\t{}", disablement.at, disablement.reason);
+            // <team>:<id>:<uid> (`-` without a uid), tab-separated.
+            for (key, disablement) in disabled {
+                let columns = key.replace(':', "\t");
+                println!("{columns}\t{}\t{}", disablement.at, disablement.reason);
             }
         }
-        DestinationsCommand::Enable { id } => {
-            if registry.enable(&id).await? {
-                println!("{id} enabled: its deliveries are attempted again");
+        DestinationsCommand::Enable { team, id } => {
+            if registry.enable(team, &id).await? {
+                println!("team {team}'s {id} enabled: its deliveries are attempted again");
             } else {
-                println!("{id} was not disabled");
+                println!("team {team}'s {id} was not disabled");
             }
         }
     }

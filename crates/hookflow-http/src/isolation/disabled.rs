@@ -1,7 +1,13 @@
 //! Destinations disabled because their endpoint answered 410 Gone: recorded with the
-//! reason in a Redis hash (`<prefix>:disabled`, field = destination id, value = JSON) that
-//! every worker reads, so no worker attempts them again until an operator re-enables them
-//! (`hookflow destinations enable <id>`).
+//! reason in a Redis hash (`<prefix>:disabled`, field = `<team>:<id>:<uid>`, value = JSON)
+//! that every worker reads, so no worker attempts them again until an operator re-enables
+//! them (`hookflow destinations enable --team T <id>`).
+//!
+//! An entry names the destination by team, id and uid ([`disabled_key`]): ids are freed on
+//! delete and taken again by any team, so a new destination under a disabled one's id (of
+//! another team, or the same team's, recreated with a new uid) is not disabled with it; the
+//! old entry is orphaned. A destination without a uid (the file store) is named by team and
+//! id alone.
 //!
 //! Each worker keeps a copy refreshed every few seconds. A disable that cannot be written
 //! (Redis down) stays in this process and is written when Redis is back.
@@ -12,7 +18,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use hookflow_core::sync::LockUnpoisoned;
+use hookflow_core::{Destination, sync::LockUnpoisoned};
 use hookflow_telemetry::names;
 use serde::{Deserialize, Serialize};
 
@@ -28,6 +34,16 @@ pub struct Disablement {
     pub reason: String,
     /// When, RFC 3339.
     pub at: String,
+}
+
+/// The registry's name of `destination`: `<team>:<id>:<uid>` (`-` for no uid).
+pub fn disabled_key(destination: &Destination) -> String {
+    format!(
+        "{}:{}:{}",
+        destination.team_id,
+        destination.id,
+        destination.uid.as_deref().unwrap_or("-")
+    )
 }
 
 /// This process's view of the disabled set: what Redis said at the last refresh, and
@@ -61,7 +77,7 @@ impl DisabledDestinations {
     }
 
     /// Why `destination` is disabled, or `None` when it is not.
-    pub async fn check(&self, destination: &str) -> Option<Disablement> {
+    pub async fn check(&self, destination: &Destination) -> Option<Disablement> {
         let stale = self
             .lock()
             .refreshed_at
@@ -69,50 +85,69 @@ impl DisabledDestinations {
         if stale {
             self.refresh().await;
         }
-        self.lock().disabled.get(destination).cloned()
+        self.lock()
+            .disabled
+            .get(&disabled_key(destination))
+            .cloned()
     }
 
     /// Disables `destination` for `reason`.
-    pub async fn disable(&self, destination: &str, reason: String) {
+    pub async fn disable(&self, destination: &Destination, reason: String) {
         let disablement = Disablement {
             reason,
             at: chrono::Utc::now().to_rfc3339(),
         };
         metrics::counter!(names::DESTINATIONS_DISABLED).increment(1);
-        tracing::warn!(destination, reason = %disablement.reason, "destination disabled; re-enable with `hookflow destinations enable`");
+        tracing::warn!(team_id = destination.team_id, destination = %destination.id, reason = %disablement.reason, "destination disabled; re-enable with `hookflow destinations enable`");
+        let key = disabled_key(destination);
         {
             let mut view = self.lock();
-            view.disabled
-                .insert(destination.to_owned(), disablement.clone());
-            view.unwritten.insert(destination.to_owned(), disablement);
+            view.disabled.insert(key.clone(), disablement.clone());
+            view.unwritten.insert(key, disablement);
         }
         self.refresh().await;
     }
 
-    /// Re-enables `destination`; whether it was disabled.
-    pub async fn enable(&self, destination: &str) -> Result<bool, LinkError> {
-        self.lock().unwritten.remove(destination);
-        let removed = match &self.redis {
-            Some(redis) => {
-                let (key, field) = (self.key.clone(), destination.to_owned());
-                redis
-                    .run(|mut c| async move {
-                        redis::cmd("HDEL")
-                            .arg(key)
-                            .arg(field)
-                            .query_async::<i64>(&mut c)
-                            .await
-                    })
-                    .await?
-                    > 0
-            }
-            None => false,
-        };
-        let local = self.lock().disabled.remove(destination).is_some();
-        Ok(removed || local)
+    /// Re-enables team `team_id`'s destination `id` (whatever its uid); whether it was
+    /// disabled.
+    pub async fn enable(&self, team_id: i64, id: &str) -> Result<bool, LinkError> {
+        let prefix = format!("{team_id}:{id}:");
+        let mut fields: Vec<String> = self
+            .list()
+            .await?
+            .into_keys()
+            .filter(|key| key.starts_with(&prefix))
+            .collect();
+        {
+            let mut view = self.lock();
+            view.unwritten.retain(|key, _| !key.starts_with(&prefix));
+            fields.extend(
+                view.disabled
+                    .keys()
+                    .filter(|k| k.starts_with(&prefix))
+                    .cloned(),
+            );
+            view.disabled.retain(|key, _| !key.starts_with(&prefix));
+        }
+        fields.sort();
+        fields.dedup();
+        if let (Some(redis), false) = (&self.redis, fields.is_empty()) {
+            let key = self.key.clone();
+            let removed = fields.clone();
+            redis
+                .run(|mut c| async move {
+                    redis::cmd("HDEL")
+                        .arg(key)
+                        .arg(removed)
+                        .query_async::<i64>(&mut c)
+                        .await
+                })
+                .await?;
+        }
+        Ok(!fields.is_empty())
     }
 
-    /// Every disabled destination, read from Redis.
+    /// Every disabled destination (by [`disabled_key`]), read from Redis.
     pub async fn list(&self) -> Result<HashMap<String, Disablement>, LinkError> {
         self.refresh_from_redis().await?;
         Ok(self.lock().disabled.clone())
@@ -173,5 +208,37 @@ impl DisabledDestinations {
 
     fn lock(&self) -> std::sync::MutexGuard<'_, LocalView> {
         self.view.lock_unpoisoned()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use hookflow_core::{DestinationSpec, ValidationRules};
+
+    use super::*;
+
+    fn destination(team_id: i64, uid: Option<&str>) -> Destination {
+        let spec: DestinationSpec = serde_json::from_value(serde_json::json!({
+            "id": "d-1", "team_id": team_id, "url": "https://hooks.example.com/d-1", "uid": uid,
+        }))
+        .expect("spec");
+        spec.validate_one(&ValidationRules::default())
+            .expect("valid")
+    }
+
+    #[tokio::test]
+    async fn a_disablement_is_of_one_teams_destination_with_one_uid() {
+        let registry = DisabledDestinations::new(None);
+        let uid = "0190f3a4-0000-7000-8000-0000000000aa";
+        let gone = destination(1, Some(uid));
+        registry.disable(&gone, "410".into()).await;
+        assert!(registry.check(&gone).await.is_some());
+        let other_team = destination(2, Some(uid));
+        assert!(registry.check(&other_team).await.is_none());
+        let recreated = destination(1, Some("0190f3a4-0000-7000-8000-0000000000bb"));
+        assert!(registry.check(&recreated).await.is_none());
+        assert!(!registry.enable(2, "d-1").await.expect("enable"));
+        assert!(registry.enable(1, "d-1").await.expect("enable"));
+        assert!(registry.check(&gone).await.is_none());
     }
 }

@@ -27,7 +27,7 @@ use std::{
 
 pub use breakers::SharedBreakers;
 pub use bulkhead::{Bulkheads, Slot};
-pub use disabled::{DisabledDestinations, Disablement};
+pub use disabled::{DisabledDestinations, Disablement, disabled_key};
 use hookflow_core::{
     AttemptReport, AttemptVerdict, Deferral, DeferralReason, Destination, EndpointKey,
     EndpointLimits, EndpointStanding, FieldError, SharedHosts, Standing,
