@@ -571,6 +571,43 @@ async fn a_replay_up_to_now_reads_every_event_produced_in_batches() {
     drop(process);
 }
 
+/// A job's progress is its team's: two teams' jobs of one id each read the whole range.
+#[tokio::test(flavor = "multi_thread")]
+async fn two_teams_jobs_of_one_id_keep_their_own_progress() {
+    let mut s = Scenario::with_partitions(2).await;
+    let other_team = hookflow_e2e::unique_team();
+    let start = chrono::Utc::now();
+    let mut expected = BTreeSet::new();
+    for (team, destination) in [(s.team, "backfill-a"), (other_team, "backfill-b")] {
+        let past: Vec<(uuid::Uuid, Value)> = (0..5)
+            .map(|_| events::event(team, &[(2, "Past")]))
+            .collect();
+        s.produce(&past.iter().map(|(_, e)| e).collect::<Vec<_>>())
+            .await;
+        expected.extend(past.iter().map(|(uuid, _)| format!("{destination}:{uuid}")));
+    }
+    let url = s.receiver.url("backfill");
+    s.deployment
+        .destination("backfill-a", s.team, &url, "actions = [2]")
+        .destination("backfill-b", other_team, &url, "actions = [2]");
+    let process = s.deployment.start();
+    let since = since(start);
+    for team in [s.team, other_team] {
+        let team = team.to_string();
+        let args = ["--team", &team, "--since", &since, "--job", "backfill"];
+        let counts = counts(&replay(&s, &args));
+        assert_eq!(counts, [10, 5, 5, 0, 0, 0], "team {team}'s job");
+    }
+    eventually(
+        Duration::from_secs(60),
+        "both teams' deliveries",
+        || async { (s.receiver.distinct_deliveries_on("backfill") == 10).then_some(()) },
+    )
+    .await;
+    assert_eq!(webhook_ids(&s.receiver.received_on("backfill")), expected);
+    drop(process);
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_replay_job_outlives_its_admin_process_and_resumes_once_started_again() {
     let mut s = Scenario::with_partitions(1).await;
