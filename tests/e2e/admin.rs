@@ -113,10 +113,14 @@ async fn destinations_are_managed_through_the_api() {
         )
         .await;
     assert_eq!(status, 202, "{redelivery}");
-    let workflow_id = redelivery["workflow_id"]
-        .as_str()
-        .expect("workflow id")
-        .to_owned();
+    let workflow_id = format!("api-1:{first}");
+    assert_eq!(
+        redelivery["workflow_id"],
+        workflow_id.as_str(),
+        "the same id"
+    );
+    let runs = temporal::closed_runs(&s.temporal, &workflow_id).await;
+    assert_eq!(runs.len(), 2, "a new run of the same delivery");
     let again = temporal::result(&s.temporal, &workflow_id).await;
     assert_eq!(again.outcome, DeliveryOutcome::Delivered);
     let requests = s.receiver.received_on("api");

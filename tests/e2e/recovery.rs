@@ -410,6 +410,115 @@ async fn failed_deliveries_are_listed_by_outcome_and_redelivered_in_bulk_once() 
     drop(process);
 }
 
+/// Whatever mix of single and bulk redeliveries an operator sends, one delivery has at most
+/// one attempt chain: a redelivery of a running one is refused, a bulk one after a single
+/// one re-runs it once; a run that timed out without an outcome is found by a bulk
+/// redelivery; a disabled destination's deliveries are not redelivered until it is enabled.
+#[tokio::test(flavor = "multi_thread")]
+async fn one_delivery_has_one_attempt_chain_whatever_the_redeliveries() {
+    use hookflow_core::{ActionMatchedEvent, DeliveryInput};
+    use hookflow_temporal::workflow::DeliveryWorkflow;
+    use temporalio_client::WorkflowStartOptions;
+
+    let mut s = Scenario::new().await;
+    let (base, token) = s.deployment.admin_api();
+    let process = s.deployment.start();
+    let api = AdminApi::new(base, token);
+    let collection = format!("/v1/teams/{}/destinations", s.team);
+    api.wait_until_serving(&collection).await;
+    s.receiver.script("chain", vec![Answer::Status(503, None)]);
+    let spec = json!({
+        "id": "chain", "url": s.receiver.url("chain"), "max_age_ms": 3000,
+        "breaker_min_attempts": 1000,
+    });
+    assert_eq!(
+        api.call("POST", &collection, Some(spec.clone())).await.0,
+        201
+    );
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let uuid = s.produce_events(1).await[0];
+    let id = format!("chain:{uuid}");
+    assert_eq!(
+        temporal::result(&s.temporal, &id).await.outcome,
+        DeliveryOutcome::GaveUp
+    );
+
+    // A single redelivery, and a second one while it runs: refused.
+    let single = format!("{collection}/chain/deliveries/{uuid}/redeliver");
+    let (status, body) = api.call("POST", &single, None).await;
+    assert_eq!((status, &body["workflow_id"]), (202, &json!(id)), "{body}");
+    let (status, body) = api.call("POST", &single, None).await;
+    assert_eq!(status, 409, "{body}");
+    let runs = eventually(Duration::from_secs(30), "the re-run to give up", || async {
+        let runs = temporal::closed_runs(&s.temporal, &id).await;
+        (runs.len() == 2).then_some(runs)
+    })
+    .await;
+    assert_eq!(runs.len(), 2);
+
+    // A run that timed out before it had an outcome (an execution timeout, say).
+    let (timed_out_uuid, event) = events::event(s.team, &[(1, "Any")]);
+    let event = ActionMatchedEvent::from_json(event.to_string().as_bytes()).expect("event");
+    let input = DeliveryInput::new("chain", event.clone(), event.matched_actions.clone());
+    let timed_out = input.delivery_id.to_string();
+    let options = WorkflowStartOptions::new(s.deployment.task_queue.clone(), timed_out.clone())
+        .execution_timeout(Duration::from_secs(1))
+        .search_attributes(hookflow_temporal::search_attributes::for_delivery(&input))
+        .build();
+    s.temporal
+        .start_workflow(DeliveryWorkflow::run, input, options)
+        .await
+        .expect("start");
+    eventually(Duration::from_secs(30), "the run to time out", || async {
+        let runs = temporal::runs(&s.temporal, &timed_out).await;
+        runs.iter()
+            .any(|r| r.status == temporalio_client::WorkflowExecutionStatus::TimedOut)
+            .then_some(())
+    })
+    .await;
+
+    // Bulk, after the single: each delivery re-run once.
+    let bulk = format!("{collection}/chain/redeliver");
+    let counted = eventually(Duration::from_secs(20), "both found", || async {
+        let (status, counts) = api.call("POST", &bulk, Some(json!({}))).await;
+        assert_eq!(status, 200, "{counts}");
+        (counts["matched"] == 2).then_some(counts)
+    })
+    .await;
+    assert_eq!(counted["started"], 2, "{counted}");
+    for (delivery, runs) in [(&id, 3), (&timed_out, 2)] {
+        eventually(Duration::from_secs(30), "the bulk re-runs", || async {
+            (temporal::closed_runs(&s.temporal, delivery).await.len() == runs).then_some(())
+        })
+        .await;
+    }
+    let webhook_ids = webhook_ids(&s.receiver.received_on("chain"));
+    assert_eq!(
+        webhook_ids,
+        BTreeSet::from([id.clone(), format!("chain:{timed_out_uuid}")])
+    );
+
+    // Disabled: neither redelivery goes out until it is enabled.
+    let mut disabled = spec;
+    disabled["state"] = json!("disabled");
+    disabled["disabled_reason"] = json!("the team asked");
+    let (status, body) = api
+        .call("PUT", &format!("{collection}/chain"), Some(disabled))
+        .await;
+    assert_eq!(status, 200, "{body}");
+    for (path, body) in [(&bulk, Some(json!({}))), (&single, None)] {
+        let (status, answer) = api.call("POST", path, body).await;
+        assert_eq!(status, 409, "{path}: {answer}");
+        assert!(
+            answer["error"]
+                .as_str()
+                .is_some_and(|e| e.contains("disabled")),
+            "{answer}"
+        );
+    }
+    drop(process);
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn live_deliveries_keep_flowing_during_a_replay_of_1000_events() {
     let mut s = Scenario::with_partitions(1).await;

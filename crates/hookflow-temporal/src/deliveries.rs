@@ -1,19 +1,16 @@
 //! The deliveries of a destination as Temporal sees them, for the admin API: paged through
 //! visibility on hookflow's search attributes (filtered by outcome and start time), one
-//! looked up by event uuid, one delivered again, and every pending one cancelled or
-//! terminated.
+//! looked up by event uuid, and every pending one cancelled or terminated. Running one
+//! again is [`crate::recovery`]'s.
 
 use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD as BASE64};
 use chrono::{DateTime, Utc};
 use futures::StreamExt;
-use hookflow_core::{
-    DeliveryDefaults, DeliveryId, DeliveryInput, DeliveryOutcome, DeliveryResult, Destination,
-};
+use hookflow_core::{DeliveryId, DeliveryInput, DeliveryOutcome, DeliveryResult};
 use serde::Serialize;
 use temporalio_client::{
     Client, NamespacedClient, WorkflowCancelOptions, WorkflowExecutionInfo,
-    WorkflowExecutionStatus, WorkflowHandle, WorkflowListOptions, WorkflowStartOptions,
-    WorkflowTerminateOptions,
+    WorkflowExecutionStatus, WorkflowHandle, WorkflowListOptions, WorkflowTerminateOptions,
     errors::{WorkflowGetResultError, WorkflowInteractionError},
     tonic::{Code, IntoRequest},
 };
@@ -63,6 +60,10 @@ pub struct DeliveryFilter {
     pub since: Option<DateTime<Utc>>,
     /// Only runs started before this time.
     pub until: Option<DateTime<Utc>>,
+    /// Also runs that failed or timed out without an outcome (a workflow that failed by a
+    /// bug, or ran past its execution timeout): what a bulk redelivery re-runs besides the
+    /// failed outcomes.
+    pub or_ended_without_outcome: bool,
 }
 
 impl DeliveryFilter {
@@ -76,11 +77,18 @@ impl DeliveryFilter {
                 .iter()
                 .map(|o| format!("'{}'", o.as_str()))
                 .collect();
-            query.push_str(&format!(
-                " AND {} IN ({})",
+            let with_outcome = format!(
+                "{} IN ({})",
                 search_attributes::OUTCOME.name(),
                 outcomes.join(", ")
-            ));
+            );
+            if self.or_ended_without_outcome {
+                query.push_str(&format!(
+                    " AND ({with_outcome} OR ExecutionStatus IN ('Failed', 'TimedOut'))"
+                ));
+            } else {
+                query.push_str(&format!(" AND {with_outcome}"));
+            }
         }
         if let Some(since) = self.since {
             query.push_str(&format!(" AND StartTime >= '{}'", since.to_rfc3339()));
@@ -210,41 +218,6 @@ pub async fn get(
     };
     let execution = execution.map_err(|e| TemporalError::Rpc(e.to_string()))?;
     Ok(Some(with_result(client, view(execution.raw())).await?))
-}
-
-/// Starts a new attempt chain for a delivery to `destination` that exists: the same event,
-/// so the same `webhook-id` (receivers dedupe on it), planned again for the destination as
-/// it is now with `defaults` ([`DeliveryInput::replanned`]), under the workflow id
-/// `<delivery id>:redelivery-<unix ms>`; that id, or `None` when the destination has no
-/// such delivery (none, or one planned for an earlier destination of this id).
-pub async fn redeliver(
-    client: &Client,
-    task_queue: &str,
-    destination: &Destination,
-    defaults: &DeliveryDefaults,
-    delivery: &DeliveryId,
-) -> Result<Option<String>, TemporalError> {
-    // The recorded input says whose delivery it is: `replanned` refuses another team's or
-    // another destination's, so no visibility lookup is needed first.
-    let Some(recorded) = recorded_input(client, delivery.as_str(), None).await? else {
-        return Ok(None);
-    };
-    let Some(input) = recorded.replanned(destination, defaults) else {
-        return Ok(None);
-    };
-    let workflow_id = format!(
-        "{delivery}:redelivery-{}",
-        chrono::Utc::now().timestamp_millis()
-    );
-    let options = WorkflowStartOptions::new(task_queue.to_owned(), workflow_id.clone())
-        .search_attributes(search_attributes::for_delivery(&input))
-        .static_summary(format!("redelivery of {delivery}"))
-        .build();
-    client
-        .start_workflow(DeliveryWorkflow::run, input, options)
-        .await
-        .map_err(|e| TemporalError::Rpc(e.to_string()))?;
-    Ok(Some(workflow_id))
 }
 
 /// The input a delivery run was started with (of its latest run when `run_id` is `None`),

@@ -1,9 +1,13 @@
-//! Running failed deliveries again, for operators recovering from an outage: a replay with
-//! `--include-failed` re-runs the pairs whose delivery failed, and a bulk redelivery
-//! re-runs a destination's failed deliveries found through visibility.
+//! Running deliveries again, for operators recovering from an outage: a replay with
+//! `--include-failed` re-runs the pairs whose delivery failed, a bulk redelivery re-runs a
+//! destination's failed deliveries found through visibility, and a single redelivery runs
+//! one delivery again whatever its last run did.
 //!
 //! A re-run is a new run of the same workflow id, for the same event, so the receiver sees
-//! the same `webhook-id`. Its input is planned again for the destination as it is now (a
+//! the same `webhook-id`, and one (event, destination) has at most one live attempt chain:
+//! Temporal refuses a new run while one runs. Chains an earlier version started under
+//! `<delivery id>:redelivery-<ms>` are not re-run themselves; while one runs, its delivery
+//! is not re-run either. Its input is planned again for the destination as it is now (a
 //! replay plans it from the event; a bulk redelivery re-plans the recorded one), so a
 //! re-run retries under today's retry policy, not the one the failed run gave up under.
 //!
@@ -92,6 +96,35 @@ impl Latest {
     }
 }
 
+/// The mark of the workflow ids an earlier version gave single redeliveries
+/// (`<delivery id>:redelivery-<unix ms>`).
+const LEGACY_REDELIVERY: &str = ":redelivery-";
+
+/// Whether `workflow_id` is a single redelivery an earlier version started under an id of
+/// its own.
+pub fn is_legacy_redelivery(workflow_id: &str) -> bool {
+    workflow_id.contains(LEGACY_REDELIVERY)
+}
+
+/// Whether a redelivery an earlier version started for delivery `workflow_id` under an id
+/// of its own is still running: a second attempt chain for the same pair.
+async fn legacy_redelivery_running(
+    client: &Client,
+    workflow_id: &str,
+) -> Result<bool, TemporalError> {
+    // Delivery ids are [A-Za-z0-9_.-]:uuid: safe inside single quotes.
+    let query = format!(
+        "WorkflowId STARTS_WITH '{workflow_id}{LEGACY_REDELIVERY}' AND ExecutionStatus = 'Running'"
+    );
+    let options = WorkflowListOptions::builder().limit(1).build();
+    let mut running = client.list_workflows(query, options);
+    match running.next().await {
+        None => Ok(false),
+        Some(Ok(_)) => Ok(true),
+        Some(Err(error)) => Err(TemporalError::Rpc(error.to_string())),
+    }
+}
+
 /// Where delivery `workflow_id` stands.
 pub async fn latest(client: &Client, workflow_id: &str) -> Result<Latest, TemporalError> {
     let handle = deliveries::run_handle(client, workflow_id, "");
@@ -158,15 +191,58 @@ pub async fn rerun(
     workflow_id: &str,
     input: RerunInput<'_>,
 ) -> Result<Rerun, TemporalError> {
+    run_again(
+        client,
+        task_queue,
+        workflow_id,
+        input,
+        Latest::recoverable_run,
+    )
+    .await
+}
+
+/// Runs delivery `workflow_id` again with `input` once its latest run has ended, whatever it
+/// ended with (an operator's single redelivery: a receiver lost a delivered one, say).
+pub async fn redeliver(
+    client: &Client,
+    task_queue: &str,
+    workflow_id: &str,
+    input: RerunInput<'_>,
+) -> Result<Rerun, TemporalError> {
+    run_again(
+        client,
+        task_queue,
+        workflow_id,
+        input,
+        |latest| match latest {
+            Latest::Closed { run_id, .. } => Some(run_id),
+            _ => None,
+        },
+    )
+    .await
+}
+
+/// Starts a new run of delivery `workflow_id` with `input`, after the run `after` picks
+/// from its latest one (none: [`Rerun::NotFailed`]), unless a chain of it is running.
+async fn run_again(
+    client: &Client,
+    task_queue: &str,
+    workflow_id: &str,
+    input: RerunInput<'_>,
+    after: impl Fn(&Latest) -> Option<&str>,
+) -> Result<Rerun, TemporalError> {
     let latest = latest(client, workflow_id).await?;
     let run_id = match &latest {
         Latest::None => return Ok(Rerun::Unknown),
         Latest::Running => return Ok(Rerun::Pending),
-        Latest::Closed { .. } => match latest.recoverable_run() {
+        Latest::Closed { .. } => match after(&latest) {
             Some(run_id) => run_id.to_owned(),
             None => return Ok(Rerun::NotFailed),
         },
     };
+    if legacy_redelivery_running(client, workflow_id).await? {
+        return Ok(Rerun::Pending);
+    }
     let input = match input {
         RerunInput::Planned(input) => input.restarted(),
         RerunInput::Recorded {
@@ -183,12 +259,12 @@ pub async fn rerun(
     start_run(client, task_queue, workflow_id, &run_id, input).await
 }
 
-/// Starts a new run of `workflow_id` after its failed run `failed_run_id`.
+/// Starts a new run of `workflow_id` after its ended run `after_run_id`.
 async fn start_run(
     client: &Client,
     task_queue: &str,
     workflow_id: &str,
-    failed_run_id: &str,
+    after_run_id: &str,
     input: DeliveryInput,
 ) -> Result<Rerun, TemporalError> {
     // Through the client's data converter, so the input is encrypted like any other.
@@ -212,8 +288,8 @@ async fn start_run(
             payloads: vec![payload],
         }),
         identity: client.identity(),
-        // The same for every re-run of this failed run: see the module documentation.
-        request_id: format!("hookflow-rerun-{failed_run_id}"),
+        // The same for every re-run after this run: see the module documentation.
+        request_id: format!("hookflow-rerun-{after_run_id}"),
         workflow_id_reuse_policy: WorkflowIdReusePolicy::AllowDuplicate as i32,
         workflow_id_conflict_policy: WorkflowIdConflictPolicy::Fail as i32,
         search_attributes: Some(search_attributes::for_delivery(&input).into_proto()),
@@ -280,6 +356,11 @@ pub async fn redeliver_failed(
     );
     while let Some(run) = runs.next().await {
         let run = run.map_err(|e| TemporalError::Rpc(e.to_string()))?;
+        // An earlier version's redelivery chain: its delivery's own id is re-run, if its
+        // latest run failed, never the chain besides it.
+        if is_legacy_redelivery(run.id()) {
+            continue;
+        }
         if seen.insert(run.id().to_owned()) {
             if ids.len() == limit {
                 counts.more = true;

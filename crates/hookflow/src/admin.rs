@@ -22,13 +22,14 @@ use axum::{
 use chrono::{DateTime, Utc};
 use hookflow_core::{
     ActionMatchedEvent, ActionRef, DeliveryDefaults, DeliveryId, DeliveryInput, DeliveryOutcome,
-    Destination, DestinationCatalog, DestinationError, DestinationSpec, request::prepare,
+    Destination, DestinationCatalog, DestinationError, DestinationSpec, DestinationState,
+    request::prepare,
 };
-use hookflow_http::DeliveryClient;
+use hookflow_http::{DeliveryClient, isolation::DisabledDestinations};
 use hookflow_temporal::{
     Client, TemporalError,
     deliveries::{DeliveryFilter, DeliveryPage},
-    recovery::RedeliveryCounts,
+    recovery::{RedeliveryCounts, Rerun, RerunInput},
 };
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -59,6 +60,8 @@ pub struct AdminState {
     /// The retry policy and history bound deliveries start with (a redelivery is planned
     /// again with them).
     pub defaults: DeliveryDefaults,
+    /// Destinations disabled after 410 Gone (a redelivery to one is refused).
+    pub disabled: Arc<DisabledDestinations>,
 }
 
 /// Every path the API serves; a test holds `docs/openapi.yaml` to exactly these.
@@ -439,6 +442,7 @@ async fn deliveries(
         },
         since: instant(query.since.as_deref(), "since")?,
         until: instant(query.until.as_deref(), "until")?,
+        or_ended_without_outcome: false,
     };
     let page = hookflow_temporal::deliveries::page(
         &state.temporal,
@@ -466,28 +470,63 @@ async fn delivery(
     }
 }
 
+/// Runs one delivery again (whatever its last run did), unless one of its runs is going.
 async fn redeliver(
     State(state): State<AdminState>,
     ApiPath((team, id, event_uuid)): ApiPath<(i64, String, String)>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
-    let destination = destination(&state, team, &id).await?;
+    let destination = enabled_destination(&state, team, &id).await?;
     let uuid = uuid::Uuid::parse_str(&event_uuid)
         .map_err(|e| ApiError::bad_request(format!("not a uuid: {e}"), Some("event_uuid")))?;
     let delivery_id = DeliveryId::new(&id, uuid);
-    let started = hookflow_temporal::deliveries::redeliver(
+    let input = RerunInput::Recorded {
+        destination: &destination,
+        defaults: &state.defaults,
+    };
+    let ran = hookflow_temporal::recovery::redeliver(
         &state.temporal,
         &state.task_queue,
-        &destination,
-        &state.defaults,
-        &delivery_id,
+        delivery_id.as_str(),
+        input,
     )
     .await?;
-    match started {
-        Some(workflow_id) => Ok((
+    match ran {
+        Rerun::Started | Rerun::AlreadyRerun => Ok((
             StatusCode::ACCEPTED,
-            Json(json!({"workflow_id": workflow_id, "webhook_id": delivery_id.as_str()})),
+            Json(json!({"workflow_id": delivery_id.as_str(), "webhook_id": delivery_id.as_str()})),
         )),
-        None => Err(ApiError::not_found(format!("no delivery {delivery_id}"))),
+        Rerun::Pending => Err(ApiError {
+            status: StatusCode::CONFLICT,
+            message: format!(
+                "delivery {delivery_id} is still running: wait for it, or cancel it first"
+            ),
+            field: None,
+        }),
+        Rerun::Unknown | Rerun::Replaced | Rerun::NotFailed => {
+            Err(ApiError::not_found(format!("no delivery {delivery_id}")))
+        }
+    }
+}
+
+/// The destination, unless it is disabled (by its state or a 410): its deliveries would only
+/// end `destination_disabled` again, so redeliveries wait for it to be enabled.
+async fn enabled_destination(
+    state: &AdminState,
+    team: i64,
+    id: &str,
+) -> Result<Arc<Destination>, ApiError> {
+    let destination = destination(state, team, id).await?;
+    let disabled = match &destination.state {
+        DestinationState::Disabled(reason) => Some(reason.clone()),
+        _ => state.disabled.check(&destination).await.map(|d| d.reason),
+    };
+    match disabled {
+        Some(reason) => Err(ApiError {
+            status: StatusCode::CONFLICT,
+            message: format!("destination {id} is disabled ({reason}): enable it first"),
+            field: None,
+        }),
+        None => Ok(destination),
     }
 }
 
@@ -506,14 +545,21 @@ async fn redeliver_failed(
     ApiPath((team, id)): ApiPath<(i64, String)>,
     body: Result<Json<RedeliverBody>, JsonRejection>,
 ) -> Result<Json<RedeliveryCounts>, ApiError> {
-    let destination = destination(&state, team, &id).await?;
+    let destination = enabled_destination(&state, team, &id).await?;
     let Json(body) = body.map_err(|e| ApiError::bad_request(e.body_text(), None))?;
-    let statuses = match &body.status {
-        Some(names) if !names.is_empty() => outcomes(names.iter().map(String::as_str), "status")?,
-        _ => DeliveryOutcome::ALL
-            .into_iter()
-            .filter(|o| o.is_recoverable())
-            .collect(),
+    // Without a status, every failed delivery: the recoverable outcomes, and runs that
+    // failed or timed out before they had one.
+    let (statuses, or_ended_without_outcome) = match &body.status {
+        Some(names) if !names.is_empty() => {
+            (outcomes(names.iter().map(String::as_str), "status")?, false)
+        }
+        _ => (
+            DeliveryOutcome::ALL
+                .into_iter()
+                .filter(|o| o.is_recoverable())
+                .collect(),
+            true,
+        ),
     };
     if let Some(outcome) = statuses.iter().find(|o| !o.is_recoverable()) {
         return Err(ApiError::bad_request(
@@ -528,6 +574,7 @@ async fn redeliver_failed(
         outcomes: statuses,
         since: instant(body.since.as_deref(), "since")?,
         until: instant(body.until.as_deref(), "until")?,
+        or_ended_without_outcome,
     };
     let limit = body.limit.unwrap_or(1000).clamp(1, 10_000);
     let counts = hookflow_temporal::recovery::redeliver_failed(

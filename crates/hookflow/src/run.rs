@@ -140,6 +140,7 @@ async fn serve_admin(
     let listener = tokio::net::TcpListener::bind(address)
         .await
         .with_context(|| format!("cannot listen on admin.address {address}"))?;
+    let disabled = Arc::new(DisabledDestinations::new(Some(redis.clone())));
     let replays = Arc::new(ReplayJobs::new(
         replayer(settings, temporal.clone(), store.live()),
         JobRecords::new(redis),
@@ -153,6 +154,7 @@ async fn serve_admin(
         task_queue: settings.temporal.task_queue.as_str().into(),
         replays,
         defaults: delivery_defaults(settings),
+        disabled,
     });
     let stop = shutdown.clone();
     tokio::spawn(async move {
