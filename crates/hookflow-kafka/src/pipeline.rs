@@ -239,10 +239,11 @@ impl<S: DeliveryScheduler> Pipeline<S> {
                 }
                 Err(error) => {
                     self.gate.failed(&error);
-                    // Not the probe: wait at the gate (it opens, or this becomes the probe).
-                    if probe.is_none() {
-                        continue;
-                    }
+                    // Every refused start waits its own back-off before it tries again, the
+                    // probe and the rest alike: under partial throttling other starts keep
+                    // opening the gate, and a start that went straight back through it
+                    // would keep every place busy against an overloaded Temporal. A start
+                    // that is not the probe then also waits at the gate.
                     tracing::debug!(delivery_id = %delivery.delivery_id, %error, retry_in_ms = backoff.next_wait().as_millis() as u64, "delivery start failed; retrying");
                     if !backoff.wait(&self.shutdown).await {
                         return Err(None);
@@ -297,12 +298,30 @@ mod tests {
         failure: Option<ScheduleErrorKind>,
         event_failure: bool,
         calls: AtomicUsize,
+        /// Refuses each delivery's first this many starts (partial throttling: the others'
+        /// succeed meanwhile).
+        refusals_per_delivery: u32,
+        /// Every call: its delivery and when it was made.
+        calls_at: Mutex<Vec<(String, tokio::time::Instant)>>,
     }
 
     impl DeliveryScheduler for RecordingScheduler {
         async fn schedule(&self, input: &DeliveryInput) -> Result<ScheduleOutcome, ScheduleError> {
             self.calls.fetch_add(1, Ordering::SeqCst);
+            let id = input.delivery_id.to_string();
+            let earlier = {
+                let mut calls = self.calls_at.lock().expect("lock");
+                let earlier = calls.iter().filter(|(d, _)| *d == id).count();
+                calls.push((id.clone(), tokio::time::Instant::now()));
+                earlier
+            };
             tokio::time::sleep(Duration::from_millis(10)).await;
+            if (earlier as u32) < self.refusals_per_delivery {
+                return Err(ScheduleError {
+                    message: "throttled".into(),
+                    kind: ScheduleErrorKind::Unavailable,
+                });
+            }
             if self.event_failure {
                 return Err(ScheduleError {
                     message: "bad input".into(),
@@ -320,7 +339,6 @@ mod tests {
                 }
             }
             let mut started = self.started.lock().expect("lock");
-            let id = input.delivery_id.to_string();
             if started.contains(&id) {
                 return Ok(ScheduleOutcome::AlreadyExists);
             }
@@ -524,9 +542,10 @@ mod tests {
                 e.to_string().into_bytes()
             })
             .collect();
-        // The six first tries fail together; then one probe retries after 100, 200, 400,
-        // 800 ms. Six messages retrying each on its own would have used up the twelve
-        // refusals within about 100 ms.
+        // The six first tries fail together and each waits its back-off (100 ms); then one
+        // of them is the probe and retries after 200 and 400 ms more while the others wait
+        // at the gate. Six messages retrying each on its own would have used up the twelve
+        // refusals within about 300 ms.
         let while_refused = async {
             tokio::time::sleep(Duration::from_secs(1)).await;
             let report = health.readiness();
@@ -548,7 +567,7 @@ mod tests {
         );
         assert_eq!(
             calls,
-            6 + 4,
+            6 + 3,
             "after the first refusals only the probe tried"
         );
         for outcome in outcomes {
@@ -563,5 +582,49 @@ mod tests {
             health.readiness().healthy,
             "ready again after a start succeeded"
         );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn under_partial_throttling_each_refused_start_waits_its_back_off() {
+        // Eight deliveries, each refused twice while the others' starts succeed, so the
+        // gate keeps opening.
+        let scheduler = Arc::new(RecordingScheduler {
+            refusals_per_delivery: 2,
+            ..Default::default()
+        });
+        let p = pipeline(scheduler.clone(), CancellationToken::new());
+        let messages: Vec<Vec<u8>> = (0..8)
+            .map(|i| {
+                let mut e: serde_json::Value =
+                    serde_json::from_slice(&event(2, &[(5, "x")])).expect("json");
+                e["uuid"] = format!("0190f3a4-0000-7000-8000-00000000002{i}").into();
+                e.to_string().into_bytes()
+            })
+            .collect();
+        let outcomes =
+            futures::future::join_all(messages.iter().map(|m| p.process(Some(m), None))).await;
+        assert!(
+            outcomes
+                .iter()
+                .all(|o| matches!(o, MessageOutcome::Started { .. }))
+        );
+        let calls = scheduler.calls_at.lock().expect("lock").clone();
+        assert_eq!(calls.len(), 8 * 3, "two refusals and a start each");
+        for (delivery, _) in &calls {
+            let at: Vec<tokio::time::Instant> = calls
+                .iter()
+                .filter(|(d, _)| d == delivery)
+                .map(|(_, at)| *at)
+                .collect();
+            // 10 ms for the refused call, then 100 ms, then 200 ms of back-off.
+            assert!(
+                at[1] - at[0] >= Duration::from_millis(110),
+                "{delivery}: {at:?}"
+            );
+            assert!(
+                at[2] - at[1] >= Duration::from_millis(210),
+                "{delivery}: {at:?}"
+            );
+        }
     }
 }

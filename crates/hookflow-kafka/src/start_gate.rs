@@ -4,7 +4,9 @@
 //! time, the probe, retries with back-off and every other start waits, so an outage costs
 //! one request per back-off step instead of one per message; the consumer stops taking
 //! messages as its slots fill; readiness says why, and the reason is logged once. The first
-//! start that succeeds opens the gate and everything resumes.
+//! start that succeeds opens the gate and everything resumes. Every refused start also
+//! waits its own back-off before it comes back to the gate (the pipeline's), so partial
+//! throttling, where other starts keep opening the gate, does not turn into retries at once.
 
 use std::time::Instant;
 
