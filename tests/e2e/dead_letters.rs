@@ -94,7 +94,7 @@ async fn malformed_and_unwanted_messages_do_not_block_the_ones_after_them() {
     })
     .await;
 
-    lag_reaches_zero(&process).await;
+    lag_reaches_zero(&process, &s.deployment.topic).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -115,6 +115,14 @@ async fn a_dead_letter_too_large_is_sent_truncated_and_the_partition_moves_on() 
         good.to_string().into_bytes(),
     ];
     kafka::produce(&s.stack.kafka, &s.deployment.topic, &payloads).await;
+    // Garbage whose key alone is over the dead-letter producer's limit.
+    let huge_key = "k".repeat(1_200_000);
+    kafka::produce_batched(
+        &s.stack.kafka,
+        &s.deployment.topic,
+        &[(huge_key, b"not json".to_vec())],
+    )
+    .await;
     let process = s.deployment.start();
 
     let receiver = &s.receiver;
@@ -132,14 +140,21 @@ async fn a_dead_letter_too_large_is_sent_truncated_and_the_partition_moves_on() 
         Duration::from_secs(10),
     )
     .await;
-    assert_eq!(letters.len(), 2);
-    let garbage = &letters[0];
+    assert_eq!(letters.len(), 3);
+    // Each message is handled in a task of its own: the letters come in any order.
+    let by_offset = |offset: &str| {
+        letters
+            .iter()
+            .find(|l| l.header("hookflow-source-offset") == Some(offset))
+            .unwrap_or_else(|| panic!("no letter of offset {offset}"))
+    };
+    let garbage = by_offset("0");
     assert_eq!(garbage.header("hookflow-error-kind"), Some("not_json"));
     assert_eq!(garbage.header("hookflow-truncated"), Some("1200000"));
     assert_eq!(garbage.header("hookflow-source-offset"), Some("0"));
     assert_eq!(garbage.payload.len(), 65_536, "the configured prefix");
     assert!(garbage.payload.iter().all(|b| *b == b'x'));
-    let unstartable = &letters[1];
+    let unstartable = by_offset("1");
     assert_eq!(
         unstartable.header("hookflow-error-kind"),
         Some("unstartable")
@@ -154,27 +169,29 @@ async fn a_dead_letter_too_large_is_sent_truncated_and_the_partition_moves_on() 
     );
     assert_eq!(unstartable.header("hookflow-truncated"), None);
     assert_eq!(unstartable.payload, too_large, "fits: kept whole");
+    let keyed = by_offset("3");
+    assert_eq!(keyed.header("hookflow-error-kind"), Some("not_json"));
+    assert_eq!(keyed.header("hookflow-key-truncated"), Some("1200000"));
+    assert_eq!(keyed.header("hookflow-truncated"), Some("8"));
+    assert!(keyed.payload.is_empty(), "the payload went first");
+    assert_eq!(keyed.key.len(), 65_536, "the key's configured prefix");
     assert_eq!(
         process
             .metric("hookflow_consumer_dead_letters_truncated_total")
             .await,
-        1.0
+        2.0
     );
-    lag_reaches_zero(&process).await;
+    lag_reaches_zero(&process, &s.deployment.topic).await;
 }
 
 /// Waits until everything was processed and committed: the only partition's lag is
 /// exported and zero.
-async fn lag_reaches_zero(process: &Process) {
+async fn lag_reaches_zero(process: &Process, topic: &str) {
+    let series = format!("hookflow_consumer_lag{{topic=\"{topic}\",partition=\"0\"}}");
     eventually(
         Duration::from_secs(20),
         "the lag of partition 0 to be 0",
-        || async {
-            let lag = process
-                .series("hookflow_consumer_lag{partition=\"0\"}")
-                .await;
-            (lag == Some(0.0)).then_some(())
-        },
+        || async { (process.series(&series).await == Some(0.0)).then_some(()) },
     )
     .await;
 }

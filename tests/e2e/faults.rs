@@ -93,6 +93,47 @@ async fn temporal_killed_mid_stream_and_restarted_loses_and_duplicates_nothing()
     println!("{delivered_before} delivered before the kill; {repeated} ids arrived more than once");
 }
 
+/// A Temporal outage longer than the consumer's poll interval: every place in flight is held
+/// by a start that waits, so the consumer pauses its partitions and keeps polling; the group
+/// keeps it (no rebalance), and every event is delivered once Temporal is back.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_temporal_outage_past_the_poll_interval_keeps_the_consumer_in_its_group() {
+    const EVENTS: usize = 8;
+    let db = tempfile::tempdir().expect("tempdir");
+    let (own, server) = stack().with_own_temporal(&db.path().join("temporal.db"));
+    let mut s = Scenario::on(own, 2).await;
+    s.destination("t", "t", "");
+    s.deployment.config(
+        "[kafka]\nmax_messages_in_flight = 2\n[kafka.client]\nmax_poll_interval_ms = \"7000\"\n",
+    );
+    let process = s.deployment.start();
+    let first = s.produce_events(1).await;
+    temporal::result(&s.temporal, &format!("t:{}", first[0])).await;
+
+    server.kill_9();
+    let mut uuids = s.produce_events(EVENTS).await;
+    wait_not_ready(&process, "temporal_starts").await;
+    tokio::time::sleep(Duration::from_secs(12)).await;
+    server.restart();
+
+    uuids.extend(first);
+    let expected: BTreeSet<String> = uuids.iter().map(|u| format!("t:{u}")).collect();
+    s.receiver
+        .wait_for_ids(&expected, Duration::from_secs(120))
+        .await;
+    let logs = s.deployment.logs();
+    assert!(
+        logs.contains("partitions paused"),
+        "the consumer paused while every place was held"
+    );
+    for rebalanced in ["maximum poll interval", "partitions revoked"] {
+        assert!(
+            !logs.contains(rebalanced),
+            "the group took the consumer for dead ({rebalanced}):\n{logs}"
+        );
+    }
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_frozen_broker_loses_and_duplicates_nothing_and_consumption_resumes_by_itself() {
     let (own, broker) = stack().with_own_broker();

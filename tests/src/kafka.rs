@@ -32,6 +32,8 @@ pub async fn produce(brokers: &str, topic: &str, payloads: &[Vec<u8>]) {
 /// A message read back, with its headers.
 #[derive(Debug)]
 pub struct ReadMessage {
+    /// The key (empty when it has none).
+    pub key: Vec<u8>,
     /// The payload.
     pub payload: Vec<u8>,
     /// Headers as (name, value) pairs.
@@ -77,6 +79,7 @@ pub async fn read_all(brokers: &str, topic: &str, window: Duration) -> Vec<ReadM
             })
             .unwrap_or_default();
         messages.push(ReadMessage {
+            key: message.key().unwrap_or_default().to_vec(),
             payload: message.payload().unwrap_or_default().to_vec(),
             headers,
         });
@@ -92,6 +95,7 @@ pub async fn produce_batched(brokers: &str, topic: &str, messages: &[(String, Ve
     let producer: FutureProducer = ClientConfig::new()
         .set("bootstrap.servers", brokers)
         .set("linger.ms", "200")
+        .set("message.max.bytes", "10000000")
         .create()
         .expect("producer");
     let sends = messages.iter().map(|(key, payload)| {

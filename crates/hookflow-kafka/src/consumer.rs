@@ -8,6 +8,7 @@
 //! messages finish and their offsets are committed before the partitions are let go.
 
 use std::{
+    collections::{BTreeMap, VecDeque},
     sync::{Arc, Condvar, Mutex, MutexGuard},
     time::{Duration, Instant},
 };
@@ -17,10 +18,13 @@ use hookflow_telemetry::{health::HealthHandle, names};
 use rdkafka::{
     ClientContext, Message, Offset, Statistics, TopicPartitionList,
     consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer},
-    error::KafkaError,
+    error::{KafkaError, KafkaResult},
     message::OwnedMessage,
 };
-use tokio::{sync::Semaphore, task::JoinSet};
+use tokio::{
+    sync::{OwnedSemaphorePermit, Semaphore, TryAcquireError},
+    task::JoinSet,
+};
 use tokio_util::sync::CancellationToken;
 
 use crate::{
@@ -87,11 +91,10 @@ impl ClientContext for RebalanceContext {
     /// librdkafka's periodic statistics: exports each assigned partition's lag (high
     /// watermark minus committed offset; unknown lags are skipped).
     fn stats(&self, statistics: Statistics) {
-        for topic in statistics.topics.values() {
+        for (name, topic) in &statistics.topics {
             for (partition, p) in &topic.partitions {
                 if *partition >= 0 && p.consumer_lag >= 0 {
-                    metrics::gauge!(names::CONSUMER_LAG, "partition" => partition.to_string())
-                        .set(p.consumer_lag as f64);
+                    lag(name, *partition).set(p.consumer_lag as f64);
                 }
             }
         }
@@ -119,16 +122,26 @@ impl ConsumerContext for RebalanceContext {
             Ok(tokio::runtime::RuntimeFlavor::MultiThread) => tokio::task::block_in_place(wait),
             _ => wait(),
         }
-        commit(consumer, &self.shared, CommitMode::Sync);
+        commit(consumer, &self.shared);
         let mut tracker = self.shared.tracker();
         for partition in &partitions {
             tracker.forget(partition);
+            // Its lag is its new owner's to report: summed over processes, the lag of
+            // every partition counts once.
+            lag(&partition.0, partition.1).set(0.0);
         }
     }
 }
 
-/// Commits every partition's finished offsets.
-fn commit<C: Consumer<RebalanceContext>>(consumer: &C, shared: &Shared, mode: CommitMode) {
+/// The lag gauge of one partition.
+fn lag(topic: &str, partition: i32) -> metrics::Gauge {
+    metrics::gauge!(names::CONSUMER_LAG, "topic" => topic.to_owned(), "partition" => partition.to_string())
+}
+
+/// Commits every partition's finished offsets and waits for the broker's answer (it
+/// blocks: off the async threads). An asynchronous commit would return before the answer,
+/// and a refusal would go unnoticed, its offsets never offered again.
+fn commit<C: Consumer<RebalanceContext>>(consumer: &C, shared: &Shared) {
     let offsets = shared.tracker().take_commits();
     if offsets.is_empty() {
         return;
@@ -137,15 +150,22 @@ fn commit<C: Consumer<RebalanceContext>>(consumer: &C, shared: &Shared, mode: Co
     for ((topic, partition), offset) in &offsets {
         if let Err(error) = list.add_partition_offset(topic, *partition, Offset::Offset(*offset)) {
             tracing::error!(%error, "cannot build the commit list");
+            shared.tracker().commit_failed(&offsets);
             return;
         }
     }
-    match consumer.commit(&list, mode) {
+    answered(shared, &offsets, consumer.commit(&list, CommitMode::Sync));
+}
+
+/// The broker's answer to a commit of `offsets`: counted, and a refused commit's offsets
+/// are offered again by the next one.
+fn answered(shared: &Shared, offsets: &BTreeMap<Partition, i64>, result: KafkaResult<()>) {
+    match result {
         Ok(()) => metrics::counter!(names::CONSUMER_COMMITS, "result" => "ok").increment(1),
         Err(error) => {
             metrics::counter!(names::CONSUMER_COMMITS, "result" => "error").increment(1);
             tracing::warn!(%error, "offset commit failed; it will be retried");
-            shared.tracker().commit_failed(&offsets);
+            shared.tracker().commit_failed(offsets);
         }
     }
 }
@@ -174,6 +194,10 @@ struct ConsumerLoop<S: DeliveryScheduler> {
     shared: Arc<Shared>,
     /// At most `kafka.max_messages_in_flight` messages are held at once.
     permits: Arc<Semaphore>,
+    /// Messages received while every place was held, in order.
+    held: VecDeque<OwnedMessage>,
+    /// The periodic commit in flight, if any.
+    committing: Option<tokio::task::JoinHandle<()>>,
     /// The message tasks.
     tasks: JoinSet<()>,
     commit_tick: tokio::time::Interval,
@@ -229,6 +253,8 @@ impl<S: DeliveryScheduler> ConsumerLoop<S> {
             consumer,
             shared,
             permits: Arc::new(Semaphore::new(settings.max_messages_in_flight.max(1))),
+            held: VecDeque::new(),
+            committing: None,
             tasks: JoinSet::new(),
             commit_tick,
             handler: Arc::new(handler),
@@ -243,40 +269,118 @@ impl<S: DeliveryScheduler> ConsumerLoop<S> {
         loop {
             self.health.beat();
             // Wait for room before receiving, so at most max_messages_in_flight are held.
-            // The receive completes in the same poll as its permit's wait, so a commit tick
-            // that wins the race never drops a received message.
-            let next = async {
-                let permit = self.permits.clone().acquire_owned().await.ok()?;
-                Some((permit, self.consumer.recv().await))
-            };
-            let (permit, message) = tokio::select! {
-                _ = self.shutdown.cancelled() => return,
-                _ = self.commit_tick.tick() => {
-                    commit(self.consumer.as_ref(), &self.shared, CommitMode::Async);
-                    while self.tasks.try_join_next().is_some() {}
-                    continue;
-                }
-                next = next => match next {
-                    Some(next) => next,
+            let permit = match self.permits.clone().try_acquire_owned() {
+                Ok(permit) => permit,
+                Err(TryAcquireError::Closed) => return,
+                Err(TryAcquireError::NoPermits) => match self.wait_for_room().await {
+                    Some(permit) => permit,
                     None => return,
                 },
             };
-            let message = match message {
-                Ok(message) => message.detach(),
-                Err(error) => {
-                    tracing::warn!(%error, "kafka receive error");
+            // Messages received while there was no room go first, in order.
+            if let Some(message) = self.held.pop_front() {
+                if self.is_assigned(&message) {
+                    self.hand_over(permit, message);
+                }
+                continue;
+            }
+            // The receive is polled in the same poll as the commit tick: a tick that wins
+            // the race never drops a received message.
+            let message = tokio::select! {
+                _ = self.shutdown.cancelled() => return,
+                _ = self.commit_tick.tick() => {
+                    self.commit_in_background();
+                    while self.tasks.try_join_next().is_some() {}
                     continue;
                 }
+                message = self.consumer.recv() => message,
             };
-            let partition: Partition = (message.topic().to_owned(), message.partition());
-            self.shared.tracker().begin(&partition, message.offset());
-            metrics::gauge!(names::CONSUMER_MESSAGES_IN_FLIGHT).increment(1.0);
-            let handler = self.handler.clone();
-            self.tasks.spawn(async move {
-                let _permit = permit;
-                handler.handle(message, partition).await;
-            });
+            match message {
+                Ok(message) => self.hand_over(permit, message.detach()),
+                Err(error) => tracing::warn!(%error, "kafka receive error"),
+            }
         }
+    }
+
+    /// Every place is held (Temporal is slow or down): pauses the assigned partitions and
+    /// keeps polling until a place frees, then resumes them. Polling goes on so the group
+    /// does not take this consumer for dead after `max.poll.interval.ms` and rebalance its
+    /// partitions away; commits go on. A message that arrives anyway (fetched before the
+    /// pause, or from a partition assigned meanwhile) is held for its turn and its partition
+    /// paused. `None` when shutdown came first.
+    async fn wait_for_room(&mut self) -> Option<OwnedSemaphorePermit> {
+        self.pause(self.consumer.assignment().ok());
+        tracing::info!(
+            in_flight = self.shared.tracker().total_in_flight(),
+            "every place in flight is held: partitions paused until one frees"
+        );
+        let permit = loop {
+            self.health.beat();
+            tokio::select! {
+                _ = self.shutdown.cancelled() => return None,
+                _ = self.commit_tick.tick() => {
+                    self.commit_in_background();
+                    while self.tasks.try_join_next().is_some() {}
+                }
+                permit = self.permits.clone().acquire_owned() => break permit.ok()?,
+                message = self.consumer.recv() => match message {
+                    Ok(message) => {
+                        let mut partition = TopicPartitionList::new();
+                        partition.add_partition(message.topic(), message.partition());
+                        self.pause(Some(partition));
+                        self.held.push_back(message.detach());
+                    }
+                    Err(error) => tracing::warn!(%error, "kafka receive error"),
+                },
+            }
+        };
+        if let Ok(assignment) = self.consumer.assignment()
+            && let Err(error) = self.consumer.resume(&assignment)
+        {
+            tracing::warn!(%error, "resuming the partitions");
+        }
+        Some(permit)
+    }
+
+    /// Commits what finished, on a blocking thread, unless the last commit is still out.
+    fn commit_in_background(&mut self) {
+        if self.committing.as_ref().is_some_and(|c| !c.is_finished()) {
+            return;
+        }
+        let (consumer, shared) = (self.consumer.clone(), self.shared.clone());
+        self.committing = Some(tokio::task::spawn_blocking(move || {
+            commit(consumer.as_ref(), &shared);
+        }));
+    }
+
+    fn pause(&self, partitions: Option<TopicPartitionList>) {
+        if let Some(partitions) = partitions
+            && let Err(error) = self.consumer.pause(&partitions)
+        {
+            tracing::warn!(%error, "pausing the partitions");
+        }
+    }
+
+    /// Whether `message`'s partition is still this consumer's (one held while a rebalance
+    /// took it away belongs to its new owner, which reads it from the last commit).
+    fn is_assigned(&self, message: &OwnedMessage) -> bool {
+        self.consumer.assignment().is_ok_and(|assignment| {
+            assignment
+                .find_partition(message.topic(), message.partition())
+                .is_some()
+        })
+    }
+
+    /// Hands `message` to a task of its own, which holds `permit` until it is done.
+    fn hand_over(&mut self, permit: OwnedSemaphorePermit, message: OwnedMessage) {
+        let partition: Partition = (message.topic().to_owned(), message.partition());
+        self.shared.tracker().begin(&partition, message.offset());
+        metrics::gauge!(names::CONSUMER_MESSAGES_IN_FLIGHT).increment(1.0);
+        let handler = self.handler.clone();
+        self.tasks.spawn(async move {
+            let _permit = permit;
+            handler.handle(message, partition).await;
+        });
     }
 
     /// Lets in-flight messages finish (up to the drain timeout), commits what finished and
@@ -295,7 +399,11 @@ impl<S: DeliveryScheduler> ConsumerLoop<S> {
                 "messages still in flight after the drain timeout; they will be consumed again"
             );
         }
-        commit(self.consumer.as_ref(), &self.shared, CommitMode::Sync);
+        if let Some(committing) = self.committing.take() {
+            let _ = committing.await;
+        }
+        let (consumer, shared) = (self.consumer.clone(), self.shared.clone());
+        let _ = tokio::task::spawn_blocking(move || commit(consumer.as_ref(), &shared)).await;
         self.consumer.unsubscribe();
         tracing::info!("consumer stopped");
     }
@@ -339,7 +447,13 @@ impl<S: DeliveryScheduler> MessageHandler<S> {
                 self.dead_letter(&letter).await
             }
         };
-        metrics::counter!(names::CONSUMER_MESSAGES, "outcome" => outcome.label()).increment(1);
+        // A dead letter shutdown cut short was not sent: the message is consumed again.
+        let label = if done {
+            outcome.label()
+        } else {
+            MessageOutcome::Interrupted.label()
+        };
+        metrics::counter!(names::CONSUMER_MESSAGES, "outcome" => label).increment(1);
         metrics::gauge!(names::CONSUMER_MESSAGES_IN_FLIGHT).decrement(1.0);
         // A message that is not done keeps its offset unfinished, so no commit passes it and
         // it is consumed again after the restart.
@@ -412,5 +526,41 @@ async fn probe_broker(
             Ok(Err(error)) => health.set_ready(false, format!("kafka: {error}")),
             Err(error) => health.set_ready(false, format!("kafka probe: {error}")),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use rdkafka::error::RDKafkaErrorCode;
+
+    use super::*;
+
+    fn shared() -> Shared {
+        Shared {
+            tracker: Mutex::new(OffsetTracker::default()),
+            changed: Condvar::new(),
+            drain_timeout: Duration::from_secs(1),
+        }
+    }
+
+    #[test]
+    fn a_commit_the_broker_refused_is_offered_again() {
+        let shared = shared();
+        let partition: Partition = ("events".into(), 0);
+        let sent = {
+            let mut tracker = shared.tracker();
+            tracker.begin(&partition, 41);
+            tracker.finish(&partition, 41);
+            let sent = tracker.take_commits();
+            assert_eq!(sent.get(&partition), Some(&42));
+            assert!(tracker.take_commits().is_empty(), "marked committed");
+            sent
+        };
+        let refused = KafkaError::ConsumerCommit(RDKafkaErrorCode::RequestTimedOut);
+        answered(&shared, &sent, Err(refused));
+        let again = shared.tracker().take_commits();
+        assert_eq!(again.get(&partition), Some(&42), "offered again");
+        answered(&shared, &again, Ok(()));
+        assert!(shared.tracker().take_commits().is_empty());
     }
 }

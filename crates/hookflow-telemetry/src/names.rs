@@ -13,8 +13,9 @@ pub const CONSUMER_DEAD_LETTERS: &str = "hookflow_consumer_dead_letters_total";
 pub const CONSUMER_DEAD_LETTERS_TRUNCATED: &str = "hookflow_consumer_dead_letters_truncated_total";
 /// Offset commits, by `result`: `ok`, `error`.
 pub const CONSUMER_COMMITS: &str = "hookflow_consumer_commits_total";
-/// Messages behind the high watermark, by `partition` (bounded by the topic's partition
-/// count), from librdkafka's statistics every 5 s.
+/// Messages behind the high watermark, by `topic` and `partition` (bounded by the topic's
+/// partition count), from librdkafka's statistics every 5 s; 0 in a process once the
+/// partition is revoked from it.
 pub const CONSUMER_LAG: &str = "hookflow_consumer_lag";
 /// Messages being processed now.
 pub const CONSUMER_MESSAGES_IN_FLIGHT: &str = "hookflow_consumer_messages_in_flight";
