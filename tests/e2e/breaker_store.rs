@@ -209,7 +209,8 @@ fn two_gates(redis: &RedisServer) -> (EndpointGate, EndpointGate) {
         breaker: policy(),
     };
     let (a, b) = two_links(redis);
-    let workers = || Arc::new(AtomicU32::new(2));
+    // Each alone as far as rate limits go: these gates are about the shared breaker.
+    let workers = || Arc::new(AtomicU32::new(1));
     (
         EndpointGate::new(&settings, Some(a), workers()),
         EndpointGate::new(&settings, Some(b), workers()),
