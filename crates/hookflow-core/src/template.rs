@@ -261,6 +261,14 @@ fn link(out: &mut String, flavor: Flavor, name: &str, url: &str) {
     }
 }
 
+/// `text` escaped for `flavor`, so text a template does not own (an event's, an action's
+/// name, an error quoting a template) cannot inject markup.
+pub fn escape(flavor: Flavor, text: &str) -> String {
+    let mut out = String::new();
+    escape_into(&mut out, flavor, text);
+    out
+}
+
 /// Escapes text taken from the event, so it cannot inject markup.
 fn escape_into(out: &mut String, flavor: Flavor, text: &str) {
     for c in text.chars() {

@@ -99,6 +99,12 @@ fn cases() -> Vec<(&'static str, DeliveryInput, Option<&'static str>)> {
             delivery(anonymous_event(), 1),
             Some("hello [person.nam"),
         ),
+        // The fallback quotes the action's name and the template: escaped, not markup.
+        (
+            "bad_template_markup",
+            delivery(rich_event(), 1),
+            Some("[user_<b>name</b>]"),
+        ),
         (
             "over_the_limits",
             delivery(long_event(), 2),
@@ -141,4 +147,40 @@ fn every_format_matches_its_golden_file() {
         "bodies differ from the golden files (HOOKFLOW_UPDATE_GOLDEN=1 rewrites them):\n{}",
         mismatches.join("\n")
     );
+}
+
+#[test]
+fn a_teams_card_of_many_actions_shows_the_first_ones_and_how_many_more() {
+    let actions: Vec<String> = (0..20_001)
+        .map(|i| format!(r#"{{"id": {i}, "name": "Action {i}"}}"#))
+        .collect();
+    let event = event(&format!(
+        r#"{{"uuid": "0190f3a4-0000-7000-8000-000000000004", "team_id": 2, "event": "e",
+            "distinct_id": "u", "timestamp": "2026-11-21T12:00:00Z",
+            "matched_actions": [{}]}}"#,
+        actions.join(",")
+    ));
+    let body = render_body(
+        &delivery(event, 20_001),
+        &BodyContext {
+            format: Format::Teams,
+            template: Some("[action.name]"),
+            url: "https://hooks.example.com/abc",
+            site_url: "https://app.example.com",
+        },
+    );
+    let card: serde_json::Value = serde_json::from_slice(&body).expect("JSON body");
+    let blocks = card["attachments"][0]["content"]["body"]
+        .as_array()
+        .expect("blocks");
+    let texts: Vec<&str> = blocks.iter().filter_map(|b| b["text"].as_str()).collect();
+    assert_eq!(texts.len(), hookflow_core::body::TEAMS_MAX_BLOCKS);
+    assert_eq!(texts.last(), Some(&"…and 19802 more matched actions."));
+    assert!(
+        texts[0].starts_with("[Action 0](https://app.example.com/project/2/action/0)"),
+        "{}",
+        texts[0]
+    );
+    let total: usize = texts.iter().map(|t| t.encode_utf16().count()).sum();
+    assert!(total <= hookflow_core::body::TEAMS_TEXT_MAX, "{total}");
 }

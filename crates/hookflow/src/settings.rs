@@ -3,6 +3,7 @@
 //! variables. An invalid configuration is refused with a message naming the key.
 
 use std::{
+    collections::BTreeMap,
     net::SocketAddr,
     path::{Path, PathBuf},
     time::Duration,
@@ -10,7 +11,7 @@ use std::{
 
 use figment::{
     Figment,
-    providers::{Env, Format, Toml},
+    providers::{Env, Format, Serialized, Toml},
 };
 use hookflow_core::{
     AllowList, FieldError, RetryPolicy, Secret, ValidationRules, redaction::check_toml,
@@ -182,9 +183,15 @@ impl Settings {
         // Only HOOKFLOW_<SECTION>__<KEY> variables are settings; others with the prefix
         // (HOOKFLOW_CONFIG, HOOKFLOW_RECEIVER_SECRET) belong to the command line.
         let env = Env::prefixed("HOOKFLOW_")
-            .filter(|key| key.as_str().contains("__"))
+            .filter(|key| {
+                key.as_str().contains("__")
+                    && !key
+                        .as_str()
+                        .to_ascii_lowercase()
+                        .starts_with(KAFKA_CLIENT_ENV)
+            })
             .split("__");
-        Self::from_figment(figment.merge(env))
+        Self::from_figment(figment.merge(env).merge(kafka_client_env()))
     }
 
     fn from_figment(figment: Figment) -> Result<Self, SettingsError> {
@@ -249,6 +256,26 @@ impl Settings {
         }
         Ok(())
     }
+}
+
+/// The environment variables of `[kafka.client]`, after `HOOKFLOW_`.
+const KAFKA_CLIENT_ENV: &str = "kafka__client__";
+
+/// `[kafka.client]` from `HOOKFLOW_KAFKA__CLIENT__<KEY>` variables, taken as written. They
+/// are librdkafka's strings, often credentials: parsed as other variables are, a password of
+/// digits would become a number, lose its leading zeros, and be quoted in the error that
+/// refuses it.
+fn kafka_client_env() -> Serialized<BTreeMap<String, String>> {
+    let client = std::env::vars()
+        .filter_map(|(key, value)| {
+            let key = key.to_ascii_lowercase();
+            let key = key
+                .strip_prefix("hookflow_")?
+                .strip_prefix(KAFKA_CLIENT_ENV)?;
+            Some((key.to_owned(), value))
+        })
+        .collect();
+    Serialized::default("kafka.client", client)
 }
 
 /// Refuses a file that is not TOML before figment reads it: the TOML parser's own message
@@ -319,6 +346,26 @@ mod tests {
             assert!(codec.enabled);
             assert_eq!(codec.keys.keys().collect::<Vec<_>>(), ["k1"]);
             assert_eq!(settings.destinations.store, DestinationStoreKind::Redis);
+            Ok(())
+        });
+    }
+
+    #[test]
+    // figment's Jail fixes the closure's error type.
+    #[allow(clippy::result_large_err)]
+    fn kafka_client_values_from_the_environment_are_taken_as_written() {
+        figment::Jail::expect_with(|jail| {
+            jail.set_env("HOOKFLOW_KAFKA__CLIENT__SASL_PASSWORD", "0123456789");
+            jail.set_env("HOOKFLOW_KAFKA__CLIENT__SOCKET_TIMEOUT_MS", "1.50");
+            jail.set_env("HOOKFLOW_KAFKA__MAX_MESSAGES_IN_FLIGHT", "7");
+            let settings = Settings::load(None).expect("valid");
+            let client = settings.kafka.client_config();
+            assert_eq!(client.get("sasl.password"), Some("0123456789"));
+            assert_eq!(client.get("socket.timeout.ms"), Some("1.50"));
+            assert_eq!(
+                settings.kafka.max_messages_in_flight, 7,
+                "others are parsed"
+            );
             Ok(())
         });
     }

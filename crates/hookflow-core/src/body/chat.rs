@@ -6,7 +6,7 @@ use serde_json::{Value, json};
 use super::BodyContext;
 use crate::{
     delivery::DeliveryInput,
-    template::{DEFAULT_TEMPLATE, Flavor, RenderContext, Template},
+    template::{DEFAULT_TEMPLATE, Flavor, RenderContext, Template, escape},
 };
 
 /// A Slack incoming-webhook message: plain text, and one Markdown section.
@@ -45,11 +45,20 @@ pub const DISCORD_CONTENT_MAX: usize = 2_000;
 /// Teams: the most characters of an Adaptive Card's text blocks together, well within the
 /// 28 KB a Teams message may weigh.
 pub const TEAMS_TEXT_MAX: usize = 20_000;
+/// Teams: the most text blocks a card carries, so each gets at least 100 characters.
+pub const TEAMS_MAX_BLOCKS: usize = TEAMS_TEXT_MAX / 100;
 
 /// A Teams Workflows message: an Adaptive Card with one wrapped Markdown text block per
 /// matched action, each cut to its share of [`TEAMS_TEXT_MAX`] so every action shows.
 pub(super) fn adaptive_card(delivery: &DeliveryInput, cx: &BodyContext<'_>) -> Value {
-    let lines = lines(delivery, cx, Flavor::Markdown);
+    let mut lines = lines(delivery, cx, Flavor::Markdown);
+    // Past TEAMS_MAX_BLOCKS actions, each would get too small a share to read: the card
+    // shows the first ones and says how many more matched.
+    if lines.len() > TEAMS_MAX_BLOCKS {
+        let more = lines.len() - (TEAMS_MAX_BLOCKS - 1);
+        lines.truncate(TEAMS_MAX_BLOCKS - 1);
+        lines.push(format!("…and {more} more matched actions."));
+    }
     let share = TEAMS_TEXT_MAX / lines.len().max(1);
     let blocks: Vec<Value> = lines
         .iter()
@@ -113,10 +122,12 @@ fn lines(delivery: &DeliveryInput, cx: &BodyContext<'_>, flavor: Flavor) -> Vec<
                     action,
                 },
             ),
+            // The action's name and the template's text are not this message's markup.
             Err(error) => format!(
-                "⚠️ The message template of action \"{}\" could not be rendered ({error}); \
+                "⚠️ The message template of action \"{}\" could not be rendered ({}); \
                  fix it in the webhook destination's settings.",
-                action.name
+                escape(flavor, &action.name),
+                escape(flavor, &error.to_string()),
             ),
         })
         .collect()

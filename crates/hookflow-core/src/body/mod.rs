@@ -32,7 +32,7 @@ mod zapier;
 
 use crate::{delivery::DeliveryInput, format::Format};
 
-pub use chat::{DISCORD_CONTENT_MAX, SLACK_TEXT_MAX, TEAMS_TEXT_MAX};
+pub use chat::{DISCORD_CONTENT_MAX, SLACK_TEXT_MAX, TEAMS_MAX_BLOCKS, TEAMS_TEXT_MAX};
 pub use json::{EVENT_TYPE, render_json_body};
 
 /// What a body needs besides the delivery.
