@@ -424,3 +424,22 @@ async fn a_410_disables_that_destination_only_not_a_recreated_one() {
         "the 410 and the new one"
     );
 }
+
+/// An attempt to an endpoint on a shared host holds a place in two bulkheads (its endpoint's
+/// and its host's) and counts once in flight.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_attempt_on_a_shared_host_counts_once_in_flight() {
+    let mut s = Scenario::new().await;
+    s.receiver
+        .script("hang", vec![Answer::Hang(Duration::from_secs(10))]);
+    s.destination("hang", "hang", "timeout_ms = 8000");
+    s.deployment
+        .config("[isolation]\nshared_hosts = [\"127.0.0.1\"]\n");
+    let process = s.deployment.start();
+    s.produce_events(1).await;
+    eventually(Duration::from_secs(60), "the attempt out", || async {
+        (s.receiver.received_on("hang").len() == 1).then_some(())
+    })
+    .await;
+    assert_eq!(process.metric("hookflow_attempts_in_flight").await, 1.0);
+}

@@ -23,7 +23,6 @@ use std::{
 use tokio::sync::Notify;
 
 use hookflow_core::{EndpointKey, sync::LockUnpoisoned};
-use hookflow_telemetry::names;
 
 struct Bulkhead {
     /// Attempts out now; a [`Slot`] holds a reference and lowers it when dropped.
@@ -99,7 +98,6 @@ impl Bulkheads {
         }
         bulkhead.in_flight.fetch_add(1, Ordering::AcqRel);
         bulkhead.last_used = Instant::now();
-        metrics::gauge!(names::ATTEMPTS_IN_FLIGHT).increment(1);
         Ok(Slot {
             in_flight: bulkhead.in_flight.clone(),
             freed: bulkhead.freed.clone(),
@@ -133,7 +131,6 @@ impl Drop for Slot {
     fn drop(&mut self) {
         self.in_flight.fetch_sub(1, Ordering::AcqRel);
         self.freed.notify_one();
-        metrics::gauge!(names::ATTEMPTS_IN_FLIGHT).decrement(1);
     }
 }
 

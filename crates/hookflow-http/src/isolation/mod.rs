@@ -171,6 +171,23 @@ pub struct Pass {
     _slot: Slot,
     /// The attempt's place in its shared host's bulkhead, when it is on one.
     _shared_slot: Option<Slot>,
+    _in_flight: InFlight,
+}
+
+/// One attempt in `hookflow_attempts_in_flight`, however many bulkheads it holds a place in.
+struct InFlight;
+
+impl InFlight {
+    fn new() -> Self {
+        metrics::gauge!(names::ATTEMPTS_IN_FLIGHT).increment(1);
+        InFlight
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        metrics::gauge!(names::ATTEMPTS_IN_FLIGHT).decrement(1);
+    }
 }
 
 /// A delivery that can be woken when its endpoint's breaker closes.
@@ -280,6 +297,7 @@ impl EndpointGate {
             policy,
             _slot: slot,
             _shared_slot: shared_slot,
+            _in_flight: InFlight::new(),
         })
     }
 
