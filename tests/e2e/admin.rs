@@ -119,8 +119,15 @@ async fn destinations_are_managed_through_the_api() {
         workflow_id.as_str(),
         "the same id"
     );
-    let runs = temporal::closed_runs(&s.temporal, &workflow_id).await;
-    assert_eq!(runs.len(), 2, "a new run of the same delivery");
+    // Visibility shows the new run a little after it starts.
+    eventually(
+        Duration::from_secs(30),
+        "a new run of the same delivery",
+        || async {
+            (temporal::closed_runs(&s.temporal, &workflow_id).await.len() == 2).then_some(())
+        },
+    )
+    .await;
     let again = temporal::result(&s.temporal, &workflow_id).await;
     assert_eq!(again.outcome, DeliveryOutcome::Delivered);
     let requests = s.receiver.received_on("api");

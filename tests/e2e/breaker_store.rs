@@ -230,6 +230,7 @@ fn waiter(workflow_id: &str, age_left_ms: u64) -> Option<Waiter<'_>> {
     Some(Waiter {
         workflow_id,
         age_left: Duration::from_millis(age_left_ms),
+        after_breaker_wait: false,
     })
 }
 
@@ -265,13 +266,14 @@ async fn the_probe_that_closes_a_breaker_wakes_the_parked_deliveries_but_not_its
     );
 
     // The short one's timer fires first (past the cooldown): it comes back, on a, as the
-    // probe, and succeeds. Still in the parked set, it must not be signalled: it is in the
-    // workflow task that completes it.
+    // probe, and succeeds. It left the parked set as it came back: it must not be
+    // signalled, it is in the workflow task that completes it.
     tokio::time::sleep(Duration::from_millis(2_200)).await;
-    let pass = a
-        .enter(&flaky, waiter("parked-short", 1_000))
-        .await
-        .expect("the probe");
+    let back = Waiter {
+        after_breaker_wait: true,
+        ..waiter("parked-short", 2_800).expect("waiter")
+    };
+    let pass = a.enter(&flaky, Some(back)).await.expect("the probe");
     let woken = a
         .leave(&flaky, pass, &AttemptReport::response(200, None, 5))
         .await;

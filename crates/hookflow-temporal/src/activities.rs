@@ -59,6 +59,11 @@ pub struct AttemptInput {
     /// before, which wait for each probe.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub age_left_ms: Option<u64>,
+    /// Whether the delivery comes back from a wait for its endpoint's breaker, so it may be
+    /// parked on the endpoint: the gate takes it out before anything else, so the attempt
+    /// that closes the breaker never signals it while this task may complete it.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub after_breaker_wait: bool,
 }
 
 /// What the outcome activity records: the finished delivery (ids, outcome, attempts and,
@@ -163,6 +168,7 @@ impl DeliveryActivities {
             .map(|(workflow_id, age_left_ms)| Waiter {
                 workflow_id,
                 age_left: Duration::from_millis(age_left_ms),
+                after_breaker_wait: input.after_breaker_wait,
             });
         let pass = match self.gate.enter(&destination, waiter).await {
             Ok(pass) => pass,

@@ -86,6 +86,7 @@ impl DeliveryWorkflow {
                 delivery: input.clone(),
                 attempt: 0,
                 age_left_ms: None,
+                after_breaker_wait: false,
             })
             .map_or(0, |bytes| bytes.len()),
             WorkflowRevision::LocalAttempts => 0,
@@ -111,6 +112,7 @@ impl DeliveryWorkflow {
                 delivery: input.clone(),
                 attempt: progress.next_attempt(),
                 age_left_ms,
+                after_breaker_wait: age_left_ms.is_some() && progress.waiting_for_breaker(),
             };
             let attempted = match input.revision {
                 WorkflowRevision::ActivityAttempts => {

@@ -159,6 +159,7 @@ impl ChangedDeliveryWorkflow {
                     delivery: input,
                     attempt: 1,
                     age_left_ms: None,
+                    after_breaker_wait: false,
                 },
                 options,
             )

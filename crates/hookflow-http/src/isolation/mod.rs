@@ -36,7 +36,7 @@ use hookflow_core::{
 use hookflow_telemetry::names;
 pub use limiter::EndpointRateLimiter;
 use serde::Deserialize;
-pub use waiters::{BreakerWaiters, STILL_PARKED_MARGIN};
+pub use waiters::BreakerWaiters;
 pub use workers::WorkerRegistry;
 
 use crate::redis_link::RedisLink;
@@ -44,6 +44,9 @@ use crate::redis_link::RedisLink;
 /// A half-open probe's lease is its destination's timeout plus this, covering connect
 /// time; after the lease another worker may probe.
 const PROBE_LEASE_SLACK: Duration = Duration::from_secs(5);
+/// What a parked delivery's wait leaves of its age, at least: the time the attempt that
+/// parks it takes, so it never gives up in the task that parked it.
+const AGE_MARGIN: Duration = Duration::from_secs(2);
 
 /// `[isolation]` settings.
 #[derive(Debug, Clone, Deserialize)]
@@ -197,6 +200,8 @@ pub struct Waiter<'a> {
     pub workflow_id: &'a str,
     /// How much of its maximum age is left: it must wake by itself within that.
     pub age_left: Duration,
+    /// Whether it comes back from a wait for the breaker, so it may still be parked.
+    pub after_breaker_wait: bool,
 }
 
 /// The concurrency caps, rate limiters and breakers of every endpoint.
@@ -258,6 +263,12 @@ impl EndpointGate {
         waiter: Option<Waiter<'_>>,
     ) -> Result<Pass, Deferral> {
         let endpoint = &destination.endpoint;
+        // Back from a breaker wait (by its timer or a signal), a delivery leaves the parked
+        // set first: from here this task may complete it, and a signal arriving meanwhile
+        // would fail that completion.
+        if let Some(waiter) = waiter.filter(|w| w.after_breaker_wait) {
+            self.waiters.unpark(endpoint, waiter.workflow_id).await;
+        }
         let limits = destination.limits.over(self.defaults);
         let at_cap = || deferred(DeferralReason::ConcurrencyCap, self.concurrency_retry);
         // On a shared host a team's endpoint takes at most the team's share of the host, and
@@ -322,21 +333,16 @@ impl EndpointGate {
             return Err(refused());
         };
         let wait = wait_for_close(probe_in, policy, waiter.age_left);
-        // Parked and then giving up in the same workflow task, it would be signalled while
-        // it completes: only a wait it outlives, with a margin for the time the attempt
-        // itself takes, parks it.
+        // Parked and then giving up in the same workflow task, it could be signalled while
+        // that task completes it: only a wait it outlives, with a margin for the time the
+        // attempt itself takes, parks it.
         let longest =
             Duration::from_millis(Deferral::longest_breaker_wait_ms(wait.as_millis() as u64));
-        let outlives_age = longest + STILL_PARKED_MARGIN > waiter.age_left;
+        let outlives_age = longest + AGE_MARGIN > waiter.age_left;
         if outlives_age || self.waiters.claims_probe(endpoint, until_ms) {
             return Err(refused());
         }
-        let wake_at_ms = now + wait.as_millis() as u64;
-        if !self
-            .waiters
-            .park(endpoint, waiter.workflow_id, wake_at_ms)
-            .await
-        {
+        if !self.waiters.park(endpoint, waiter.workflow_id).await {
             return Err(refused());
         }
         match self.breakers.admit_now(endpoint, policy, lease).await {
@@ -372,8 +378,7 @@ impl EndpointGate {
             .record(&destination.endpoint, &pass.policy, pass.admission, failed)
             .await;
         if closed {
-            let now = breakers::now_ms();
-            self.waiters.take_parked(&destination.endpoint, now).await
+            self.waiters.take_parked(&destination.endpoint).await
         } else {
             Vec::new()
         }
@@ -422,11 +427,11 @@ impl EndpointGate {
 /// up to the breaker's longest cooldown, so an endpoint that stays down costs it one workflow
 /// task per longest cooldown rather than one per probe; never less than until the probe. The
 /// workflow adds a spread of up to half the wait, and the delivery must wake by itself
-/// within its maximum age (less [`STILL_PARKED_MARGIN`]), so the wait is at most two thirds
+/// within its maximum age (less [`AGE_MARGIN`]), so the wait is at most two thirds
 /// of that (unless the probe is later still; the delivery then gives up, as it would have).
 fn wait_for_close(probe_in: Duration, policy: &BreakerPolicy, age_left: Duration) -> Duration {
     Duration::from_millis(policy.max_cooldown_ms)
-        .min(age_left.saturating_sub(STILL_PARKED_MARGIN) * 2 / 3)
+        .min(age_left.saturating_sub(AGE_MARGIN) * 2 / 3)
         .max(probe_in)
 }
 

@@ -3,25 +3,23 @@
 //!
 //! Of the deliveries an open breaker refuses for one probe time, the first in this process
 //! comes back at that time to be the probe ([`BreakerWaiters::claims_probe`]); the others
-//! are parked ([`BreakerWaiters::park`]) with the time their own timer wakes them at the
-//! earliest: in Redis as the sorted set `<prefix>:breaker_parked:<endpoint>` (member: the
-//! workflow id, score: that time) when Redis is configured, else in this process, as the
-//! breakers are. The attempt whose probe closes the breaker takes the set and its caller
-//! signals each workflow ([`BreakerWaiters::take_parked`]).
+//! are parked ([`BreakerWaiters::park`]): in Redis as the set
+//! `<prefix>:breaker_parked:<endpoint>` of workflow ids when Redis is configured, else in
+//! this process, as the breakers are. The attempt whose probe closes the breaker takes the
+//! set and its caller signals each workflow ([`BreakerWaiters::take_parked`]).
 //!
-//! Only deliveries still parked are taken: a signal that reaches a workflow while it is in
-//! the workflow task that completes it makes Temporal refuse that completion, and the task
-//! runs again (its attempt with it). A delivery whose own timer is due within
-//! [`STILL_PARKED_MARGIN`] (or has fired: it left its wait, to probe or to be let through)
-//! is not signalled; it wakes by itself. A delivery parked and then let through at once (the
-//! breaker closed while it parked) takes itself out ([`BreakerWaiters::unpark`]).
+//! Only deliveries still waiting may be signalled: a signal that reaches a workflow while
+//! it is in the workflow task that completes it makes Temporal refuse that completion, and
+//! the task runs again. So a delivery that comes back from its wait (by its own timer, or
+//! woken) takes itself out before anything else ([`BreakerWaiters::unpark`]); parked and
+//! then let through at once (the breaker closed while it parked), it takes itself out too.
 //!
 //! A delivery that cannot be parked (Redis down) waits for the probe time, as every refused
 //! delivery once did. One that was parked but never signalled (its closer died before
 //! signalling) wakes on its own fallback timer: nothing waits forever.
 
 use std::{
-    collections::HashMap,
+    collections::{HashMap, HashSet},
     sync::Mutex,
     time::{Duration, Instant},
 };
@@ -35,24 +33,18 @@ use crate::redis_link::RedisLink;
 /// every waiter has woken by itself.
 const SET_TTL: Duration = Duration::from_secs(24 * 3_600);
 
-/// A parked delivery whose own timer is due sooner than this is left to it: it may be in
-/// the workflow task that completes it by the time a signal arrives. Covers clock skew
-/// between workers and the time from parking to the timer's start.
-pub const STILL_PARKED_MARGIN: Duration = Duration::from_secs(2);
-
-/// Returns the members of `KEYS[1]` scored above `ARGV[1]` (an exclusive bound) and deletes
-/// the set, in one step, so a waiter is taken once.
+/// Returns the members of `KEYS[1]` and deletes it, in one step, so a waiter is taken once.
 const TAKE_SCRIPT: &str = r#"
-local members = redis.call('ZRANGEBYSCORE', KEYS[1], ARGV[1], '+inf')
+local members = redis.call('SMEMBERS', KEYS[1])
 redis.call('DEL', KEYS[1])
 return members
 "#;
 
 /// What this process keeps of one endpoint: which probe time a delivery already comes back
-/// for, and the parked deliveries (workflow id → earliest wake) when they are not in Redis.
+/// for, and the parked deliveries when they are not in Redis.
 struct LocalEndpoint {
     probe_claimed_for_ms: u64,
-    parked: HashMap<String, u64>,
+    parked: HashSet<String>,
     last_used: Instant,
 }
 
@@ -86,14 +78,13 @@ impl BreakerWaiters {
         true
     }
 
-    /// Parks delivery `workflow_id` on `endpoint` until the breaker closes; its own timer
-    /// wakes it at `wake_at_ms` at the earliest. `false` when it could not be parked, so
-    /// nobody would wake it.
-    pub async fn park(&self, endpoint: &EndpointKey, workflow_id: &str, wake_at_ms: u64) -> bool {
+    /// Parks delivery `workflow_id` on `endpoint` until the breaker closes. `false` when it
+    /// could not be parked, so nobody would wake it.
+    pub async fn park(&self, endpoint: &EndpointKey, workflow_id: &str) -> bool {
         let Some(redis) = &self.redis else {
             let mut local = self.local.lock_unpoisoned();
             let entry = local_entry(&mut local, endpoint);
-            entry.parked.insert(workflow_id.to_owned(), wake_at_ms);
+            entry.parked.insert(workflow_id.to_owned());
             return true;
         };
         let key = self.key(redis, endpoint);
@@ -103,7 +94,7 @@ impl BreakerWaiters {
                 async move {
                     redis::pipe()
                         .atomic()
-                        .zadd(&key, id, wake_at_ms)
+                        .sadd(&key, id)
                         .ignore()
                         .pexpire(&key, SET_TTL.as_millis() as i64)
                         .ignore()
@@ -121,8 +112,8 @@ impl BreakerWaiters {
         }
     }
 
-    /// Takes `workflow_id` out of `endpoint`'s parked deliveries: it goes ahead after all.
-    /// Best effort: left in Redis, it is not signalled once its own timer is near.
+    /// Takes `workflow_id` out of `endpoint`'s parked deliveries: it is back from its wait,
+    /// or goes ahead after all. Best effort: with Redis away the set is too.
     pub async fn unpark(&self, endpoint: &EndpointKey, workflow_id: &str) {
         let Some(redis) = &self.redis else {
             if let Some(entry) = self.local.lock_unpoisoned().get_mut(endpoint) {
@@ -135,7 +126,7 @@ impl BreakerWaiters {
             .run(|mut c| {
                 let id = workflow_id.to_owned();
                 async move {
-                    redis::cmd("ZREM")
+                    redis::cmd("SREM")
                         .arg(key)
                         .arg(id)
                         .query_async::<i64>(&mut c)
@@ -148,27 +139,19 @@ impl BreakerWaiters {
         }
     }
 
-    /// Takes every delivery parked on `endpoint` (each is taken once) and returns those
-    /// still parked at `now_ms` (their own timer not due within [`STILL_PARKED_MARGIN`]):
-    /// the ones to wake. Empty when none, or when Redis cannot be reached (they wake by
-    /// their own timers then).
-    pub async fn take_parked(&self, endpoint: &EndpointKey, now_ms: u64) -> Vec<String> {
-        let still_parked_after = now_ms + STILL_PARKED_MARGIN.as_millis() as u64;
+    /// Takes every delivery parked on `endpoint` (each is taken once): the ones to wake.
+    /// Empty when none, or when Redis cannot be reached (they wake by their own timers then).
+    pub async fn take_parked(&self, endpoint: &EndpointKey) -> Vec<String> {
         let Some(redis) = &self.redis else {
             let mut local = self.local.lock_unpoisoned();
             let taken = local
                 .get_mut(endpoint)
                 .map(|e| std::mem::take(&mut e.parked))
                 .unwrap_or_default();
-            return taken
-                .into_iter()
-                .filter(|(_, wake_at)| *wake_at > still_parked_after)
-                .map(|(id, _)| id)
-                .collect();
+            return taken.into_iter().collect();
         };
         let key = self.key(redis, endpoint);
-        let mut invocation = self.take.key(&key);
-        invocation.arg(format!("({still_parked_after}"));
+        let invocation = self.take.key(&key);
         let taken = redis
             .run(|mut c| async move { invocation.invoke_async::<Vec<String>>(&mut c).await })
             .await;
@@ -201,7 +184,7 @@ fn local_entry<'a>(
         .entry(endpoint.clone())
         .or_insert_with(|| LocalEndpoint {
             probe_claimed_for_ms: 0,
-            parked: HashMap::new(),
+            parked: HashSet::new(),
             last_used: Instant::now(),
         });
     entry.last_used = Instant::now();
@@ -224,39 +207,32 @@ mod tests {
         assert!(!waiters.claims_probe(&a, 5_000));
         assert!(waiters.claims_probe(&b, 5_000), "per endpoint");
         for id in ["d:2", "d:3", "d:3"] {
-            assert!(waiters.park(&a, id, 60_000).await);
+            assert!(waiters.park(&a, id).await);
         }
-        assert!(waiters.park(&b, "e:2", 60_000).await);
+        assert!(waiters.park(&b, "e:2").await);
         // The probe failed: a new probe time, and the next refused comes back for it.
         assert!(waiters.claims_probe(&a, 15_000));
-        let mut taken = waiters.take_parked(&a, 10_000).await;
+        let mut taken = waiters.take_parked(&a).await;
         taken.sort();
         assert_eq!(taken, ["d:2", "d:3"], "each once");
-        assert!(waiters.take_parked(&a, 10_000).await.is_empty());
-        assert_eq!(waiters.take_parked(&b, 10_000).await, ["e:2"]);
+        assert!(waiters.take_parked(&a).await.is_empty());
+        assert_eq!(waiters.take_parked(&b).await, ["e:2"]);
     }
 
     #[tokio::test]
-    async fn deliveries_whose_timer_is_due_or_that_went_ahead_are_not_woken() {
+    async fn a_delivery_back_from_its_wait_is_not_woken() {
         let waiters = BreakerWaiters::new(None);
         let a = key("a");
-        let now = 100_000;
-        let margin = STILL_PARKED_MARGIN.as_millis() as u64;
-        // Its timer fired: it came back, probed and closed the breaker itself.
-        assert!(waiters.park(&a, "probe", now - 1_000).await);
-        // Its timer fires within the margin: it may be completing by the signal's arrival.
-        assert!(waiters.park(&a, "due", now + margin).await);
-        assert!(waiters.park(&a, "parked", now + margin + 1).await);
-        // Parked, then let through by the re-check.
-        assert!(waiters.park(&a, "went-ahead", now + 60_000).await);
-        waiters.unpark(&a, "went-ahead").await;
-        assert_eq!(waiters.take_parked(&a, now).await, ["parked"]);
+        assert!(waiters.park(&a, "back").await);
+        assert!(waiters.park(&a, "parked").await);
+        waiters.unpark(&a, "back").await;
+        assert_eq!(waiters.take_parked(&a).await, ["parked"]);
     }
 
     #[tokio::test]
     async fn idle_endpoints_are_dropped() {
         let waiters = BreakerWaiters::new(None);
-        waiters.park(&key("a"), "d:1", 5_000).await;
+        waiters.park(&key("a"), "d:1").await;
         assert_eq!(waiters.evict_idle(Duration::from_secs(60)), 1);
         assert_eq!(waiters.evict_idle(Duration::ZERO), 0);
     }
