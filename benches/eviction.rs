@@ -15,8 +15,7 @@ use std::{
 };
 
 use hookflow_core::{
-    AttemptReport, Destination, DestinationSpec, SharedHosts, ValidationRules,
-    breaker::BreakerPolicy,
+    AttemptReport, Destination, DestinationSpec, ValidationRules, breaker::BreakerPolicy,
 };
 use hookflow_http::isolation::{EndpointGate, IsolationSettings};
 
@@ -62,9 +61,9 @@ async fn main() {
         concurrency_wait: Duration::ZERO,
         concurrency_retry: Duration::from_secs(1),
         idle_eviction: IDLE,
-        shared_hosts: SharedHosts::default(),
-        shared_host_max_in_flight: 40,
-        shared_host_team_share: 0.25,
+        shared_hosts: None,
+        host_max_in_flight: 40,
+        host_team_share: 0.25,
         breaker: BreakerPolicy {
             window_ms: 30_000,
             min_attempts: 10,

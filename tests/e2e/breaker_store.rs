@@ -10,8 +10,7 @@ use std::{
 };
 
 use hookflow_core::{
-    AttemptReport, DeferralReason, Destination, DestinationSpec, EndpointKey, SharedHosts,
-    ValidationRules,
+    AttemptReport, DeferralReason, Destination, DestinationSpec, EndpointKey, ValidationRules,
     breaker::{Admission, BreakerPolicy},
 };
 use hookflow_e2e::{stack::RedisServer, unique};
@@ -203,9 +202,9 @@ fn two_gates(redis: &RedisServer) -> (EndpointGate, EndpointGate) {
         concurrency_wait: Duration::ZERO,
         concurrency_retry: Duration::from_secs(1),
         idle_eviction: Duration::from_secs(60),
-        shared_hosts: SharedHosts::default(),
-        shared_host_max_in_flight: 4,
-        shared_host_team_share: 0.5,
+        shared_hosts: None,
+        host_max_in_flight: 4,
+        host_team_share: 0.5,
         breaker: policy(),
     };
     let (a, b) = two_links(redis);

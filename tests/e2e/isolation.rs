@@ -307,7 +307,7 @@ async fn deliveries_continue_while_redis_is_down_and_sharing_resumes_after() {
         workers, 1,
         "the worker registered again in the restarted Redis"
     );
-    let endpoint = format!("http://{}", s.receiver.addr);
+    let endpoint = format!("http://{} team={}", s.receiver.addr, s.team);
     let breaker: Option<String> =
         eventually(Duration::from_secs(10), "shared breaker state", || {
             let mut connection = connection.clone();
@@ -425,16 +425,14 @@ async fn a_410_disables_that_destination_only_not_a_recreated_one() {
     );
 }
 
-/// An attempt to an endpoint on a shared host holds a place in two bulkheads (its endpoint's
-/// and its host's) and counts once in flight.
+/// An attempt holds a place in two bulkheads (its endpoint's and its host's) and counts
+/// once in flight.
 #[tokio::test(flavor = "multi_thread")]
-async fn an_attempt_on_a_shared_host_counts_once_in_flight() {
+async fn an_attempt_counts_once_in_flight() {
     let mut s = Scenario::new().await;
     s.receiver
         .script("hang", vec![Answer::Hang(Duration::from_secs(10))]);
     s.destination("hang", "hang", "timeout_ms = 8000");
-    s.deployment
-        .config("[isolation]\nshared_hosts = [\"127.0.0.1\"]\n");
     let process = s.deployment.start();
     s.produce_events(1).await;
     eventually(Duration::from_secs(60), "the attempt out", || async {

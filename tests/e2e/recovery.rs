@@ -24,9 +24,14 @@ use hookflow_e2e::{
 };
 use serde_json::{Value, json};
 
-/// Runs `hookflow replay ARGS --json` with the scenario's configuration: its counts.
+/// Runs `hookflow replay ARGS --json` with the scenario's configuration (of its team unless
+/// ARGS name one): its counts.
 fn replay(s: &Scenario, args: &[&str]) -> Value {
+    let team = s.team.to_string();
     let mut all = vec!["replay", "--json"];
+    if !args.contains(&"--team") {
+        all.extend(["--team", &team]);
+    }
     all.extend(args);
     let (ok, output) = s.deployment.command(&all);
     assert!(ok, "replay failed: {output}");
@@ -42,9 +47,10 @@ fn completed_counts(output: &str) -> Value {
     summary["counts"].clone()
 }
 
-/// Runs `hookflow replay ARGS --json` in the background.
+/// Runs `hookflow replay ARGS --json` in the background, for the scenario's team.
 fn start_replay(s: &Scenario, args: &[&str]) -> Process {
-    let mut all = vec!["replay", "--json"];
+    let team = s.team.to_string();
+    let mut all = vec!["replay", "--json", "--team", &team];
     all.extend(args);
     s.deployment.start_command(&all)
 }

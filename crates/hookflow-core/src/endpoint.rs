@@ -1,6 +1,6 @@
 //! Endpoints, the unit of isolation: the rate limit, the concurrency cap and the circuit
-//! breaker belong to an endpoint, not to a destination, so destinations that share a host
-//! share its protection. Also what an attempt that was not made reports instead (a
+//! breaker belong to an endpoint, not to a destination, so one team's destinations that
+//! share a host share its protection; every team has its own. Also what an attempt that was not made reports instead (a
 //! [`Deferral`]), and the wait the workflow derives from it.
 
 use std::{fmt, time::Duration};
@@ -10,9 +10,10 @@ use url::Url;
 
 use crate::FieldError;
 
-/// Identifies an endpoint: by default the destination URL's `scheme://host:port`; on a
-/// shared host, that and the team (one team's failures must not open another's breaker);
-/// or a key a destination chose, which is always its team's own.
+/// Identifies an endpoint: by default the destination URL's `scheme://host:port` and its
+/// team (one team's failures must not open another's breaker); or a key a destination
+/// chose, which is always its team's own. [`EndpointKey::of_url`] alone names a host, whose
+/// bulkhead caps what every team sends it together.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct EndpointKey(String);
 
@@ -25,14 +26,13 @@ impl EndpointKey {
         EndpointKey(format!("{}://{host}:{port}", url.scheme()))
     }
 
-    /// The key of `team_id`'s destination at `url`: per team when the host is one of
-    /// `shared` (`scheme://host:port team=<id>`), [`EndpointKey::of_url`] otherwise.
-    pub fn of_destination(url: &Url, team_id: i64, shared: &SharedHosts) -> EndpointKey {
-        let key = Self::of_url(url);
-        match url.host_str() {
-            Some(host) if shared.contains(host) => EndpointKey(format!("{key} team={team_id}")),
-            _ => key,
-        }
+    /// The key of `team_id`'s destination at `url`: the URL's endpoint, per team
+    /// (`scheme://host:port team=<id>`). Endpoints are never shared between teams: one
+    /// team's failures, 429s or limits never defer another team's deliveries to the same
+    /// host, and no team's settings can refuse or reveal another's. What all teams send to
+    /// one host together is capped by the host's bulkhead ([`EndpointKey::of_url`]).
+    pub fn of_destination(url: &Url, team_id: i64) -> EndpointKey {
+        EndpointKey(format!("{} team={team_id}", Self::of_url(url)))
     }
 
     /// The key `team_id`'s destination chose; 1 to 128 printable ASCII characters without
@@ -49,50 +49,6 @@ impl EndpointKey {
     /// The key as text (used in Redis keys and logs, never as a metric label).
     pub fn as_str(&self) -> &str {
         &self.0
-    }
-}
-
-/// Hosts many teams' endpoints share (chat and automation services): isolation is kept per
-/// (team, endpoint) there, and each team may take only a share of the host's concurrency.
-/// An entry matches the host and its subdomains.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(transparent)]
-pub struct SharedHosts(Vec<String>);
-
-impl Default for SharedHosts {
-    /// Slack, Discord, Microsoft Teams (connectors and Workflows) and Zapier.
-    fn default() -> Self {
-        SharedHosts(
-            [
-                "hooks.slack.com",
-                "discord.com",
-                "discordapp.com",
-                "webhook.office.com",
-                "outlook.office.com",
-                "logic.azure.com",
-                "api.powerautomate.com",
-                "api.powerplatform.com",
-                "hooks.zapier.com",
-            ]
-            .map(str::to_owned)
-            .to_vec(),
-        )
-    }
-}
-
-impl SharedHosts {
-    /// These hosts.
-    pub fn new(hosts: impl IntoIterator<Item = impl Into<String>>) -> Self {
-        SharedHosts(hosts.into_iter().map(Into::into).collect())
-    }
-
-    /// Whether `host` is one of them or a subdomain of one.
-    pub fn contains(&self, host: &str) -> bool {
-        let host = host.trim_end_matches('.').to_ascii_lowercase();
-        self.0.iter().any(|entry| {
-            let entry = entry.trim_end_matches('.').to_ascii_lowercase();
-            host == entry || host.ends_with(&format!(".{entry}"))
-        })
     }
 }
 
@@ -292,27 +248,23 @@ mod tests {
     }
 
     #[test]
-    fn shared_hosts_keep_an_endpoint_per_team() {
-        let shared = SharedHosts::default();
+    fn every_team_has_its_own_endpoint_on_a_host() {
         let url = |u: &str| Url::parse(u).expect("url");
         let slack = url("https://hooks.slack.com/services/T1/B1/x");
         assert_ne!(
-            EndpointKey::of_destination(&slack, 1, &shared),
-            EndpointKey::of_destination(&slack, 2, &shared)
-        );
-        let teams = url("https://prod-27.westus.logic.azure.com:443/workflows/x");
-        assert_eq!(
-            EndpointKey::of_destination(&teams, 1, &shared).as_str(),
-            "https://prod-27.westus.logic.azure.com:443 team=1"
+            EndpointKey::of_destination(&slack, 1),
+            EndpointKey::of_destination(&slack, 2)
         );
         let own = url("https://hooks.example.com/a");
         assert_eq!(
-            EndpointKey::of_destination(&own, 1, &shared),
-            EndpointKey::of_destination(&own, 2, &shared),
-            "a host of its own is one endpoint"
+            EndpointKey::of_destination(&own, 1).as_str(),
+            "https://hooks.example.com:443 team=1"
         );
-        assert!(!shared.contains("notdiscord.com"));
-        assert!(shared.contains("Discord.com."));
+        assert_eq!(
+            EndpointKey::of_destination(&own, 1),
+            EndpointKey::of_destination(&url("https://hooks.example.com/b"), 1),
+            "one team's destinations on a host share its endpoint"
+        );
     }
 
     #[test]

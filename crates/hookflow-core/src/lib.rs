@@ -35,9 +35,7 @@ pub use destination::{
     Destination, DestinationCatalog, DestinationError, DestinationSet, DestinationSpec,
     DestinationState, LimitOverrides, LiveDestinations, ValidationRules,
 };
-pub use endpoint::{
-    Deferral, DeferralBackoff, DeferralReason, EndpointKey, EndpointLimits, SharedHosts,
-};
+pub use endpoint::{Deferral, DeferralBackoff, DeferralReason, EndpointKey, EndpointLimits};
 pub use event::{ActionMatchedEvent, ActionRef, ContractError};
 pub use field_error::FieldError;
 pub use format::Format;

@@ -298,7 +298,7 @@ fn check_destinations(result: Result<DestinationSet, hookflow_core::DestinationE
         None,
     ) {
         let destination = set
-            .get(&delivery.destination_id)
+            .get(delivery.event.team_id, &delivery.destination_id)
             .expect("planned from the set");
         let _ = destination
             .limits
@@ -317,7 +317,6 @@ fn check_destinations(result: Result<DestinationSet, hookflow_core::DestinationE
 fn rules() -> ValidationRules {
     ValidationRules {
         allowed_hosts: hookflow_core::AllowList::new(&["127.0.0.1"]).expect("allow-list"),
-        ..ValidationRules::default()
     }
 }
 

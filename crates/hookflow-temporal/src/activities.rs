@@ -131,7 +131,7 @@ impl DeliveryActivities {
         // as good as deleted. Its URL and secret must never see this delivery.
         let destination = self
             .destinations
-            .get(&delivery.destination_id)
+            .get(delivery.event.team_id, &delivery.destination_id)
             .filter(|d| delivery.was_planned_for(d));
         let Some(destination) = destination else {
             return AttemptStep::DestinationDeleted;

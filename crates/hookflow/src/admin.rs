@@ -347,7 +347,7 @@ async fn destination(
     state
         .store
         .live()
-        .get(id)
+        .get(team, id)
         .ok_or_else(|| StoreError::NotFound(id.to_owned()).into())
 }
 

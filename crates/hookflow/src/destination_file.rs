@@ -117,7 +117,7 @@ mod tests {
         std::fs::write(&path, format!("{ONE}{TWO}")).expect("write");
         store.reload();
         assert_eq!(live.len(), 2);
-        assert!(live.get("b").is_some());
+        assert!(live.get(1, "b").is_some());
 
         std::fs::write(
             &path,

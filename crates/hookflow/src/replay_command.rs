@@ -17,12 +17,12 @@ use crate::{
 /// failed is re-run with --include-failed.
 #[derive(Debug, clap::Args)]
 pub struct ReplayArgs {
-    /// Only into this destination.
-    #[arg(long, required_unless_present = "team")]
-    pub destination: Option<String>,
-    /// Into all of this team's destinations (with --destination: its team).
+    /// The team whose events are replayed (destination ids are per team).
     #[arg(long)]
-    pub team: Option<i64>,
+    pub team: i64,
+    /// Only into this destination of the team; into all of the team's without it.
+    #[arg(long)]
+    pub destination: Option<String>,
     /// The first instant replayed (RFC 3339, by Kafka message timestamp).
     #[arg(long)]
     pub since: chrono::DateTime<chrono::Utc>,
@@ -51,16 +51,12 @@ pub struct ReplayArgs {
 pub async fn replay(settings: &Settings, args: ReplayArgs) -> anyhow::Result<()> {
     hookflow_telemetry::init_tracing("warn", hookflow_telemetry::LogFormat::Text);
     let destinations = crate::run::destinations_now(settings).await?;
-    let team_id = match (&args.destination, args.team) {
-        (_, Some(team)) => team,
-        (Some(id), None) => {
-            destinations
-                .get(id)
-                .with_context(|| format!("no destination {id}"))?
-                .team_id
-        }
-        (None, None) => anyhow::bail!("give --destination or --team"),
-    };
+    let team_id = args.team;
+    if let Some(id) = &args.destination {
+        destinations
+            .get(team_id, id)
+            .with_context(|| format!("team {team_id} has no destination {id}"))?;
+    }
     let job = args.job.unwrap_or_else(ReplayPlan::new_job_id);
     anyhow::ensure!(
         ReplayPlan::valid_job_id(&job),

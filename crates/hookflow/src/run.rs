@@ -190,6 +190,12 @@ pub async fn run(settings: Settings, role: Role) -> anyhow::Result<()> {
         ?role,
         "hookflow starting"
     );
+    if settings.isolation.shared_hosts.is_some() {
+        tracing::warn!(
+            "isolation.shared_hosts is no longer read: every host's endpoints are kept per \
+             team; remove it"
+        );
+    }
 
     // The operations listener comes up before Temporal is reached, so probes see "not
     // ready" with a reason rather than no answer at all.

@@ -204,7 +204,6 @@ impl Settings {
     pub fn validation_rules(&self) -> ValidationRules {
         ValidationRules {
             allowed_hosts: self.http.allowed_hosts.clone(),
-            shared_hosts: self.isolation.shared_hosts.clone(),
         }
     }
 

@@ -1,5 +1,10 @@
-//! Sets of destinations: indexed by id and by team, parsed whole from a destinations file,
-//! and swapped whole when a store reloads, so a reader always sees one consistent set.
+//! Sets of destinations: indexed by (team, id) and by team, parsed whole from a
+//! destinations file, and kept current by a store (swapped whole by the file store,
+//! changed one destination at a time by the PostgreSQL catalog's change feed), so a reader
+//! always sees one consistent destination.
+//!
+//! A destination is its team's: ids are unique within a team, and two teams may use the
+//! same id. Nothing of one team's (a duplicate, a conflict, a lookup) involves another's.
 
 use std::{collections::HashMap, sync::Arc};
 
@@ -13,8 +18,8 @@ use crate::{endpoint::EndpointKey, redaction::toml_error};
 pub trait DestinationCatalog: Send + Sync + 'static {
     /// Every destination of a team.
     fn for_team(&self, team_id: i64) -> Vec<Arc<Destination>>;
-    /// One destination by id.
-    fn get(&self, id: &str) -> Option<Arc<Destination>>;
+    /// One team's destination by id.
+    fn get(&self, team_id: i64, id: &str) -> Option<Arc<Destination>>;
     /// How many destinations are loaded.
     fn len(&self) -> usize;
     /// Whether no destination is loaded.
@@ -23,19 +28,21 @@ pub trait DestinationCatalog: Send + Sync + 'static {
     }
 }
 
-/// An immutable set of destinations indexed by id and by team.
+/// A set of destinations indexed by (team, id) and by team.
 #[derive(Debug, Default, Clone)]
 pub struct DestinationSet {
-    by_id: HashMap<String, Arc<Destination>>,
     by_team: HashMap<i64, Vec<Arc<Destination>>>,
+    len: usize,
 }
 
 impl DestinationSet {
-    /// Indexes `destinations`; ids must be unique.
+    /// Indexes `destinations`: ids must be unique within a team, and one team's
+    /// destinations on one endpoint must agree on its limits.
     pub fn new(destinations: Vec<Destination>) -> Result<Self, DestinationError> {
         let mut set = DestinationSet::default();
         let mut endpoint_limits: HashMap<EndpointKey, (String, LimitOverrides)> = HashMap::new();
         for destination in destinations {
+            // Endpoints are per team (see `EndpointKey`): a conflict is within one team.
             let (first, limits) = endpoint_limits
                 .entry(destination.endpoint.clone())
                 .or_insert_with(|| (destination.id.clone(), destination.limits));
@@ -46,18 +53,10 @@ impl DestinationSet {
                     second: destination.id.clone(),
                 });
             }
-            let destination = Arc::new(destination);
-            if set
-                .by_id
-                .insert(destination.id.clone(), destination.clone())
-                .is_some()
-            {
+            if set.get(destination.team_id, &destination.id).is_some() {
                 return Err(DestinationError::DuplicateId(destination.id.clone()));
             }
-            set.by_team
-                .entry(destination.team_id)
-                .or_default()
-                .push(destination);
+            set.upsert(destination);
         }
         Ok(set)
     }
@@ -74,6 +73,34 @@ impl DestinationSet {
             .collect::<Result<Vec<_>, _>>()?;
         Self::new(destinations)
     }
+
+    /// Puts `destination` in, in place of its team's destination of the same id.
+    pub fn upsert(&mut self, destination: Destination) {
+        let team = self.by_team.entry(destination.team_id).or_default();
+        let destination = Arc::new(destination);
+        match team.iter_mut().find(|d| d.id == destination.id) {
+            Some(old) => *old = destination,
+            None => {
+                team.push(destination);
+                self.len += 1;
+            }
+        }
+    }
+
+    /// Takes team `team_id`'s destination `id` out; whether it was in.
+    pub fn remove(&mut self, team_id: i64, id: &str) -> bool {
+        let Some(team) = self.by_team.get_mut(&team_id) else {
+            return false;
+        };
+        let before = team.len();
+        team.retain(|d| d.id != id);
+        let removed = team.len() < before;
+        if team.is_empty() {
+            self.by_team.remove(&team_id);
+        }
+        self.len -= usize::from(removed);
+        removed
+    }
 }
 
 impl DestinationCatalog for DestinationSet {
@@ -81,48 +108,53 @@ impl DestinationCatalog for DestinationSet {
         self.by_team.get(&team_id).cloned().unwrap_or_default()
     }
 
-    fn get(&self, id: &str) -> Option<Arc<Destination>> {
-        self.by_id.get(id).cloned()
+    fn get(&self, team_id: i64, id: &str) -> Option<Arc<Destination>> {
+        // A team has few destinations: a scan of its own beats a second index in memory.
+        self.by_team
+            .get(&team_id)?
+            .iter()
+            .find(|d| d.id == id)
+            .cloned()
     }
 
     fn len(&self) -> usize {
-        self.by_id.len()
+        self.len
     }
 }
 
-/// The destinations in use now: a store swaps in a whole new validated set when it
-/// reloads, and readers (the consumer, the attempt activity) always see one consistent set.
+/// The destinations in use now: a store replaces the whole set or changes one destination
+/// at a time, and readers (the consumer, the attempt activity) see each change whole.
 #[derive(Debug, Default)]
-pub struct LiveDestinations(std::sync::RwLock<Arc<DestinationSet>>);
+pub struct LiveDestinations(std::sync::RwLock<DestinationSet>);
 
 impl LiveDestinations {
     /// Starts with `set`.
     pub fn new(set: DestinationSet) -> Self {
-        LiveDestinations(std::sync::RwLock::new(Arc::new(set)))
+        LiveDestinations(std::sync::RwLock::new(set))
     }
 
-    /// Replaces the set.
+    /// Replaces the whole set.
     pub fn replace(&self, set: DestinationSet) {
-        *self.0.write_unpoisoned() = Arc::new(set);
+        *self.0.write_unpoisoned() = set;
     }
 
-    /// The current set.
-    pub fn snapshot(&self) -> Arc<DestinationSet> {
-        self.0.read_unpoisoned().clone()
+    /// Applies `change` to the set, under the write lock.
+    pub fn change<R>(&self, change: impl FnOnce(&mut DestinationSet) -> R) -> R {
+        change(&mut self.0.write_unpoisoned())
     }
 }
 
 impl DestinationCatalog for LiveDestinations {
     fn for_team(&self, team_id: i64) -> Vec<Arc<Destination>> {
-        self.snapshot().for_team(team_id)
+        self.0.read_unpoisoned().for_team(team_id)
     }
 
-    fn get(&self, id: &str) -> Option<Arc<Destination>> {
-        self.snapshot().get(id)
+    fn get(&self, team_id: i64, id: &str) -> Option<Arc<Destination>> {
+        self.0.read_unpoisoned().get(team_id, id)
     }
 
     fn len(&self) -> usize {
-        self.snapshot().len()
+        self.0.read_unpoisoned().len()
     }
 }
 

@@ -65,9 +65,9 @@ pub struct Destination {
     pub timeout_ms: u64,
     /// The endpoint whose limits and breaker this destination shares.
     pub endpoint: EndpointKey,
-    /// The shared host (`scheme://host:port`) the endpoint is on, when it is on one: its
-    /// concurrency is capped across teams, and each team takes at most a share of it.
-    pub shared_host: Option<EndpointKey>,
+    /// The host (`scheme://host:port`) the endpoint is on: what all teams send it at once
+    /// is capped, and each team takes at most a share of that.
+    pub host: EndpointKey,
     /// The destination's own limits for its endpoint, where it sets them.
     pub limits: LimitOverrides,
     /// The destination's own retry schedule, where it sets one.

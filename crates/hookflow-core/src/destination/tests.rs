@@ -8,7 +8,6 @@ const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
 fn parse(text: &str) -> Result<DestinationSet, DestinationError> {
     let rules = ValidationRules {
         allowed_hosts: crate::AllowList::new(&["127.0.0.1"]).expect("allow-list"),
-        ..ValidationRules::default()
     };
     DestinationSet::from_toml(text, &rules)
 }
@@ -153,7 +152,7 @@ fn destination(actions: Vec<i64>) -> Destination {
         secrets: vec![],
         timeout_ms: 1000,
         endpoint: EndpointKey::custom(1, "e").expect("key"),
-        shared_host: None,
+        host: EndpointKey::of_url(&Url::parse("https://example.com").expect("url")),
         limits: LimitOverrides::default(),
         retry_schedule_ms: None,
         max_age_ms: None,
@@ -205,7 +204,7 @@ fn parses_a_file_and_indexes_by_team_and_id() {
     assert_eq!(set.len(), 2);
     assert_eq!(set.for_team(2).len(), 2);
     assert!(set.for_team(3).is_empty());
-    let d1 = set.get("d-1").expect("d-1");
+    let d1 = set.get(2, "d-1").expect("d-1");
     assert_eq!(d1.timeout_ms, 2500);
     assert_eq!(
         d1.secrets
@@ -214,7 +213,10 @@ fn parses_a_file_and_indexes_by_team_and_id() {
             .collect::<Vec<_>>(),
         [SECRET]
     );
-    assert_eq!(set.get("d-2").expect("d-2").timeout_ms, DEFAULT_TIMEOUT_MS);
+    assert_eq!(
+        set.get(2, "d-2").expect("d-2").timeout_ms,
+        DEFAULT_TIMEOUT_MS
+    );
 }
 
 #[test]
@@ -247,40 +249,72 @@ fn errors_name_the_destination_and_field() {
 }
 
 #[test]
-fn duplicate_ids_are_refused() {
+fn ids_are_unique_within_a_team_and_free_across_teams() {
     let one = "[[destination]]\nid = \"x\"\nteam_id = 1\nurl = \"https://a.example\"\n";
     let err = parse(&format!("{one}{one}")).unwrap_err();
     assert_eq!(err, DestinationError::DuplicateId("x".into()));
+    let other_team = one.replace("team_id = 1", "team_id = 2");
+    let set = parse(&format!("{one}{other_team}")).expect("one id in two teams");
+    assert_eq!(set.len(), 2);
+    assert_eq!(set.get(1, "x").expect("team 1's").team_id, 1);
+    assert_eq!(set.get(2, "x").expect("team 2's").team_id, 2);
+    assert!(set.get(3, "x").is_none());
 }
 
 #[test]
-fn destinations_of_one_endpoint_must_agree_on_its_limits() {
-    let text = |second_extra: &str| {
+fn a_set_changes_one_destination_at_a_time() {
+    let one = "[[destination]]\nid = \"x\"\nteam_id = 1\nurl = \"https://a.example\"\n";
+    let mut set = parse(one).expect("valid");
+    let mut changed = (*set.get(1, "x").expect("x")).clone();
+    changed.timeout_ms = 1_234;
+    set.upsert(changed);
+    assert_eq!(set.len(), 1);
+    assert_eq!(set.get(1, "x").expect("x").timeout_ms, 1_234);
+    assert!(!set.remove(2, "x"), "another team's id is not this one");
+    assert!(set.remove(1, "x"));
+    assert_eq!(set.len(), 0);
+    assert!(set.for_team(1).is_empty());
+}
+
+#[test]
+fn one_teams_destinations_of_one_endpoint_must_agree_on_its_limits() {
+    let text = |second_team: i64, second_extra: &str| {
         format!(
             "[[destination]]\nid = \"a\"\nteam_id = 1\nurl = \"https://h.example/1\"\n\
-             rate_per_second = 5.0\n\n[[destination]]\nid = \"b\"\nteam_id = 2\n\
+             rate_per_second = 5.0\n\n[[destination]]\nid = \"b\"\nteam_id = {second_team}\n\
              url = \"https://h.example:443/2\"\n{second_extra}\n"
         )
     };
-    let err = parse(&text("")).unwrap_err();
+    let err = parse(&text(1, "")).unwrap_err();
     assert_eq!(
         err,
         DestinationError::ConflictingLimits {
-            endpoint: "https://h.example:443".into(),
+            endpoint: "https://h.example:443 team=1".into(),
             first: "a".into(),
             second: "b".into(),
         }
     );
-    let set = parse(&text("rate_per_second = 5.0")).expect("agree");
+    let set = parse(&text(1, "rate_per_second = 5.0")).expect("agree");
     assert_eq!(
-        set.get("a").map(|d| d.endpoint.clone()),
-        set.get("b").map(|d| d.endpoint.clone())
+        set.get(1, "a").map(|d| d.endpoint.clone()),
+        set.get(1, "b").map(|d| d.endpoint.clone())
     );
-    let own_key = text("endpoint_key = \"h-2\"");
-    let set = parse(&own_key).expect("own endpoint");
-    assert_eq!(set.get("b").expect("b").endpoint.as_str(), "team=2 h-2");
+    // Another team on the same host has an endpoint of its own: nothing to agree on.
+    let set = parse(&text(2, "")).expect("another team");
+    assert_ne!(
+        set.get(1, "a").map(|d| d.endpoint.clone()),
+        set.get(2, "b").map(|d| d.endpoint.clone())
+    );
     assert_eq!(
-        set.get("a")
+        set.get(1, "a").map(|d| d.host.clone()),
+        set.get(2, "b").map(|d| d.host.clone()),
+        "one host"
+    );
+    let own_key = text(1, "endpoint_key = \"h-2\"");
+    let set = parse(&own_key).expect("own endpoint");
+    assert_eq!(set.get(1, "b").expect("b").endpoint.as_str(), "team=1 h-2");
+    assert_eq!(
+        set.get(1, "a")
             .expect("a")
             .limits
             .over(EndpointLimits::default())
@@ -327,7 +361,7 @@ fn the_full_model_parses() {
         "#
     ))
     .expect("valid");
-    let d = set.get("slack-1").expect("slack-1");
+    let d = set.get(2, "slack-1").expect("slack-1");
     assert_eq!(d.name, "Sales channel");
     assert_eq!(d.state, DestinationState::Paused);
     assert_eq!(d.format, Format::Slack);
@@ -342,7 +376,7 @@ fn the_full_model_parses() {
     );
     assert!(!format!("{d:?}").contains(SECRET), "secrets are redacted");
     assert_eq!(
-        set.get("off").expect("off").state,
+        set.get(2, "off").expect("off").state,
         DestinationState::Disabled("customer asked".into())
     );
 }
@@ -399,7 +433,7 @@ fn retry_overrides_replace_the_deployments_schedule_and_age() {
     )
     .expect("valid");
     let policy = set
-        .get("x")
+        .get(1, "x")
         .expect("x")
         .retry_policy(&RetryPolicy::default());
     assert_eq!(policy.schedule_ms, [100, 200]);
@@ -417,7 +451,7 @@ fn breaker_overrides_apply_to_the_endpoint_and_must_agree() {
                breaker_min_attempts = 3\nbreaker_cooldown_ms = 900000\n";
     let set = parse(one).expect("valid");
     let policy = set
-        .get("a")
+        .get(1, "a")
         .expect("a")
         .limits
         .breaker_over(&BreakerPolicy::default());

@@ -20,8 +20,6 @@ pub struct ValidationRules {
     /// Hosts (or hosts on one port) that may be reached over plain http
     /// (`http.allowed_hosts`).
     pub allowed_hosts: crate::AllowList,
-    /// Hosts many teams share (`isolation.shared_hosts`): endpoints there are per team.
-    pub shared_hosts: crate::endpoint::SharedHosts,
 }
 
 /// Headers hookflow sets itself, which a destination may not override.
@@ -161,12 +159,9 @@ impl DestinationSpec {
         let endpoint = match &self.endpoint_key {
             Some(key) => EndpointKey::custom(self.team_id, key)
                 .map_err(|p| invalid("endpoint_key", p.into()))?,
-            None => EndpointKey::of_destination(&url, self.team_id, &rules.shared_hosts),
+            None => EndpointKey::of_destination(&url, self.team_id),
         };
-        let shared_host = url
-            .host_str()
-            .filter(|host| rules.shared_hosts.contains(host))
-            .map(|_| EndpointKey::of_url(&url));
+        let host = EndpointKey::of_url(&url);
         let limits = LimitOverrides {
             rate_per_second: self.rate_per_second,
             burst: self.burst,
@@ -216,7 +211,7 @@ impl DestinationSpec {
             secrets,
             timeout_ms,
             endpoint,
-            shared_host,
+            host,
             limits,
         })
     }

@@ -30,7 +30,7 @@ pub use bulkhead::{Bulkheads, Slot};
 pub use disabled::{DisabledDestinations, Disablement, disabled_key};
 use hookflow_core::{
     AttemptReport, AttemptVerdict, Deferral, DeferralReason, Destination, EndpointKey,
-    EndpointLimits, EndpointStanding, FieldError, SharedHosts, Standing,
+    EndpointLimits, EndpointStanding, FieldError, Standing,
     breaker::{Admission, BreakerPolicy},
 };
 use hookflow_telemetry::names;
@@ -80,25 +80,28 @@ pub struct IsolationSettings {
         default = "default_idle_eviction"
     )]
     pub idle_eviction: Duration,
-    /// Hosts many teams share (Slack, Discord, Teams, Zapier by default): limits and
-    /// breakers are kept per (team, endpoint) there.
+    /// No longer read: every host's endpoints are kept per team (an earlier version kept
+    /// them per team on these hosts only). Accepted so older files still load.
     #[serde(default)]
-    pub shared_hosts: SharedHosts,
-    /// Attempts in flight at once to one shared host, all teams together, per worker.
-    #[serde(default = "default_shared_host_max_in_flight")]
-    pub shared_host_max_in_flight: u32,
-    /// The most of a shared host's concurrency one team may take (0 to 1).
-    #[serde(default = "default_shared_host_team_share")]
-    pub shared_host_team_share: f64,
+    pub shared_hosts: Option<Vec<String>>,
+    /// Attempts in flight at once to one host, all teams together, per worker.
+    #[serde(
+        default = "default_host_max_in_flight",
+        alias = "shared_host_max_in_flight"
+    )]
+    pub host_max_in_flight: u32,
+    /// The most of a host's concurrency one team may take (0 to 1).
+    #[serde(default = "default_host_team_share", alias = "shared_host_team_share")]
+    pub host_team_share: f64,
     /// `[isolation.breaker]`
     pub breaker: BreakerPolicy,
 }
 
-fn default_shared_host_max_in_flight() -> u32 {
+fn default_host_max_in_flight() -> u32 {
     40
 }
 
-fn default_shared_host_team_share() -> f64 {
+fn default_host_team_share() -> f64 {
     0.25
 }
 
@@ -134,26 +137,23 @@ impl IsolationSettings {
                 "must be at most 5000",
             ));
         }
-        if self.shared_host_max_in_flight == 0 {
-            return Err(FieldError::new(
-                "shared_host_max_in_flight",
-                "must be at least 1",
-            ));
+        if self.host_max_in_flight == 0 {
+            return Err(FieldError::new("host_max_in_flight", "must be at least 1"));
         }
-        if !(self.shared_host_team_share > 0.0 && self.shared_host_team_share <= 1.0) {
+        if !(self.host_team_share > 0.0 && self.host_team_share <= 1.0) {
             return Err(FieldError::new(
-                "shared_host_team_share",
+                "host_team_share",
                 "must be above 0 and at most 1",
             ));
         }
         Ok(())
     }
 
-    /// The most attempts one team may have in flight to one shared host, per worker: its
-    /// share of the host's concurrency, at least one.
-    pub fn team_share_of_shared_host(&self) -> u32 {
-        let share = f64::from(self.shared_host_max_in_flight) * self.shared_host_team_share;
-        (share.ceil() as u32).clamp(1, self.shared_host_max_in_flight.max(1))
+    /// The most attempts one team may have in flight to one host, per worker: its share of
+    /// the host's concurrency, at least one.
+    pub fn team_share_of_host(&self) -> u32 {
+        let share = f64::from(self.host_max_in_flight) * self.host_team_share;
+        (share.ceil() as u32).clamp(1, self.host_max_in_flight.max(1))
     }
 
     /// The default limits of an endpoint.
@@ -172,12 +172,12 @@ pub struct Pass {
     /// The endpoint's breaker policy, worked out once per attempt.
     policy: BreakerPolicy,
     _slot: Slot,
-    /// The attempt's place in its shared host's bulkhead, when it is on one.
-    _shared_slot: Option<Slot>,
+    /// The attempt's place in its host's bulkhead.
+    _host_slot: Slot,
     _in_flight: InFlight,
 }
 
-/// One attempt in `hookflow_attempts_in_flight`, however many bulkheads it holds a place in.
+/// One attempt in `hookflow_attempts_in_flight`, though it holds a place in two bulkheads.
 struct InFlight;
 
 impl InFlight {
@@ -207,8 +207,8 @@ pub struct Waiter<'a> {
 /// The concurrency caps, rate limiters and breakers of every endpoint.
 pub struct EndpointGate {
     idle_eviction: Duration,
-    shared_host_max_in_flight: u32,
-    team_share_of_shared_host: u32,
+    host_max_in_flight: u32,
+    team_share_of_host: u32,
     defaults: EndpointLimits,
     breaker: BreakerPolicy,
     endpoint_labels: bool,
@@ -233,8 +233,8 @@ impl EndpointGate {
         }
         EndpointGate {
             idle_eviction: settings.idle_eviction,
-            shared_host_max_in_flight: settings.shared_host_max_in_flight,
-            team_share_of_shared_host: settings.team_share_of_shared_host(),
+            host_max_in_flight: settings.host_max_in_flight,
+            team_share_of_host: settings.team_share_of_host(),
             defaults: settings.default_limits(),
             breaker: settings.breaker.clone(),
             endpoint_labels: false,
@@ -271,26 +271,23 @@ impl EndpointGate {
         }
         let limits = destination.limits.over(self.defaults);
         let at_cap = || deferred(DeferralReason::ConcurrencyCap, self.concurrency_retry);
-        // On a shared host a team's endpoint takes at most the team's share of the host, and
-        // all teams together at most the host's cap.
-        let max_in_flight = match destination.shared_host {
-            Some(_) => limits.max_in_flight.min(self.team_share_of_shared_host),
-            None => limits.max_in_flight,
-        };
+        // A team's endpoint takes at most the team's share of its host, and all teams
+        // together at most the host's cap.
+        let max_in_flight = limits.max_in_flight.min(self.team_share_of_host);
         let slot = self
             .bulkheads
             .enter(endpoint, max_in_flight, self.concurrency_wait)
             .await
             .ok_or_else(at_cap)?;
-        let shared_slot = match &destination.shared_host {
-            Some(host) => Some(
-                self.bulkheads
-                    .enter(host, self.shared_host_max_in_flight, self.concurrency_wait)
-                    .await
-                    .ok_or_else(at_cap)?,
-            ),
-            None => None,
-        };
+        let host_slot = self
+            .bulkheads
+            .enter(
+                &destination.host,
+                self.host_max_in_flight,
+                self.concurrency_wait,
+            )
+            .await
+            .ok_or_else(at_cap)?;
         if let Err(wait) = self.limiter.check(endpoint, &limits) {
             return Err(deferred(DeferralReason::RateLimited, wait));
         }
@@ -307,7 +304,7 @@ impl EndpointGate {
             admission,
             policy,
             _slot: slot,
-            _shared_slot: shared_slot,
+            _host_slot: host_slot,
             _in_flight: InFlight::new(),
         })
     }
@@ -457,9 +454,9 @@ mod tests {
             concurrency_wait: Duration::ZERO,
             concurrency_retry: Duration::from_secs(1),
             idle_eviction: Duration::from_secs(60),
-            shared_hosts: SharedHosts::new(["hooks.example.com"]),
-            shared_host_max_in_flight: 4,
-            shared_host_team_share: 0.5,
+            shared_hosts: None,
+            host_max_in_flight: 4,
+            host_team_share: 0.5,
             breaker: BreakerPolicy::default(),
         }
     }
@@ -469,25 +466,19 @@ mod tests {
             "id": id, "team_id": team_id, "url": format!("https://hooks.example.com/{id}"),
         }))
         .expect("spec");
-        let rules = ValidationRules {
-            shared_hosts: settings().shared_hosts,
-            ..ValidationRules::default()
-        };
-        spec.validate_one(&rules).expect("valid")
+        spec.validate_one(&ValidationRules::default())
+            .expect("valid")
     }
 
     #[tokio::test]
-    async fn a_team_takes_at_most_its_share_of_a_shared_hosts_concurrency() {
+    async fn a_team_takes_at_most_its_share_of_a_hosts_concurrency() {
         let gate = EndpointGate::new(&settings(), None, Arc::new(AtomicU32::new(1)));
         let (a, b, c) = (
             destination(1, "a"),
             destination(2, "b"),
             destination(3, "c"),
         );
-        assert_ne!(
-            a.endpoint, b.endpoint,
-            "one endpoint per team on a shared host"
-        );
+        assert_ne!(a.endpoint, b.endpoint, "one endpoint per team on a host");
         let first_a = gate.enter(&a, None).await.ok();
         let second_a = gate.enter(&a, None).await.ok();
         assert!(first_a.is_some() && second_a.is_some());
