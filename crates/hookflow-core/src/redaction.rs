@@ -91,9 +91,11 @@ pub fn redact_url(url: &str) -> String {
 }
 
 /// `url` with a `<redacted>` in place of credentials given back those of `stored`; `None`
-/// when `stored` has none to give.
+/// when `stored` has none to give. A URL without credentials is given back as it is.
 pub fn restore_url(url: &str, stored: &str) -> Option<String> {
-    let (placeholder, _) = userinfo(url)?;
+    let Some((placeholder, _)) = userinfo(url) else {
+        return Some(url.to_owned());
+    };
     if &url[placeholder.clone()] != REDACTED {
         return Some(url.to_owned());
     }
@@ -103,6 +105,82 @@ pub fn restore_url(url: &str, stored: &str) -> Option<String> {
         &url[..placeholder.start],
         &stored[credentials],
         &url[placeholder.end..]
+    ))
+}
+
+/// Hosts of chat and automation services whose webhook URLs are secrets in full (the path,
+/// or a signature in the query, lets anyone post): Slack, Discord, Microsoft Teams
+/// (connectors and Workflows) and Zapier. A host matches itself and its subdomains.
+const SECRET_URL_HOSTS: [&str; 8] = [
+    "hooks.slack.com",
+    "discord.com",
+    "discordapp.com",
+    "webhook.office.com",
+    "logic.azure.com",
+    "api.powerautomate.com",
+    "api.powerplatform.com",
+    "hooks.zapier.com",
+];
+
+/// Whether `url`'s path and query are a secret: a chat or automation service's webhook
+/// URL (by its host, or because the destination's `format` is such a service's).
+pub fn url_path_is_secret(url: &str, chat_format: bool) -> bool {
+    chat_format
+        || url::Url::parse(url).ok().is_some_and(|url| {
+            url.host_str().is_some_and(|host| {
+                let host = host.trim_end_matches('.').to_ascii_lowercase();
+                SECRET_URL_HOSTS
+                    .iter()
+                    .any(|h| host == *h || host.ends_with(&format!(".{h}")))
+            })
+        })
+}
+
+/// `url` as a destination's owner is shown it: credentials redacted ([`redact_url`]), and
+/// when its path and query are a secret ([`url_path_is_secret`]), them too:
+/// `https://hooks.slack.com/<redacted>`.
+pub fn redact_destination_url(url: &str, chat_format: bool) -> String {
+    let url = redact_url(url);
+    if !url_path_is_secret(&url, chat_format) {
+        return url;
+    }
+    match origin_end(&url) {
+        Some(end) => format!("{}/{REDACTED}", &url[..end]),
+        None => url,
+    }
+}
+
+/// Where `url`'s authority ends (its path, query or fragment begin).
+fn origin_end(url: &str) -> Option<usize> {
+    let start = url.find("://")? + 3;
+    Some(
+        url[start..]
+            .find(['/', '?', '#'])
+            .map_or(url.len(), |i| start + i),
+    )
+}
+
+/// `url` with its `<redacted>` parts (credentials, a secret path) given back from `stored`;
+/// `None` when `stored` has none to give. The caller has checked both have one origin.
+pub fn restore_destination_url(url: &str, stored: &str) -> Option<String> {
+    let url = restore_url(url, stored)?;
+    let end = origin_end(&url)?;
+    if url[end..] != format!("/{REDACTED}") {
+        return Some(url);
+    }
+    let stored_end = origin_end(stored)?;
+    Some(format!("{}{}", &url[..end], &stored[stored_end..]))
+}
+
+/// The `scheme://host:port` of `url` (placeholders and all), for comparing where two URLs
+/// send; `None` when it is not a URL.
+pub fn url_origin(url: &str) -> Option<String> {
+    let url = url::Url::parse(url).ok()?;
+    Some(format!(
+        "{}://{}:{}",
+        url.scheme(),
+        url.host_str()?.to_ascii_lowercase(),
+        url.port_or_known_default()?
     ))
 }
 
@@ -170,6 +248,33 @@ mod tests {
             restore_url(moved, "https://h.example/"),
             None,
             "nothing to give back"
+        );
+    }
+
+    #[test]
+    fn chat_webhook_urls_are_secrets_in_full_and_given_back_on_their_origin() {
+        let slack = "https://hooks.slack.com/services/T0/B0/XXXXSECRET";
+        let shown = redact_destination_url(slack, false);
+        assert_eq!(shown, "https://hooks.slack.com/<redacted>");
+        assert_eq!(
+            restore_destination_url(&shown, slack).as_deref(),
+            Some(slack)
+        );
+        let teams = "https://prod-1.westus.logic.azure.com:443/workflows/x/triggers/manual/paths/invoke?sig=SECRET";
+        assert_eq!(
+            redact_destination_url(teams, false),
+            "https://prod-1.westus.logic.azure.com:443/<redacted>"
+        );
+        // Any host, when the destination's format is a chat service's.
+        assert_eq!(
+            redact_destination_url("https://chat.example/hook/SECRET", true),
+            "https://chat.example/<redacted>"
+        );
+        let own = "https://hooks.example.com/a?b=c";
+        assert_eq!(redact_destination_url(own, false), own);
+        assert_eq!(
+            url_origin("https://<redacted>@Hooks.Example.com/x").as_deref(),
+            Some("https://hooks.example.com:443")
         );
     }
 

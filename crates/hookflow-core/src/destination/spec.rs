@@ -8,7 +8,7 @@ use serde::{Deserialize, Deserializer, Serialize};
 use super::{Destination, DestinationError, ValidationRules};
 use crate::{
     format::Format,
-    redaction::{REDACTED, redact_url, restore_url},
+    redaction::{REDACTED, redact_destination_url, restore_destination_url, url_origin},
 };
 
 /// A destination as written in the destinations file or sent to the admin API, before
@@ -94,12 +94,12 @@ pub struct DestinationSpec {
 }
 
 impl DestinationSpec {
-    /// A copy safe to show: secrets, header values and the URL's credentials replaced by
-    /// `<redacted>`.
+    /// A copy safe to show: secrets, header values, the URL's credentials and, for a chat
+    /// or automation service's webhook URL, its path and query replaced by `<redacted>`.
     pub fn redacted(&self) -> DestinationSpec {
         let hide = |v: &Option<String>| v.as_ref().map(|_| REDACTED.to_owned());
         DestinationSpec {
-            url: redact_url(&self.url),
+            url: redact_destination_url(&self.url, self.format.uses_template()),
             secret: hide(&self.secret),
             previous_secret: hide(&self.previous_secret),
             headers: self
@@ -113,15 +113,27 @@ impl DestinationSpec {
 
     /// Gives back the stored values where this spec says `<redacted>` (a client that sent
     /// back what it was shown keeps the secrets it could not see). Without a `stored` spec
-    /// (a create), a placeholder is refused: it is not a value. The error names the field.
+    /// (a create), a placeholder is refused: it is not a value. A spec whose URL moved to
+    /// another origin (`scheme://host:port`) keeps none: the stored secrets were given for
+    /// the old host, and a placeholder there is refused, so they never follow a URL to a
+    /// new host; give them again. The error names the field.
     pub fn restore_redacted(
         &mut self,
         stored: Option<&DestinationSpec>,
     ) -> Result<(), DestinationError> {
+        let moved = stored.is_some_and(|s| url_origin(&s.url) != url_origin(&self.url));
+        let stored = stored.filter(|_| !moved);
         let missing = |field: &'static str| DestinationError::Invalid {
             destination: self.id.clone(),
             field,
-            problem: format!("is `{REDACTED}` but there is no stored value to keep"),
+            problem: if moved {
+                format!(
+                    "is `{REDACTED}` but the url moved to another host: secrets do not follow \
+                     it, give this one again"
+                )
+            } else {
+                format!("is `{REDACTED}` but there is no stored value to keep")
+            },
         };
         for (field, value, kept) in [
             (
@@ -151,7 +163,7 @@ impl DestinationSpec {
             }
         }
         if self.url.contains(REDACTED) {
-            let kept = stored.and_then(|s| restore_url(&self.url, &s.url));
+            let kept = stored.and_then(|s| restore_destination_url(&self.url, &s.url));
             self.url = kept.ok_or_else(|| missing("url"))?;
         }
         Ok(())

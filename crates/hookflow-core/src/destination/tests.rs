@@ -62,6 +62,69 @@ fn placeholders_sent_back_keep_the_stored_secrets_and_are_refused_on_create() {
 }
 
 #[test]
+fn secrets_never_follow_a_url_to_another_host() {
+    let stored: DestinationSpec = serde_json::from_value(serde_json::json!({
+        "id": "d", "team_id": 2, "url": "https://u:pw@hooks.example.com/x",
+        "secret": SECRET, "headers": {"Authorization": "Bearer t"},
+    }))
+    .expect("spec");
+    let field_of = |error: DestinationError| match error {
+        DestinationError::Invalid { field, problem, .. } => {
+            assert!(problem.contains("another host"), "{problem}");
+            field
+        }
+        other => panic!("{other}"),
+    };
+    // The URL moves, the secret is echoed back: refused, naming the secret.
+    let mut moved = stored.redacted();
+    moved.url = "https://attacker.example/x".into();
+    assert_eq!(
+        field_of(moved.restore_redacted(Some(&stored)).unwrap_err()),
+        "secret"
+    );
+    // The header value echoed back: refused too.
+    let mut moved = stored.redacted();
+    moved.url = "https://attacker.example/x".into();
+    moved.secret = Some(SECRET.into());
+    assert_eq!(
+        field_of(moved.restore_redacted(Some(&stored)).unwrap_err()),
+        "headers"
+    );
+    // The URL's credentials echoed back on another host.
+    let mut moved = stored.redacted();
+    moved.url = "https://<redacted>@attacker.example/x".into();
+    moved.secret = Some(SECRET.into());
+    moved.headers.clear();
+    assert_eq!(
+        field_of(moved.restore_redacted(Some(&stored)).unwrap_err()),
+        "url"
+    );
+    // Everything given again: taken as given.
+    let mut moved = stored.clone();
+    moved.url = "https://attacker.example/x".into();
+    moved.restore_redacted(Some(&stored)).expect("new values");
+    // Another path on the same origin keeps them.
+    let mut same_origin = stored.redacted();
+    same_origin.url = "https://<redacted>@hooks.example.com:443/y".into();
+    same_origin.restore_redacted(Some(&stored)).expect("kept");
+    assert_eq!(same_origin.url, "https://u:pw@hooks.example.com:443/y");
+    assert_eq!(same_origin.secret.as_deref(), Some(SECRET));
+}
+
+#[test]
+fn a_chat_webhook_url_is_shown_redacted_and_kept_when_sent_back() {
+    let stored: DestinationSpec = serde_json::from_value(serde_json::json!({
+        "id": "d", "team_id": 2, "format": "slack",
+        "url": "https://hooks.slack.com/services/T0/B0/XXXXSECRET",
+    }))
+    .expect("spec");
+    let mut shown = stored.redacted();
+    assert_eq!(shown.url, "https://hooks.slack.com/<redacted>");
+    shown.restore_redacted(Some(&stored)).expect("kept");
+    assert_eq!(shown.url, stored.url);
+}
+
+#[test]
 fn only_the_planned_destination_of_the_events_team_may_receive_a_delivery() {
     let mut planned = destination(vec![]);
     planned.uid = Some("0190f3a4-0000-7000-8000-0000000000aa".into());
