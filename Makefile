@@ -5,8 +5,9 @@
 # `make stack-down` stops the local stack that `make run` started.
 
 CARGO ?= cargo
-HOOKFLOW := target/debug/hookflow
 LOCAL_CONFIG := config/local.toml
+# The local catalog's sealing key, made by deploy/local/stack.sh (read when a command runs).
+HOOKFLOW := HOOKFLOW_DESTINATIONS__POSTGRES__ENCRYPTION__KEYS__LOCAL="$$(cat .hookflow/catalog.key 2>/dev/null)" target/debug/hookflow
 
 .PHONY: run test deps lint build release stack-up stack-down sample receive
 
@@ -17,6 +18,8 @@ build: deps
 	$(CARGO) build --workspace --all-targets --locked
 
 run: build stack-up
+	$(HOOKFLOW) --config $(LOCAL_CONFIG) migrate
+	$(HOOKFLOW) --config $(LOCAL_CONFIG) destinations import --file config/destinations.example.toml
 	$(HOOKFLOW) --config $(LOCAL_CONFIG) register-search-attributes
 	$(HOOKFLOW) --config $(LOCAL_CONFIG) run
 

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs what hookflow's local stack and build need on a fresh Debian machine, and nothing
-# that is already there: protoc (prost builds the Temporal protos), Redis, Prometheus with
+# that is already there: protoc (prost builds the Temporal protos), Redis, PostgreSQL, Prometheus with
 # promtool (the dashboard and alert-rule tests), the Temporal CLI (dev server), the
 # Kafka-compatible broker tansu, schemathesis (the admin API fuzz test), Node with
 # Microsoft's Adaptive Card library (the Teams contract test), Chromium (the Temporal UI
@@ -17,6 +17,10 @@ command -v protoc >/dev/null 2>&1 || need_apt+=(protobuf-compiler)
 [ -f /usr/include/openssl/ssl.h ] || need_apt+=(libssl-dev)
 command -v pkg-config >/dev/null 2>&1 || need_apt+=(pkg-config)
 command -v redis-server >/dev/null 2>&1 || need_apt+=(redis-server)
+# PostgreSQL keeps the destination catalog (the local stack and the tests start their own
+# server with Debian's binaries; psql comes with them).
+compgen -G "/usr/lib/postgresql/*/bin/postgres" >/dev/null || need_apt+=(postgresql)
+command -v psql >/dev/null 2>&1 || need_apt+=(postgresql-client)
 command -v promtool >/dev/null 2>&1 || need_apt+=(prometheus)
 # Node runs the chat services' own validators in the contract tests (tests/contracts).
 command -v npm >/dev/null 2>&1 || need_apt+=(nodejs npm)

@@ -1,12 +1,13 @@
 //! What the production deployment relies on, checked here since no cluster or Docker daemon
 //! is at hand: the Kubernetes overlays render and validate against the Kubernetes schemas,
 //! and agree with each other and with hookflow (probes, ports, selectors, grace periods,
-//! roles); the Dockerfile passes hadolint and builds the binary with `make release`'s
-//! command; every alert has a runbook entry; and `--role admin` serves the admin API alone.
+//! roles), and `hookflow check-config` accepts each overlay's configuration; the Dockerfile
+//! passes hadolint and builds the binary with `make release`'s command; every alert has a
+//! runbook entry; and `--role admin` serves the admin API alone.
 
 use std::{collections::BTreeSet, path::Path, process::Command, time::Duration};
 
-use hookflow_e2e::{admin::AdminApi, scenario::Scenario};
+use hookflow_e2e::{admin::AdminApi, hookflow, scenario::Scenario};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
@@ -154,7 +155,7 @@ fn every_overlay_renders_validates_and_holds_together() {
                 "{name}"
             );
             // `--role admin` refuses to start without the admin API's address and the
-            // Redis store; its Service's port must be the one it listens on.
+            // catalog; its Service's port must be the one it listens on.
             if role == "admin" {
                 let admin_port = container_port(container, "admin");
                 assert_eq!(
@@ -167,9 +168,10 @@ fn every_overlay_renders_validates_and_holds_together() {
                 );
                 assert_eq!(
                     config["destinations"]["store"].as_str(),
-                    Some("redis"),
+                    Some("postgres"),
                     "{overlay}"
                 );
+                check_config(overlay, map["data"][file_name].as_str().expect("toml"));
             }
             for (probe, path) in [
                 ("livenessProbe", "/_liveness"),
@@ -288,6 +290,49 @@ fn every_overlay_renders_validates_and_holds_together() {
             ));
         }
     }
+}
+
+/// `hookflow check-config` accepts an overlay's configuration given the secrets its comments
+/// say the Secret holds, and refuses it without them.
+fn check_config(overlay: &str, toml: &str) {
+    let file = tempfile::NamedTempFile::new().expect("temp file");
+    std::fs::write(file.path(), toml).expect("write");
+    let args = [
+        "--config",
+        file.path().to_str().expect("path"),
+        "check-config",
+    ];
+    let key = "A".repeat(43) + "=";
+    let mut env = vec![
+        ("HOOKFLOW_ADMIN__TOKEN", "an-admin-token-of-32-characters!"),
+        (
+            "HOOKFLOW_DESTINATIONS__POSTGRES__URL",
+            "postgres://hookflow:pw@postgres:5432/hookflow",
+        ),
+        ("HOOKFLOW_REDIS__URL", "redis://redis:6379"),
+        ("HOOKFLOW_TEMPORAL__CODEC__KEYS__K1", key.as_str()),
+    ];
+    let (refused, error) = hookflow::run_with_env(&args, &env);
+    assert!(!refused, "{overlay}: valid without the catalog key");
+    assert!(
+        error.contains("destinations.postgres.encryption"),
+        "{overlay}: {error}"
+    );
+    let key_var = format!(
+        "HOOKFLOW_DESTINATIONS__POSTGRES__ENCRYPTION__KEYS__{}",
+        if overlay == "local-kind" {
+            "LOCAL"
+        } else {
+            "C1"
+        }
+    );
+    env.push((key_var.as_str(), key.as_str()));
+    let (valid, output) = hookflow::run_with_env(&args, &env);
+    assert!(valid, "{overlay}: {output}");
+    assert!(
+        output.contains("destinations in the PostgreSQL catalog"),
+        "{output}"
+    );
 }
 
 #[test]

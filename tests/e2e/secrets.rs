@@ -2,8 +2,8 @@
 //! every place a user puts one (a signing secret, a header value, a URL's credentials, the
 //! admin token, a librdkafka password) and the failures that used to quote them (a
 //! configuration and a destinations file that are not TOML, a request the API refuses);
-//! then every log line, metrics page, admin answer and workflow history is searched for
-//! them: none. Meanwhile the endpoint gets each secret it should, and a PUT of what a GET
+//! then every log line, metrics page, admin answer, workflow history and the catalog's rows
+//! in PostgreSQL are searched for them: none. Meanwhile the endpoint gets each secret it should, and a PUT of what a GET
 //! showed keeps the stored values.
 
 use std::time::Duration;
@@ -201,8 +201,24 @@ async fn no_log_line_metric_answer_or_history_holds_a_secret() {
             String::from_utf8_lossy(&history).into_owned(),
         ));
     }
+    // And the catalog, as a dump of its database would show it.
+    let catalog = s.deployment.catalog_url();
+    let database = catalog.rsplit('/').next().expect("database").to_owned();
+    haystacks.push((
+        "the catalog's rows".to_owned(),
+        s.stack.postgres.sql(
+            &database,
+            "SELECT row_to_json(d) FROM hookflow_destinations d",
+        ),
+    ));
     assert!(
-        s.deployment.logs().contains("destinations reloaded"),
+        haystacks
+            .last()
+            .is_some_and(|(_, rows)| rows.contains("guarded")),
+        "the catalog was read"
+    );
+    assert!(
+        s.deployment.logs().contains("destination catalog loaded"),
         "logs were read"
     );
     for (place, text) in &haystacks {

@@ -5,6 +5,7 @@ use std::time::Duration;
 use serde_json::Value;
 
 /// The admin API at `base`, called with `token`.
+#[derive(Clone)]
 pub struct AdminApi {
     /// `http://127.0.0.1:port`
     pub base: String,

@@ -10,6 +10,9 @@ use std::{
 
 use crate::{free_port, stack::Stack, unique};
 
+/// The test deployments' catalog key (32 bytes, base64): not a secret.
+pub const CATALOG_KEY: &str = "dGVzdC1rZXktb2YtdGhpcnR5LXR3by1ieXRlcy0tLS0=";
+
 /// One test's hookflow deployment: configuration and destinations; processes are started
 /// from it with [`Deployment::start`].
 pub struct Deployment {
@@ -29,6 +32,9 @@ pub struct Deployment {
     brokers: String,
     temporal: String,
     redis: String,
+    postgres: crate::stack::PostgresServer,
+    /// The deployment's catalog database, once it keeps destinations there.
+    catalog: Option<String>,
     destinations: String,
     allowed_hosts: Vec<String>,
     endpoint_labels: bool,
@@ -68,6 +74,8 @@ impl Deployment {
             brokers: stack.kafka.clone(),
             temporal: stack.temporal.clone(),
             redis: stack.redis.url(),
+            postgres: stack.postgres.clone(),
+            catalog: None,
             destinations: String::new(),
             allowed_hosts: vec!["127.0.0.1".into()],
             endpoint_labels: false,
@@ -102,12 +110,40 @@ impl Deployment {
         self
     }
 
-    /// Keeps destinations in Redis and serves the admin API; its base URL and token.
+    /// Keeps destinations in a PostgreSQL catalog of its own and serves the admin API; its
+    /// base URL and token.
     pub fn admin_api(&mut self) -> (String, String) {
         let port = free_port();
         let token = unique("admin-token-0123456789");
         self.admin = Some((port, token.clone()));
+        self.catalog_url();
         (format!("http://127.0.0.1:{port}"), token)
+    }
+
+    /// Keeps destinations in a PostgreSQL catalog of its own (created on first call); its
+    /// URL.
+    pub fn catalog_url(&mut self) -> String {
+        let name = self
+            .catalog
+            .get_or_insert_with(|| unique("catalog").replace('-', "_"))
+            .clone();
+        if self
+            .postgres
+            .sql(
+                "postgres",
+                &format!("SELECT 1 FROM pg_database WHERE datname = '{name}'"),
+            )
+            .is_empty()
+        {
+            self.postgres.create_database(&name);
+        }
+        self.postgres.url(&name)
+    }
+
+    /// Points the catalog at another PostgreSQL (for example one the test stops).
+    pub fn postgres(&mut self, server: &crate::stack::PostgresServer) -> &mut Self {
+        self.postgres = server.clone();
+        self
     }
 
     /// Turns on the per-endpoint failure metric (`telemetry.endpoint_labels`).
@@ -189,6 +225,14 @@ allowed_hosts = [{allowed}]
 file = "{destinations}"
 store = "{store}"
 
+[destinations.postgres]
+url = "{catalog}"
+catch_up_interval_ms = 1000
+
+[destinations.postgres.encryption]
+current_key = "test"
+keys = {{ test = "{catalog_key}" }}
+
 [admin]
 address = "{admin_address}"
 token = "{admin_token}"
@@ -225,11 +269,17 @@ log_filter = "info,temporalio_sdk_core=warn"
             outcomes_topic = self.outcomes_topic,
             redis_prefix = self.redis_prefix,
             endpoint_labels = self.endpoint_labels,
-            store = if self.admin.is_some() {
-                "redis"
+            store = if self.catalog.is_some() {
+                "postgres"
             } else {
                 "file"
             },
+            catalog = self
+                .catalog
+                .as_deref()
+                .map(|name| self.postgres.url(name))
+                .unwrap_or_default(),
+            catalog_key = CATALOG_KEY,
             admin_address = self
                 .admin
                 .as_ref()
@@ -331,8 +381,14 @@ fn merge(base: &mut toml::Table, overrides: toml::Table) {
 /// Runs the `hookflow` binary with `args`; its exit success and its output (standard output
 /// and error).
 pub fn run(args: &[&str]) -> (bool, String) {
+    run_with_env(args, &[])
+}
+
+/// [`run`] with these variables added to the environment.
+pub fn run_with_env(args: &[&str], env: &[(&str, &str)]) -> (bool, String) {
     let out = Command::new(binary())
         .args(args)
+        .envs(env.iter().copied())
         .output()
         .expect("run hookflow");
     (

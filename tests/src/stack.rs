@@ -1,6 +1,7 @@
-//! The shared stack: one tansu broker, one Temporal dev server and one Redis per test
-//! binary, started on first use; and servers of a test's own (Redis, a broker, a Temporal
-//! server with a database file) for tests that stop, kill or freeze them. Each runs under a
+//! The shared stack: one tansu broker, one Temporal dev server, one Redis and one
+//! PostgreSQL per test binary, started on first use; and servers of a test's own (Redis,
+//! PostgreSQL, a broker, a Temporal server with a database file) for tests that stop, kill
+//! or freeze them. Each runs under a
 //! small shell guard that kills it when the test process exits, however it exits, so no
 //! server outlives the tests.
 
@@ -22,6 +23,8 @@ pub struct Stack {
     pub temporal: String,
     /// The shared Redis (deployments keep apart by key prefix).
     pub redis: RedisServer,
+    /// The shared PostgreSQL (deployments keep apart by database).
+    pub postgres: PostgresServer,
     tansu: String,
 }
 
@@ -83,6 +86,169 @@ impl RedisServer {
     }
 }
 
+/// A PostgreSQL server on loopback, its data in a directory of its own (trust auth, no
+/// fsync: a test database). Run as the `postgres` user when the tests run as root, which
+/// PostgreSQL refuses.
+#[derive(Debug, Clone)]
+pub struct PostgresServer {
+    /// Its port.
+    pub port: u16,
+    dir: PathBuf,
+    bin: PathBuf,
+}
+
+impl PostgresServer {
+    /// Initialises a data directory and starts a server on a free port.
+    pub fn start() -> PostgresServer {
+        let bin = postgres_bin();
+        let port = free_port();
+        let dir = std::env::temp_dir().join(format!("hookflow-pg-{}-{port}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("postgres dir");
+        if is_root() {
+            let out = Command::new("chown")
+                .args(["-R", "postgres"])
+                .arg(&dir)
+                .output()
+                .expect("chown");
+            assert!(out.status.success(), "chown: {out:?}");
+        }
+        let data = dir.join("data");
+        let out = as_postgres(&bin.join("initdb"))
+            .arg("-D")
+            .arg(&data)
+            .args(["-A", "trust", "-U", "hookflow", "--no-sync"])
+            .output()
+            .expect("initdb");
+        assert!(
+            out.status.success(),
+            "initdb: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let server = PostgresServer { port, dir, bin };
+        server.restart();
+        server
+    }
+
+    /// `postgres://hookflow@127.0.0.1:port/<database>`
+    pub fn url(&self, database: &str) -> String {
+        format!("postgres://hookflow@127.0.0.1:{}/{database}", self.port)
+    }
+
+    /// Creates database `name`; its URL.
+    pub fn create_database(&self, name: &str) -> String {
+        self.sql("postgres", &format!("CREATE DATABASE \"{name}\""));
+        self.url(name)
+    }
+
+    /// Runs `sql` in `database` with psql; its output (tuples only, `|`-separated).
+    pub fn sql(&self, database: &str, sql: &str) -> String {
+        let out = Command::new("psql")
+            .arg(self.url(database))
+            .args(["-v", "ON_ERROR_STOP=1", "-At", "-c", sql])
+            .output()
+            .expect("psql");
+        assert!(
+            out.status.success(),
+            "psql {sql}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    }
+
+    /// Starts it (again) on its port and data.
+    pub fn restart(&self) {
+        let args: Vec<String> = [
+            "-D".to_string(),
+            self.dir.join("data").display().to_string(),
+            "-p".into(),
+            self.port.to_string(),
+            "-k".into(),
+            self.dir.display().to_string(),
+            "-c".into(),
+            "listen_addresses=127.0.0.1".into(),
+            "-c".into(),
+            "fsync=off".into(),
+        ]
+        .into();
+        let mut command = vec![];
+        if is_root() {
+            command.extend([
+                "runuser".to_string(),
+                "-u".into(),
+                "postgres".into(),
+                "--".into(),
+            ]);
+        }
+        command.push(self.bin.join("postgres").display().to_string());
+        command.extend(args);
+        spawn_guarded(&format!("postgres-{}", self.port), &command);
+        wait_for_port("postgres", self.port);
+        // The port opens a moment before the server takes connections.
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !Command::new("psql")
+            .arg(self.url("postgres"))
+            .args(["-At", "-c", "SELECT 1"])
+            .output()
+            .is_ok_and(|o| o.status.success())
+        {
+            assert!(
+                Instant::now() < deadline,
+                "postgres did not take connections"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// Kills it with SIGKILL, as a crash would, and waits until its port is closed.
+    pub fn kill_9(&self) {
+        // Its command line: `postgres -D <dir>/data -p <port> …` (a pattern must not start
+        // with `-`, or pkill takes it for an option).
+        signal(
+            "-9",
+            &format!("{}/data -p {}", self.dir.display(), self.port),
+        );
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
+            assert!(Instant::now() < deadline, "postgres did not stop");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        // Its backends end once they see the postmaster gone.
+        std::thread::sleep(Duration::from_millis(500));
+    }
+}
+
+/// The newest PostgreSQL's binaries on this machine (Debian's postgresql package).
+fn postgres_bin() -> PathBuf {
+    let mut versions: Vec<PathBuf> = std::fs::read_dir("/usr/lib/postgresql")
+        .expect("PostgreSQL is not installed: run deploy/local/install-deps.sh")
+        .flatten()
+        .map(|e| e.path().join("bin"))
+        .filter(|bin| bin.join("postgres").exists())
+        .collect();
+    versions.sort();
+    versions
+        .pop()
+        .expect("a PostgreSQL server in /usr/lib/postgresql")
+}
+
+fn is_root() -> bool {
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|o| o.stdout.starts_with(b"0\n"))
+}
+
+/// `program` run as the `postgres` user when the tests run as root.
+fn as_postgres(program: &Path) -> Command {
+    if is_root() {
+        let mut command = Command::new("runuser");
+        command.args(["-u", "postgres", "--"]).arg(program);
+        command
+    } else {
+        Command::new(program)
+    }
+}
+
 static STACK: OnceLock<Stack> = OnceLock::new();
 
 /// The shared stack, started on first call.
@@ -141,12 +307,14 @@ fn start() -> Stack {
     let kafka = start_tansu(&tansu, free_port());
     let temporal = start_temporal(free_port(), None, None);
     let redis = RedisServer::start();
+    let postgres = PostgresServer::start();
     wait_for_address("tansu", &kafka);
     wait_for_address("temporal", &temporal);
     Stack {
         kafka,
         temporal,
         redis,
+        postgres,
         tansu,
     }
 }

@@ -27,14 +27,18 @@ pub const WORKFLOW_STARTS: &str = "hookflow_workflow_starts_total";
 pub const WORKFLOW_STARTS_IN_FLIGHT: &str = "hookflow_workflow_starts_in_flight";
 /// Destinations loaded from the destination store.
 pub const DESTINATIONS_LOADED: &str = "hookflow_destinations_loaded";
-/// Reloads of the destination store after it changed, by `result`: `ok`, `error` (the last
-/// good destinations stay in use), `lost` (the Redis store came back without its version;
-/// the last good destinations stay in use).
+/// Reloads of the destinations file after it changed, by `result`: `ok`, `error` (the last
+/// good destinations stay in use).
 pub const DESTINATION_RELOADS: &str = "hookflow_destination_reloads_total";
-/// 1 while the Redis destination store is lost (it came back empty, without its version,
-/// after a set was loaded): the last good destinations are in use and changes are refused
-/// until it is restored.
-pub const DESTINATION_STORE_LOST: &str = "hookflow_destination_store_lost";
+/// Catalog rows applied by this process, by `result`: `applied`, `refused` (the row cannot
+/// be read or validated; see `hookflow_destination_rows_refused`).
+pub const DESTINATION_CHANGES: &str = "hookflow_destination_changes_total";
+/// Catalog rows this process refuses now, by `in_use`: `last_good` (an earlier version of
+/// the destination delivers), `none` (it has no usable version and receives nothing).
+pub const DESTINATION_ROWS_REFUSED: &str = "hookflow_destination_rows_refused";
+/// 1 while the destination catalog (PostgreSQL) answers this process, 0 while it does not
+/// (the destinations in memory stay in use; writes answer 503).
+pub const DESTINATION_CATALOG_UP: &str = "hookflow_destination_catalog_up";
 /// Time to start one delivery workflow, seconds.
 pub const WORKFLOW_START_DURATION: &str = "hookflow_workflow_start_duration_seconds";
 /// HTTP attempts, by `class`: `2xx`…`5xx`, `timeout`, `connect`, `blocked`, `invalid`, `other`.

@@ -179,6 +179,39 @@ impl EncryptionCodec {
     }
 }
 
+impl EncryptionCodec {
+    /// `plaintext` sealed under the current key, as bytes to store: an encrypted payload,
+    /// protobuf-encoded, so a reader knows the key it needs. The same key ring and format
+    /// as Temporal's payloads (the destination catalog seals secrets with it).
+    pub fn seal(&self, plaintext: &[u8]) -> Vec<u8> {
+        let plain = Payload {
+            metadata: [("encoding".to_owned(), b"binary/plain".to_vec())].into(),
+            data: plaintext.to_vec(),
+            external_payloads: Vec::new(),
+        };
+        self.encrypt(&plain).encode_to_vec()
+    }
+
+    /// What [`EncryptionCodec::seal`] sealed: an error names a key that is not configured.
+    pub fn open(&self, sealed: &[u8]) -> Result<Vec<u8>, CodecError> {
+        let payload = Payload::decode(sealed)
+            .map_err(|_| CodecError::Corrupt(String::new(), "not a sealed payload"))?;
+        Ok(self.decrypt(payload)?.data)
+    }
+
+    /// The id of the key `sealed` was sealed with (`None`: not encrypted, or unreadable).
+    pub fn sealed_with(sealed: &[u8]) -> Option<String> {
+        let payload = Payload::decode(sealed).ok()?;
+        let id = payload.metadata.get(KEY_ID)?;
+        Some(String::from_utf8_lossy(id).into_owned())
+    }
+
+    /// The id of the key new payloads are sealed with.
+    pub fn current_key(&self) -> Option<&str> {
+        self.current.as_deref()
+    }
+}
+
 impl PayloadCodec for EncryptionCodec {
     fn encode(
         &self,

@@ -1,12 +1,20 @@
-//! The command line: `run`, `register-search-attributes`, `check-config`, `destinations`,
-//! `replay`, `codec-server`, `send-sample`, `receive`.
+//! The command line: `run`, `register-search-attributes`, `check-config`, `migrate`,
+//! `destinations`, `replay`, `codec-server`, `send-sample`, `receive`.
 
 use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 
-use crate::{run::Role, settings::Settings};
+use std::sync::Arc;
+
+use tokio_util::sync::CancellationToken;
+
+use crate::{
+    destinations::{file::FileDestinations, import, postgres::Catalog},
+    run::Role,
+    settings::{DestinationStoreKind, Settings},
+};
 
 /// Reliable webhook delivery: Kafka → Temporal → signed HTTP.
 #[derive(Debug, Parser)]
@@ -32,6 +40,9 @@ enum Command {
     RegisterSearchAttributes,
     /// Validate the configuration and the destinations file, then exit.
     CheckConfig,
+    /// Bring the destination catalog's schema in PostgreSQL up to date (also done at
+    /// start-up unless destinations.postgres.migrate is off), then exit.
+    Migrate,
     /// Operator actions on destinations.
     #[command(subcommand)]
     Destinations(DestinationsCommand),
@@ -67,6 +78,27 @@ enum Command {
 
 #[derive(Debug, Subcommand)]
 enum DestinationsCommand {
+    /// Create destinations in the PostgreSQL catalog from a destinations file, or from the
+    /// Redis hash an earlier version kept them in (keeping their uids). A team's id that
+    /// exists is left as it is, so running it again imports nothing twice.
+    Import {
+        /// A destinations file.
+        #[arg(
+            long,
+            conflicts_with = "redis_url",
+            required_unless_present = "redis_url"
+        )]
+        file: Option<PathBuf>,
+        /// The Redis of an earlier version's destination store.
+        #[arg(long)]
+        redis_url: Option<String>,
+        /// That store's key prefix (`<prefix>:destinations`).
+        #[arg(long, default_value = "hookflow")]
+        redis_prefix: String,
+    },
+    /// Seal every destination's secrets in the catalog again under the current key, so an
+    /// older key can leave destinations.postgres.encryption.keys.
+    Reseal,
     /// List destinations disabled after 410 Gone, with the reason.
     Disabled,
     /// Re-enable a destination disabled after 410 Gone; its endpoint is attempted again.
@@ -101,11 +133,30 @@ impl Cli {
             }
             Command::CheckConfig => {
                 let settings = settings()?;
-                let destinations = crate::run::load_destinations(&settings)?;
-                println!(
-                    "configuration valid; {} destinations",
-                    hookflow_core::DestinationCatalog::len(destinations.live().as_ref())
-                );
+                match settings.destinations.store {
+                    DestinationStoreKind::File => {
+                        let destinations = FileDestinations::load(
+                            &settings.destinations.file,
+                            settings.validation_rules(),
+                        )?;
+                        println!(
+                            "configuration valid; {} destinations",
+                            hookflow_core::DestinationCatalog::len(destinations.live().as_ref())
+                        );
+                    }
+                    DestinationStoreKind::Postgres => {
+                        println!("configuration valid; destinations in the PostgreSQL catalog");
+                    }
+                }
+                Ok(())
+            }
+            Command::Migrate => {
+                let settings = settings()?;
+                let pool = settings.destinations.postgres.pool()?;
+                crate::destinations::postgres::migrate(&pool)
+                    .await
+                    .context("migrating the destination catalog")?;
+                println!("the destination catalog's schema is up to date");
                 Ok(())
             }
             Command::Destinations(command) => destinations(&settings()?, command).await,
@@ -136,8 +187,62 @@ impl Cli {
     }
 }
 
-/// The disabled-destinations registry lives in Redis, so these commands need it.
+/// The catalog of `settings`, loaded, for a one-shot command.
+async fn loaded_catalog(settings: &Settings) -> anyhow::Result<Arc<Catalog>> {
+    anyhow::ensure!(
+        settings.destinations.store == DestinationStoreKind::Postgres,
+        "destinations.store is not \"postgres\": there is no catalog"
+    );
+    let health = hookflow_telemetry::health::Health::default()
+        .register("destinations", std::time::Duration::from_secs(60));
+    let catalog = Arc::new(Catalog::open(
+        &settings.destinations.postgres,
+        settings.validation_rules(),
+        health,
+    )?);
+    let stop = CancellationToken::new();
+    tokio::spawn(catalog.clone().follow(stop.clone()));
+    let loaded = tokio::time::timeout(
+        std::time::Duration::from_secs(30),
+        catalog.wait_loaded(&stop),
+    )
+    .await;
+    anyhow::ensure!(
+        loaded == Ok(true),
+        "the destination catalog did not load within 30 s (is PostgreSQL reachable?)"
+    );
+    Ok(catalog)
+}
+
 async fn destinations(settings: &Settings, command: DestinationsCommand) -> anyhow::Result<()> {
+    match command {
+        DestinationsCommand::Import {
+            file,
+            redis_url,
+            redis_prefix,
+        } => {
+            let specs = match (file, redis_url) {
+                (Some(file), _) => import::specs_of_file(&file)?,
+                (None, Some(url)) => import::specs_of_redis(&url, &redis_prefix).await?,
+                (None, None) => anyhow::bail!("give --file or --redis-url"),
+            };
+            let catalog = loaded_catalog(settings).await?;
+            let imported = import::import(&catalog, specs).await?;
+            println!(
+                "imported {} destinations; {} existed already and were left as they were",
+                imported.created, imported.existing
+            );
+            return Ok(());
+        }
+        DestinationsCommand::Reseal => {
+            let catalog = loaded_catalog(settings).await?;
+            let moved = catalog.reseal().await?;
+            println!("{moved} destinations sealed again under the current key");
+            return Ok(());
+        }
+        DestinationsCommand::Disabled | DestinationsCommand::Enable { .. } => {}
+    }
+    // The disabled-destinations registry lives in Redis, so these commands need it.
     let redis = hookflow_http::RedisLink::new(&settings.redis)?
         .context("redis.url is empty: disabled destinations are only kept in Redis")?;
     let registry = hookflow_http::isolation::DisabledDestinations::new(Some(redis));
@@ -161,6 +266,7 @@ async fn destinations(settings: &Settings, command: DestinationsCommand) -> anyh
                 println!("team {team}'s {id} was not disabled");
             }
         }
+        DestinationsCommand::Import { .. } | DestinationsCommand::Reseal => {}
     }
     Ok(())
 }

@@ -32,10 +32,9 @@ use tokio_util::sync::CancellationToken;
 
 use crate::{
     admin::{self, AdminState},
-    destination_file::FileDestinations,
-    destination_redis::RedisDestinations,
+    destinations::{Store, postgres::Catalog},
     replay_jobs::{JobRecords, ReplayJobs},
-    settings::{DestinationStoreKind, Settings},
+    settings::Settings,
 };
 
 /// Which parts of hookflow a process runs.
@@ -47,28 +46,20 @@ pub enum Role {
     Consumer,
     /// Only the Temporal worker (runs workflows and HTTP attempts).
     Worker,
-    /// Only the admin API (needs `admin.address` and the Redis destination store).
+    /// Only the admin API (needs `admin.address` and the PostgreSQL catalog).
     Admin,
 }
 
-/// Loads and validates the destinations file named by the settings.
-pub fn load_destinations(settings: &Settings) -> anyhow::Result<FileDestinations> {
-    FileDestinations::load(&settings.destinations.file, settings.validation_rules())
-}
-
-/// The destinations as delivery sees them, for a one-shot command: the file, or the Redis
-/// store once loaded.
+/// The destinations as delivery sees them, for a one-shot command: the file, or the
+/// catalog once loaded.
 pub async fn destinations_now(settings: &Settings) -> anyhow::Result<Arc<dyn DestinationCatalog>> {
-    let redis = RedisLink::new(&settings.redis).context("redis.url")?;
     let health = Health::default().register("destinations", PROBE_DEADLINE);
     let stop = CancellationToken::new();
-    let (destinations, managed) = open_destinations(settings, redis, health, &stop).await?;
-    if let Some(store) = managed {
-        tokio::time::timeout(Duration::from_secs(30), store.wait_loaded(&stop))
-            .await
-            .context("the Redis destination store did not load within 30 s")?;
-    }
-    Ok(destinations)
+    let store = Store::open(settings, health, &stop)?;
+    tokio::time::timeout(Duration::from_secs(30), store.wait_loaded(&stop))
+        .await
+        .context("the destination catalog did not load within 30 s")?;
+    Ok(store.catalog())
 }
 
 /// What a replay runs with, on `client`'s Temporal and these `destinations`.
@@ -93,30 +84,6 @@ fn delivery_defaults(settings: &Settings) -> DeliveryDefaults {
     }
 }
 
-/// The destination store the settings name, watched for changes and reporting to
-/// `health`; the Redis store is also returned for the admin API and to wait for its first
-/// load.
-async fn open_destinations(
-    settings: &Settings,
-    redis: Option<RedisLink>,
-    health: HealthHandle,
-    shutdown: &CancellationToken,
-) -> anyhow::Result<(Arc<dyn DestinationCatalog>, Option<Arc<RedisDestinations>>)> {
-    let interval = settings.destinations.reload_interval;
-    if settings.destinations.store == DestinationStoreKind::Redis {
-        let redis = redis.context("destinations.store = \"redis\" needs redis.url")?;
-        let rules = settings.validation_rules();
-        let store = Arc::new(RedisDestinations::open(redis, rules, health).await);
-        tokio::spawn(store.clone().watch(interval, shutdown.clone()));
-        return Ok((store.live(), Some(store)));
-    }
-    let store = Arc::new(load_destinations(settings)?);
-    health.set_ready(true, "");
-    tokio::spawn(store.clone().watch(interval, health, shutdown.clone()));
-    Ok((store.live(), None))
-}
-
-/// The HTTP client of deliveries (and of the admin API's test sends).
 fn delivery_client(settings: &Settings) -> anyhow::Result<DeliveryClient> {
     Ok(DeliveryClient::new(&HttpSettings {
         connect_timeout: settings.http.connect_timeout,
@@ -129,7 +96,7 @@ fn delivery_client(settings: &Settings) -> anyhow::Result<DeliveryClient> {
 /// Starts the admin API when `admin.address` is set.
 async fn serve_admin(
     settings: &Settings,
-    store: Arc<RedisDestinations>,
+    store: Arc<Catalog>,
     redis: RedisLink,
     temporal: hookflow_temporal::Client,
     shutdown: &CancellationToken,
@@ -183,13 +150,9 @@ pub async fn run(settings: Settings, role: Role) -> anyhow::Result<()> {
     let redis = RedisLink::new(&settings.redis).context("redis.url")?;
     let health = Health::default();
     let destinations_health = health.register("destinations", PROBE_DEADLINE);
-    let (destinations, managed) =
-        open_destinations(&settings, redis.clone(), destinations_health, &shutdown).await?;
-    tracing::info!(
-        destinations = destinations.len(),
-        ?role,
-        "hookflow starting"
-    );
+    let store = Store::open(&settings, destinations_health, &shutdown)?;
+    let (destinations, managed) = (store.catalog(), store.managed());
+    tracing::info!(?role, "hookflow starting");
     if settings.isolation.shared_hosts.is_some() {
         tracing::warn!(
             "isolation.shared_hosts is no longer read: every host's endpoints are kept per \
@@ -209,8 +172,8 @@ pub async fn run(settings: Settings, role: Role) -> anyhow::Result<()> {
         health.clone(),
         shutdown.clone().cancelled_owned(),
     ));
-    // Every role that has Redis configured depends on it: workers for isolation, and any
-    // process for destinations in the Redis store.
+    // Every role that has Redis configured depends on it: workers for isolation, the admin
+    // API for replay jobs.
     if let Some(link) = &redis {
         let redis_health = health.register("redis", PROBE_DEADLINE);
         tokio::spawn(link.clone().probe(
@@ -232,14 +195,15 @@ pub async fn run(settings: Settings, role: Role) -> anyhow::Result<()> {
     if role == Role::Admin && (managed.is_none() || settings.admin_address()?.is_none()) {
         anyhow::bail!(
             "--role admin serves only the admin API: it needs admin.address and \
-             destinations.store = \"redis\""
+             destinations.store = \"postgres\""
         );
     }
     let Some(client) = connect_temporal(&settings, &shutdown, &temporal_health).await else {
         return Ok(());
     };
     // The admin API is served by `all` and `admin` processes, so a deployment that runs
-    // the roles apart serves it from its admin pods only. (The Redis store implies Redis.)
+    // the roles apart serves it from its admin pods only. (Settings refuse an admin API
+    // without Redis, where its replay jobs are recorded.)
     if let (Some(store), Some(redis)) = (&managed, &redis)
         && matches!(role, Role::All | Role::Admin)
     {
@@ -253,15 +217,10 @@ pub async fn run(settings: Settings, role: Role) -> anyhow::Result<()> {
     ));
     // An empty set before the first load would skip every event and end every pending
     // retry as deleted: neither the consumer nor the worker starts until the store loaded.
-    if let Some(store) = &managed {
-        if !store.wait_loaded(&shutdown).await {
-            return Ok(());
-        }
-        tracing::info!(
-            destinations = destinations.len(),
-            "destinations loaded from redis"
-        );
+    if !store.wait_loaded(&shutdown).await {
+        return Ok(());
     }
+    tracing::info!(destinations = destinations.len(), "destinations loaded");
 
     if role == Role::Admin {
         shutdown.cancelled().await;

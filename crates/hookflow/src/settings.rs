@@ -21,7 +21,7 @@ use hookflow_kafka::{KafkaSettings, outcomes::OutcomeSettings};
 use hookflow_telemetry::LogFormat;
 use hookflow_temporal::TemporalSettings;
 
-use crate::codec_server::CodecServerSettings;
+use crate::{codec_server::CodecServerSettings, destinations::postgres::PostgresSettings};
 use serde::Deserialize;
 
 /// The compiled-in defaults.
@@ -81,16 +81,18 @@ pub struct DestinationsSection {
     pub reload_interval: Duration,
     /// Where links in messages point (the analytics product's URL).
     pub site_url: String,
+    /// `[destinations.postgres]`: the catalog, when `store = "postgres"`.
+    pub postgres: PostgresSettings,
 }
 
 /// Where destinations are kept.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum DestinationStoreKind {
-    /// A TOML file, reloaded when it changes.
+    /// A TOML file, reloaded when it changes (GitOps).
     File,
-    /// Redis, managed through the admin API and shared by every process.
-    Redis,
+    /// The catalog in PostgreSQL, managed through the admin API and shared by every process.
+    Postgres,
 }
 
 /// `[admin]`: the admin HTTP API.
@@ -245,9 +247,24 @@ impl Settings {
                 "must be host:port (an IP address) or empty",
             );
         }
+        if self.destinations.store == DestinationStoreKind::Postgres {
+            self.destinations
+                .postgres
+                .validate()
+                .map_err(|error| SettingsError::Field {
+                    section: "destinations.postgres",
+                    error,
+                })?;
+        }
         if self.admin_address().ok().flatten().is_some() {
-            if self.destinations.store != DestinationStoreKind::Redis {
-                return bad("admin.address", "needs destinations.store = \"redis\"");
+            if self.destinations.store != DestinationStoreKind::Postgres {
+                return bad("admin.address", "needs destinations.store = \"postgres\"");
+            }
+            if self.redis.url.trim().is_empty() {
+                return bad(
+                    "admin.address",
+                    "needs redis.url (the admin API records replay jobs there)",
+                );
             }
             if self.admin.token.expose().len() < 16 {
                 return bad("admin.token", "must be set, at least 16 characters");
@@ -318,12 +335,29 @@ mod tests {
     }
 
     #[test]
-    fn the_local_config_is_valid() {
+    // figment's Jail fixes the closure's error type.
+    #[allow(clippy::result_large_err)]
+    fn the_local_config_is_valid_with_the_key_the_stack_makes() {
         let local = include_str!("../../../config/local.toml");
-        assert_eq!(
-            load(local).expect("local").http.allowed_hosts,
-            AllowList::new(&["127.0.0.1", "localhost"]).expect("allow-list")
+        let error = load(local).expect_err("no catalog key").to_string();
+        assert!(
+            error.contains("destinations.postgres.encryption"),
+            "{error}"
         );
+        figment::Jail::expect_with(|jail| {
+            jail.create_file("local.toml", local)?;
+            jail.set_env(
+                "HOOKFLOW_DESTINATIONS__POSTGRES__ENCRYPTION__KEYS__LOCAL",
+                "A".repeat(43) + "=",
+            );
+            let settings = Settings::load(Some(Path::new("local.toml"))).expect("valid");
+            assert_eq!(
+                settings.http.allowed_hosts,
+                AllowList::new(&["127.0.0.1", "localhost"]).expect("allow-list")
+            );
+            assert_eq!(settings.destinations.store, DestinationStoreKind::Postgres);
+            Ok(())
+        });
     }
 
     #[test]
@@ -340,11 +374,19 @@ mod tests {
             jail.create_file("production.toml", example)?;
             jail.set_env("HOOKFLOW_TEMPORAL__CODEC__KEYS__K1", "A".repeat(43) + "=");
             jail.set_env("HOOKFLOW_ADMIN__TOKEN", "an-admin-token-of-32-characters!");
+            jail.set_env(
+                "HOOKFLOW_DESTINATIONS__POSTGRES__URL",
+                "postgres://hookflow:pw@db.internal:5432/hookflow",
+            );
+            jail.set_env(
+                "HOOKFLOW_DESTINATIONS__POSTGRES__ENCRYPTION__KEYS__C1",
+                "A".repeat(43) + "=",
+            );
             let settings = Settings::load(Some(Path::new("production.toml"))).expect("valid");
             let codec = &settings.temporal.codec;
             assert!(codec.enabled);
             assert_eq!(codec.keys.keys().collect::<Vec<_>>(), ["k1"]);
-            assert_eq!(settings.destinations.store, DestinationStoreKind::Redis);
+            assert_eq!(settings.destinations.store, DestinationStoreKind::Postgres);
             Ok(())
         });
     }

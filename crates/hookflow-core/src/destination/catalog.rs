@@ -63,10 +63,7 @@ impl DestinationSet {
 
     /// Parses and validates a destinations file's text.
     pub fn from_toml(text: &str, rules: &ValidationRules) -> Result<Self, DestinationError> {
-        let file: DestinationFile =
-            toml::from_str(text).map_err(|e| DestinationError::Syntax(toml_error(text, &e)))?;
-        let destinations = file
-            .destination
+        let destinations = specs_from_toml(text)?
             .into_iter()
             .enumerate()
             .map(|(index, raw)| raw.validate(index, rules))
@@ -156,6 +153,13 @@ impl DestinationCatalog for LiveDestinations {
     fn len(&self) -> usize {
         self.0.read_unpoisoned().len()
     }
+}
+
+/// The destinations of a destinations file's text, not validated yet.
+pub fn specs_from_toml(text: &str) -> Result<Vec<DestinationSpec>, DestinationError> {
+    let file: DestinationFile =
+        toml::from_str(text).map_err(|e| DestinationError::Syntax(toml_error(text, &e)))?;
+    Ok(file.destination)
 }
 
 /// A destinations file: `[[destination]]` tables.

@@ -15,7 +15,7 @@ mod validate;
 
 use url::Url;
 
-pub use catalog::{DestinationCatalog, DestinationSet, LiveDestinations};
+pub use catalog::{DestinationCatalog, DestinationSet, LiveDestinations, specs_from_toml};
 pub use spec::DestinationSpec;
 pub use validate::{ValidationRules, is_valid_destination_id};
 

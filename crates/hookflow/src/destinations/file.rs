@@ -18,7 +18,7 @@ use hookflow_core::{
     DestinationCatalog, DestinationSet, LiveDestinations, ValidationRules, sync::LockUnpoisoned,
 };
 
-use crate::destination_reload::{every, keep_last_good, swap_in};
+use super::reload::{every, keep_last_good, swap_in};
 use hookflow_telemetry::{health::HealthHandle, names};
 use tokio_util::sync::CancellationToken;
 

@@ -1,0 +1,262 @@
+//! The admin HTTP API (described by `docs/openapi.yaml`): JSON over HTTP with bearer-token
+//! auth, managing each team's destinations in the PostgreSQL catalog, their deliveries and
+//! replay jobs.
+//!
+//! # Layout
+//!
+//! - this file: the state the handlers share, the router, authentication, and the errors
+//!   and extractors every handler answers with;
+//! - [`destinations`]: a team's destinations (list, create, read, update with `If-Match`,
+//!   delete, pause, resume, test send);
+//! - [`deliveries`]: a destination's deliveries (history, one, redelivery of one or of the
+//!   failed ones in bulk, cancel or terminate the pending ones);
+//! - [`replays`]: replay jobs (start or resume, show, cancel).
+//!
+//! Each resource's file declares its paths beside its handlers. Client mistakes are
+//! answered 400 (with the field at fault), 401 (no or a wrong token), 404 (unknown id),
+//! 409 (id taken, or not now) or 412 (a stale `If-Match`), never 500 for them; a dependency
+//! that does not answer (PostgreSQL, Temporal, Redis) is a 503 naming it.
+
+mod deliveries;
+mod destinations;
+mod replays;
+
+use std::sync::Arc;
+
+use axum::{
+    Json, Router,
+    extract::{
+        FromRequestParts, Path, Query, Request, State,
+        rejection::{PathRejection, QueryRejection},
+    },
+    http::{StatusCode, request::Parts},
+    middleware::{self, Next},
+    response::{IntoResponse, Response},
+};
+use chrono::{DateTime, Utc};
+use hookflow_core::{DeliveryDefaults, DeliveryOutcome, DestinationError};
+use hookflow_http::{DeliveryClient, isolation::DisabledDestinations};
+use hookflow_temporal::{Client, TemporalError};
+use serde_json::json;
+
+use crate::{
+    destinations::postgres::{Catalog, writes::StoreError},
+    replay_jobs::{JobError, ReplayJobs},
+};
+
+/// What the handlers share.
+#[derive(Clone)]
+pub struct AdminState {
+    /// The destination catalog the API manages.
+    pub store: Arc<Catalog>,
+    /// The bearer token every request must carry.
+    pub token: Arc<str>,
+    /// Temporal, for the deliveries.
+    pub temporal: Client,
+    /// The HTTP client of test sends (with the same SSRF guard as deliveries).
+    pub http: DeliveryClient,
+    /// Where links in messages point.
+    pub site_url: Arc<str>,
+    /// The task queue of delivery workflows (for redeliveries).
+    pub task_queue: Arc<str>,
+    /// The replay jobs.
+    pub replays: Arc<ReplayJobs>,
+    /// The retry policy and history bound deliveries start with (a redelivery is planned
+    /// again with them).
+    pub defaults: DeliveryDefaults,
+    /// Destinations disabled after 410 Gone (a redelivery to one is refused).
+    pub disabled: Arc<DisabledDestinations>,
+}
+
+/// Every path the API serves; a test holds `docs/openapi.yaml` to exactly these.
+#[cfg(test)]
+fn paths() -> Vec<&'static str> {
+    [destinations::PATHS, deliveries::PATHS, replays::PATHS].concat()
+}
+
+/// The API's routes.
+pub fn router(state: AdminState) -> Router {
+    let router = Router::new();
+    let router = destinations::routes(router);
+    let router = deliveries::routes(router);
+    let router = replays::routes(router);
+    router
+        .layer(middleware::from_fn_with_state(state.clone(), authorize))
+        .with_state(state)
+}
+
+/// An error answer: `{"error": "...", "field": "..."}`.
+pub(crate) struct ApiError {
+    status: StatusCode,
+    message: String,
+    field: Option<&'static str>,
+}
+
+impl ApiError {
+    fn new(status: StatusCode, message: impl Into<String>, field: Option<&'static str>) -> Self {
+        ApiError {
+            status,
+            message: message.into(),
+            field,
+        }
+    }
+
+    fn not_found(message: String) -> ApiError {
+        ApiError::new(StatusCode::NOT_FOUND, message, None)
+    }
+
+    fn bad_request(message: impl Into<String>, field: Option<&'static str>) -> ApiError {
+        ApiError::new(StatusCode::BAD_REQUEST, message, field)
+    }
+
+    fn conflict(message: impl Into<String>, field: Option<&'static str>) -> ApiError {
+        ApiError::new(StatusCode::CONFLICT, message, field)
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body = json!({"error": self.message, "field": self.field});
+        (self.status, Json(body)).into_response()
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(error: StoreError) -> ApiError {
+        let message = error.to_string();
+        let (status, field) = match &error {
+            StoreError::Invalid(DestinationError::Invalid { field, .. }) => {
+                (StatusCode::BAD_REQUEST, Some(*field))
+            }
+            StoreError::Invalid(_) => (StatusCode::BAD_REQUEST, None),
+            StoreError::NotFound(_) => (StatusCode::NOT_FOUND, None),
+            StoreError::Conflict(_) => (StatusCode::CONFLICT, Some("id")),
+            StoreError::Stale { .. } => (StatusCode::PRECONDITION_FAILED, None),
+            StoreError::Unreadable { .. } => (StatusCode::INTERNAL_SERVER_ERROR, None),
+            StoreError::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, None),
+        };
+        ApiError::new(status, message, field)
+    }
+}
+
+impl From<TemporalError> for ApiError {
+    fn from(error: TemporalError) -> ApiError {
+        let status = match error {
+            TemporalError::Invalid(_) => StatusCode::BAD_REQUEST,
+            _ => StatusCode::SERVICE_UNAVAILABLE,
+        };
+        ApiError::new(status, error.to_string(), None)
+    }
+}
+
+impl From<JobError> for ApiError {
+    fn from(error: JobError) -> ApiError {
+        match error {
+            JobError::Running(_) => ApiError::conflict(error.to_string(), Some("id")),
+            JobError::Invalid(message) => ApiError::bad_request(message, Some("destination_id")),
+            JobError::Records(_) => {
+                ApiError::new(StatusCode::SERVICE_UNAVAILABLE, error.to_string(), None)
+            }
+        }
+    }
+}
+
+/// [`Path`], answering a malformed path (a team id that is not a 64-bit integer, say) with
+/// the API's JSON 400 like every other mistake, not axum's plain text.
+struct ApiPath<T>(T);
+
+impl<T, S> FromRequestParts<S> for ApiPath<T>
+where
+    Path<T>: FromRequestParts<S, Rejection = PathRejection>,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        match Path::<T>::from_request_parts(parts, state).await {
+            Ok(Path(value)) => Ok(ApiPath(value)),
+            Err(rejection) => Err(ApiError::bad_request(rejection.body_text(), None)),
+        }
+    }
+}
+
+/// [`Query`], with the same JSON 400 for a malformed query.
+struct ApiQuery<T>(T);
+
+impl<T, S> FromRequestParts<S> for ApiQuery<T>
+where
+    Query<T>: FromRequestParts<S, Rejection = QueryRejection>,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        match Query::<T>::from_request_parts(parts, state).await {
+            Ok(Query(value)) => Ok(ApiQuery(value)),
+            Err(rejection) => Err(ApiError::bad_request(rejection.body_text(), None)),
+        }
+    }
+}
+
+async fn authorize(State(state): State<AdminState>, request: Request, next: Next) -> Response {
+    if !crate::bearer::presents(request.headers(), &state.token) {
+        return ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "a valid bearer token is required",
+            None,
+        )
+        .into_response();
+    }
+    next.run(request).await
+}
+
+/// An RFC 3339 instant of the request, or a 400 naming `field`.
+fn instant(value: Option<&str>, field: &'static str) -> Result<Option<DateTime<Utc>>, ApiError> {
+    value
+        .map(|v| {
+            DateTime::parse_from_rfc3339(v)
+                .map(|t| t.with_timezone(&Utc))
+                .map_err(|e| {
+                    ApiError::bad_request(format!("{field}: not RFC 3339: {e}"), Some(field))
+                })
+        })
+        .transpose()
+}
+
+/// Outcome names of the request, or a 400 naming `field`.
+fn outcomes<'a>(
+    names: impl IntoIterator<Item = &'a str>,
+    field: &'static str,
+) -> Result<Vec<DeliveryOutcome>, ApiError> {
+    names
+        .into_iter()
+        .map(|name| {
+            DeliveryOutcome::parse(name.trim()).ok_or_else(|| {
+                let known: Vec<&str> = DeliveryOutcome::ALL.iter().map(|o| o.as_str()).collect();
+                ApiError::bad_request(
+                    format!("unknown outcome `{name}` (one of {})", known.join(", ")),
+                    Some(field),
+                )
+            })
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_openapi_document_describes_exactly_these_paths() {
+        let document = include_str!("../../../../docs/openapi.yaml");
+        let mut documented: Vec<&str> = document
+            .lines()
+            .filter(|l| l.starts_with("  /v1/"))
+            .map(|l| l.trim().trim_end_matches(':'))
+            .collect();
+        documented.sort_unstable();
+        let mut served = paths();
+        served.sort_unstable();
+        assert_eq!(documented, served);
+    }
+}

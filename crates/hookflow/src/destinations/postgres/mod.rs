@@ -1,0 +1,344 @@
+//! The destination catalog on PostgreSQL: durable, transactional, one row per destination
+//! and per team (`migrations/`), managed through the admin API.
+//!
+//! Every process loads the catalog once, then applies changes as they are committed:
+//! writes take a change sequence under one row lock (so sequence order is commit order)
+//! and `NOTIFY`; each process `LISTEN`s, reads the rows changed past the sequence it
+//! applied, and applies them one destination at a time. A notification that goes missing
+//! (a dropped connection) costs at most `catch_up_interval_ms`: the process also asks on
+//! that interval, and at once after its listener reconnects.
+//!
+//! - [`rows`]: a stored row made a destination, and what is in use when one cannot be read;
+//! - [`writes`]: the admin API's reads and transactional writes (optimistic concurrency on
+//!   the row's version);
+//! - this file: settings, the connection pool and migrations, the load and the change feed.
+//!
+//! Faults: until the first load a process is not ready and neither consumes nor works
+//! (an empty catalog would skip every event). After it, PostgreSQL being away changes
+//! nothing for delivery: the catalog in memory stays in use, writes answer 503, and the
+//! changes other processes made meanwhile arrive once it is back.
+
+mod rows;
+pub mod writes;
+
+use std::{
+    sync::{Arc, atomic::Ordering},
+    time::Duration,
+};
+
+use hookflow_core::{
+    DestinationCatalog, DestinationSet, FieldError, LiveDestinations, Secret, ValidationRules,
+    sync::LockUnpoisoned,
+};
+use hookflow_kafka::{Backoff, BackoffPolicy};
+use hookflow_telemetry::{health::HealthHandle, names};
+use hookflow_temporal::codec::CodecError;
+use serde::Deserialize;
+use sqlx::{
+    PgPool,
+    postgres::{PgConnectOptions, PgListener, PgPoolOptions},
+};
+use tokio_util::sync::CancellationToken;
+
+use self::rows::{Feed, Row};
+use super::sealing::{Sealer, SealingSettings};
+
+/// The notification channel of committed changes (its payload: the change sequence).
+const CHANNEL: &str = "hookflow_destinations";
+/// Rows read per query of the change feed.
+const FEED_PAGE: i64 = 1_000;
+
+/// The schema's migrations, embedded in the binary.
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
+
+/// `[destinations.postgres]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PostgresSettings {
+    /// `postgres://user:password@host:port/database`.
+    pub url: Secret,
+    /// Connections each process keeps at most.
+    pub max_connections: u32,
+    /// Longest a connection or a query may take.
+    #[serde(rename = "timeout_ms", with = "hookflow_core::millis")]
+    pub timeout: Duration,
+    /// How often a process asks for changes without a notification.
+    #[serde(rename = "catch_up_interval_ms", with = "hookflow_core::millis")]
+    pub catch_up_interval: Duration,
+    /// Whether to run the migrations at start-up.
+    pub migrate: bool,
+    /// `[destinations.postgres.encryption]`
+    #[serde(default)]
+    pub encryption: SealingSettings,
+}
+
+impl PostgresSettings {
+    /// Checks the section; the error names the field.
+    pub fn validate(&self) -> Result<(), FieldError> {
+        if self.url.expose().parse::<PgConnectOptions>().is_err() {
+            return Err(FieldError::new(
+                "url",
+                "must be a postgres:// URL (set it with HOOKFLOW_DESTINATIONS__POSTGRES__URL)",
+            ));
+        }
+        if self.max_connections == 0 {
+            return Err(FieldError::new("max_connections", "must be at least 1"));
+        }
+        if let Err(error) = Sealer::from_settings(&self.encryption) {
+            let problem = match error {
+                CodecError::Settings(problem) => problem,
+                other => other.to_string(),
+            };
+            return Err(FieldError::new(
+                "encryption",
+                format!(
+                    "needs a current_key among its keys, which seal the destinations' secrets \
+                     ({problem})"
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    /// A pool that connects on first use (so a process starts with PostgreSQL down).
+    pub fn pool(&self) -> Result<PgPool, sqlx::Error> {
+        let options: PgConnectOptions = self.url.expose().parse()?;
+        Ok(PgPoolOptions::new()
+            .max_connections(self.max_connections)
+            .acquire_timeout(self.timeout)
+            .connect_lazy_with(options.application_name("hookflow")))
+    }
+}
+
+/// Runs the schema's migrations on `pool` (under PostgreSQL's advisory lock, so processes
+/// starting together run them once).
+pub async fn migrate(pool: &PgPool) -> Result<(), sqlx::migrate::MigrateError> {
+    MIGRATOR.run(pool).await
+}
+
+/// The catalog, loaded into [`Catalog::live`] and kept current by [`Catalog::follow`].
+pub struct Catalog {
+    pool: PgPool,
+    settings: PostgresSettings,
+    sealer: Sealer,
+    rules: ValidationRules,
+    live: Arc<LiveDestinations>,
+    feed: std::sync::Mutex<Feed>,
+    /// Serialises applying changes, so each is applied once, in order.
+    applying: tokio::sync::Mutex<()>,
+    health: HealthHandle,
+    loaded: tokio::sync::watch::Sender<bool>,
+    /// Whether PostgreSQL answered last time, so a change is logged once.
+    up: std::sync::atomic::AtomicBool,
+}
+
+impl Catalog {
+    /// The catalog of `settings` (not loaded yet: [`Catalog::follow`] loads it). `health`
+    /// is not ready until it is loaded.
+    pub fn open(
+        settings: &PostgresSettings,
+        rules: ValidationRules,
+        health: HealthHandle,
+    ) -> anyhow::Result<Catalog> {
+        let pool = settings.pool()?;
+        let sealer = Sealer::from_settings(&settings.encryption)?;
+        health.set_ready(false, "destinations: the catalog is not loaded yet");
+        metrics::gauge!(names::DESTINATION_CATALOG_UP).set(0.0);
+        Ok(Catalog {
+            pool,
+            settings: settings.clone(),
+            sealer,
+            rules,
+            live: Arc::default(),
+            feed: std::sync::Mutex::default(),
+            applying: tokio::sync::Mutex::new(()),
+            health,
+            loaded: tokio::sync::watch::Sender::new(false),
+            up: std::sync::atomic::AtomicBool::new(true),
+        })
+    }
+
+    /// The destinations in use.
+    pub fn live(&self) -> Arc<LiveDestinations> {
+        self.live.clone()
+    }
+
+    /// Resolves once the catalog is loaded; `false` when `shutdown` came first.
+    pub async fn wait_loaded(&self, shutdown: &CancellationToken) -> bool {
+        let mut loaded = self.loaded.subscribe();
+        tokio::select! {
+            result = loaded.wait_for(|loaded| *loaded) => result.is_ok(),
+            _ = shutdown.cancelled() => false,
+        }
+    }
+
+    /// Loads the catalog (retrying until PostgreSQL answers), then applies every committed
+    /// change until `shutdown`: at once on a notification, and every catch-up interval.
+    pub async fn follow(self: Arc<Self>, shutdown: CancellationToken) {
+        let mut backoff = Backoff::new(BackoffPolicy {
+            initial: Duration::from_millis(200),
+            max: Duration::from_secs(10),
+        });
+        loop {
+            match self.load().await {
+                Ok(()) => break,
+                Err(error) => {
+                    self.unavailable(&error);
+                    self.health.set_ready(
+                        false,
+                        format!("destinations: the catalog is not loaded yet: {error:#}"),
+                    );
+                    if !backoff.wait(&shutdown).await {
+                        return;
+                    }
+                }
+            }
+        }
+        let mut tick = tokio::time::interval(self.settings.catch_up_interval);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        while !shutdown.is_cancelled() {
+            let mut listener = match self.listen().await {
+                Ok(listener) => listener,
+                Err(error) => {
+                    self.unavailable(&error);
+                    // Changes still arrive, by the interval, until a listener connects.
+                    tokio::select! {
+                        _ = shutdown.cancelled() => return,
+                        _ = tick.tick() => self.catch_up_and_report().await,
+                    }
+                    continue;
+                }
+            };
+            // Whatever was committed before the listener connected.
+            self.catch_up_and_report().await;
+            loop {
+                self.health.beat();
+                tokio::select! {
+                    _ = shutdown.cancelled() => return,
+                    _ = tick.tick() => self.catch_up_and_report().await,
+                    notified = listener.try_recv() => match notified {
+                        // A notification; or the connection dropped and came back (and some
+                        // may have been missed): either way, read what changed.
+                        Ok(_) => self.catch_up_and_report().await,
+                        Err(error) => {
+                            self.unavailable(&anyhow::Error::from(error));
+                            break;
+                        }
+                    },
+                }
+            }
+        }
+    }
+
+    async fn listen(&self) -> anyhow::Result<PgListener> {
+        let mut listener = PgListener::connect_with(&self.pool).await?;
+        listener.listen(CHANNEL).await?;
+        Ok(listener)
+    }
+
+    /// Reads every row in use and the change sequence they are current at, in one snapshot,
+    /// and puts them in use.
+    async fn load(&self) -> anyhow::Result<()> {
+        if self.settings.migrate {
+            migrate(&self.pool).await?;
+        }
+        let started = std::time::Instant::now();
+        let mut snapshot = self.pool.begin().await?;
+        sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+            .execute(&mut *snapshot)
+            .await?;
+        let seq: i64 = sqlx::query_scalar("SELECT seq FROM hookflow_catalog_sequence")
+            .fetch_one(&mut *snapshot)
+            .await?;
+        let rows: Vec<Row> = sqlx::query_as(rows::SELECT_LIVE)
+            .fetch_all(&mut *snapshot)
+            .await?;
+        snapshot.commit().await?;
+        let _applying = self.applying.lock().await;
+        let mut set = DestinationSet::default();
+        let mut feed = Feed::default();
+        for row in &rows {
+            feed.apply(row, &self.sealer, &self.rules, &mut set);
+        }
+        feed.applied_seq = seq;
+        let count = set.len();
+        self.live.replace(set);
+        feed.report();
+        *self.feed.lock_unpoisoned() = feed;
+        metrics::gauge!(names::DESTINATIONS_LOADED).set(count as f64);
+        self.available();
+        tracing::info!(
+            destinations = count,
+            seq,
+            load_ms = started.elapsed().as_millis() as u64,
+            "destination catalog loaded"
+        );
+        self.health.set_ready(true, "");
+        self.loaded.send_replace(true);
+        Ok(())
+    }
+
+    /// Applies what was committed past the sequence this process applied; how many rows.
+    pub async fn catch_up(&self) -> Result<usize, sqlx::Error> {
+        let _applying = self.applying.lock().await;
+        let mut applied = 0;
+        loop {
+            let after = self.feed.lock_unpoisoned().applied_seq;
+            let rows: Vec<Row> = sqlx::query_as(rows::SELECT_CHANGED)
+                .bind(after)
+                .bind(FEED_PAGE)
+                .fetch_all(&self.pool)
+                .await?;
+            let page = rows.len();
+            {
+                let mut feed = self.feed.lock_unpoisoned();
+                self.live.change(|set| {
+                    for row in &rows {
+                        feed.apply(row, &self.sealer, &self.rules, set);
+                        feed.applied_seq = feed.applied_seq.max(row.change_seq);
+                    }
+                });
+                feed.report();
+            }
+            applied += page;
+            if (page as i64) < FEED_PAGE {
+                break;
+            }
+        }
+        if applied > 0 {
+            metrics::gauge!(names::DESTINATIONS_LOADED).set(self.live.len() as f64);
+        }
+        Ok(applied)
+    }
+
+    async fn catch_up_and_report(&self) {
+        match self.catch_up().await {
+            Ok(_) => self.available(),
+            Err(error) => self.unavailable(&anyhow::Error::from(error)),
+        }
+    }
+
+    /// PostgreSQL answered again: logged when it comes back.
+    fn available(&self) {
+        metrics::gauge!(names::DESTINATION_CATALOG_UP).set(1.0);
+        if !self.up.swap(true, Ordering::Relaxed) {
+            tracing::info!("destination catalog reachable again; its changes are applied");
+        }
+    }
+
+    /// PostgreSQL did not answer: the catalog in memory stays in use. Logged when it goes.
+    fn unavailable(&self, error: &anyhow::Error) {
+        metrics::gauge!(names::DESTINATION_CATALOG_UP).set(0.0);
+        if self.up.swap(false, Ordering::Relaxed) {
+            tracing::warn!(
+                error = format!("{error:#}"),
+                "destination catalog unreachable; the destinations in memory stay in use"
+            );
+        }
+    }
+
+    /// The pool, for the admin API's writes.
+    pub(crate) fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+}
