@@ -45,8 +45,11 @@ async fn main() {
     s.deployment.write_destinations();
     tokio::time::sleep(Duration::from_secs(2)).await;
     let began = Instant::now();
+    let team = s.team.to_string();
     let args = [
         "replay",
+        "--team",
+        &team,
         "--destination",
         "replayed",
         "--since",

@@ -6,6 +6,8 @@ pub mod health;
 pub mod names;
 pub mod ops;
 
+use std::io::IsTerminal;
+
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use tracing_subscriber::{EnvFilter, fmt, prelude::*};
 
@@ -24,9 +26,14 @@ pub enum LogFormat {
 pub fn init_tracing(filter: &str, format: LogFormat) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(filter));
     let registry = tracing_subscriber::registry().with(filter);
+    // Colour only on a terminal: a file or a log shipper would keep the escape codes
+    // between every field name and its value.
+    let ansi = std::io::stdout().is_terminal();
     // A second call (tests, embedded use) keeps the first subscriber.
     let _ = match format {
-        LogFormat::Text => registry.with(fmt::layer().with_target(false)).try_init(),
+        LogFormat::Text => registry
+            .with(fmt::layer().with_target(false).with_ansi(ansi))
+            .try_init(),
         LogFormat::Json => registry
             .with(fmt::layer().json().flatten_event(true))
             .try_init(),
