@@ -114,6 +114,11 @@ impl Receiver {
             .insert(path.to_owned(), answers);
     }
 
+    /// Its origin, `http://127.0.0.1:<port>`.
+    pub fn origin(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
     /// The URL of `path`.
     pub fn url(&self, path: &str) -> String {
         format!("http://{}/{path}", self.addr)

@@ -220,9 +220,21 @@ pub struct BreakerState {
     /// Open: end of the cooldown. Half-open: end of the probe's lease. Milliseconds since
     /// the epoch.
     pub until_ms: u64,
+    /// When it last tripped from closed (milliseconds since the epoch; 0 while closed). Kept
+    /// through failed probes, so it says how long the endpoint has been fenced off. States
+    /// written before the field existed read 0: the next trip sets it.
+    #[serde(default)]
+    pub opened_at_ms: u64,
 }
 
 impl BreakerState {
+    /// How long it has been open or half-open at `now_ms`; `None` while closed (or when
+    /// the trip time is unknown: a state written before it was recorded).
+    pub fn open_for_ms(&self, now_ms: u64) -> Option<u64> {
+        (self.phase != Phase::Closed && self.opened_at_ms != 0)
+            .then(|| now_ms.saturating_sub(self.opened_at_ms))
+    }
+
     /// What an attempt would be told now, without changing anything: `None` when the answer
     /// needs a change of state (the cooldown or a probe's lease is over, so this attempt may
     /// become the probe), which must then go through [`BreakerState::admit`] on the shared
@@ -302,6 +314,9 @@ impl BreakerState {
     fn trip(&mut self, policy: &BreakerPolicy, now_ms: u64) -> Transition {
         let from = self.phase;
         self.trips = self.trips.saturating_add(1);
+        if from == Phase::Closed || self.opened_at_ms == 0 {
+            self.opened_at_ms = now_ms;
+        }
         self.phase = Phase::Open;
         self.until_ms = now_ms.saturating_add(policy.cooldown_after(self.trips));
         self.window = RollingCounts::default();
@@ -397,6 +412,33 @@ mod tests {
         b.record(&p, 1_000, failures(3));
         assert_eq!(b.record(&p, 16_000, failures(2)), None);
         assert!(b.record(&p, 16_000, failures(1)).is_some(), "1.5 + 3 >= 4");
+    }
+
+    #[test]
+    fn open_time_counts_from_the_first_trip_through_failed_probes_until_closed() {
+        let p = policy();
+        let mut b = open_at(1_000);
+        assert_eq!(b.open_for_ms(1_500), Some(500));
+        assert_eq!(b.admit(2_000, LEASE).0, Admission::Probe);
+        assert_eq!(b.open_for_ms(2_500), Some(1_500), "half-open still counts");
+        b.record_probe(&p, 3_000, true);
+        assert_eq!(b.phase, Phase::Open);
+        assert_eq!(
+            b.open_for_ms(4_000),
+            Some(3_000),
+            "a failed probe keeps the trip time"
+        );
+        assert_eq!(b.admit(6_000, LEASE).0, Admission::Probe);
+        b.record_probe(&p, 6_100, false);
+        assert_eq!((b.phase, b.open_for_ms(7_000)), (Phase::Closed, None));
+        // A state written before the field existed reads 0: unknown until its next trip.
+        let mut old: BreakerState =
+            serde_json::from_str(r#"{"phase":"open","window":{"start_ms":0,"previous":{"successes":0,"failures":0},"current":{"successes":0,"failures":0}},"trips":1,"until_ms":5000}"#)
+                .expect("a state without opened_at_ms");
+        assert_eq!(old.open_for_ms(4_000), None);
+        old.admit(5_000, LEASE);
+        old.record_probe(&p, 5_100, true);
+        assert_eq!(old.open_for_ms(6_100), Some(1_000));
     }
 
     #[test]

@@ -58,6 +58,12 @@ pub const BREAKER_TRANSITIONS: &str = "hookflow_breaker_transitions_total";
 /// Endpoints this process knows, by breaker `state`. No endpoint label: endpoints are
 /// customer-controlled and unbounded.
 pub const BREAKERS: &str = "hookflow_breakers";
+/// How long each of the [`OPEN_BREAKERS_NAMED`] longest-open breakers this process knows
+/// has been open or half-open since it tripped, by `endpoint` (the endpoint key: never a
+/// path, query or credential). Computed at each scrape, so at most that many series exist.
+pub const BREAKER_OPEN_SECONDS: &str = "hookflow_breaker_open_seconds";
+/// How many open breakers each process names in [`BREAKER_OPEN_SECONDS`].
+pub const OPEN_BREAKERS_NAMED: usize = 10;
 /// Attempts deferred without a request, by `reason`: `rate_limited` (the limiter
 /// refused), `concurrency_cap`, `breaker_open`.
 pub const DEFERRALS: &str = "hookflow_deferrals_total";

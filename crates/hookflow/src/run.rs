@@ -143,7 +143,7 @@ pub async fn run(settings: Settings, role: Role) -> anyhow::Result<()> {
         &settings.telemetry.log_filter,
         settings.telemetry.log_format,
     );
-    let metrics = hookflow_telemetry::install_prometheus()?;
+    let metrics = ops::Exposition::new(hookflow_telemetry::install_prometheus()?);
 
     let shutdown = CancellationToken::new();
     tokio::spawn(cancel_on_signal(shutdown.clone()));
@@ -168,7 +168,7 @@ pub async fn run(settings: Settings, role: Role) -> anyhow::Result<()> {
         .with_context(|| format!("cannot listen on telemetry.ops_address {ops_address}"))?;
     tokio::spawn(ops::serve(
         listener,
-        metrics,
+        metrics.clone(),
         health.clone(),
         shutdown.clone().cancelled_owned(),
     ));
@@ -234,6 +234,9 @@ pub async fn run(settings: Settings, role: Role) -> anyhow::Result<()> {
     let isolation = worker_health
         .is_some()
         .then(|| Isolation::new(&settings, redis.clone()));
+    if let Some(isolation) = &isolation {
+        metrics.add(isolation.gate.clone());
+    }
     // The worker's gate tells the consumer how endpoints are doing, so a backlog's starts
     // to healthy endpoints go first; a consumer-only process starts in arrival order.
     let standing = isolation

@@ -302,6 +302,26 @@ impl SharedBreakers {
         report(endpoint, transitions);
     }
 
+    /// The `k` endpoints whose breakers have been open longest, with how long (longest
+    /// first), from this process's copies. Only copies within the cooldown or probe lease
+    /// they know of count: past it, another worker may have closed the breaker since, so a
+    /// closed breaker is reported at most one cooldown after it closed.
+    pub fn longest_open(&self, k: usize) -> Vec<(EndpointKey, Duration)> {
+        let now = now_ms();
+        let mut open: Vec<(EndpointKey, Duration)> = self
+            .lock()
+            .iter()
+            .filter(|(_, entry)| now < entry.state.until_ms)
+            .filter_map(|(endpoint, entry)| {
+                let open_for = entry.state.open_for_ms(now)?;
+                Some((endpoint.clone(), Duration::from_millis(open_for)))
+            })
+            .collect();
+        open.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+        open.truncate(k);
+        open
+    }
+
     /// Drops the local copies unused for `idle` (without Redis: only closed ones); how
     /// many are left.
     pub fn evict_idle(&self, idle: Duration) -> usize {
@@ -406,6 +426,35 @@ mod tests {
         assert!(matches!(refused, Admission::Deny { .. }));
         breakers.record(&endpoint, &policy, refused, false).await;
         assert_eq!(breakers.standing(&endpoint), Standing::Struggling);
+    }
+
+    #[tokio::test]
+    async fn the_longest_open_breakers_are_named_longest_first_and_closed_ones_not() {
+        let breakers = SharedBreakers::new(None, Duration::from_secs(1));
+        let policy = policy(2);
+        let lease = Duration::from_secs(5);
+        let key = |name: &str| EndpointKey::custom(7, name).expect("key");
+        let trip = async |endpoint: &EndpointKey, failed: bool| {
+            for _ in 0..2 {
+                let admission = breakers.admit(endpoint, &policy, lease).await;
+                breakers.record(endpoint, &policy, admission, failed).await;
+            }
+        };
+        trip(&key("first"), true).await;
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        trip(&key("second"), true).await;
+        trip(&key("third"), true).await;
+        trip(&key("healthy"), false).await;
+
+        let named = breakers.longest_open(2);
+        let names: Vec<&str> = named.iter().map(|(k, _)| k.as_str()).collect();
+        assert_eq!(names, ["team=7 first", "team=7 second"]);
+        assert!(named[0].1 >= named[1].1 + Duration::from_millis(20));
+        assert_eq!(
+            breakers.longest_open(10).len(),
+            3,
+            "the closed breaker is not named"
+        );
     }
 
     #[tokio::test]

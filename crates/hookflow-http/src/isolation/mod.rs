@@ -21,6 +21,7 @@ mod waiters;
 mod workers;
 
 use std::{
+    fmt::Write as _,
     sync::{Arc, atomic::AtomicU32},
     time::Duration,
 };
@@ -33,7 +34,10 @@ use hookflow_core::{
     EndpointLimits, EndpointStanding, FieldError, Standing,
     breaker::{Admission, BreakerPolicy},
 };
-use hookflow_telemetry::names;
+use hookflow_telemetry::{
+    names,
+    ops::{LiveSeries, label_value},
+};
 pub use limiter::EndpointRateLimiter;
 use serde::Deserialize;
 pub use waiters::BreakerWaiters;
@@ -416,6 +420,27 @@ impl EndpointGate {
                     tracing::debug!(entries = left, "idle endpoint state evicted");
                 }
             }
+        }
+    }
+}
+
+/// `hookflow_breaker_open_seconds`: the breakers this process knows open longest, by
+/// endpoint, so an alert can name each endpoint fenced off too long.
+impl LiveSeries for EndpointGate {
+    fn render(&self, out: &mut String) {
+        let name = names::BREAKER_OPEN_SECONDS;
+        let _ = writeln!(
+            out,
+            "# HELP {name} How long each of the {} longest-open breakers this process knows has been open since it tripped.\n# TYPE {name} gauge",
+            names::OPEN_BREAKERS_NAMED
+        );
+        for (endpoint, open_for) in self.breakers.longest_open(names::OPEN_BREAKERS_NAMED) {
+            let _ = writeln!(
+                out,
+                "{name}{{endpoint=\"{}\"}} {:.3}",
+                label_value(endpoint.as_str()),
+                open_for.as_secs_f64()
+            );
         }
     }
 }
