@@ -1,7 +1,8 @@
 //! The destination catalog on a real PostgreSQL, under faults. Nothing is consumed before
 //! it has loaded (PostgreSQL down at start: the event waits). Killed mid-stream, the last
 //! good catalog keeps delivering and writes answer 503; back again, changes arrive. A Redis
-//! flush loses and forgets nothing. Migrations run twice run once. Two racing writes of one
+//! flush loses and forgets nothing. A change reaches the other processes by its
+//! notification. Migrations run twice run once. Two racing writes of one
 //! destination never both win (If-Match). A row that cannot be read is refused alone, its
 //! last good version delivering, also after a restart. Ids are per team: two teams' `d-1`
 //! are two destinations, and one's 410 or limits never touch the other. Destinations are
@@ -130,6 +131,7 @@ async fn the_last_good_catalog_delivers_while_postgres_is_down_and_changes_arriv
     other_api.wait_until_serving(&collection(s.team)).await;
 
     postgres.kill_9();
+    let killed = std::time::Instant::now();
     eventually(Duration::from_secs(30), "the catalog seen down", || async {
         (process.series("hookflow_destination_catalog_up").await == Some(0.0)).then_some(())
     })
@@ -153,6 +155,17 @@ async fn the_last_good_catalog_delivers_while_postgres_is_down_and_changes_arriv
     assert_eq!(
         status, 200,
         "still ready: delivering with the catalog it has"
+    );
+    // Its change feed goes on trying, and says so to liveness: a restart would not bring
+    // PostgreSQL back, and would lose the catalog in memory that delivers meanwhile.
+    tokio::time::sleep(Duration::from_secs(15).saturating_sub(killed.elapsed())).await;
+    let (status, liveness) = process.probe("/_liveness").await.expect("liveness");
+    let since_beat = liveness["components"]["destinations"]["since_beat_ms"]
+        .as_u64()
+        .expect("the catalog reports to liveness");
+    assert!(
+        status == 200 && since_beat < 10_000,
+        "the catalog's loop reported {since_beat} ms ago, 15 s into the outage: {liveness}"
     );
 
     postgres.restart();
@@ -182,6 +195,48 @@ async fn the_last_good_catalog_delivers_while_postgres_is_down_and_changes_arriv
         Some(1.0)
     );
     drop(other);
+}
+
+/// A change reaches the other processes by its notification, not by the catch-up
+/// interval (ten minutes here).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_change_reaches_another_process_by_its_notification() {
+    let mut s = Scenario::new().await;
+    s.deployment
+        .config("[destinations.postgres]\ncatch_up_interval_ms = 600000");
+    let (api, process) = api(&mut s).await;
+    let other_port = free_port();
+    s.deployment
+        .config(&format!("[admin]\naddress = \"127.0.0.1:{other_port}\""));
+    let _other = s.deployment.start_as("admin");
+    let other_api = AdminApi::new(format!("http://127.0.0.1:{other_port}"), api.token.clone());
+    other_api.wait_until_serving(&collection(s.team)).await;
+    let database = database(&mut s);
+    eventually(
+        Duration::from_secs(30),
+        "both processes listening",
+        || async {
+            let listening = s.stack.postgres.sql(
+                &database,
+                "SELECT count(*) FROM pg_stat_activity \
+             WHERE datname = current_database() AND query LIKE 'LISTEN %'",
+            );
+            (listening == "2").then_some(())
+        },
+    )
+    .await;
+
+    create(&other_api, &s, s.team, "notified", "notified").await;
+    process
+        .wait_for_metric(
+            r#"hookflow_destination_changes_total{result="applied"}"#,
+            1.0,
+            Duration::from_secs(5),
+        )
+        .await;
+    let result = temporal::result(&s.temporal, &event(&s, s.team, "notified").await).await;
+    assert_eq!(result.outcome, DeliveryOutcome::Delivered);
+    assert_eq!(s.receiver.received_on("notified").len(), 1);
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -220,11 +275,14 @@ async fn a_redis_flush_mid_stream_loses_and_forgets_nothing() {
 async fn migrations_run_twice_or_by_racing_processes_run_once() {
     let mut s = Scenario::new().await;
     let database = database(&mut s);
-    for _ in 0..2 {
-        let (ok, said) = s.deployment.command(&["migrate"]);
-        assert!(ok, "{said}");
-        assert!(said.contains("up to date"), "{said}");
-    }
+    let migrated = |s: &Scenario| {
+        s.stack.postgres.sql(
+            &database,
+            "SELECT count(*) FROM pg_tables WHERE tablename = '_sqlx_migrations'",
+        )
+    };
+    assert_eq!(migrated(&s), "0", "a fresh database");
+    // Two processes start together on it: each runs the migrations at start-up.
     let (_, token) = s.deployment.admin_api();
     let (port_a, port_b) = (free_port(), free_port());
     s.deployment
@@ -237,12 +295,36 @@ async fn migrations_run_twice_or_by_racing_processes_run_once() {
         let api = AdminApi::new(format!("http://127.0.0.1:{port}"), token.clone());
         api.wait_until_serving(&collection(s.team)).await;
     }
-    let applied = s.stack.postgres.sql(
-        &database,
-        "SELECT count(*) FROM _sqlx_migrations WHERE success",
-    );
-    assert_eq!(applied, "1");
+    let applied = || {
+        s.stack.postgres.sql(
+            &database,
+            "SELECT count(*) FROM _sqlx_migrations WHERE success",
+        )
+    };
+    assert_eq!(applied(), "1");
+    for _ in 0..2 {
+        let (ok, said) = s.deployment.command(&["migrate"]);
+        assert!(ok && said.contains("up to date"), "{said}");
+    }
+    assert_eq!(applied(), "1");
     drop((first, second));
+
+    // A later version migrated the database (a rollback, or a rollout half done): this
+    // version still starts on it.
+    s.stack.postgres.sql(
+        &database,
+        "INSERT INTO _sqlx_migrations \
+           (version, description, success, checksum, execution_time) \
+         VALUES (99990101000000, 'a later version', true, '\\x00', 1)",
+    );
+    let (ok, said) = s.deployment.command(&["migrate"]);
+    assert!(ok, "a later version's migration is no error: {said}");
+    let (base, token) = s.deployment.admin_api();
+    s.deployment.reset_config();
+    let _process = s.deployment.start();
+    AdminApi::new(base, token)
+        .wait_until_serving(&collection(s.team))
+        .await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -551,5 +633,39 @@ async fn the_catalog_key_rotates_without_losing_a_destination() {
             .metric(r#"hookflow_destination_rows_refused{in_use="none"}"#)
             .await,
         0.0
+    );
+    drop(process);
+
+    // A process whose ring lacks the key the rows are sealed with (a rollout that forgot
+    // it) stays unready and consumes nothing, rather than skip their events for good.
+    s.deployment.reset_config();
+    let lacking = s.deployment.start();
+    eventually(
+        Duration::from_secs(30),
+        "unready for want of k2",
+        || async {
+            let (status, body) = lacking.probe("/_readiness").await?;
+            let reason = body["components"]["destinations"]["reason"].as_str()?;
+            (status == 503 && reason.contains("keys this process lacks (k2)")).then_some(())
+        },
+    )
+    .await;
+    let waiting = event(&s, s.team, "rotated").await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(
+        lacking.metric(NO_DESTINATIONS).await,
+        0.0,
+        "nothing skipped"
+    );
+    assert_eq!(
+        s.receiver.received_on("rotated").len(),
+        1,
+        "{waiting} waits"
+    );
+    assert!(
+        s.deployment
+            .logs()
+            .contains("destination catalog not loaded"),
+        "said why"
     );
 }

@@ -49,6 +49,10 @@ pub struct ComponentStatus {
     /// Why it is not ready, if it is not.
     #[serde(skip_serializing_if = "String::is_empty")]
     pub reason: String,
+    /// Milliseconds since it last reported (absent before its first report): how close a
+    /// component is to its deadline, before it is late.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub since_beat_ms: Option<u64>,
 }
 
 /// A health report: overall verdict and per-component detail.
@@ -103,15 +107,15 @@ impl Health {
             .components()
             .iter()
             .map(|(name, c)| {
-                let alive = c
-                    .last_beat
-                    .is_none_or(|beat| now.duration_since(beat) <= c.deadline);
+                let since_beat = c.last_beat.map(|beat| now.duration_since(beat));
+                let alive = since_beat.is_none_or(|since| since <= c.deadline);
                 (
                     *name,
                     ComponentStatus {
                         alive,
                         ready: c.ready,
                         reason: c.reason.clone(),
+                        since_beat_ms: since_beat.map(|since| since.as_millis() as u64),
                     },
                 )
             })

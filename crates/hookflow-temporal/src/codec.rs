@@ -193,9 +193,14 @@ impl EncryptionCodec {
     }
 
     /// What [`EncryptionCodec::seal`] sealed: an error names a key that is not configured.
+    /// Only an encrypted payload opens: unlike [`EncryptionCodec::decrypt`], which passes
+    /// through what was never encrypted, a sealed value in clear is refused.
     pub fn open(&self, sealed: &[u8]) -> Result<Vec<u8>, CodecError> {
         let payload = Payload::decode(sealed)
             .map_err(|_| CodecError::Corrupt(String::new(), "not a sealed payload"))?;
+        if payload.metadata.get("encoding").map(Vec::as_slice) != Some(ENCRYPTED_ENCODING) {
+            return Err(CodecError::Corrupt(String::new(), "not encrypted"));
+        }
         Ok(self.decrypt(payload)?.data)
     }
 
@@ -204,6 +209,11 @@ impl EncryptionCodec {
         let payload = Payload::decode(sealed).ok()?;
         let id = payload.metadata.get(KEY_ID)?;
         Some(String::from_utf8_lossy(id).into_owned())
+    }
+
+    /// Whether the key `key_id` is configured.
+    pub fn knows(&self, key_id: &str) -> bool {
+        self.keys.contains_key(key_id)
     }
 
     /// The id of the key new payloads are sealed with.
@@ -289,6 +299,18 @@ mod tests {
             plain(),
             "plain passes through"
         );
+    }
+
+    #[test]
+    fn a_sealed_value_opens_only_when_encrypted() {
+        let codec = codec("k1", &[("k1", 1)]);
+        let sealed = codec.seal(b"secret");
+        assert_eq!(codec.open(&sealed).expect("open"), b"secret");
+        let in_clear = plain().encode_to_vec();
+        assert!(matches!(
+            codec.open(&in_clear),
+            Err(CodecError::Corrupt(_, "not encrypted"))
+        ));
     }
 
     #[test]

@@ -236,8 +236,22 @@ async fn destinations(settings: &Settings, command: DestinationsCommand) -> anyh
         }
         DestinationsCommand::Reseal => {
             let catalog = loaded_catalog(settings).await?;
-            let moved = catalog.reseal().await?;
-            println!("{moved} destinations sealed again under the current key");
+            let resealed = catalog.reseal().await?;
+            println!(
+                "{} destinations sealed again under the current key",
+                resealed.moved
+            );
+            // A row no key opens stays as it is: keep the key that sealed it until it is
+            // fixed (or the destination deleted), and say so with a failing exit.
+            for (team, id, problem) in &resealed.unreadable {
+                eprintln!("team {team} destination {id} left as it was: {problem}");
+            }
+            if !resealed.unreadable.is_empty() {
+                anyhow::bail!(
+                    "{} destinations could not be sealed again",
+                    resealed.unreadable.len()
+                );
+            }
             return Ok(());
         }
         DestinationsCommand::Disabled | DestinationsCommand::Enable { .. } => {}

@@ -97,6 +97,11 @@ impl Sealer {
         Ok(spec)
     }
 
+    /// The id of the key `sealed` was sealed with, when this key ring lacks it.
+    pub fn missing_key(&self, sealed: &[u8]) -> Option<String> {
+        EncryptionCodec::sealed_with(sealed).filter(|id| !self.codec.knows(id))
+    }
+
     /// `sealed` sealed again under the current key, or `None` when it already is.
     pub fn reseal(&self, sealed: &[u8]) -> Result<Option<Vec<u8>>, CodecError> {
         if EncryptionCodec::sealed_with(sealed).as_deref() == self.codec.current_key() {

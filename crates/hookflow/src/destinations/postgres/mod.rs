@@ -48,8 +48,16 @@ const CHANNEL: &str = "hookflow_destinations";
 /// Rows read per query of the change feed.
 const FEED_PAGE: i64 = 1_000;
 
-/// The schema's migrations, embedded in the binary.
-static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
+/// The schema's migrations, embedded in the binary. A database migrated by a later
+/// version is accepted (`ignore_missing`): during a rollout or a rollback, a process of the
+/// earlier version must still start. So every migration keeps the schema readable and
+/// writable by the version before it (add columns with defaults; never drop or rename one
+/// in the release that stops using it).
+fn migrator() -> sqlx::migrate::Migrator {
+    let mut migrator = sqlx::migrate!("./migrations");
+    migrator.set_ignore_missing(true);
+    migrator
+}
 
 /// `[destinations.postgres]`
 #[derive(Debug, Clone, Deserialize)]
@@ -81,8 +89,11 @@ impl PostgresSettings {
                 "must be a postgres:// URL (set it with HOOKFLOW_DESTINATIONS__POSTGRES__URL)",
             ));
         }
-        if self.max_connections == 0 {
-            return Err(FieldError::new("max_connections", "must be at least 1"));
+        if self.max_connections < 2 {
+            return Err(FieldError::new(
+                "max_connections",
+                "must be at least 2: one connection listens for changes for good",
+            ));
         }
         if let Err(error) = Sealer::from_settings(&self.encryption) {
             let problem = match error {
@@ -101,20 +112,37 @@ impl PostgresSettings {
     }
 
     /// A pool that connects on first use (so a process starts with PostgreSQL down).
+    /// Waiting for a lock is bounded by the timeout on the server (a session holding the
+    /// change sequence's row lock cannot block every team's writes for good); the change
+    /// feed bounds its queries on the client too ([`Catalog::follow`]).
     pub fn pool(&self) -> Result<PgPool, sqlx::Error> {
         let options: PgConnectOptions = self.url.expose().parse()?;
+        let lock_timeout = self.timeout.as_millis().to_string();
         Ok(PgPoolOptions::new()
             .max_connections(self.max_connections)
             .acquire_timeout(self.timeout)
-            .connect_lazy_with(options.application_name("hookflow")))
+            .connect_lazy_with(
+                options
+                    .application_name("hookflow")
+                    .options([("lock_timeout", lock_timeout.as_str())]),
+            ))
     }
 }
 
 /// Runs the schema's migrations on `pool` (under PostgreSQL's advisory lock, so processes
 /// starting together run them once).
 pub async fn migrate(pool: &PgPool) -> Result<(), sqlx::migrate::MigrateError> {
-    MIGRATOR.run(pool).await
+    migrator().run(pool).await
 }
+
+/// Why a process does not load the catalog: rows are sealed with keys its ring lacks.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "destinations are sealed with keys this process lacks ({}): add them to \
+     destinations.postgres.encryption.keys",
+    .0.join(", ")
+)]
+struct MissingKeys(Vec<String>);
 
 /// The catalog, loaded into [`Catalog::live`] and kept current by [`Catalog::follow`].
 pub struct Catalog {
@@ -179,11 +207,19 @@ impl Catalog {
             initial: Duration::from_millis(200),
             max: Duration::from_secs(10),
         });
+        // Every turn of every loop below reports progress, whether PostgreSQL answers or
+        // not: liveness fails only when the loop itself stalls (a restart would not bring
+        // PostgreSQL back, and would lose the catalog in memory that delivers meanwhile).
         loop {
+            self.health.beat();
             match self.load().await {
                 Ok(()) => break,
                 Err(error) => {
-                    self.unavailable(&error);
+                    if error.is::<MissingKeys>() {
+                        tracing::error!(error = %error, "destination catalog not loaded");
+                    } else {
+                        self.unavailable(&error);
+                    }
                     self.health.set_ready(
                         false,
                         format!("destinations: the catalog is not loaded yet: {error:#}"),
@@ -197,6 +233,7 @@ impl Catalog {
         let mut tick = tokio::time::interval(self.settings.catch_up_interval);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         while !shutdown.is_cancelled() {
+            self.health.beat();
             let mut listener = match self.listen().await {
                 Ok(listener) => listener,
                 Err(error) => {
@@ -231,9 +268,25 @@ impl Catalog {
     }
 
     async fn listen(&self) -> anyhow::Result<PgListener> {
-        let mut listener = PgListener::connect_with(&self.pool).await?;
-        listener.listen(CHANNEL).await?;
-        Ok(listener)
+        self.bounded(async {
+            let mut listener = PgListener::connect_with(&self.pool).await?;
+            listener.listen(CHANNEL).await?;
+            Ok(listener)
+        })
+        .await
+    }
+
+    /// `work` (a connection and a query), given up after twice the timeout: a connection
+    /// that stopped answering without closing (a dead host, a dropped route) must not stall
+    /// the change feed, whose progress liveness watches.
+    async fn bounded<T>(
+        &self,
+        work: impl std::future::Future<Output = anyhow::Result<T>>,
+    ) -> anyhow::Result<T> {
+        let limit = self.settings.timeout * 2;
+        tokio::time::timeout(limit, work)
+            .await
+            .map_err(|_| anyhow::anyhow!("PostgreSQL did not answer within {limit:?}"))?
     }
 
     /// Reads every row in use and the change sequence they are current at, in one snapshot,
@@ -254,6 +307,19 @@ impl Catalog {
             .fetch_all(&mut *snapshot)
             .await?;
         snapshot.commit().await?;
+        // A key this process lacks is its own configuration's fault, not the rows': loading
+        // without it would leave those destinations out and skip their events for good. So
+        // it loads nothing, stays unready and consumes nothing until it has the key (the
+        // processes that have it go on). Rows changed later are refused alone instead.
+        let missing: std::collections::BTreeSet<String> = rows
+            .iter()
+            .filter(|row| !row.deleted)
+            .filter_map(|row| self.sealer.missing_key(&row.sealed))
+            .collect();
+        if !missing.is_empty() {
+            self.available();
+            return Err(MissingKeys(missing.into_iter().collect()).into());
+        }
         let _applying = self.applying.lock().await;
         let mut set = DestinationSet::default();
         let mut feed = Feed::default();
@@ -312,9 +378,10 @@ impl Catalog {
     }
 
     async fn catch_up_and_report(&self) {
-        match self.catch_up().await {
+        let caught_up = self.bounded(async { Ok(self.catch_up().await?) }).await;
+        match caught_up {
             Ok(_) => self.available(),
-            Err(error) => self.unavailable(&anyhow::Error::from(error)),
+            Err(error) => self.unavailable(&error),
         }
     }
 

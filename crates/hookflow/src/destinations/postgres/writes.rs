@@ -220,6 +220,11 @@ impl Catalog {
             (Write::Create(_) | Write::Import(_), Some(_)) => {
                 return Err(StoreError::Conflict(id.to_owned()));
             }
+            // An import never brings back what was deleted here (with its old uid): the
+            // catalog's delete is the later word.
+            (Write::Import(_), None) if current.is_some() => {
+                return Err(StoreError::Conflict(id.to_owned()));
+            }
             (Write::Create(_) | Write::Import(_), None) => {}
             (_, None) => return Err(StoreError::NotFound(id.to_owned())),
             (_, Some((row, _))) => {
@@ -234,11 +239,18 @@ impl Catalog {
         // A tombstone's id is created again as another destination, with a new uid.
         let stored = live.map(|(row, _)| row.spec(&self.sealer));
         let version = current.as_ref().map_or(0, |(row, _)| row.version) + 1;
+        // An imported uid that is not one would orphan the deliveries that recorded it.
         let imported_uid = match &write {
             Write::Import(spec) => spec
                 .uid
                 .as_deref()
-                .and_then(|uid| uuid::Uuid::parse_str(uid).ok()),
+                .map(|uid| {
+                    uuid::Uuid::parse_str(uid).map_err(|e| StoreError::Unreadable {
+                        id: id.to_owned(),
+                        problem: format!("its uid {uid:?} is not a UUID: {e}"),
+                    })
+                })
+                .transpose()?,
             _ => None,
         };
         let mut spec = match write {
@@ -287,7 +299,7 @@ impl Catalog {
         let (public, sealed) = self.sealer.seal(&spec);
         // An update keeps the version it replaces, for readers that cannot read this one.
         let keep_previous = live.is_some();
-        sqlx::query(
+        let times: (DateTime<Utc>, DateTime<Utc>) = sqlx::query_as(
             "INSERT INTO hookflow_destinations \
                (team_id, id, uid, version, change_seq, deleted, spec, sealed, created_at, updated_at) \
              VALUES ($1, $2, $3, $4, $5, false, $6, $7, now(), now()) \
@@ -299,7 +311,8 @@ impl Catalog {
                previous_sealed = CASE WHEN $8 THEN hookflow_destinations.sealed END, \
                spec = EXCLUDED.spec, sealed = EXCLUDED.sealed, \
                created_at = CASE WHEN $8 THEN hookflow_destinations.created_at ELSE now() END, \
-               updated_at = now()",
+               updated_at = now() \
+             RETURNING created_at, updated_at",
         )
         .bind(team_id)
         .bind(id)
@@ -309,12 +322,27 @@ impl Catalog {
         .bind(public)
         .bind(sealed)
         .bind(keep_previous)
-        .execute(&mut *tx)
-        .await?;
+        .fetch_one(&mut *tx)
+        .await
+        .map_err(|error| match error.as_database_error() {
+            // The uid is unique across teams: an import that names another row's.
+            Some(db) if db.is_unique_violation() => {
+                StoreError::Conflict(format!("{id} (its uid {uid} is another destination's)"))
+            }
+            _ => StoreError::Unavailable(error),
+        })?;
         notify(&mut tx, seq).await?;
         tx.commit().await?;
         self.applied().await;
-        self.read(team_id, id).await.map(Some)
+        // What was committed, not a read after it: a write racing in after the commit
+        // must not answer for this one.
+        let (created_at, updated_at) = times;
+        Ok(Some(StoredDestination {
+            spec,
+            version,
+            created_at,
+            updated_at,
+        }))
     }
 
     /// After a commit: this process applies it at once (the others on its notification).
@@ -422,34 +450,58 @@ async fn notify(tx: &mut Transaction<'_, Postgres>, seq: i64) -> Result<(), sqlx
 /// A row's sealed secrets, as [`Catalog::reseal`] reads them.
 #[derive(sqlx::FromRow)]
 struct SealedRow {
-    team_id: i64,
-    id: String,
     sealed: Vec<u8>,
     previous_sealed: Option<Vec<u8>>,
 }
 
+/// What [`Catalog::reseal`] did.
+#[derive(Debug, Default)]
+pub struct Resealed {
+    /// Rows now sealed under the current key that were not.
+    pub moved: usize,
+    /// Rows no configured key opens (team, id, why): left as they are.
+    pub unreadable: Vec<(i64, String, String)>,
+}
+
 impl Catalog {
-    /// Seals every row's secrets (and the version it kept before) again under the current
-    /// key, without changing the destinations: how many rows moved.
-    pub async fn reseal(&self) -> Result<usize, StoreError> {
-        let rows: Vec<SealedRow> = sqlx::query_as(
-            "SELECT team_id, id, sealed, previous_sealed FROM hookflow_destinations",
+    /// Seals every destination's secrets (and the version it kept before) again under the
+    /// current key, without changing the destinations. Each row is one transaction holding
+    /// its row lock, so a write racing in waits for it (or it for the write, and then reads
+    /// what the write sealed): the spec and its secrets always stay of one version. A row no
+    /// key opens is reported and left alone, not a reason to stop the rotation. Deleted
+    /// destinations are never read again and are left alone.
+    pub async fn reseal(&self) -> Result<Resealed, StoreError> {
+        let ids: Vec<(i64, String)> = sqlx::query_as(
+            "SELECT team_id, id FROM hookflow_destinations WHERE NOT deleted \
+             ORDER BY team_id, id",
         )
         .fetch_all(self.pool())
         .await?;
-        let mut moved = 0;
-        for SealedRow {
-            team_id,
-            id,
-            sealed,
-            previous_sealed: previous,
-        } in rows
-        {
-            let unreadable = |e: hookflow_temporal::codec::CodecError| StoreError::Unreadable {
-                id: id.clone(),
-                problem: e.to_string(),
+        let mut done = Resealed::default();
+        for (team_id, id) in ids {
+            let mut tx = self.pool().begin().await?;
+            let row: Option<SealedRow> = sqlx::query_as(
+                "SELECT sealed, previous_sealed FROM hookflow_destinations \
+                 WHERE team_id = $1 AND id = $2 AND NOT deleted FOR UPDATE",
+            )
+            .bind(team_id)
+            .bind(&id)
+            .fetch_optional(&mut *tx)
+            .await?;
+            let Some(SealedRow {
+                sealed,
+                previous_sealed: previous,
+            }) = row
+            else {
+                continue; // deleted meanwhile
             };
-            let sealed = self.sealer.reseal(&sealed).map_err(unreadable)?;
+            let sealed = match self.sealer.reseal(&sealed) {
+                Ok(sealed) => sealed,
+                Err(error) => {
+                    done.unreadable.push((team_id, id, error.to_string()));
+                    continue;
+                }
+            };
             // A previous version no key opens any more is dropped, not kept unreadable.
             let previous = previous.map(|p| self.sealer.reseal(&p));
             let keep_previous = !matches!(previous, Some(Err(_)));
@@ -469,10 +521,11 @@ impl Catalog {
             .bind(sealed)
             .bind(previous)
             .bind(keep_previous)
-            .execute(self.pool())
+            .execute(&mut *tx)
             .await?;
-            moved += 1;
+            tx.commit().await?;
+            done.moved += 1;
         }
-        Ok(moved)
+        Ok(done)
     }
 }
