@@ -174,9 +174,30 @@ async fn two_workers_share_one_breaker() {
     second
         .wait_for_metric(DEFERRED_OPEN, 1.0, Duration::from_secs(15))
         .await;
+    // Read at once (an open breaker is named only within its cooldown): it names the
+    // endpoint in the alert's series, open since the first worker's trip, which travels
+    // with the shared state.
+    let page = second.metrics_page().await;
+    let since_trip = opened_at.elapsed().as_secs_f64();
     assert!(
         opened_at.elapsed() < Duration::from_secs(19),
         "still within the cooldown"
+    );
+    let open: Vec<&str> = page
+        .lines()
+        .filter(|line| line.starts_with("hookflow_breaker_open_seconds{"))
+        .collect();
+    let endpoint = format!("{} team={}", s.receiver.origin(), s.team);
+    assert_eq!(open.len(), 1, "one open breaker named: {open:?}");
+    let (series, seconds) = open[0].rsplit_once(' ').expect("a value");
+    assert_eq!(
+        series,
+        format!(r#"hookflow_breaker_open_seconds{{endpoint_key="{endpoint}"}}"#)
+    );
+    let seconds: f64 = seconds.parse().expect("seconds");
+    assert!(
+        seconds >= since_trip - 1.0 && seconds <= since_trip + 5.0,
+        "open {seconds} s, tripped {since_trip} s ago by the other worker"
     );
     assert_eq!(
         s.receiver.received_on("hang").len(),
@@ -189,26 +210,6 @@ async fn two_workers_share_one_breaker() {
             .await,
         0.0,
         "the second worker never attempted the endpoint the first one fenced off"
-    );
-    // It names the endpoint in the alert's series, open since the first worker's trip:
-    // the trip time travels with the shared state.
-    let page = second.metrics_page().await;
-    let open: Vec<&str> = page
-        .lines()
-        .filter(|line| line.starts_with("hookflow_breaker_open_seconds{"))
-        .collect();
-    let endpoint = format!("{} team={}", s.receiver.origin(), s.team);
-    assert_eq!(open.len(), 1, "one open breaker named: {open:?}");
-    let (series, seconds) = open[0].rsplit_once(' ').expect("a value");
-    assert_eq!(
-        series,
-        format!(r#"hookflow_breaker_open_seconds{{endpoint="{endpoint}"}}"#)
-    );
-    let seconds: f64 = seconds.parse().expect("seconds");
-    let since_trip = opened_at.elapsed().as_secs_f64();
-    assert!(
-        seconds >= since_trip - 1.0 && seconds <= since_trip + 5.0,
-        "open {seconds} s, tripped {since_trip} s ago by the other worker"
     );
 }
 

@@ -59,7 +59,7 @@ pub const BREAKER_TRANSITIONS: &str = "hookflow_breaker_transitions_total";
 /// customer-controlled and unbounded.
 pub const BREAKERS: &str = "hookflow_breakers";
 /// How long each of the [`OPEN_BREAKERS_NAMED`] longest-open breakers this process knows
-/// has been open or half-open since it tripped, by `endpoint` (the endpoint key: never a
+/// has been open or half-open since it tripped, by `endpoint_key` (never a
 /// path, query or credential). Computed at each scrape, so at most that many series exist.
 pub const BREAKER_OPEN_SECONDS: &str = "hookflow_breaker_open_seconds";
 /// How many open breakers each process names in [`BREAKER_OPEN_SECONDS`].
@@ -89,7 +89,7 @@ pub const REDIS_ERRORS: &str = "hookflow_redis_errors_total";
 /// starts; not ready while it refuses them and consumption waits)
 /// (what `/_readiness` reports, for alerting).
 pub const COMPONENT_READY: &str = "hookflow_component_ready";
-/// Failed attempts by `endpoint` (`scheme://host:port` or the destination's key). Only
+/// Failed attempts by `endpoint_key` (`scheme://host:port` or the destination's key). Only
 /// exported when `telemetry.endpoint_labels` is on: endpoints are customer-controlled, so
 /// the label is unbounded; opt in where the destination count is known and small.
 pub const ENDPOINT_FAILURES: &str = "hookflow_endpoint_failures_total";

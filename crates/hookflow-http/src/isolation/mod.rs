@@ -372,7 +372,7 @@ impl EndpointGate {
         };
         if failed && self.endpoint_labels {
             let endpoint = destination.endpoint.to_string();
-            metrics::counter!(names::ENDPOINT_FAILURES, "endpoint" => endpoint).increment(1);
+            metrics::counter!(names::ENDPOINT_FAILURES, "endpoint_key" => endpoint).increment(1);
         }
         let closed = self
             .breakers
@@ -437,7 +437,7 @@ impl LiveSeries for EndpointGate {
         for (endpoint, open_for) in self.breakers.longest_open(names::OPEN_BREAKERS_NAMED) {
             let _ = writeln!(
                 out,
-                "{name}{{endpoint=\"{}\"}} {:.3}",
+                "{name}{{endpoint_key=\"{}\"}} {:.3}",
                 label_value(endpoint.as_str()),
                 open_for.as_secs_f64()
             );
