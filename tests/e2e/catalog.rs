@@ -302,6 +302,14 @@ async fn migrations_run_twice_or_by_racing_processes_run_once() {
         )
     };
     assert_eq!(applied(), "1");
+    // Neither lost a race and retried: PostgreSQL's advisory lock made the second wait.
+    assert!(
+        !s.deployment
+            .logs()
+            .contains("destination catalog unreachable"),
+        "{}",
+        s.deployment.logs()
+    );
     for _ in 0..2 {
         let (ok, said) = s.deployment.command(&["migrate"]);
         assert!(ok && said.contains("up to date"), "{said}");
@@ -594,6 +602,53 @@ async fn destinations_are_imported_once_from_a_file_and_an_earlier_redis_store()
         let result = temporal::result(&s.temporal, &event(&s, s.team, id).await).await;
         assert_eq!(result.outcome, DeliveryOutcome::Delivered, "{id}");
     }
+
+    // Deleted from the catalog since, it is not imported again (with its old uid).
+    let legacy_path = format!("{}/legacy", collection(s.team));
+    assert_eq!(api.call("DELETE", &legacy_path, None).await.0, 204);
+    let prefix = s.deployment.redis_prefix.clone();
+    let import_redis = |prefix: &str| {
+        s.deployment.command(&[
+            "destinations",
+            "import",
+            "--redis-url",
+            &redis_url,
+            "--redis-prefix",
+            prefix,
+        ])
+    };
+    let (ok, said) = import_redis(&prefix);
+    assert!(
+        ok && said.contains(
+            "imported 0 destinations; 0 existed already and were left as they were; 1 were deleted"
+        ),
+        "{said}"
+    );
+    assert_eq!(api.call("GET", &legacy_path, None).await.0, 404);
+
+    // A uid that is another destination's, or no uid at all, is refused with its reason.
+    let (_, filed) = api
+        .call("GET", &format!("{}/filed", collection(s.team)), None)
+        .await;
+    let filed_uid = filed["uid"].as_str().expect("uid").to_owned();
+    for (suffix, uid, reason) in [
+        ("taken", filed_uid.as_str(), "is another destination's"),
+        ("garbled", "not-a-uuid", "is not a UUID"),
+    ] {
+        let spec = json!({
+            "id": "moved", "team_id": unique_team(), "uid": uid, "url": s.receiver.url("moved"),
+        });
+        let hash = format!("{prefix}-{suffix}");
+        let out = std::process::Command::new("redis-cli")
+            .args(["-p", &s.stack.redis.port.to_string(), "HSET"])
+            .arg(format!("{hash}:destinations"))
+            .args(["moved", &spec.to_string()])
+            .output()
+            .expect("redis-cli");
+        assert!(out.status.success(), "{out:?}");
+        let (ok, said) = import_redis(&hash);
+        assert!(!ok && said.contains(reason), "{suffix}: {said}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -650,8 +705,10 @@ async fn the_catalog_key_rotates_without_losing_a_destination() {
         },
     )
     .await;
+    // Past the session timeout of the process killed before, whose partitions would
+    // otherwise still be its own.
     let waiting = event(&s, s.team, "rotated").await;
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    tokio::time::sleep(Duration::from_secs(10)).await;
     assert_eq!(
         lacking.metric(NO_DESTINATIONS).await,
         0.0,

@@ -6,10 +6,6 @@ use std::path::PathBuf;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 
-use std::sync::Arc;
-
-use tokio_util::sync::CancellationToken;
-
 use crate::{
     destinations::{file::FileDestinations, import, postgres::Catalog},
     run::Role,
@@ -187,30 +183,23 @@ impl Cli {
     }
 }
 
-/// The catalog of `settings`, loaded, for a one-shot command.
-async fn loaded_catalog(settings: &Settings) -> anyhow::Result<Arc<Catalog>> {
+/// The catalog of `settings` for a one-shot command that writes (nothing loaded).
+async fn command_catalog(settings: &Settings) -> anyhow::Result<Catalog> {
     anyhow::ensure!(
         settings.destinations.store == DestinationStoreKind::Postgres,
         "destinations.store is not \"postgres\": there is no catalog"
     );
     let health = hookflow_telemetry::health::Health::default()
         .register("destinations", std::time::Duration::from_secs(60));
-    let catalog = Arc::new(Catalog::open(
+    let catalog = Catalog::open(
         &settings.destinations.postgres,
         settings.validation_rules(),
         health,
-    )?);
-    let stop = CancellationToken::new();
-    tokio::spawn(catalog.clone().follow(stop.clone()));
-    let loaded = tokio::time::timeout(
-        std::time::Duration::from_secs(30),
-        catalog.wait_loaded(&stop),
-    )
-    .await;
-    anyhow::ensure!(
-        loaded == Ok(true),
-        "the destination catalog did not load within 30 s (is PostgreSQL reachable?)"
-    );
+    )?;
+    catalog
+        .for_commands()
+        .await
+        .context("the destination catalog")?;
     Ok(catalog)
 }
 
@@ -226,16 +215,17 @@ async fn destinations(settings: &Settings, command: DestinationsCommand) -> anyh
                 (None, Some(url)) => import::specs_of_redis(&url, &redis_prefix).await?,
                 (None, None) => anyhow::bail!("give --file or --redis-url"),
             };
-            let catalog = loaded_catalog(settings).await?;
+            let catalog = command_catalog(settings).await?;
             let imported = import::import(&catalog, specs).await?;
             println!(
-                "imported {} destinations; {} existed already and were left as they were",
-                imported.created, imported.existing
+                "imported {} destinations; {} existed already and were left as they were; \
+                 {} were deleted from the catalog since and stay deleted",
+                imported.created, imported.existing, imported.deleted
             );
             return Ok(());
         }
         DestinationsCommand::Reseal => {
-            let catalog = loaded_catalog(settings).await?;
+            let catalog = command_catalog(settings).await?;
             let resealed = catalog.reseal().await?;
             println!(
                 "{} destinations sealed again under the current key",

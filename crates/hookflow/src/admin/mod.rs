@@ -130,7 +130,8 @@ impl From<StoreError> for ApiError {
             }
             StoreError::Invalid(_) => (StatusCode::BAD_REQUEST, None),
             StoreError::NotFound(_) => (StatusCode::NOT_FOUND, None),
-            StoreError::Conflict(_) => (StatusCode::CONFLICT, Some("id")),
+            StoreError::Conflict(_) | StoreError::Deleted(_) => (StatusCode::CONFLICT, Some("id")),
+            StoreError::UidTaken { .. } => (StatusCode::CONFLICT, Some("uid")),
             StoreError::Stale { .. } => (StatusCode::PRECONDITION_FAILED, None),
             StoreError::Unreadable { .. } => (StatusCode::INTERNAL_SERVER_ERROR, None),
             StoreError::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, None),

@@ -21,6 +21,8 @@ pub struct Imported {
     pub created: usize,
     /// Destinations whose team already had their id: left as they were.
     pub existing: usize,
+    /// Destinations deleted from the catalog since an earlier import: they stay deleted.
+    pub deleted: usize,
 }
 
 /// Reads the destinations of the file at `path` (each is validated as it is created).
@@ -59,6 +61,7 @@ pub async fn import(catalog: &Catalog, specs: Vec<DestinationSpec>) -> anyhow::R
         match catalog.import(team_id, spec).await {
             Ok(_) => imported.created += 1,
             Err(StoreError::Conflict(_)) => imported.existing += 1,
+            Err(StoreError::Deleted(_)) => imported.deleted += 1,
             Err(error) => {
                 return Err(error).with_context(|| format!("team {team_id}'s destination {id}"));
             }

@@ -26,6 +26,7 @@ use std::{
     time::Duration,
 };
 
+use futures::TryStreamExt;
 use hookflow_core::{
     DestinationCatalog, DestinationSet, FieldError, LiveDestinations, Secret, ValidationRules,
     sync::LockUnpoisoned,
@@ -45,6 +46,9 @@ use super::sealing::{Sealer, SealingSettings};
 
 /// The notification channel of committed changes (its payload: the change sequence).
 const CHANNEL: &str = "hookflow_destinations";
+/// How often the change feed reports to liveness while nothing else happens: well within
+/// the 60 s deadline, whatever the catch-up interval.
+const HEARTBEAT: Duration = Duration::from_secs(10);
 /// Rows read per query of the change feed.
 const FEED_PAGE: i64 = 1_000;
 
@@ -232,6 +236,8 @@ impl Catalog {
         }
         let mut tick = tokio::time::interval(self.settings.catch_up_interval);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // A quiet catalog with a long catch-up interval must still report in.
+        let mut heartbeat = tokio::time::interval(HEARTBEAT);
         while !shutdown.is_cancelled() {
             self.health.beat();
             let mut listener = match self.listen().await {
@@ -242,6 +248,7 @@ impl Catalog {
                     tokio::select! {
                         _ = shutdown.cancelled() => return,
                         _ = tick.tick() => self.catch_up_and_report().await,
+                        _ = heartbeat.tick() => {}
                     }
                     continue;
                 }
@@ -252,6 +259,7 @@ impl Catalog {
                 self.health.beat();
                 tokio::select! {
                     _ = shutdown.cancelled() => return,
+                    _ = heartbeat.tick() => {}
                     _ = tick.tick() => self.catch_up_and_report().await,
                     notified = listener.try_recv() => match notified {
                         // A notification; or the connection dropped and came back (and some
@@ -289,6 +297,21 @@ impl Catalog {
             .map_err(|_| anyhow::anyhow!("PostgreSQL did not answer within {limit:?}"))?
     }
 
+    /// Readies the catalog for a command that only writes (import, reseal): the schema
+    /// migrated when configured, and the change feed placed at the sequence committed now,
+    /// without loading a row (so a row this process could not read never stops it, and a
+    /// write applies only itself).
+    pub async fn for_commands(&self) -> anyhow::Result<()> {
+        if self.settings.migrate {
+            migrate(&self.pool).await?;
+        }
+        let seq: i64 = sqlx::query_scalar("SELECT seq FROM hookflow_catalog_sequence")
+            .fetch_one(&self.pool)
+            .await?;
+        self.feed.lock_unpoisoned().applied_seq = seq;
+        Ok(())
+    }
+
     /// Reads every row in use and the change sequence they are current at, in one snapshot,
     /// and puts them in use.
     async fn load(&self) -> anyhow::Result<()> {
@@ -303,28 +326,31 @@ impl Catalog {
         let seq: i64 = sqlx::query_scalar("SELECT seq FROM hookflow_catalog_sequence")
             .fetch_one(&mut *snapshot)
             .await?;
-        let rows: Vec<Row> = sqlx::query_as(rows::SELECT_LIVE)
-            .fetch_all(&mut *snapshot)
-            .await?;
-        snapshot.commit().await?;
+        // Rows are applied as they stream in, so a large catalog is never held twice (as
+        // rows and as destinations) at once.
+        let _applying = self.applying.lock().await;
+        let mut set = DestinationSet::default();
+        let mut feed = Feed::default();
         // A key this process lacks is its own configuration's fault, not the rows': loading
         // without it would leave those destinations out and skip their events for good. So
         // it loads nothing, stays unready and consumes nothing until it has the key (the
         // processes that have it go on). Rows changed later are refused alone instead.
-        let missing: std::collections::BTreeSet<String> = rows
-            .iter()
-            .filter(|row| !row.deleted)
-            .filter_map(|row| self.sealer.missing_key(&row.sealed))
-            .collect();
+        let mut missing = std::collections::BTreeSet::new();
+        {
+            let mut rows = sqlx::query_as::<_, Row>(rows::SELECT_LIVE).fetch(&mut *snapshot);
+            while let Some(row) = rows.try_next().await? {
+                if let Some(key) = self.sealer.missing_key(&row.sealed) {
+                    missing.insert(key);
+                }
+                if missing.is_empty() {
+                    feed.apply(&row, &self.sealer, &self.rules, &mut set);
+                }
+            }
+        }
+        snapshot.commit().await?;
         if !missing.is_empty() {
             self.available();
             return Err(MissingKeys(missing.into_iter().collect()).into());
-        }
-        let _applying = self.applying.lock().await;
-        let mut set = DestinationSet::default();
-        let mut feed = Feed::default();
-        for row in &rows {
-            feed.apply(row, &self.sealer, &self.rules, &mut set);
         }
         feed.applied_seq = seq;
         let count = set.len();
@@ -377,7 +403,9 @@ impl Catalog {
         Ok(applied)
     }
 
-    async fn catch_up_and_report(&self) {
+    /// Applies what was committed since, bounded ([`Catalog::bounded`]); whether PostgreSQL
+    /// answered is reported.
+    pub(crate) async fn catch_up_and_report(&self) {
         let caught_up = self.bounded(async { Ok(self.catch_up().await?) }).await;
         match caught_up {
             Ok(_) => self.available(),

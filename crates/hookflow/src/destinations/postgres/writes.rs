@@ -44,6 +44,17 @@ pub enum StoreError {
     /// The team has a destination of this id already.
     #[error("destination {0} exists already")]
     Conflict(String),
+    /// An imported destination's uid is another destination's.
+    #[error("destination {id}'s uid {uid} is another destination's")]
+    UidTaken {
+        /// The destination.
+        id: String,
+        /// Its uid.
+        uid: String,
+    },
+    /// An imported destination was deleted from the catalog since: it stays deleted.
+    #[error("destination {0} was deleted from the catalog")]
+    Deleted(String),
     /// `If-Match` named another version than the row's.
     #[error(
         "destination {id} is at version {current}, not the one given in If-Match: read it \
@@ -223,7 +234,7 @@ impl Catalog {
             // An import never brings back what was deleted here (with its old uid): the
             // catalog's delete is the later word.
             (Write::Import(_), None) if current.is_some() => {
-                return Err(StoreError::Conflict(id.to_owned()));
+                return Err(StoreError::Deleted(id.to_owned()));
             }
             (Write::Create(_) | Write::Import(_), None) => {}
             (_, None) => return Err(StoreError::NotFound(id.to_owned())),
@@ -255,10 +266,12 @@ impl Catalog {
         };
         let mut spec = match write {
             Write::Delete => {
+                // A tombstone keeps no secret: nothing reads it again, and a key rotated
+                // away (say, compromised) must not keep opening a deleted destination's.
                 sqlx::query(
                     "UPDATE hookflow_destinations SET deleted = true, version = $3, \
-                     change_seq = $4, previous_version = NULL, previous_spec = NULL, \
-                     previous_sealed = NULL, updated_at = now() \
+                     change_seq = $4, sealed = ''::bytea, previous_version = NULL, \
+                     previous_spec = NULL, previous_sealed = NULL, updated_at = now() \
                      WHERE team_id = $1 AND id = $2",
                 )
                 .bind(team_id)
@@ -326,9 +339,10 @@ impl Catalog {
         .await
         .map_err(|error| match error.as_database_error() {
             // The uid is unique across teams: an import that names another row's.
-            Some(db) if db.is_unique_violation() => {
-                StoreError::Conflict(format!("{id} (its uid {uid} is another destination's)"))
-            }
+            Some(db) if db.is_unique_violation() => StoreError::UidTaken {
+                id: id.to_owned(),
+                uid: uid.to_string(),
+            },
             _ => StoreError::Unavailable(error),
         })?;
         notify(&mut tx, seq).await?;
@@ -345,11 +359,10 @@ impl Catalog {
         }))
     }
 
-    /// After a commit: this process applies it at once (the others on its notification).
+    /// After a commit: this process applies it at once (the others on its notification;
+    /// should PostgreSQL not answer now, this one with the next change or catch-up).
     async fn applied(&self) {
-        if let Err(error) = self.catch_up().await {
-            tracing::warn!(%error, "a committed change is applied here with the next one");
-        }
+        self.catch_up_and_report().await;
     }
 
     fn readable<'a>(
