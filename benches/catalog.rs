@@ -3,7 +3,8 @@
 //! One stack, one catalog database. Reported:
 //! - the import of N destinations from a file (`hookflow destinations import`), per second;
 //! - a process's cold load (`load_ms` of its "destination catalog loaded" line) and its
-//!   resident memory once ready, beside the same process on an empty catalog;
+//!   resident memory once ready, beside the same process on an empty catalog, per
+//!   destination and beside what a destination takes in the database;
 //! - how long a change committed through one process's admin API takes to be applied by
 //!   another process (pause and resume, one at a time; seen by polling that process's
 //!   `hookflow_destination_changes_total` every millisecond), p50 and p99;
@@ -74,11 +75,24 @@ async fn main() {
 
     let process = s.deployment.start();
     eventually_ready(&process).await;
+    let rss = process.rss_kib();
     println!(
         "cold load     {} ms; RSS once ready {} MiB (empty catalog: {} MiB)",
         load_ms(&process),
-        process.rss_kib() / 1024,
+        rss / 1024,
         empty_rss / 1024
+    );
+    // What a destination is as stored, beside what it costs in memory.
+    let catalog = s.deployment.catalog_url();
+    let database = catalog.rsplit('/').next().expect("database");
+    let stored = s.stack.postgres.sql(
+        database,
+        "SELECT round(avg(octet_length(spec::text) + octet_length(sealed))) \
+         FROM hookflow_destinations",
+    );
+    println!(
+        "per destination {} bytes of RSS; {stored} bytes stored (spec + sealed secrets)",
+        rss.saturating_sub(empty_rss) * 1024 / n
     );
 
     // Another process, applying the changes the first one's admin API commits.
