@@ -85,6 +85,15 @@ fn scenarios() -> Vec<(&'static str, &'static str, Vec<Answer>)> {
             "retry_schedule_ms = [60000]",
             vec![unavailable()],
         ),
+        // Two failures trip a breaker with a long cooldown; the third attempt is deferred
+        // and waits for the breaker to close, and is cancelled while it waits.
+        (
+            "cancelled_in_breaker_wait",
+            "endpoint_key = \"recording-cancel-wait\"\nbreaker_min_attempts = 2\n\
+             breaker_failure_ratio = 0.5\nbreaker_cooldown_ms = 60000\n\
+             retry_schedule_ms = [500, 500, 500]",
+            vec![unavailable(), unavailable()],
+        ),
         (
             "destination_deleted",
             "retry_schedule_ms = [4000]",
@@ -143,8 +152,9 @@ async fn record_histories() {
     let payload = event.to_string().into_bytes();
     kafka::produce(&s.stack.kafka, &continued.topic, &[payload]).await;
 
-    // Signal one while its first attempt is out; cancel one while it waits for its retry;
-    // resume one and delete another by editing the destinations.
+    // Signal one while its first attempt is out; cancel one while it waits for its retry
+    // and one while it waits for its breaker to close; resume one and delete another by
+    // editing the destinations.
     let id = |name: &str| format!("{name}:{uuid}");
     hookflow_e2e::eventually(Duration::from_secs(60), "first attempts", || async {
         (s.receiver.received_on("cancelled").len() == 1
@@ -164,6 +174,17 @@ async fn record_histories() {
         .expect("signal");
     s.temporal
         .get_workflow_handle::<DeliveryWorkflow>(id("cancelled"))
+        .cancel(WorkflowCancelOptions::default())
+        .await
+        .expect("cancel");
+    hookflow_e2e::eventually(Duration::from_secs(30), "the breaker to trip", || async {
+        (s.receiver.received_on("cancelled_in_breaker_wait").len() == 2).then_some(())
+    })
+    .await;
+    // Its next round (after half a second) is deferred by the open breaker.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    s.temporal
+        .get_workflow_handle::<DeliveryWorkflow>(id("cancelled_in_breaker_wait"))
         .cancel(WorkflowCancelOptions::default())
         .await
         .expect("cancel");

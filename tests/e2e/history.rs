@@ -2,7 +2,8 @@
 //! eagerly by the process that consumed the event; and history stays bounded however long
 //! a delivery waits: a paused destination's deliveries defer round after round, and each
 //! run continues as new after its bound, carrying the attempts, the start time (so the
-//! maximum age) and the last report.
+//! maximum age) and the last report. A delivery of a workflow revision this code does not
+//! know (a later release's, in a mixed fleet) is left untouched for a worker that knows it.
 
 use std::time::Duration;
 
@@ -139,4 +140,126 @@ async fn a_long_wait_continues_as_new_within_the_bound_and_keeps_its_progress() 
             );
         }
     }
+}
+
+/// What a worker of an earlier release does in a mixed fleet (or after a rollback) with a
+/// delivery a later release started on a revision it does not know: its input does not
+/// read, so the workflow task fails and the server offers it again, to any worker, until
+/// one that knows the revision takes it. Nothing is decided, sent or lost meanwhile.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_delivery_of_an_unknown_revision_waits_untouched_for_a_worker_that_knows_it() {
+    use hookflow_core::{ActionMatchedEvent, DeliveryInput};
+    use hookflow_temporal::workflow::DeliveryWorkflow;
+    use temporalio_client::{NamespacedClient, tonic::IntoRequest};
+    use temporalio_common::{
+        WorkflowDefinition,
+        data_converters::{SerializationContextData, WorkflowSerializationContext},
+        protos::temporal::api::{
+            common::v1::{Payloads, WorkflowExecution, WorkflowType},
+            enums::v1::EventType,
+            history::v1::history_event::Attributes,
+            taskqueue::v1::TaskQueue,
+            workflowservice::v1::{
+                StartWorkflowExecutionRequest, TerminateWorkflowExecutionRequest,
+            },
+        },
+    };
+
+    let mut s = Scenario::new().await;
+    s.destination("later", "later", "");
+    let _hookflow = s.deployment.start();
+    let (_, event) = hookflow_e2e::events::event(s.team, &[(1, "Any")]);
+    let event = ActionMatchedEvent::from_json(event.to_string().as_bytes()).expect("event");
+    let input = DeliveryInput::new("later", event.clone(), event.matched_actions.clone());
+    let id = input.delivery_id.to_string();
+    let mut later = serde_json::to_value(&input).expect("json");
+    later["revision"] = serde_json::json!("a_later_revision");
+    let context = SerializationContextData::Workflow(WorkflowSerializationContext::new());
+    let payload = s
+        .temporal
+        .data_converter()
+        .to_payload(&context, &later)
+        .await
+        .expect("payload");
+    let request = StartWorkflowExecutionRequest {
+        namespace: s.temporal.namespace(),
+        workflow_id: id.clone(),
+        workflow_type: Some(WorkflowType {
+            name: DeliveryWorkflow::run.name().to_owned(),
+        }),
+        task_queue: Some(TaskQueue {
+            name: s.deployment.task_queue.clone(),
+            ..Default::default()
+        }),
+        input: Some(Payloads {
+            payloads: vec![payload],
+        }),
+        request_id: id.clone(),
+        ..Default::default()
+    };
+    s.temporal
+        .connection()
+        .workflow_service()
+        .start_workflow_execution(request.into_request())
+        .await
+        .expect("start");
+
+    let failure = eventually(
+        Duration::from_secs(30),
+        "a failed workflow task",
+        || async {
+            temporal::history(&s.temporal, &id)
+                .await
+                .into_iter()
+                .find_map(|e| match e.attributes {
+                    Some(Attributes::WorkflowTaskFailedEventAttributes(failed)) => failed.failure,
+                    _ => None,
+                })
+        },
+    )
+    .await;
+    // Its input does not read (the SDK says no more than that).
+    assert_eq!(
+        failure.message, "Failed to create workflow: Failed to create workflow execution",
+        "{failure:?}"
+    );
+    // Offered again meanwhile, and still nothing decided: no attempt, no timer, no request.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let events = temporal::history(&s.temporal, &id).await;
+    let decided = events
+        .iter()
+        .filter(|e| {
+            !matches!(
+                e.event_type(),
+                EventType::WorkflowExecutionStarted
+                    | EventType::WorkflowTaskScheduled
+                    | EventType::WorkflowTaskStarted
+                    | EventType::WorkflowTaskFailed
+                    | EventType::WorkflowTaskTimedOut
+            )
+        })
+        .count();
+    assert_eq!(decided, 0, "{events:?}");
+    let runs = temporal::runs(&s.temporal, &id).await;
+    assert_eq!(
+        runs.iter().map(|r| r.status).collect::<Vec<_>>(),
+        [WorkflowExecutionStatus::Running]
+    );
+    assert!(s.receiver.received_on("later").is_empty());
+
+    let terminate = TerminateWorkflowExecutionRequest {
+        namespace: s.temporal.namespace(),
+        workflow_execution: Some(WorkflowExecution {
+            workflow_id: id.clone(),
+            run_id: String::new(),
+        }),
+        reason: "test over".to_owned(),
+        ..Default::default()
+    };
+    s.temporal
+        .connection()
+        .workflow_service()
+        .terminate_workflow_execution(terminate.into_request())
+        .await
+        .expect("terminate");
 }

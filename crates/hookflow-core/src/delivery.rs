@@ -69,8 +69,14 @@ pub struct DeliveryInput {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub progress: Option<DeliveryProgress>,
     /// Which revision of the workflow code this delivery runs. Inputs recorded before the
-    /// field existed read as [`WorkflowRevision::ActivityAttempts`], the code they ran.
-    #[serde(default)]
+    /// field existed read as [`WorkflowRevision::ActivityAttempts`], the code they ran, and
+    /// such an input is written without it: that revision sizes its runs by the bytes of
+    /// its recorded attempt inputs, computed again on replay, so its inputs must serialise
+    /// today exactly as they were recorded (`tests/replay.rs` checks it).
+    #[serde(
+        default,
+        skip_serializing_if = "WorkflowRevision::is_activity_attempts"
+    )]
     pub revision: WorkflowRevision,
 }
 
@@ -92,8 +98,15 @@ pub enum WorkflowRevision {
 }
 
 impl WorkflowRevision {
-    /// The revision new deliveries start with.
+    /// The revision new deliveries start with. A release that adds a revision keeps this
+    /// at the one before, and the next release moves it (README, "Changing the delivery
+    /// workflow"): every worker of a rolling deploy, and of a rollback by one release, then
+    /// knows every revision a delivery in flight may have started on.
     pub const CURRENT: WorkflowRevision = WorkflowRevision::LocalAttempts;
+
+    fn is_activity_attempts(&self) -> bool {
+        *self == WorkflowRevision::ActivityAttempts
+    }
 }
 
 impl DeliveryInput {

@@ -39,6 +39,7 @@ const SETS: &[(&str, &[&str])] = &[
         &[
             "breaker_shared_a",
             "breaker_shared_b",
+            "cancelled_in_breaker_wait",
             "signalled_during_attempt",
         ],
     ),
@@ -114,6 +115,63 @@ fn every_set_holds_its_deliveries_by_name_and_none_failed_a_workflow_task() {
             file.display()
         );
     }
+}
+
+/// The bytes of a payload in a history file (`data` as base64 text).
+fn payload_bytes(payload: &serde_json::Value) -> Vec<u8> {
+    use base64::Engine;
+    let text = payload["data"].as_str().expect("payload data as base64");
+    base64::engine::general_purpose::STANDARD
+        .decode(text)
+        .expect("base64")
+}
+
+/// The activity-attempt revision bounds a run by the bytes of its attempts' recorded inputs,
+/// which it computes by serialising its input again (`DeliveryWorkflow::run`). So the bytes
+/// computed today must be the bytes recorded then, or the replay of a delivery of a large
+/// event would continue as new at another round than it did: every recorded attempt input
+/// serialises again, from the workflow's recorded input, to exactly what was recorded.
+#[test]
+fn activity_attempt_inputs_serialise_today_as_they_were_recorded() {
+    let mut checked = 0;
+    for file in history_files() {
+        let json: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(&file).expect("history file")).expect("json");
+        let events = json["events"].as_array().expect("events");
+        let started = &events[0]["attributes"]["WorkflowExecutionStartedEventAttributes"];
+        let mut input: DeliveryInput =
+            serde_json::from_slice(&payload_bytes(&started["input"]["payloads"][0]))
+                .expect("a delivery input");
+        // The workflow takes the progress out of its input before its attempts.
+        input.progress = None;
+        for event in events {
+            let scheduled = &event["attributes"]["ActivityTaskScheduledEventAttributes"];
+            if scheduled["activity_type"]["name"] != "DeliveryActivities::attempt" {
+                continue;
+            }
+            let recorded = payload_bytes(&scheduled["input"]["payloads"][0]);
+            let attempt: AttemptInput = serde_json::from_slice(&recorded).expect("attempt");
+            let today = serde_json::to_vec(&AttemptInput {
+                delivery: input.clone(),
+                attempt: attempt.attempt,
+                age_left_ms: None,
+                after_breaker_wait: false,
+            })
+            .expect("json");
+            assert_eq!(
+                String::from_utf8_lossy(&today),
+                String::from_utf8_lossy(&recorded),
+                "{}: attempt {}",
+                file.display(),
+                attempt.attempt
+            );
+            checked += 1;
+        }
+    }
+    assert!(
+        checked >= 11,
+        "the activity-attempt set was read ({checked} attempts)"
+    );
 }
 
 #[tokio::test]
