@@ -36,7 +36,7 @@ use hookflow_telemetry::{health::HealthHandle, names};
 use hookflow_temporal::codec::CodecError;
 use serde::Deserialize;
 use sqlx::{
-    PgPool,
+    ConnectOptions, PgConnection, PgPool,
     postgres::{PgConnectOptions, PgListener, PgPoolOptions},
 };
 use tokio_util::sync::CancellationToken;
@@ -93,11 +93,8 @@ impl PostgresSettings {
                 "must be a postgres:// URL (set it with HOOKFLOW_DESTINATIONS__POSTGRES__URL)",
             ));
         }
-        if self.max_connections < 2 {
-            return Err(FieldError::new(
-                "max_connections",
-                "must be at least 2: one connection listens for changes for good",
-            ));
+        if self.max_connections == 0 {
+            return Err(FieldError::new("max_connections", "must be at least 1"));
         }
         if let Err(error) = Sealer::from_settings(&self.encryption) {
             let problem = match error {
@@ -115,21 +112,28 @@ impl PostgresSettings {
         Ok(())
     }
 
-    /// A pool that connects on first use (so a process starts with PostgreSQL down).
-    /// Waiting for a lock is bounded by the timeout on the server (a session holding the
-    /// change sequence's row lock cannot block every team's writes for good); the change
-    /// feed bounds its queries on the client too ([`Catalog::follow`]).
+    /// A pool of `max_connections` that connects on first use (so a process starts with
+    /// PostgreSQL down).
     pub fn pool(&self) -> Result<PgPool, sqlx::Error> {
+        self.pool_of(self.max_connections)
+    }
+
+    fn pool_of(&self, connections: u32) -> Result<PgPool, sqlx::Error> {
+        Ok(PgPoolOptions::new()
+            .max_connections(connections)
+            .acquire_timeout(self.timeout)
+            .connect_lazy_with(self.connect_options()?))
+    }
+
+    /// How every connection is made. Waiting for a lock is bounded by the timeout on the
+    /// server: a session holding the change sequence's row lock cannot block every team's
+    /// writes for good.
+    fn connect_options(&self) -> Result<PgConnectOptions, sqlx::Error> {
         let options: PgConnectOptions = self.url.expose().parse()?;
         let lock_timeout = self.timeout.as_millis().to_string();
-        Ok(PgPoolOptions::new()
-            .max_connections(self.max_connections)
-            .acquire_timeout(self.timeout)
-            .connect_lazy_with(
-                options
-                    .application_name("hookflow")
-                    .options([("lock_timeout", lock_timeout.as_str())]),
-            ))
+        Ok(options
+            .application_name("hookflow")
+            .options([("lock_timeout", lock_timeout.as_str())]))
     }
 }
 
@@ -150,14 +154,20 @@ struct MissingKeys(Vec<String>);
 
 /// The catalog, loaded into [`Catalog::live`] and kept current by [`Catalog::follow`].
 pub struct Catalog {
+    /// Reads and writes of the admin API, and the load.
     pool: PgPool,
+    /// The one connection that listens for notifications, in a pool of its own.
+    listener_pool: PgPool,
     settings: PostgresSettings,
     sealer: Sealer,
     rules: ValidationRules,
     live: Arc<LiveDestinations>,
     feed: std::sync::Mutex<Feed>,
-    /// Serialises applying changes, so each is applied once, in order.
-    applying: tokio::sync::Mutex<()>,
+    /// Serialises applying changes, so each is applied once, in order; holds the change
+    /// feed's own connection between catch-ups. Not a pooled one: a catch-up given up on
+    /// (a connection that stopped answering) drops its connection, where the pool would
+    /// keep a slot for it until TCP gives up.
+    applying: tokio::sync::Mutex<Option<PgConnection>>,
     health: HealthHandle,
     loaded: tokio::sync::watch::Sender<bool>,
     /// Whether PostgreSQL answered last time, so a change is logged once.
@@ -173,17 +183,19 @@ impl Catalog {
         health: HealthHandle,
     ) -> anyhow::Result<Catalog> {
         let pool = settings.pool()?;
+        let listener_pool = settings.pool_of(1)?;
         let sealer = Sealer::from_settings(&settings.encryption)?;
         health.set_ready(false, "destinations: the catalog is not loaded yet");
         metrics::gauge!(names::DESTINATION_CATALOG_UP).set(0.0);
         Ok(Catalog {
             pool,
+            listener_pool,
             settings: settings.clone(),
             sealer,
             rules,
             live: Arc::default(),
             feed: std::sync::Mutex::default(),
-            applying: tokio::sync::Mutex::new(()),
+            applying: tokio::sync::Mutex::new(None),
             health,
             loaded: tokio::sync::watch::Sender::new(false),
             up: std::sync::atomic::AtomicBool::new(true),
@@ -277,7 +289,7 @@ impl Catalog {
 
     async fn listen(&self) -> anyhow::Result<PgListener> {
         self.bounded(async {
-            let mut listener = PgListener::connect_with(&self.pool).await?;
+            let mut listener = PgListener::connect_with(&self.listener_pool).await?;
             listener.listen(CHANNEL).await?;
             Ok(listener)
         })
@@ -371,15 +383,21 @@ impl Catalog {
     }
 
     /// Applies what was committed past the sequence this process applied; how many rows.
-    pub async fn catch_up(&self) -> Result<usize, sqlx::Error> {
-        let _applying = self.applying.lock().await;
+    async fn catch_up(&self) -> Result<usize, sqlx::Error> {
+        let mut applying = self.applying.lock().await;
+        // Taken out while in use: given back only after a catch-up that went through, so a
+        // failed or abandoned one never leaves a connection in an unknown state behind.
+        let mut connection = match applying.take() {
+            Some(connection) => connection,
+            None => self.settings.connect_options()?.connect().await?,
+        };
         let mut applied = 0;
         loop {
             let after = self.feed.lock_unpoisoned().applied_seq;
             let rows: Vec<Row> = sqlx::query_as(rows::SELECT_CHANGED)
                 .bind(after)
                 .bind(FEED_PAGE)
-                .fetch_all(&self.pool)
+                .fetch_all(&mut connection)
                 .await?;
             let page = rows.len();
             {
@@ -400,6 +418,7 @@ impl Catalog {
         if applied > 0 {
             metrics::gauge!(names::DESTINATIONS_LOADED).set(self.live.len() as f64);
         }
+        *applying = Some(connection);
         Ok(applied)
     }
 
