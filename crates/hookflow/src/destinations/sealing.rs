@@ -37,9 +37,6 @@ struct Secrets {
     headers: BTreeMap<String, String>,
 }
 
-/// What a key check seals ([`Sealer::key_check`]).
-const KEY_CHECK: &[u8] = b"hookflow destination catalog key check";
-
 /// Why a stored destination cannot be read.
 #[derive(Debug, thiserror::Error)]
 pub enum UnsealError {
@@ -100,32 +97,9 @@ impl Sealer {
         Ok(spec)
     }
 
-    /// The current key's id and [`KEY_CHECK`] sealed with it: what proves, to a process
-    /// that holds a key of that id, that it is the same key.
-    pub fn key_check(&self) -> (String, Vec<u8>) {
-        let id = self.codec.current_key().unwrap_or_default().to_owned();
-        (id, self.codec.seal(KEY_CHECK))
-    }
-
-    /// Whether this key ring holds the key `check` (a [`Sealer::key_check`]) was sealed
-    /// with: `None` when it has no key of that id, `Some(false)` when its key of that id
-    /// does not open it.
-    pub fn holds_key_of(&self, check: &[u8]) -> Option<bool> {
-        match self.codec.open(check) {
-            Ok(plain) => Some(plain == KEY_CHECK),
-            Err(CodecError::UnknownKey(_)) => None,
-            Err(_) => Some(false),
-        }
-    }
-
-    /// The id of the key `sealed` was sealed with.
-    pub fn key_id_of(sealed: &[u8]) -> Option<String> {
-        EncryptionCodec::sealed_with(sealed)
-    }
-
-    /// Whether this key ring has a key of id `key_id`.
-    pub fn has_key(&self, key_id: &str) -> bool {
-        self.codec.knows(key_id)
+    /// The id of the key `sealed` was sealed with, when this key ring lacks it.
+    pub fn missing_key(&self, sealed: &[u8]) -> Option<String> {
+        EncryptionCodec::sealed_with(sealed).filter(|id| !self.codec.knows(id))
     }
 
     /// `sealed` sealed again under the current key, or `None` when it already is.

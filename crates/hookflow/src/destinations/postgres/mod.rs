@@ -22,7 +22,6 @@ mod rows;
 pub mod writes;
 
 use std::{
-    collections::BTreeSet,
     sync::{Arc, atomic::Ordering},
     time::Duration,
 };
@@ -144,35 +143,14 @@ pub async fn migrate(pool: &PgPool) -> Result<(), sqlx::migrate::MigrateError> {
     migrator().run(pool).await
 }
 
-/// Why a process does not load the catalog: rows are sealed with keys its ring lacks, or
-/// holds under their id other material than the key that sealed them.
+/// Why a process does not load the catalog: rows are sealed with keys its ring lacks.
 #[derive(Debug, thiserror::Error)]
-#[error("{}", unusable_keys(.missing, .wrong))]
-struct UnusableKeys {
-    missing: BTreeSet<String>,
-    wrong: BTreeSet<String>,
-}
-
-fn unusable_keys(missing: &BTreeSet<String>, wrong: &BTreeSet<String>) -> String {
-    let list = |keys: &BTreeSet<String>| keys.iter().cloned().collect::<Vec<_>>().join(", ");
-    let mut problems = Vec::new();
-    if !missing.is_empty() {
-        problems.push(format!(
-            "destinations are sealed with keys this process lacks ({})",
-            list(missing)
-        ));
-    }
-    if !wrong.is_empty() {
-        problems.push(format!(
-            "this process holds other material than the catalog's under key ids ({})",
-            list(wrong)
-        ));
-    }
-    format!(
-        "{}: set destinations.postgres.encryption.keys right",
-        problems.join("; ")
-    )
-}
+#[error(
+    "destinations are sealed with keys this process lacks ({}): add them to \
+     destinations.postgres.encryption.keys",
+    .0.join(", ")
+)]
+struct MissingKeys(Vec<String>);
 
 /// The catalog, loaded into [`Catalog::live`] and kept current by [`Catalog::follow`].
 pub struct Catalog {
@@ -253,7 +231,7 @@ impl Catalog {
             match self.load().await {
                 Ok(()) => break,
                 Err(error) => {
-                    if error.is::<UnusableKeys>() {
+                    if error.is::<MissingKeys>() {
                         tracing::error!(error = %error, "destination catalog not loaded");
                     } else {
                         self.unavailable(&error);
@@ -365,42 +343,26 @@ impl Catalog {
         let _applying = self.applying.lock().await;
         let mut set = DestinationSet::default();
         let mut feed = Feed::default();
-        // A key this process lacks, or holds other material under, is its own
-        // configuration's fault, not the rows': loading without it would leave those
-        // destinations out and skip their events for good. So it loads nothing, stays
-        // unready and consumes nothing until its keys are right (the processes whose keys
-        // are go on). Rows changed later are refused alone instead.
-        let checks: Vec<(String, Vec<u8>)> =
-            sqlx::query_as("SELECT key_id, check_value FROM hookflow_catalog_keys")
-                .fetch_all(&mut *snapshot)
-                .await?;
-        let wrong_here: BTreeSet<String> = checks
-            .into_iter()
-            .filter(|(_, check)| self.sealer.holds_key_of(check) == Some(false))
-            .map(|(key_id, _)| key_id)
-            .collect();
-        let (mut missing, mut wrong) = (BTreeSet::new(), BTreeSet::new());
+        // A key this process lacks is its own configuration's fault, not the rows': loading
+        // without it would leave those destinations out and skip their events for good. So
+        // it loads nothing, stays unready and consumes nothing until it has the key (the
+        // processes that have it go on). Rows changed later are refused alone instead.
+        let mut missing = std::collections::BTreeSet::new();
         {
             let mut rows = sqlx::query_as::<_, Row>(rows::SELECT_LIVE).fetch(&mut *snapshot);
             while let Some(row) = rows.try_next().await? {
-                match Sealer::key_id_of(&row.sealed) {
-                    Some(key) if !self.sealer.has_key(&key) => {
-                        missing.insert(key);
-                    }
-                    Some(key) if wrong_here.contains(&key) => {
-                        wrong.insert(key);
-                    }
-                    _ => {}
+                if let Some(key) = self.sealer.missing_key(&row.sealed) {
+                    missing.insert(key);
                 }
-                if missing.is_empty() && wrong.is_empty() {
+                if missing.is_empty() {
                     feed.apply(&row, &self.sealer, &self.rules, &mut set);
                 }
             }
         }
         snapshot.commit().await?;
-        if !missing.is_empty() || !wrong.is_empty() {
+        if !missing.is_empty() {
             self.available();
-            return Err(UnusableKeys { missing, wrong }.into());
+            return Err(MissingKeys(missing.into_iter().collect()).into());
         }
         feed.applied_seq = seq;
         let count = set.len();

@@ -17,7 +17,6 @@ use hookflow_core::{Destination, DestinationError, DestinationSet, DestinationSp
 use sqlx::{Postgres, Transaction};
 
 use super::{CHANNEL, Catalog, rows::Row};
-use crate::destinations::sealing::Sealer;
 
 /// One destination as stored, secrets and all (show it with
 /// [`DestinationSpec::redacted`]).
@@ -311,7 +310,6 @@ impl Catalog {
             }
         })?;
         let (public, sealed) = self.sealer.seal(&spec);
-        record_key_check(&mut tx, &self.sealer).await?;
         // An update keeps the version it replaces, for readers that cannot read this one.
         let keep_previous = live.is_some();
         let times: (DateTime<Utc>, DateTime<Utc>) = sqlx::query_as(
@@ -452,24 +450,6 @@ struct RowWithTimes {
     updated_at: DateTime<Utc>,
 }
 
-/// Records the current key's check, if it is the first time that key seals anything
-/// (`hookflow_catalog_keys`): what lets a process tell its key of that id is another.
-async fn record_key_check(
-    tx: &mut Transaction<'_, Postgres>,
-    sealer: &Sealer,
-) -> Result<(), sqlx::Error> {
-    let (key_id, check) = sealer.key_check();
-    sqlx::query(
-        "INSERT INTO hookflow_catalog_keys (key_id, check_value) VALUES ($1, $2) \
-         ON CONFLICT (key_id) DO NOTHING",
-    )
-    .bind(key_id)
-    .bind(check)
-    .execute(&mut **tx)
-    .await?;
-    Ok(())
-}
-
 /// Tells every process a change was committed (sent when the transaction commits).
 async fn notify(tx: &mut Transaction<'_, Postgres>, seq: i64) -> Result<(), sqlx::Error> {
     sqlx::query("SELECT pg_notify($1, $2)")
@@ -542,7 +522,6 @@ impl Catalog {
             if sealed.is_none() && previous.is_none() && keep_previous {
                 continue;
             }
-            record_key_check(&mut tx, &self.sealer).await?;
             sqlx::query(
                 "UPDATE hookflow_destinations SET sealed = COALESCE($3, sealed), \
                  previous_sealed = CASE WHEN $5 THEN COALESCE($4, previous_sealed) END, \
