@@ -301,7 +301,18 @@ async fn migrations_run_twice_or_by_racing_processes_run_once() {
             "SELECT count(*) FROM _sqlx_migrations WHERE success",
         )
     };
-    assert_eq!(applied(), "1");
+    let migrations = std::fs::read_dir(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../crates/hookflow/migrations"),
+    )
+    .expect("migrations")
+    .filter(|entry| {
+        entry
+            .as_ref()
+            .is_ok_and(|e| e.path().extension().is_some_and(|x| x == "sql"))
+    })
+    .count()
+    .to_string();
+    assert_eq!(applied(), migrations);
     // Neither lost a race and retried: PostgreSQL's advisory lock made the second wait.
     assert!(
         !s.deployment
@@ -314,7 +325,7 @@ async fn migrations_run_twice_or_by_racing_processes_run_once() {
         let (ok, said) = s.deployment.command(&["migrate"]);
         assert!(ok && said.contains("up to date"), "{said}");
     }
-    assert_eq!(applied(), "1");
+    assert_eq!(applied(), migrations);
     drop((first, second));
 
     // A later version migrated the database (a rollback, or a rollout half done): this
@@ -725,4 +736,22 @@ async fn the_catalog_key_rotates_without_losing_a_destination() {
             .contains("destination catalog not loaded"),
         "said why"
     );
+    drop(lacking);
+
+    // Nor does one that holds other material under the key's id (a mistyped Secret): not
+    // one row sealed with that key opens with it.
+    s.deployment.config(&format!(
+        "[destinations.postgres.encryption]\ncurrent_key = \"k2\"\n\
+         keys = {{ k2 = \"{}\" }}",
+        "b3RoZXIta2V5LW9mLXRoaXJ0eS10d28tYnl0ZXMtLS0="
+    ));
+    let mistyped = s.deployment.start();
+    eventually(Duration::from_secs(30), "unready for its k2", || async {
+        let (status, body) = mistyped.probe("/_readiness").await?;
+        let reason = body["components"]["destinations"]["reason"].as_str()?;
+        (status == 503
+            && reason.contains("keys open none of the destinations sealed with them (k2)"))
+        .then_some(())
+    })
+    .await;
 }

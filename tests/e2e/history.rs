@@ -168,41 +168,53 @@ async fn a_delivery_of_an_unknown_revision_waits_untouched_for_a_worker_that_kno
     let mut s = Scenario::new().await;
     s.destination("later", "later", "");
     let _hookflow = s.deployment.start();
-    let (_, event) = hookflow_e2e::events::event(s.team, &[(1, "Any")]);
-    let event = ActionMatchedEvent::from_json(event.to_string().as_bytes()).expect("event");
-    let input = DeliveryInput::new("later", event.clone(), event.matched_actions.clone());
-    let id = input.delivery_id.to_string();
-    let mut later = serde_json::to_value(&input).expect("json");
-    later["revision"] = serde_json::json!("a_later_revision");
-    let context = SerializationContextData::Workflow(WorkflowSerializationContext::new());
-    let payload = s
-        .temporal
-        .data_converter()
-        .to_payload(&context, &later)
-        .await
-        .expect("payload");
-    let request = StartWorkflowExecutionRequest {
-        namespace: s.temporal.namespace(),
-        workflow_id: id.clone(),
-        workflow_type: Some(WorkflowType {
-            name: DeliveryWorkflow::run.name().to_owned(),
-        }),
-        task_queue: Some(TaskQueue {
-            name: s.deployment.task_queue.clone(),
+    // A delivery's input as the consumer writes it, with `revision` set as given, started
+    // straight through the client: its workflow id.
+    let start = async |revision: &str| {
+        let (_, event) = hookflow_e2e::events::event(s.team, &[(1, "Any")]);
+        let event = ActionMatchedEvent::from_json(event.to_string().as_bytes()).expect("event");
+        let input = DeliveryInput::new("later", event.clone(), event.matched_actions.clone());
+        let id = input.delivery_id.to_string();
+        let mut json = serde_json::to_value(&input).expect("json");
+        json["revision"] = serde_json::json!(revision);
+        let context = SerializationContextData::Workflow(WorkflowSerializationContext::new());
+        let payload = s
+            .temporal
+            .data_converter()
+            .to_payload(&context, &json)
+            .await
+            .expect("payload");
+        let request = StartWorkflowExecutionRequest {
+            namespace: s.temporal.namespace(),
+            workflow_id: id.clone(),
+            workflow_type: Some(WorkflowType {
+                name: DeliveryWorkflow::run.name().to_owned(),
+            }),
+            task_queue: Some(TaskQueue {
+                name: s.deployment.task_queue.clone(),
+                ..Default::default()
+            }),
+            input: Some(Payloads {
+                payloads: vec![payload],
+            }),
+            request_id: id.clone(),
             ..Default::default()
-        }),
-        input: Some(Payloads {
-            payloads: vec![payload],
-        }),
-        request_id: id.clone(),
-        ..Default::default()
+        };
+        s.temporal
+            .connection()
+            .workflow_service()
+            .start_workflow_execution(request.into_request())
+            .await
+            .expect("start");
+        id
     };
-    s.temporal
-        .connection()
-        .workflow_service()
-        .start_workflow_execution(request.into_request())
-        .await
-        .expect("start");
+    // The same start with a revision this code knows delivers: only the revision differs.
+    let known = start("local_attempts").await;
+    assert_eq!(
+        temporal::result(&s.temporal, &known).await.outcome,
+        DeliveryOutcome::Delivered
+    );
+    let id = start("a_later_revision").await;
 
     let failure = eventually(
         Duration::from_secs(30),
@@ -245,7 +257,11 @@ async fn a_delivery_of_an_unknown_revision_waits_untouched_for_a_worker_that_kno
         runs.iter().map(|r| r.status).collect::<Vec<_>>(),
         [WorkflowExecutionStatus::Running]
     );
-    assert!(s.receiver.received_on("later").is_empty());
+    assert_eq!(
+        s.receiver.received_on("later").len(),
+        1,
+        "only the known revision's delivery was sent"
+    );
 
     let terminate = TerminateWorkflowExecutionRequest {
         namespace: s.temporal.namespace(),

@@ -97,9 +97,19 @@ impl Sealer {
         Ok(spec)
     }
 
-    /// The id of the key `sealed` was sealed with, when this key ring lacks it.
-    pub fn missing_key(&self, sealed: &[u8]) -> Option<String> {
-        EncryptionCodec::sealed_with(sealed).filter(|id| !self.codec.knows(id))
+    /// The id of the key `sealed` was sealed with.
+    pub fn key_id_of(sealed: &[u8]) -> Option<String> {
+        EncryptionCodec::sealed_with(sealed)
+    }
+
+    /// Whether this key ring has a key of id `key_id`.
+    pub fn has_key(&self, key_id: &str) -> bool {
+        self.codec.knows(key_id)
+    }
+
+    /// Whether `sealed` opens with this key ring.
+    pub fn opens(&self, sealed: &[u8]) -> bool {
+        self.codec.open(sealed).is_ok()
     }
 
     /// `sealed` sealed again under the current key, or `None` when it already is.

@@ -22,6 +22,7 @@ mod rows;
 pub mod writes;
 
 use std::{
+    collections::{BTreeSet, HashMap},
     sync::{Arc, atomic::Ordering},
     time::Duration,
 };
@@ -143,14 +144,35 @@ pub async fn migrate(pool: &PgPool) -> Result<(), sqlx::migrate::MigrateError> {
     migrator().run(pool).await
 }
 
-/// Why a process does not load the catalog: rows are sealed with keys its ring lacks.
+/// Why a process does not load the catalog: rows are sealed with keys its ring lacks, or
+/// with keys its ring holds other material under (none of their rows opens with it).
 #[derive(Debug, thiserror::Error)]
-#[error(
-    "destinations are sealed with keys this process lacks ({}): add them to \
-     destinations.postgres.encryption.keys",
-    .0.join(", ")
-)]
-struct MissingKeys(Vec<String>);
+#[error("{}", unusable_keys(.missing, .wrong))]
+struct UnusableKeys {
+    missing: BTreeSet<String>,
+    wrong: BTreeSet<String>,
+}
+
+fn unusable_keys(missing: &BTreeSet<String>, wrong: &BTreeSet<String>) -> String {
+    let list = |keys: &BTreeSet<String>| keys.iter().cloned().collect::<Vec<_>>().join(", ");
+    let mut problems = Vec::new();
+    if !missing.is_empty() {
+        problems.push(format!(
+            "destinations are sealed with keys this process lacks ({})",
+            list(missing)
+        ));
+    }
+    if !wrong.is_empty() {
+        problems.push(format!(
+            "this process's keys open none of the destinations sealed with them ({})",
+            list(wrong)
+        ));
+    }
+    format!(
+        "{}: set destinations.postgres.encryption.keys right",
+        problems.join("; ")
+    )
+}
 
 /// The catalog, loaded into [`Catalog::live`] and kept current by [`Catalog::follow`].
 pub struct Catalog {
@@ -231,7 +253,7 @@ impl Catalog {
             match self.load().await {
                 Ok(()) => break,
                 Err(error) => {
-                    if error.is::<MissingKeys>() {
+                    if error.is::<UnusableKeys>() {
                         tracing::error!(error = %error, "destination catalog not loaded");
                     } else {
                         self.unavailable(&error);
@@ -343,16 +365,31 @@ impl Catalog {
         let _applying = self.applying.lock().await;
         let mut set = DestinationSet::default();
         let mut feed = Feed::default();
-        // A key this process lacks is its own configuration's fault, not the rows': loading
-        // without it would leave those destinations out and skip their events for good. So
-        // it loads nothing, stays unready and consumes nothing until it has the key (the
-        // processes that have it go on). Rows changed later are refused alone instead.
-        let mut missing = std::collections::BTreeSet::new();
+        // A key this process lacks, or holds other material under (not one row sealed with
+        // it opens), is its own configuration's fault, not the rows': loading without it
+        // would leave those destinations out and skip their events for good. So it loads
+        // nothing, stays unready and consumes nothing until its keys are right (the
+        // processes whose keys are go on). A row that does not open while others of its
+        // key do is refused alone, as are rows changed later.
+        let mut missing = BTreeSet::new();
+        // Per key id this process has: rows that opened with it, and rows that did not.
+        let mut opened: HashMap<String, (usize, usize)> = HashMap::new();
         {
             let mut rows = sqlx::query_as::<_, Row>(rows::SELECT_LIVE).fetch(&mut *snapshot);
             while let Some(row) = rows.try_next().await? {
-                if let Some(key) = self.sealer.missing_key(&row.sealed) {
-                    missing.insert(key);
+                match Sealer::key_id_of(&row.sealed) {
+                    Some(key) if !self.sealer.has_key(&key) => {
+                        missing.insert(key);
+                    }
+                    Some(key) => {
+                        let counts = opened.entry(key).or_default();
+                        if self.sealer.opens(&row.sealed) {
+                            counts.0 += 1;
+                        } else {
+                            counts.1 += 1;
+                        }
+                    }
+                    None => {}
                 }
                 if missing.is_empty() {
                     feed.apply(&row, &self.sealer, &self.rules, &mut set);
@@ -360,9 +397,14 @@ impl Catalog {
             }
         }
         snapshot.commit().await?;
-        if !missing.is_empty() {
+        let wrong: BTreeSet<String> = opened
+            .into_iter()
+            .filter(|(_, (opened, failed))| *opened == 0 && *failed > 0)
+            .map(|(key, _)| key)
+            .collect();
+        if !missing.is_empty() || !wrong.is_empty() {
             self.available();
-            return Err(MissingKeys(missing.into_iter().collect()).into());
+            return Err(UnusableKeys { missing, wrong }.into());
         }
         feed.applied_seq = seq;
         let count = set.len();

@@ -362,6 +362,11 @@ impl Catalog {
     /// After a commit: this process applies it at once (the others on its notification;
     /// should PostgreSQL not answer now, this one with the next change or catch-up).
     async fn applied(&self) {
+        // Before its load (or in a command) a process has nothing in memory to bring up to
+        // date: the load reads this change with the rest.
+        if !*self.loaded.borrow() {
+            return;
+        }
         self.catch_up_and_report().await;
     }
 
