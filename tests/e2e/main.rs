@@ -3,6 +3,7 @@
 
 mod admin;
 mod api_fuzz;
+mod architecture;
 mod breaker_store;
 mod cancel;
 mod catalog;
