@@ -203,23 +203,63 @@ async fn record_histories() {
     }
     s.deployment.write_destinations();
 
-    let mut ids: Vec<(String, String)> = scenarios()
+    // A delivery the server asks to continue as new (its history past the count at which
+    // a server of its own suggests it), long before its own round bound.
+    let suggesting = s
+        .stack
+        .with_own_temporal_configured(&[("limit.historyCount.suggestContinueAsNew", "20")]);
+    let mut suggested = Deployment::new(&suggesting, 1);
+    suggested.destination(
+        "continued_as_suggested",
+        s.team,
+        &s.receiver.url("continued_as_suggested"),
+        "retry_schedule_ms = [500, 500, 500, 500, 500]",
+    );
+    s.receiver.script(
+        "continued_as_suggested",
+        vec![
+            Answer::Status(503, None),
+            Answer::Status(503, None),
+            Answer::Status(503, None),
+            Answer::Status(503, None),
+            Answer::Status(200, None),
+        ],
+    );
+    let _suggested = suggested.start();
+    let (_, suggested_event) = events::event(s.team, &[(1, "Any")]);
+    kafka::produce(
+        &s.stack.kafka,
+        &suggested.topic,
+        &[suggested_event.to_string().into_bytes()],
+    )
+    .await;
+    let suggesting = temporal::client(&suggesting.temporal).await;
+
+    let mut ids: Vec<(String, String, &temporalio_client::Client)> = scenarios()
         .iter()
-        .map(|(name, _, _)| (name.to_string(), id(name)))
+        .map(|(name, _, _)| (name.to_string(), id(name), &s.temporal))
         .collect();
     let continued_uuid = event["uuid"].as_str().expect("uuid").to_owned();
     ids.push((
         "continued_as_new".into(),
         format!("continued_as_new:{continued_uuid}"),
+        &s.temporal,
+    ));
+    let suggested_uuid = suggested_event["uuid"].as_str().expect("uuid").to_owned();
+    ids.push((
+        "continued_as_suggested".into(),
+        format!("continued_as_suggested:{suggested_uuid}"),
+        &suggesting,
     ));
     if let Some(only) = &only {
-        ids.retain(|(name, _)| only.contains(name));
+        ids.retain(|(name, _, _)| only.contains(name));
         assert!(!ids.is_empty(), "no scenario is named {only:?}");
     }
     std::fs::create_dir_all(&out).expect("create the history set");
-    for (name, workflow_id) in &ids {
-        let result = temporal::result(&s.temporal, workflow_id).await;
-        let runs = temporal::closed_runs(&s.temporal, workflow_id).await;
+    for (name, workflow_id, client) in &ids {
+        let client = *client;
+        let result = temporal::result(client, workflow_id).await;
+        let runs = temporal::closed_runs(client, workflow_id).await;
         for (n, run) in runs.iter().enumerate() {
             let file = if runs.len() == 1 {
                 format!("{name}.json")
@@ -231,7 +271,7 @@ async fn record_histories() {
                 .workflow_id(workflow_id.clone())
                 .run_id(run.run_id.clone())
                 .build()
-                .bind_untyped(s.temporal.clone());
+                .bind_untyped(client.clone());
             let json = handle
                 .fetch_history(Default::default())
                 .to_json()

@@ -358,6 +358,16 @@ impl TemporalUi {
 /// Starts a Temporal dev server on `port` with hookflow's search attributes, in memory or
 /// on the database file `db`, headless or serving `ui`; its `http://127.0.0.1:port`.
 fn start_temporal(port: u16, db: Option<&Path>, ui: Option<&TemporalUi>) -> String {
+    start_temporal_with(port, db, ui, &[])
+}
+
+/// As [`start_temporal`], with dynamic configuration values (`key`, `value`).
+fn start_temporal_with(
+    port: u16,
+    db: Option<&Path>,
+    ui: Option<&TemporalUi>,
+    dynamic_config: &[(&str, &str)],
+) -> String {
     let mut args: Vec<String> = [
         "temporal",
         "server",
@@ -389,6 +399,12 @@ fn start_temporal(port: u16, db: Option<&Path>, ui: Option<&TemporalUi>) -> Stri
     }
     for (name, kind) in hookflow_temporal::search_attributes::ALL {
         args.extend(["--search-attribute".to_string(), format!("{name}={kind}")]);
+    }
+    for (key, value) in dynamic_config {
+        args.extend([
+            "--dynamic-config-value".to_string(),
+            format!("{key}={value}"),
+        ]);
     }
     spawn_guarded(&format!("temporal-{port}"), &args);
     format!("http://127.0.0.1:{port}")
@@ -485,6 +501,19 @@ impl Stack {
             db: db.to_owned(),
         };
         (stack, server)
+    }
+
+    /// This stack with an in-memory Temporal server of the caller's own, started with
+    /// `dynamic_config` values (for example a low history count at which the server suggests
+    /// continuing as new).
+    pub fn with_own_temporal_configured(&self, dynamic_config: &[(&str, &str)]) -> Stack {
+        let port = free_port();
+        let temporal = start_temporal_with(port, None, None, dynamic_config);
+        wait_for_port("temporal", port);
+        Stack {
+            temporal,
+            ..self.clone()
+        }
     }
 
     /// This stack with an in-memory Temporal server of the caller's own that serves its web

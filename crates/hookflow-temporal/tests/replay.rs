@@ -40,6 +40,8 @@ const SETS: &[(&str, &[&str])] = &[
             "breaker_shared_a",
             "breaker_shared_b",
             "cancelled_in_breaker_wait",
+            "continued_as_suggested.run-1",
+            "continued_as_suggested.run-2",
             "signalled_during_attempt",
         ],
     ),
