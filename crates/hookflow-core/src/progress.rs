@@ -37,6 +37,12 @@ pub struct DeliveryProgress {
     pub last_deferral: Option<DeferralReason>,
     /// Runs before the current one (0 in the first run).
     pub runs_before: u32,
+    /// The bytes of one attempt's recorded input, as the first run of a delivery of
+    /// revision `activity_attempts` computed them to size its runs: recorded when it
+    /// continues as new, so the next runs size themselves by the same number, whatever
+    /// today's serialisation of the input gives (absent in every other delivery).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub attempt_input_bytes: Option<usize>,
 }
 
 /// What the workflow does after a step.
@@ -63,6 +69,7 @@ impl DeliveryProgress {
             deferrals_in_a_row: 0,
             last_deferral: None,
             runs_before: 0,
+            attempt_input_bytes: None,
         }
     }
 

@@ -81,14 +81,21 @@ impl DeliveryWorkflow {
         // Each round's activity task records its input, which carries the event: its size
         // bounds the rounds of this run, so history bytes stay bounded too. A local
         // attempt's marker records only the step, so only the round count bounds those.
+        // The first run computes the size (its inputs serialise as they were recorded:
+        // `tests/replay.rs`); it travels in the progress to the runs after it, which use it
+        // as recorded rather than computing it again.
         let recorded_input_bytes = match input.revision {
-            WorkflowRevision::ActivityAttempts => serde_json::to_vec(&AttemptInput {
-                delivery: input.clone(),
-                attempt: 0,
-                age_left_ms: None,
-                after_breaker_wait: false,
-            })
-            .map_or(0, |bytes| bytes.len()),
+            WorkflowRevision::ActivityAttempts => {
+                progress.attempt_input_bytes.unwrap_or_else(|| {
+                    serde_json::to_vec(&AttemptInput {
+                        delivery: input.clone(),
+                        attempt: 0,
+                        age_left_ms: None,
+                        after_breaker_wait: false,
+                    })
+                    .map_or(0, |bytes| bytes.len())
+                })
+            }
             WorkflowRevision::LocalAttempts => 0,
         };
         let mut budget = input.history.run_budget(recorded_input_bytes);
@@ -98,7 +105,11 @@ impl DeliveryWorkflow {
                 ctx.state_mut(|w| w.breaker_closed = false);
             }
             if ctx.continue_as_new_suggested() || !budget.take_round() {
-                input.progress = Some(progress.continued());
+                let mut continued = progress.continued();
+                if input.revision == WorkflowRevision::ActivityAttempts {
+                    continued.attempt_input_bytes = Some(recorded_input_bytes);
+                }
+                input.progress = Some(continued);
                 ctx.continue_as_new(input, ContinueAsNewOptions::default())?;
                 unreachable!("continue_as_new always ends the run");
             }

@@ -253,3 +253,62 @@ async fn a_changed_decision_is_caught_as_nondeterminism() {
         other => panic!("a changed workflow replayed: {other:?}"),
     }
 }
+
+/// A continued run of revision `activity_attempts` sizes itself by the attempt input size
+/// its progress recorded, not by computing it again: the recorded second run of a delivery
+/// replays with the size its first run would record, and no longer does with a size that
+/// allows one round per run.
+#[tokio::test]
+async fn a_continued_activity_attempts_run_sizes_itself_by_the_recorded_input_size() {
+    use base64::Engine;
+    let options = WorkflowReplayerOptions::new()
+        .register_workflow::<DeliveryWorkflow>()
+        .expect("register")
+        .build();
+    let replayer = WorkflowReplayer::new(options).expect("replayer");
+    let file = history_files()
+        .into_iter()
+        .find(|f| f.ends_with("v1/continued_as_new.run-2.json"))
+        .expect("the v1 second run");
+    let json: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&file).expect("history file")).expect("json");
+    let with_size = |bytes: usize| {
+        let mut json = json.clone();
+        let payload = &mut json["events"][0]["attributes"]["WorkflowExecutionStartedEventAttributes"]
+            ["input"]["payloads"][0];
+        let mut input: serde_json::Value =
+            serde_json::from_slice(&payload_bytes(payload)).expect("input");
+        input["progress"]["attempt_input_bytes"] = serde_json::json!(bytes);
+        payload["data"] = serde_json::json!(
+            base64::engine::general_purpose::STANDARD
+                .encode(serde_json::to_vec(&input).expect("json"))
+        );
+        WorkflowHistory::from_json(&serde_json::to_vec(&json).expect("json")).expect("history")
+    };
+    let started = &json["events"][0]["attributes"]["WorkflowExecutionStartedEventAttributes"];
+    let input: DeliveryInput =
+        serde_json::from_slice(&payload_bytes(&started["input"]["payloads"][0])).expect("input");
+    let computed = serde_json::to_vec(&AttemptInput {
+        delivery: DeliveryInput {
+            progress: None,
+            ..input.clone()
+        },
+        attempt: 0,
+        age_left_ms: None,
+        after_breaker_wait: false,
+    })
+    .expect("json")
+    .len();
+    replayer
+        .replay_workflow(with_size(computed))
+        .await
+        .expect("the recorded size replays");
+    let one_round = usize::try_from(input.history.max_input_bytes).expect("bytes");
+    match replayer.replay_workflow(with_size(one_round)).await {
+        Err(WorkflowReplayError::Replay(failure)) => {
+            let text = failure.to_string();
+            assert!(text.contains("nondeterministic"), "{text}");
+        }
+        other => panic!("the recorded size was not read: {other:?}"),
+    }
+}
