@@ -204,36 +204,45 @@ async fn record_histories() {
     s.deployment.write_destinations();
 
     // A delivery the server asks to continue as new (its history past the count at which
-    // a server of its own suggests it), long before its own round bound.
-    let suggesting = s
-        .stack
-        .with_own_temporal_configured(&[("limit.historyCount.suggestContinueAsNew", "20")]);
-    let mut suggested = Deployment::new(&suggesting, 1);
-    suggested.destination(
-        "continued_as_suggested",
-        s.team,
-        &s.receiver.url("continued_as_suggested"),
-        "retry_schedule_ms = [500, 500, 500, 500, 500]",
-    );
-    s.receiver.script(
-        "continued_as_suggested",
-        vec![
-            Answer::Status(503, None),
-            Answer::Status(503, None),
-            Answer::Status(503, None),
-            Answer::Status(503, None),
-            Answer::Status(200, None),
-        ],
-    );
-    let _suggested = suggested.start();
-    let (_, suggested_event) = events::event(s.team, &[(1, "Any")]);
-    kafka::produce(
-        &s.stack.kafka,
-        &suggested.topic,
-        &[suggested_event.to_string().into_bytes()],
-    )
-    .await;
-    let suggesting = temporal::client(&suggesting.temporal).await;
+    // a server of its own suggests it), long before its own round bound. Started only when
+    // it is to be recorded.
+    let wanted = |name: &str| {
+        only.as_ref()
+            .is_none_or(|only| only.iter().any(|o| o == name))
+    };
+    let mut suggested = None;
+    if wanted("continued_as_suggested") {
+        let suggesting = s
+            .stack
+            .with_own_temporal_configured(&[("limit.historyCount.suggestContinueAsNew", "20")]);
+        let mut deployment = Deployment::new(&suggesting, 1);
+        deployment.destination(
+            "continued_as_suggested",
+            s.team,
+            &s.receiver.url("continued_as_suggested"),
+            "retry_schedule_ms = [500, 500, 500, 500, 500]",
+        );
+        s.receiver.script(
+            "continued_as_suggested",
+            vec![
+                Answer::Status(503, None),
+                Answer::Status(503, None),
+                Answer::Status(503, None),
+                Answer::Status(503, None),
+                Answer::Status(200, None),
+            ],
+        );
+        let process = deployment.start();
+        let (uuid, event) = events::event(s.team, &[(1, "Any")]);
+        kafka::produce(
+            &s.stack.kafka,
+            &deployment.topic,
+            &[event.to_string().into_bytes()],
+        )
+        .await;
+        let client = temporal::client(&suggesting.temporal).await;
+        suggested = Some((client, uuid, deployment, process));
+    }
 
     let mut ids: Vec<(String, String, &temporalio_client::Client)> = scenarios()
         .iter()
@@ -245,12 +254,13 @@ async fn record_histories() {
         format!("continued_as_new:{continued_uuid}"),
         &s.temporal,
     ));
-    let suggested_uuid = suggested_event["uuid"].as_str().expect("uuid").to_owned();
-    ids.push((
-        "continued_as_suggested".into(),
-        format!("continued_as_suggested:{suggested_uuid}"),
-        &suggesting,
-    ));
+    if let Some((client, uuid, _, _)) = &suggested {
+        ids.push((
+            "continued_as_suggested".into(),
+            format!("continued_as_suggested:{uuid}"),
+            client,
+        ));
+    }
     if let Some(only) = &only {
         ids.retain(|(name, _, _)| only.contains(name));
         assert!(!ids.is_empty(), "no scenario is named {only:?}");

@@ -13,6 +13,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use crate::{
+    delivery::WorkflowRevision,
     endpoint::DeferralReason,
     outcomes::FinishedDelivery,
     retry::{
@@ -90,10 +91,16 @@ impl DeliveryProgress {
         self.deferrals_in_a_row > 0 && self.last_deferral == Some(DeferralReason::BreakerOpen)
     }
 
-    /// The progress to hand to the next run.
-    pub fn continued(&self) -> Self {
+    /// The progress to hand to the next run of a delivery of `revision` whose attempt
+    /// inputs are `attempt_input_bytes` long: a delivery of `activity_attempts` records
+    /// that size, so its next runs read it rather than compute it again.
+    pub fn continued(&self, revision: WorkflowRevision, attempt_input_bytes: usize) -> Self {
         DeliveryProgress {
             runs_before: self.runs_before + 1,
+            attempt_input_bytes: match revision {
+                WorkflowRevision::ActivityAttempts => Some(attempt_input_bytes),
+                WorkflowRevision::LocalAttempts => None,
+            },
             ..self.clone()
         }
     }
@@ -317,6 +324,22 @@ mod tests {
     }
 
     #[test]
+    fn an_activity_attempts_run_records_its_attempt_input_size_for_the_next() {
+        let progress = DeliveryProgress::new(0);
+        let next = progress.continued(WorkflowRevision::ActivityAttempts, 811);
+        assert_eq!((next.runs_before, next.attempt_input_bytes), (1, Some(811)));
+        let json = serde_json::to_value(&next).expect("json");
+        assert_eq!(json["attempt_input_bytes"], 811);
+        let local = progress.continued(WorkflowRevision::LocalAttempts, 811);
+        assert_eq!(local.attempt_input_bytes, None);
+        let json = serde_json::to_value(&local).expect("json");
+        assert!(
+            json.get("attempt_input_bytes").is_none(),
+            "not written: {json}"
+        );
+    }
+
+    #[test]
     fn deferrals_are_not_attempts_and_the_age_counts_from_the_first_run() {
         let p = policy();
         let mut progress = DeliveryProgress::new(0);
@@ -325,9 +348,10 @@ mod tests {
             Next::Wait(_)
         ));
         // Continued as new: the next run starts from the carried progress.
-        let mut next_run = progress.continued();
+        let mut next_run = progress.continued(WorkflowRevision::LocalAttempts, 0);
         assert_eq!(next_run.runs_before, 1);
         assert_eq!(next_run.attempts, 0);
+        assert_eq!(next_run.attempt_input_bytes, None);
         assert_eq!(
             next_run.after(paused(), &p, 9_500, 0.0),
             Next::Finish {

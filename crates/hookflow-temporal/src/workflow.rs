@@ -105,11 +105,7 @@ impl DeliveryWorkflow {
                 ctx.state_mut(|w| w.breaker_closed = false);
             }
             if ctx.continue_as_new_suggested() || !budget.take_round() {
-                let mut continued = progress.continued();
-                if input.revision == WorkflowRevision::ActivityAttempts {
-                    continued.attempt_input_bytes = Some(recorded_input_bytes);
-                }
-                input.progress = Some(continued);
+                input.progress = Some(progress.continued(input.revision, recorded_input_bytes));
                 ctx.continue_as_new(input, ContinueAsNewOptions::default())?;
                 unreachable!("continue_as_new always ends the run");
             }
