@@ -34,6 +34,18 @@ async fn api(s: &mut Scenario) -> (AdminApi, Process) {
     (api, process)
 }
 
+/// A second process of the deployment, serving the admin API (as `api` does, with its
+/// token) on a port of its own.
+async fn second_api(s: &mut Scenario, api: &AdminApi) -> (AdminApi, Process) {
+    let port = free_port();
+    s.deployment
+        .config(&format!("[admin]\naddress = \"127.0.0.1:{port}\""));
+    let process = s.deployment.start_as("admin");
+    let other = AdminApi::new(format!("http://127.0.0.1:{port}"), api.token.clone());
+    other.wait_until_serving(&collection(s.team)).await;
+    (other, process)
+}
+
 fn collection(team: i64) -> String {
     format!("/v1/teams/{team}/destinations")
 }
@@ -122,13 +134,7 @@ async fn the_last_good_catalog_delivers_while_postgres_is_down_and_changes_arriv
     s.deployment.postgres(&postgres);
     let (api, process) = api(&mut s).await;
     create(&api, &s, s.team, "d-1", "d-1").await;
-    // A second process, serving the API on a port of its own.
-    let other_port = free_port();
-    s.deployment
-        .config(&format!("[admin]\naddress = \"127.0.0.1:{other_port}\""));
-    let other = s.deployment.start_as("admin");
-    let other_api = AdminApi::new(format!("http://127.0.0.1:{other_port}"), api.token.clone());
-    other_api.wait_until_serving(&collection(s.team)).await;
+    let (other_api, other) = second_api(&mut s, &api).await;
 
     postgres.kill_9();
     let killed = std::time::Instant::now();
@@ -205,12 +211,7 @@ async fn a_change_reaches_another_process_by_its_notification() {
     s.deployment
         .config("[destinations.postgres]\ncatch_up_interval_ms = 600000");
     let (api, process) = api(&mut s).await;
-    let other_port = free_port();
-    s.deployment
-        .config(&format!("[admin]\naddress = \"127.0.0.1:{other_port}\""));
-    let _other = s.deployment.start_as("admin");
-    let other_api = AdminApi::new(format!("http://127.0.0.1:{other_port}"), api.token.clone());
-    other_api.wait_until_serving(&collection(s.team)).await;
+    let (other_api, _other) = second_api(&mut s, &api).await;
     let database = database(&mut s);
     eventually(
         Duration::from_secs(30),

@@ -21,7 +21,12 @@
 use std::{path::PathBuf, time::Duration};
 
 use hookflow_e2e::{
-    events, hookflow::Deployment, kafka, receiver::Answer, scenario::Scenario, temporal,
+    events,
+    hookflow::{Deployment, Process},
+    kafka,
+    receiver::Answer,
+    scenario::Scenario,
+    temporal,
 };
 use hookflow_temporal::workflow::DeliveryWorkflow;
 use temporalio_client::{WorkflowCancelOptions, WorkflowExecutionInfo, WorkflowSignalOptions};
@@ -102,6 +107,31 @@ fn scenarios() -> Vec<(&'static str, &'static str, Vec<Answer>)> {
     ]
 }
 
+/// Starts `deployment` with destination `name` of the scenario's team, whose endpoint
+/// fails `failures` times and then answers 200, and sends it one event: its uuid, and the
+/// process.
+async fn failing_then_delivered(
+    s: &Scenario,
+    deployment: &mut Deployment,
+    name: &str,
+    failures: usize,
+    extra: &str,
+) -> (uuid::Uuid, Process) {
+    deployment.destination(name, s.team, &s.receiver.url(name), extra);
+    let mut answers = vec![Answer::Status(503, None); failures];
+    answers.push(Answer::Status(200, None));
+    s.receiver.script(name, answers);
+    let process = deployment.start();
+    let (uuid, event) = events::event(s.team, &[(1, "Any")]);
+    kafka::produce(
+        &s.stack.kafka,
+        &deployment.topic,
+        &[event.to_string().into_bytes()],
+    )
+    .await;
+    (uuid, process)
+}
+
 #[tokio::test(flavor = "multi_thread")]
 #[ignore = "writes tests/histories/<HOOKFLOW_HISTORY_SET>/; run by hand to record histories"]
 async fn record_histories() {
@@ -129,28 +159,15 @@ async fn record_histories() {
 
     // A delivery that continues as new: two rounds per run, four attempts.
     let mut continued = Deployment::new(&s.stack, 1);
-    let url = s.receiver.url("continued_as_new");
-    continued
-        .destination(
-            "continued_as_new",
-            s.team,
-            &url,
-            "retry_schedule_ms = [500, 500, 500]",
-        )
-        .config("[temporal]\nhistory_max_rounds_per_run = 2");
-    s.receiver.script(
+    continued.config("[temporal]\nhistory_max_rounds_per_run = 2");
+    let (continued_uuid, _continued) = failing_then_delivered(
+        &s,
+        &mut continued,
         "continued_as_new",
-        vec![
-            Answer::Status(503, None),
-            Answer::Status(503, None),
-            Answer::Status(503, None),
-            Answer::Status(200, None),
-        ],
-    );
-    let _continued = continued.start();
-    let (_, event) = events::event(s.team, &[(1, "Any")]);
-    let payload = event.to_string().into_bytes();
-    kafka::produce(&s.stack.kafka, &continued.topic, &[payload]).await;
+        3,
+        "retry_schedule_ms = [500, 500, 500]",
+    )
+    .await;
 
     // Signal one while its first attempt is out; cancel one while it waits for its retry
     // and one while it waits for its breaker to close; resume one and delete another by
@@ -216,28 +233,12 @@ async fn record_histories() {
             .stack
             .with_own_temporal_configured(&[("limit.historyCount.suggestContinueAsNew", "20")]);
         let mut deployment = Deployment::new(&suggesting, 1);
-        deployment.destination(
+        let (uuid, process) = failing_then_delivered(
+            &s,
+            &mut deployment,
             "continued_as_suggested",
-            s.team,
-            &s.receiver.url("continued_as_suggested"),
+            4,
             "retry_schedule_ms = [500, 500, 500, 500, 500]",
-        );
-        s.receiver.script(
-            "continued_as_suggested",
-            vec![
-                Answer::Status(503, None),
-                Answer::Status(503, None),
-                Answer::Status(503, None),
-                Answer::Status(503, None),
-                Answer::Status(200, None),
-            ],
-        );
-        let process = deployment.start();
-        let (uuid, event) = events::event(s.team, &[(1, "Any")]);
-        kafka::produce(
-            &s.stack.kafka,
-            &deployment.topic,
-            &[event.to_string().into_bytes()],
         )
         .await;
         let client = temporal::client(&suggesting.temporal).await;
@@ -248,7 +249,6 @@ async fn record_histories() {
         .iter()
         .map(|(name, _, _)| (name.to_string(), id(name), &s.temporal))
         .collect();
-    let continued_uuid = event["uuid"].as_str().expect("uuid").to_owned();
     ids.push((
         "continued_as_new".into(),
         format!("continued_as_new:{continued_uuid}"),

@@ -11,10 +11,12 @@ use hookflow_temporal::{
     workflow::DeliveryWorkflow,
 };
 use temporalio_client::WorkflowHistory;
+use temporalio_common::WorkflowDefinition;
 use temporalio_macros::{workflow, workflow_methods};
 use temporalio_sdk::{
     ActivityOptions, WorkflowContext, WorkflowResult,
     workflow_replayer::{WorkflowReplayError, WorkflowReplayer, WorkflowReplayerOptions},
+    workflows::WorkflowImplementation,
 };
 
 /// The representative deliveries every set holds, and what each set adds.
@@ -66,6 +68,25 @@ fn history_files() -> Vec<PathBuf> {
     }
     files.sort();
     files
+}
+
+/// A replayer of workflow `W`.
+fn replayer_of<W>() -> WorkflowReplayer
+where
+    W: WorkflowImplementation,
+    <W::Run as WorkflowDefinition>::Input: Send,
+{
+    let options = WorkflowReplayerOptions::new()
+        .register_workflow::<W>()
+        .expect("register")
+        .build();
+    WorkflowReplayer::new(options).expect("replayer")
+}
+
+/// Asserts that a replay failed on nondeterminism.
+fn assert_nondeterministic(failure: &impl std::fmt::Display) {
+    let text = failure.to_string();
+    assert!(text.contains("nondeterministic"), "{text}");
 }
 
 fn history(path: &Path) -> WorkflowHistory {
@@ -179,11 +200,7 @@ fn activity_attempt_inputs_serialise_today_as_they_were_recorded() {
 #[tokio::test]
 async fn every_recorded_history_replays_against_the_current_workflow() {
     let files = history_files();
-    let options = WorkflowReplayerOptions::new()
-        .register_workflow::<DeliveryWorkflow>()
-        .expect("register")
-        .build();
-    let replayer = WorkflowReplayer::new(options).expect("replayer");
+    let replayer = replayer_of::<DeliveryWorkflow>();
     for file in &files {
         if let Err(error) = replayer.replay_workflow(history(file)).await {
             panic!(
@@ -236,20 +253,13 @@ impl ChangedDeliveryWorkflow {
 /// The replay check above can fail: a workflow that decides differently is caught.
 #[tokio::test]
 async fn a_changed_decision_is_caught_as_nondeterminism() {
-    let options = WorkflowReplayerOptions::new()
-        .register_workflow::<ChangedDeliveryWorkflow>()
-        .expect("register")
-        .build();
-    let replayer = WorkflowReplayer::new(options).expect("replayer");
+    let replayer = replayer_of::<ChangedDeliveryWorkflow>();
     let retried = history_files()
         .into_iter()
         .find(|f| f.ends_with("v1/retried_then_delivered.json"))
         .expect("the v1 retried delivery");
     match replayer.replay_workflow(history(&retried)).await {
-        Err(WorkflowReplayError::Replay(failure)) => {
-            let text = failure.to_string();
-            assert!(text.contains("nondeterministic"), "{text}");
-        }
+        Err(WorkflowReplayError::Replay(failure)) => assert_nondeterministic(&failure),
         other => panic!("a changed workflow replayed: {other:?}"),
     }
 }
@@ -261,11 +271,7 @@ async fn a_changed_decision_is_caught_as_nondeterminism() {
 #[tokio::test]
 async fn a_continued_activity_attempts_run_sizes_itself_by_the_recorded_input_size() {
     use base64::Engine;
-    let options = WorkflowReplayerOptions::new()
-        .register_workflow::<DeliveryWorkflow>()
-        .expect("register")
-        .build();
-    let replayer = WorkflowReplayer::new(options).expect("replayer");
+    let replayer = replayer_of::<DeliveryWorkflow>();
     let file = history_files()
         .into_iter()
         .find(|f| f.ends_with("v1/continued_as_new.run-2.json"))
@@ -305,10 +311,7 @@ async fn a_continued_activity_attempts_run_sizes_itself_by_the_recorded_input_si
         .expect("the recorded size replays");
     let one_round = usize::try_from(input.history.max_input_bytes).expect("bytes");
     match replayer.replay_workflow(with_size(one_round)).await {
-        Err(WorkflowReplayError::Replay(failure)) => {
-            let text = failure.to_string();
-            assert!(text.contains("nondeterministic"), "{text}");
-        }
+        Err(WorkflowReplayError::Replay(failure)) => assert_nondeterministic(&failure),
         other => panic!("the recorded size was not read: {other:?}"),
     }
 }

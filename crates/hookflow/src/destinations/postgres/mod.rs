@@ -372,8 +372,9 @@ impl Catalog {
         // processes whose keys are go on). A row that does not open while others of its
         // key do is refused alone, as are rows changed later.
         let mut missing = BTreeSet::new();
-        // Per key id this process has: rows that opened with it, and rows that did not.
-        let mut opened: HashMap<String, (usize, usize)> = HashMap::new();
+        // Per key id this process has: whether a row sealed with it opened. One that opens
+        // proves the key, so only the rows before it are opened twice (here and to apply).
+        let mut proven: HashMap<String, bool> = HashMap::new();
         {
             let mut rows = sqlx::query_as::<_, Row>(rows::SELECT_LIVE).fetch(&mut *snapshot);
             while let Some(row) = rows.try_next().await? {
@@ -382,11 +383,9 @@ impl Catalog {
                         missing.insert(key);
                     }
                     Some(key) => {
-                        let counts = opened.entry(key).or_default();
-                        if self.sealer.opens(&row.sealed) {
-                            counts.0 += 1;
-                        } else {
-                            counts.1 += 1;
+                        let opens = proven.entry(key).or_default();
+                        if !*opens {
+                            *opens = self.sealer.opens(&row.sealed);
                         }
                     }
                     None => {}
@@ -397,9 +396,9 @@ impl Catalog {
             }
         }
         snapshot.commit().await?;
-        let wrong: BTreeSet<String> = opened
+        let wrong: BTreeSet<String> = proven
             .into_iter()
-            .filter(|(_, (opened, failed))| *opened == 0 && *failed > 0)
+            .filter(|(_, opens)| !opens)
             .map(|(key, _)| key)
             .collect();
         if !missing.is_empty() || !wrong.is_empty() {

@@ -156,9 +156,8 @@ impl Catalog {
         spec: DestinationSpec,
     ) -> Result<StoredDestination, StoreError> {
         let id = spec.id.clone();
-        self.write(team_id, &id, None, Write::Create(spec))
-            .await?
-            .ok_or_else(|| StoreError::NotFound(id))
+        self.write_stored(team_id, &id, None, Write::Create(spec))
+            .await
     }
 
     /// Creates `spec` in team `team_id` keeping its uid (a new one when it has none): a
@@ -169,9 +168,8 @@ impl Catalog {
         spec: DestinationSpec,
     ) -> Result<StoredDestination, StoreError> {
         let id = spec.id.clone();
-        self.write(team_id, &id, None, Write::Import(spec))
-            .await?
-            .ok_or_else(|| StoreError::NotFound(id))
+        self.write_stored(team_id, &id, None, Write::Import(spec))
+            .await
     }
 
     /// Replaces team `team_id`'s destination `spec.id` with `spec` (placeholders keep the
@@ -184,9 +182,8 @@ impl Catalog {
         if_match: Option<i64>,
     ) -> Result<StoredDestination, StoreError> {
         let id = spec.id.clone();
-        self.write(team_id, &id, if_match, Write::Update(spec))
-            .await?
-            .ok_or_else(|| StoreError::NotFound(id))
+        self.write_stored(team_id, &id, if_match, Write::Update(spec))
+            .await
     }
 
     /// Changes team `team_id`'s destination `id` by `change`, if it is at `if_match`.
@@ -197,9 +194,8 @@ impl Catalog {
         if_match: Option<i64>,
         change: impl FnOnce(&mut DestinationSpec) + Send + 'static,
     ) -> Result<StoredDestination, StoreError> {
-        self.write(team_id, id, if_match, Write::Change(Box::new(change)))
-            .await?
-            .ok_or_else(|| StoreError::NotFound(id.to_owned()))
+        self.write_stored(team_id, id, if_match, Write::Change(Box::new(change)))
+            .await
     }
 
     /// Deletes team `team_id`'s destination `id`, if it is at `if_match` when given.
@@ -211,6 +207,20 @@ impl Catalog {
     ) -> Result<(), StoreError> {
         self.write(team_id, id, if_match, Write::Delete).await?;
         Ok(())
+    }
+
+    /// [`Catalog::write`] of what leaves a destination behind: the destination as
+    /// committed.
+    async fn write_stored(
+        &self,
+        team_id: i64,
+        id: &str,
+        if_match: Option<i64>,
+        write: Write,
+    ) -> Result<StoredDestination, StoreError> {
+        self.write(team_id, id, if_match, write)
+            .await?
+            .ok_or_else(|| StoreError::NotFound(id.to_owned()))
     }
 
     async fn write(
@@ -297,18 +307,13 @@ impl Catalog {
         // has none to give (every placeholder is refused then).
         let readable = stored.and_then(Result::ok);
         spec.restore_redacted(readable.as_ref())?;
-        spec.uid = Some(match live {
-            Some((row, _)) => row.uid.to_string(),
-            None => imported_uid.unwrap_or_else(uuid::Uuid::new_v4).to_string(),
-        });
+        let uid = match live {
+            Some((row, _)) => row.uid,
+            None => imported_uid.unwrap_or_else(uuid::Uuid::new_v4),
+        };
+        spec.uid = Some(uid.to_string());
         let destination = spec.clone().validate_one(&self.rules)?;
         self.check_with_team(&mut tx, destination).await?;
-        let uid = uuid::Uuid::parse_str(spec.uid.as_deref().unwrap_or_default()).map_err(|e| {
-            StoreError::Unreadable {
-                id: id.to_owned(),
-                problem: e.to_string(),
-            }
-        })?;
         let (public, sealed) = self.sealer.seal(&spec);
         // An update keeps the version it replaces, for readers that cannot read this one.
         let keep_previous = live.is_some();
