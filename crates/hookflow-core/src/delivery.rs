@@ -161,7 +161,11 @@ impl DeliveryInput {
     pub fn was_planned_for(&self, destination: &Destination) -> bool {
         destination.id == self.destination_id
             && destination.team_id == self.event.team_id
-            && (self.destination_uid.is_none() || self.destination_uid == destination.uid)
+            && self.destination_uid.as_deref().is_none_or(|recorded| {
+                destination
+                    .uid
+                    .is_some_and(|uid| uuid::Uuid::parse_str(recorded) == Ok(uid))
+            })
     }
 }
 
@@ -187,7 +191,7 @@ pub fn plan_deliveries<'a>(
         .filter_map(|destination| {
             let actions = destination.matching_actions(event)?;
             Some(DeliveryInput {
-                destination_uid: destination.uid.clone(),
+                destination_uid: destination.uid.map(|uid| uid.to_string()),
                 retry: destination.retry_policy(&defaults.retry),
                 produced_at_ms,
                 history: defaults.history,

@@ -45,7 +45,7 @@ impl DestinationSet {
             // Endpoints are per team (see `EndpointKey`): a conflict is within one team.
             let (first, limits) = endpoint_limits
                 .entry(destination.endpoint.clone())
-                .or_insert_with(|| (destination.id.clone(), destination.limits));
+                .or_insert_with(|| (destination.id.clone(), destination.limits.clone()));
             if *limits != destination.limits {
                 return Err(DestinationError::ConflictingLimits {
                     endpoint: destination.endpoint.to_string(),

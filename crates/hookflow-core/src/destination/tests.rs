@@ -127,13 +127,21 @@ fn a_chat_webhook_url_is_shown_redacted_and_kept_when_sent_back() {
 #[test]
 fn only_the_planned_destination_of_the_events_team_may_receive_a_delivery() {
     let mut planned = destination(vec![]);
-    planned.uid = Some("0190f3a4-0000-7000-8000-0000000000aa".into());
+    planned.uid = Some(uid("0190f3a4-0000-7000-8000-0000000000aa"));
     let event = event(2, &[1]);
     let delivery = crate::DeliveryInput {
-        destination_uid: planned.uid.clone(),
+        destination_uid: planned.uid.map(|uid| uid.to_string()),
         ..crate::DeliveryInput::new("d", event.clone(), event.matched_actions.clone())
     };
     assert!(delivery.was_planned_for(&planned));
+    let recorded_in_capitals = crate::DeliveryInput {
+        destination_uid: Some("0190F3A4-0000-7000-8000-0000000000AA".into()),
+        ..delivery.clone()
+    };
+    assert!(
+        recorded_in_capitals.was_planned_for(&planned),
+        "uids compare as UUIDs, not as text"
+    );
     let other_team = Destination {
         team_id: 3,
         ..planned.clone()
@@ -143,7 +151,7 @@ fn only_the_planned_destination_of_the_events_team_may_receive_a_delivery() {
         "another team took the id"
     );
     let recreated = Destination {
-        uid: Some("0190f3a4-0000-7000-8000-0000000000bb".into()),
+        uid: Some(uid("0190f3a4-0000-7000-8000-0000000000bb")),
         ..planned.clone()
     };
     assert!(
@@ -164,10 +172,10 @@ fn only_the_planned_destination_of_the_events_team_may_receive_a_delivery() {
 #[test]
 fn a_replanned_delivery_takes_todays_retry_policy_and_keeps_its_event() {
     let mut planned = destination(vec![]);
-    planned.uid = Some("0190f3a4-0000-7000-8000-0000000000aa".into());
+    planned.uid = Some(uid("0190f3a4-0000-7000-8000-0000000000aa"));
     let event = event(2, &[1]);
     let recorded = crate::DeliveryInput {
-        destination_uid: planned.uid.clone(),
+        destination_uid: planned.uid.map(|uid| uid.to_string()),
         revision: crate::WorkflowRevision::ActivityAttempts,
         ..crate::DeliveryInput::new("d", event.clone(), event.matched_actions.clone())
     };
@@ -194,10 +202,14 @@ fn a_replanned_delivery_takes_todays_retry_policy_and_keeps_its_event() {
         (&recorded.event, &recorded.actions, &recorded.delivery_id)
     );
     let recreated = Destination {
-        uid: Some("0190f3a4-0000-7000-8000-0000000000bb".into()),
+        uid: Some(uid("0190f3a4-0000-7000-8000-0000000000bb")),
         ..now
     };
     assert_eq!(recorded.replanned(&recreated, &defaults), None);
+}
+
+fn uid(text: &str) -> uuid::Uuid {
+    uuid::Uuid::parse_str(text).expect("uuid")
 }
 
 fn destination(actions: Vec<i64>) -> Destination {
@@ -207,7 +219,6 @@ fn destination(actions: Vec<i64>) -> Destination {
         team_id: 2,
         url: Url::parse("https://example.com").expect("url"),
         actions,
-        name: "d".into(),
         state: DestinationState::Enabled,
         format: Format::Json,
         template: None,
@@ -215,7 +226,6 @@ fn destination(actions: Vec<i64>) -> Destination {
         secrets: vec![],
         timeout_ms: 1000,
         endpoint: EndpointKey::custom(1, "e").expect("key"),
-        host: EndpointKey::of_url(&Url::parse("https://example.com").expect("url")),
         limits: LimitOverrides::default(),
         retry_schedule_ms: None,
         max_age_ms: None,
@@ -369,8 +379,8 @@ fn one_teams_destinations_of_one_endpoint_must_agree_on_its_limits() {
         set.get(2, "b").map(|d| d.endpoint.clone())
     );
     assert_eq!(
-        set.get(1, "a").map(|d| d.host.clone()),
-        set.get(2, "b").map(|d| d.host.clone()),
+        set.get(1, "a").map(|d| d.host()),
+        set.get(2, "b").map(|d| d.host()),
         "one host"
     );
     let own_key = text(1, "endpoint_key = \"h-2\"");
@@ -425,7 +435,6 @@ fn the_full_model_parses() {
     ))
     .expect("valid");
     let d = set.get(2, "slack-1").expect("slack-1");
-    assert_eq!(d.name, "Sales channel");
     assert_eq!(d.state, DestinationState::Paused);
     assert_eq!(d.format, Format::Slack);
     assert_eq!(d.secrets.len(), 2);

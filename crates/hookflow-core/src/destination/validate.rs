@@ -5,7 +5,7 @@ use url::Url;
 
 use super::{
     DEFAULT_TIMEOUT_MS, Destination, DestinationError, DestinationSpec, DestinationState,
-    LimitOverrides, MAX_RETRY_ENTRIES, MAX_RETRY_MS, MAX_TIMEOUT_MS,
+    LimitOverrides, LimitValues, MAX_RETRY_ENTRIES, MAX_RETRY_MS, MAX_TIMEOUT_MS,
 };
 use crate::{
     breaker::BreakerPolicy,
@@ -69,16 +69,12 @@ impl DestinationSpec {
         if !is_valid_destination_id(&self.id) {
             return Err(invalid("id", "must be 1 to 64 of A-Z a-z 0-9 _ - .".into()));
         }
-        if self
+        let uid = self
             .uid
             .as_deref()
-            .is_some_and(|uid| uuid::Uuid::parse_str(uid).is_err())
-        {
-            return Err(invalid(
-                "uid",
-                "must be a UUID (the store assigns it)".into(),
-            ));
-        }
+            .map(uuid::Uuid::parse_str)
+            .transpose()
+            .map_err(|_| invalid("uid", "must be a UUID (the store assigns it)".into()))?;
         let url =
             Url::parse(&self.url).map_err(|e| invalid("url", format!("is not a URL: {e}")))?;
         if !matches!(url.scheme(), "http" | "https") || url.host().is_none() {
@@ -161,15 +157,14 @@ impl DestinationSpec {
                 .map_err(|p| invalid("endpoint_key", p.into()))?,
             None => EndpointKey::of_destination(&url, self.team_id),
         };
-        let host = EndpointKey::of_url(&url);
-        let limits = LimitOverrides {
+        let limits = LimitOverrides::new(LimitValues {
             rate_per_second: self.rate_per_second,
             burst: self.burst,
             max_in_flight: self.max_in_flight,
             breaker_min_attempts: self.breaker_min_attempts,
             breaker_failure_ratio: self.breaker_failure_ratio,
             breaker_cooldown_ms: self.breaker_cooldown_ms,
-        };
+        });
         // The destination's overrides are checked as the policies they become, by the
         // policies' own rules; the error names the destination's field.
         limits
@@ -198,9 +193,8 @@ impl DestinationSpec {
         Ok(Destination {
             retry_schedule_ms: self.retry_schedule_ms,
             max_age_ms: self.max_age_ms,
-            name: self.name.unwrap_or_else(|| self.id.clone()),
             id: self.id,
-            uid: self.uid,
+            uid,
             team_id: self.team_id,
             url,
             actions: self.actions,
@@ -211,7 +205,6 @@ impl DestinationSpec {
             secrets,
             timeout_ms,
             endpoint,
-            host,
             limits,
         })
     }

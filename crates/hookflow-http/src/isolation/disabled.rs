@@ -42,7 +42,9 @@ pub fn disabled_key(destination: &Destination) -> String {
         "{}:{}:{}",
         destination.team_id,
         destination.id,
-        destination.uid.as_deref().unwrap_or("-")
+        destination
+            .uid
+            .map_or_else(|| "-".to_owned(), |uid| uid.to_string())
     )
 }
 

@@ -286,7 +286,7 @@ impl EndpointGate {
         let host_slot = self
             .bulkheads
             .enter(
-                &destination.host,
+                &destination.host(),
                 self.host_max_in_flight,
                 self.concurrency_wait,
             )

@@ -135,10 +135,9 @@ impl Feed {
             Err(problem) => problem,
         };
         metrics::counter!(names::DESTINATION_CHANGES, "result" => "refused").increment(1);
-        let uid = row.uid.to_string();
         let in_memory = set
             .get(row.team_id, &row.id)
-            .is_some_and(|d| d.uid.as_deref() == Some(uid.as_str()));
+            .is_some_and(|d| d.uid == Some(row.uid));
         let in_use = if in_memory {
             InUse::LastGood
         } else if let Some(previous) = row.previous(sealer, rules) {
