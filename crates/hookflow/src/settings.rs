@@ -21,7 +21,9 @@ use hookflow_kafka::{KafkaSettings, outcomes::OutcomeSettings};
 use hookflow_telemetry::LogFormat;
 use hookflow_temporal::TemporalSettings;
 
-use crate::{codec_server::CodecServerSettings, destinations::postgres::PostgresSettings};
+use crate::{
+    commands::codec_server::CodecServerSettings, destinations::postgres::PostgresSettings,
+};
 use serde::Deserialize;
 
 /// The compiled-in defaults.

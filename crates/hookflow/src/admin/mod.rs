@@ -41,7 +41,7 @@ use serde_json::json;
 
 use crate::{
     destinations::postgres::{Catalog, writes::StoreError},
-    replay_jobs::{JobError, ReplayJobs},
+    replay::jobs::{JobError, ReplayJobs},
 };
 
 /// What the handlers share.

@@ -11,7 +11,7 @@ use axum::{
 use serde::Deserialize;
 
 use super::{AdminState, ApiError, ApiPath, instant};
-use crate::{replay::ReplayPlan, replay_jobs::JobView};
+use crate::replay::{ReplayPlan, jobs::JobView};
 
 const JOBS: &str = "/v1/teams/{team}/replays";
 const JOB: &str = "/v1/teams/{team}/replays/{job}";

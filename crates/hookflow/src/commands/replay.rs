@@ -50,7 +50,7 @@ pub struct ReplayArgs {
 /// Runs the replay `args` ask for.
 pub async fn replay(settings: &Settings, args: ReplayArgs) -> anyhow::Result<()> {
     hookflow_telemetry::init_tracing("warn", hookflow_telemetry::LogFormat::Text);
-    let destinations = crate::run::destinations_now(settings).await?;
+    let destinations = crate::wiring::destinations_now(settings).await?;
     let team_id = args.team;
     if let Some(id) = &args.destination {
         destinations
@@ -76,7 +76,7 @@ pub async fn replay(settings: &Settings, args: ReplayArgs) -> anyhow::Result<()>
         max_starts_per_second: args.max_starts_per_second.max(1),
     };
     let client = hookflow_temporal::connect(&settings.temporal).await?;
-    let replayer = crate::run::replayer(settings, client, destinations);
+    let replayer = crate::wiring::replayer(settings, client, destinations);
     replayer.chosen(&plan)?;
     if !args.json {
         println!(

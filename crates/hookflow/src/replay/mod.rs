@@ -11,6 +11,8 @@
 //! batch under the job's own consumer group, so a job stopped (cancelled, crashed) resumes
 //! where it stopped when run again under the same id.
 
+pub mod jobs;
+
 use std::{
     sync::{
         Arc,

@@ -96,6 +96,17 @@ struct CodecState {
     token: Arc<Secret>,
 }
 
+/// `hookflow codec-server`: serves with the keys of `temporal.codec` until Ctrl-C.
+pub async fn run(settings: &crate::settings::Settings) -> anyhow::Result<()> {
+    hookflow_telemetry::init_tracing(
+        &settings.telemetry.log_filter,
+        hookflow_telemetry::LogFormat::Text,
+    );
+    let codec = EncryptionCodec::from_settings(&settings.temporal.codec)?
+        .context("temporal.codec has no keys: there is nothing to decode")?;
+    serve(&settings.codec_server, codec).await
+}
+
 /// Serves the codec-server API until the process is stopped.
 pub async fn serve(settings: &CodecServerSettings, codec: EncryptionCodec) -> anyhow::Result<()> {
     if settings.token.is_empty() && !settings.address.ip().is_loopback() {

@@ -1,7 +1,7 @@
-//! `hookflow run`: wires the crates together. Telemetry first, then destinations, then
-//! Temporal (retried until reachable), then the consumer and/or the worker (with its
-//! endpoint gate, Redis link and outcomes publisher), all stopped by one cancellation token
-//! that SIGINT and SIGTERM cancel.
+//! `hookflow run`: the consumer, the worker and the admin API, or one role of them.
+//! Telemetry first, then destinations, then Temporal (retried until reachable), then the
+//! consumer and/or the worker (with its endpoint gate, Redis link and outcomes publisher),
+//! all stopped by one cancellation token that SIGINT and SIGTERM cancel.
 
 use std::{
     sync::{Arc, Mutex},
@@ -10,11 +10,9 @@ use std::{
 
 use anyhow::Context;
 use clap::ValueEnum;
-use hookflow_core::{
-    DeliveryDefaults, DestinationCatalog, EndpointStanding, outcomes::OutcomeAggregator,
-};
+use hookflow_core::{DestinationCatalog, EndpointStanding, outcomes::OutcomeAggregator};
 use hookflow_http::{
-    ActivityMemo, DeliveryClient, HttpSettings, RedisLink,
+    ActivityMemo, RedisLink,
     isolation::{DisabledDestinations, EndpointGate, WorkerRegistry},
 };
 use hookflow_kafka::{
@@ -33,8 +31,9 @@ use tokio_util::sync::CancellationToken;
 use crate::{
     admin::{self, AdminState},
     destinations::{Store, postgres::Catalog},
-    replay_jobs::{JobRecords, ReplayJobs},
+    replay::jobs::{JobRecords, ReplayJobs},
     settings::Settings,
+    wiring::{PROBE_DEADLINE, delivery_client, delivery_defaults, replayer},
 };
 
 /// Which parts of hookflow a process runs.
@@ -48,49 +47,6 @@ pub enum Role {
     Worker,
     /// Only the admin API (needs `admin.address` and the PostgreSQL catalog).
     Admin,
-}
-
-/// The destinations as delivery sees them, for a one-shot command: the file, or the
-/// catalog once loaded.
-pub async fn destinations_now(settings: &Settings) -> anyhow::Result<Arc<dyn DestinationCatalog>> {
-    let health = Health::default().register("destinations", PROBE_DEADLINE);
-    let stop = CancellationToken::new();
-    let store = Store::open(settings, health, &stop)?;
-    tokio::time::timeout(Duration::from_secs(30), store.wait_loaded(&stop))
-        .await
-        .context("the destination catalog did not load within 30 s")?;
-    Ok(store.catalog())
-}
-
-/// What a replay runs with, on `client`'s Temporal and these `destinations`.
-pub fn replayer(
-    settings: &Settings,
-    client: hookflow_temporal::Client,
-    destinations: Arc<dyn DestinationCatalog>,
-) -> crate::replay::Replayer {
-    crate::replay::Replayer {
-        kafka: settings.kafka.clone(),
-        destinations,
-        defaults: delivery_defaults(settings),
-        scheduler: TemporalScheduler::new(client, &settings.temporal).for_recovery(),
-    }
-}
-
-/// The retry policy and history bound every delivery starts with.
-fn delivery_defaults(settings: &Settings) -> DeliveryDefaults {
-    DeliveryDefaults {
-        retry: settings.retry.clone(),
-        history: settings.temporal.history_bound(),
-    }
-}
-
-fn delivery_client(settings: &Settings) -> anyhow::Result<DeliveryClient> {
-    Ok(DeliveryClient::new(&HttpSettings {
-        connect_timeout: settings.http.connect_timeout,
-        allowed_hosts: settings.http.allowed_hosts.clone(),
-        user_agent: format!("hookflow/{}", env!("CARGO_PKG_VERSION")),
-        max_response_body_bytes: settings.http.max_response_body_bytes,
-    })?)
 }
 
 /// Starts the admin API when `admin.address` is set.
@@ -133,9 +89,6 @@ async fn serve_admin(
     tracing::info!(%address, "admin API listening");
     Ok(())
 }
-
-/// A component that has not reported for this long is presumed stalled (liveness fails).
-const PROBE_DEADLINE: Duration = Duration::from_secs(60);
 
 /// Runs until SIGINT or SIGTERM.
 pub async fn run(settings: Settings, role: Role) -> anyhow::Result<()> {
