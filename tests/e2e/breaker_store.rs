@@ -14,10 +14,8 @@ use hookflow_core::{
     breaker::{Admission, BreakerPolicy},
 };
 use hookflow_e2e::{stack::RedisServer, unique};
-use hookflow_http::{
-    RedisLink, RedisSettings,
-    isolation::{EndpointGate, IsolationSettings, SharedBreakers, Waiter},
-};
+use hookflow_http::isolation::{EndpointGate, IsolationSettings, SharedBreakers, Waiter};
+use hookflow_runtime::{RedisLink, RedisSettings};
 
 const LEASE: Duration = Duration::from_secs(5);
 const CACHE_TTL: Duration = Duration::from_millis(300);

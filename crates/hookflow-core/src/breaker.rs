@@ -75,10 +75,11 @@ impl BreakerPolicy {
 
     /// The cooldown of trip number `trips` in a row (1 for the first).
     pub fn cooldown_after(&self, trips: u32) -> u64 {
-        let doublings = trips.saturating_sub(1).min(32);
-        self.cooldown_ms
-            .saturating_mul(1u64 << doublings)
-            .min(self.max_cooldown_ms)
+        crate::doubling::doubled(
+            self.cooldown_ms,
+            trips.saturating_sub(1),
+            self.max_cooldown_ms,
+        )
     }
 }
 

@@ -184,11 +184,11 @@ impl Deferral {
             DeferralReason::RateLimited
             | DeferralReason::ConcurrencyCap
             | DeferralReason::Paused => {
-                let doublings = in_a_row.saturating_sub(1).min(32);
-                let floor = backoff
-                    .initial_ms
-                    .saturating_mul(1 << doublings)
-                    .min(backoff.max_ms);
+                let floor = crate::doubling::doubled(
+                    backoff.initial_ms,
+                    in_a_row.saturating_sub(1),
+                    backoff.max_ms,
+                );
                 self.wait_ms.max(floor).min(backoff.max_ms)
             }
         };

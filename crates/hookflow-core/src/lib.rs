@@ -10,6 +10,7 @@ pub mod breaker;
 pub mod credentials;
 pub mod delivery;
 pub mod destination;
+pub mod doubling;
 pub mod endpoint;
 pub mod event;
 pub mod field_error;

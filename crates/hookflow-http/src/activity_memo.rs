@@ -24,7 +24,7 @@ use std::{
 
 use hookflow_core::sync::LockUnpoisoned;
 
-use crate::redis_link::RedisLink;
+use hookflow_runtime::RedisLink;
 
 /// How long a result is kept: far past the retry of a failed workflow task (at once) or
 /// of one whose worker died (the workflow task timeout, 10 s).

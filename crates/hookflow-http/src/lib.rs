@@ -11,11 +11,9 @@
 mod activity_memo;
 mod client;
 pub mod isolation;
-mod redis_link;
 mod retry_after;
 mod ssrf;
 
 pub use activity_memo::ActivityMemo;
 pub use client::{AttemptRequest, DeliveryClient, HttpSettings};
-pub use redis_link::{LinkError, RedisLink, RedisSettings};
 pub use ssrf::{AddressGuard, is_forbidden_ip};

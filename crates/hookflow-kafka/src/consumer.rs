@@ -14,6 +14,7 @@ use std::{
 };
 
 use hookflow_core::{DeliveryScheduler, sync::LockUnpoisoned};
+use hookflow_runtime::{Backoff, BackoffPolicy};
 use hookflow_telemetry::{health::HealthHandle, names};
 use rdkafka::{
     ClientContext, Message, Offset, Statistics, TopicPartitionList,
@@ -28,7 +29,6 @@ use tokio::{
 use tokio_util::sync::CancellationToken;
 
 use crate::{
-    backoff::{Backoff, BackoffPolicy},
     dead_letter::{DeadLetter, DeadLetterProducer},
     offsets::{OffsetTracker, Partition},
     pipeline::{MessageOutcome, Pipeline},
@@ -504,12 +504,7 @@ async fn probe_broker(
     shutdown: CancellationToken,
 ) {
     const INTERVAL: Duration = Duration::from_secs(5);
-    let mut tick = tokio::time::interval(INTERVAL);
-    loop {
-        tokio::select! {
-            _ = shutdown.cancelled() => return,
-            _ = tick.tick() => {}
-        }
+    hookflow_runtime::every(INTERVAL, &shutdown, || async {
         let (consumer, probed) = (consumer.clone(), topic.clone());
         // fetch_metadata blocks: keep it off the runtime's worker threads.
         let answer = tokio::task::spawn_blocking(move || {
@@ -526,7 +521,8 @@ async fn probe_broker(
             Ok(Err(error)) => health.set_ready(false, format!("kafka: {error}")),
             Err(error) => health.set_ready(false, format!("kafka probe: {error}")),
         }
-    }
+    })
+    .await;
 }
 
 #[cfg(test)]

@@ -6,7 +6,6 @@
 //! replays ([`range::RangeReader`]). Starts wait for a place in flight in the order of their
 //! endpoint's standing ([`start_queue::StartQueue`]).
 
-pub mod backoff;
 pub mod client;
 pub mod consumer;
 pub mod dead_letter;
@@ -18,7 +17,6 @@ pub mod settings;
 pub mod start_gate;
 pub mod start_queue;
 
-pub use backoff::{Backoff, BackoffPolicy};
 pub use consumer::ConsumerError;
 pub use pipeline::{MessageOutcome, Pipeline};
 pub use settings::{KafkaSettings, OffsetReset};

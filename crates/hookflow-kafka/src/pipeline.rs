@@ -13,11 +13,11 @@ use hookflow_core::{
     DestinationCatalog, EndpointKey, ScheduleError, ScheduleErrorKind, ScheduleOutcome,
     plan_deliveries,
 };
+use hookflow_runtime::{Backoff, BackoffPolicy};
 use hookflow_telemetry::{health::HealthHandle, names};
 use tokio_util::sync::CancellationToken;
 
 use crate::{
-    backoff::{Backoff, BackoffPolicy},
     start_gate::{Entry, StartGate},
     start_queue::StartQueue,
 };

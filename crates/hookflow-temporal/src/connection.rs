@@ -211,16 +211,10 @@ pub const PROBE_INTERVAL: Duration = Duration::from_secs(5);
 pub async fn probe(
     client: Client,
     health: hookflow_telemetry::health::HealthHandle,
-    shutdown: impl std::future::Future<Output = ()>,
+    shutdown: tokio_util::sync::CancellationToken,
 ) {
     use temporalio_common::protos::temporal::api::workflowservice::v1::GetSystemInfoRequest;
-    let mut tick = tokio::time::interval(PROBE_INTERVAL);
-    tokio::pin!(shutdown);
-    loop {
-        tokio::select! {
-            _ = &mut shutdown => return,
-            _ = tick.tick() => {}
-        }
+    hookflow_runtime::every(PROBE_INTERVAL, &shutdown, || async {
         let mut service = client.connection().workflow_service();
         let request = temporalio_client::tonic::Request::new(GetSystemInfoRequest::default());
         match tokio::time::timeout(PROBE_INTERVAL, service.get_system_info(request)).await {
@@ -229,5 +223,6 @@ pub async fn probe(
             Err(_) => health.set_ready(false, "temporal: no answer within 5s"),
         }
         health.beat();
-    }
+    })
+    .await;
 }

@@ -16,8 +16,9 @@ use figment::{
 use hookflow_core::{
     AllowList, FieldError, RetryPolicy, Secret, ValidationRules, redaction::check_toml,
 };
-use hookflow_http::{RedisSettings, isolation::IsolationSettings};
+use hookflow_http::isolation::IsolationSettings;
 use hookflow_kafka::{KafkaSettings, outcomes::OutcomeSettings};
+use hookflow_runtime::RedisSettings;
 use hookflow_telemetry::LogFormat;
 use hookflow_temporal::TemporalSettings;
 

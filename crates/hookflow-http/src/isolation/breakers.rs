@@ -18,7 +18,7 @@
 use std::{
     collections::HashMap,
     sync::Mutex,
-    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
+    time::{Duration, Instant},
 };
 
 use hookflow_core::{
@@ -29,7 +29,8 @@ use hookflow_core::{
 use hookflow_telemetry::names;
 use redis::Script;
 
-use crate::redis_link::{LinkError, RedisLink};
+// Breaker times are shared between hosts: wall-clock, not monotonic.
+use hookflow_runtime::{LinkError, RedisLink, unix_now_ms};
 
 /// How long an untouched breaker's state stays in Redis.
 const STATE_TTL_MS: u64 = 24 * 3_600 * 1_000;
@@ -109,7 +110,7 @@ impl SharedBreakers {
         policy: &BreakerPolicy,
         probe_lease: Duration,
     ) -> Admission {
-        let now = now_ms();
+        let now = unix_now_ms();
         let cached = {
             let mut entries = self.lock();
             let entry = entry(&mut entries, endpoint);
@@ -188,7 +189,9 @@ impl SharedBreakers {
                     entry.last_failed = Some(failed);
                     entry.pending.add(Counts::one(failed));
                     let mut preview = entry.state.clone();
-                    preview.record(policy, now_ms(), entry.pending).is_some()
+                    preview
+                        .record(policy, unix_now_ms(), entry.pending)
+                        .is_some()
                 };
                 if would_trip || self.redis.is_none() {
                     self.change(endpoint, policy, |_, _| ((), None)).await;
@@ -230,7 +233,7 @@ impl SharedBreakers {
         let mut entries = self.lock();
         let entry = entry(&mut entries, endpoint);
         let mut state = entry.state.clone();
-        let (result, transitions) = apply(&mut state, now_ms());
+        let (result, transitions) = apply(&mut state, unix_now_ms());
         entry.set_state(state);
         drop(entries);
         report(endpoint, transitions);
@@ -267,7 +270,7 @@ impl SharedBreakers {
                 None => BreakerState::default(),
             };
             let mut after = before.clone();
-            let (result, transitions) = apply(&mut after, now_ms());
+            let (result, transitions) = apply(&mut after, unix_now_ms());
             if after == before {
                 return Ok((after, result, transitions));
             }
@@ -307,7 +310,7 @@ impl SharedBreakers {
     /// they know of count: past it, another worker may have closed the breaker since, so a
     /// closed breaker is reported at most one cooldown after it closed.
     pub fn longest_open(&self, k: usize) -> Vec<(EndpointKey, Duration)> {
-        let now = now_ms();
+        let now = unix_now_ms();
         let mut open: Vec<(EndpointKey, Duration)> = self
             .lock()
             .iter()
@@ -378,13 +381,6 @@ fn report(endpoint: &EndpointKey, transitions: [Option<Transition>; 2]) {
             .increment(1);
         tracing::warn!(endpoint = %endpoint, from = t.from.as_str(), to = t.to.as_str(), "circuit breaker changed");
     }
-}
-
-/// Wall-clock milliseconds: breaker times are shared between hosts, so they are absolute.
-pub(crate) fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
 }
 
 #[cfg(test)]

@@ -22,7 +22,7 @@ use hookflow_core::{Destination, sync::LockUnpoisoned};
 use hookflow_telemetry::names;
 use serde::{Deserialize, Serialize};
 
-use crate::redis_link::{LinkError, RedisLink};
+use hookflow_runtime::{LinkError, RedisLink};
 
 /// How long the local copy is trusted.
 const REFRESH_EVERY: Duration = Duration::from_secs(2);

@@ -43,7 +43,7 @@ use serde::Deserialize;
 pub use waiters::BreakerWaiters;
 pub use workers::WorkerRegistry;
 
-use crate::redis_link::RedisLink;
+use hookflow_runtime::RedisLink;
 
 /// A half-open probe's lease is its destination's timeout plus this, covering connect
 /// time; after the lease another worker may probe.
@@ -327,7 +327,7 @@ impl EndpointGate {
         until_ms: u64,
         waiter: Option<Waiter<'_>>,
     ) -> Result<Admission, Deferral> {
-        let now = breakers::now_ms();
+        let now = hookflow_runtime::unix_now_ms();
         let probe_in = Duration::from_millis(until_ms.saturating_sub(now));
         let refused = || deferred(DeferralReason::BreakerOpen, probe_in);
         let Some(waiter) = waiter else {
@@ -410,17 +410,13 @@ impl EndpointGate {
 
     /// Evicts idle entries every half of the configured idle time, until `shutdown`.
     pub async fn sweep(self: Arc<Self>, shutdown: tokio_util::sync::CancellationToken) {
-        let mut tick = tokio::time::interval((self.idle_eviction / 2).max(Duration::from_secs(1)));
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            tokio::select! {
-                _ = shutdown.cancelled() => return,
-                _ = tick.tick() => {
-                    let left = self.evict_idle(self.idle_eviction);
-                    tracing::debug!(entries = left, "idle endpoint state evicted");
-                }
-            }
-        }
+        let interval = (self.idle_eviction / 2).max(Duration::from_secs(1));
+        hookflow_runtime::every(interval, &shutdown, || {
+            let left = self.evict_idle(self.idle_eviction);
+            tracing::debug!(entries = left, "idle endpoint state evicted");
+            std::future::ready(())
+        })
+        .await;
     }
 }
 

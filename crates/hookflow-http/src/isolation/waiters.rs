@@ -27,7 +27,7 @@ use std::{
 use hookflow_core::{EndpointKey, sync::LockUnpoisoned};
 use redis::Script;
 
-use crate::redis_link::RedisLink;
+use hookflow_runtime::RedisLink;
 
 /// How long a set in Redis outlives its last addition: past any fallback wait, after which
 /// every waiter has woken by itself.

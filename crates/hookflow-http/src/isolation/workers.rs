@@ -17,7 +17,7 @@ use hookflow_telemetry::names;
 use redis::Script;
 use tokio_util::sync::CancellationToken;
 
-use crate::redis_link::RedisLink;
+use hookflow_runtime::RedisLink;
 
 /// How often a worker renews its heartbeat and recounts.
 pub const REGISTRY_RENEW_INTERVAL: Duration = Duration::from_secs(2);
@@ -76,13 +76,7 @@ impl WorkerRegistry {
         let Some(redis) = self.redis.clone() else {
             return;
         };
-        let mut tick = tokio::time::interval(REGISTRY_RENEW_INTERVAL);
-        loop {
-            tokio::select! {
-                _ = tick.tick() => self.heartbeat().await,
-                _ = shutdown.cancelled() => break,
-            }
-        }
+        hookflow_runtime::every(REGISTRY_RENEW_INTERVAL, &shutdown, || self.heartbeat()).await;
         let (key, instance) = (self.key.clone(), self.instance.clone());
         let left = redis
             .run(|mut c| async move {

@@ -113,7 +113,7 @@ pub async fn run(settings: &Settings, command: DestinationsCommand) -> anyhow::R
         DestinationsCommand::Disabled | DestinationsCommand::Enable { .. } => {}
     }
     // The disabled-destinations registry lives in Redis, so these commands need it.
-    let redis = hookflow_http::RedisLink::new(&settings.redis)?
+    let redis = hookflow_runtime::RedisLink::new(&settings.redis)?
         .context("redis.url is empty: disabled destinations are only kept in Redis")?;
     let registry = hookflow_http::isolation::DisabledDestinations::new(Some(redis));
     match command {

@@ -12,14 +12,15 @@ use anyhow::Context;
 use clap::ValueEnum;
 use hookflow_core::{DestinationCatalog, EndpointStanding, outcomes::OutcomeAggregator};
 use hookflow_http::{
-    ActivityMemo, RedisLink,
+    ActivityMemo,
     isolation::{DisabledDestinations, EndpointGate, WorkerRegistry},
 };
 use hookflow_kafka::{
-    Backoff, BackoffPolicy, ConsumerError, Pipeline,
+    ConsumerError, Pipeline,
     outcomes::OutcomePublisher,
     start_queue::{MAX_REORDER_WAIT, StartQueue},
 };
+use hookflow_runtime::{Backoff, BackoffPolicy, RedisLink};
 use hookflow_telemetry::{
     health::{Health, HealthHandle},
     ops,
@@ -129,11 +130,10 @@ pub async fn run(settings: Settings, role: Role) -> anyhow::Result<()> {
     // API for replay jobs.
     if let Some(link) = &redis {
         let redis_health = health.register("redis", PROBE_DEADLINE);
-        tokio::spawn(link.clone().probe(
-            Duration::from_secs(5),
-            redis_health,
-            shutdown.clone().cancelled_owned(),
-        ));
+        tokio::spawn(
+            link.clone()
+                .probe(Duration::from_secs(5), redis_health, shutdown.clone()),
+        );
     }
     let temporal_health = health.register("temporal", PROBE_DEADLINE);
     temporal_health.set_ready(false, "connecting");
@@ -166,7 +166,7 @@ pub async fn run(settings: Settings, role: Role) -> anyhow::Result<()> {
     tokio::spawn(hookflow_temporal::connection::probe(
         client.clone(),
         temporal_health,
-        shutdown.clone().cancelled_owned(),
+        shutdown.clone(),
     ));
     // An empty set before the first load would skip every event and end every pending
     // retry as deleted: neither the consumer nor the worker starts until the store loaded.
@@ -381,15 +381,10 @@ async fn run_worker(
             shutdown.cancelled().await;
             stop_worker();
         },
-        async {
-            let mut beat = tokio::time::interval(Duration::from_secs(5));
-            loop {
-                tokio::select! {
-                    _ = beat.tick() => worker_health.beat(),
-                    _ = shutdown.cancelled() => return,
-                }
-            }
-        }
+        hookflow_runtime::every(Duration::from_secs(5), shutdown, || {
+            worker_health.beat();
+            std::future::ready(())
+        })
     );
     shutdown.cancel();
     outcomes.stop_after_worker().await?;

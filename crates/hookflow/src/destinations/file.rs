@@ -18,7 +18,7 @@ use hookflow_core::{
     DestinationCatalog, DestinationSet, LiveDestinations, ValidationRules, sync::LockUnpoisoned,
 };
 
-use super::reload::{every, keep_last_good, swap_in};
+use super::reload::{keep_last_good, swap_in};
 use hookflow_telemetry::{health::HealthHandle, names};
 use tokio_util::sync::CancellationToken;
 
@@ -60,7 +60,7 @@ impl FileDestinations {
         health: HealthHandle,
         shutdown: CancellationToken,
     ) {
-        every(interval, shutdown, || async {
+        hookflow_runtime::every(interval, &shutdown, || async {
             self.reload();
             health.beat();
         })

@@ -1,27 +1,10 @@
-//! What both destination stores (file and Redis) share: checking for changes on an
-//! interval, swapping a new validated set in, and reporting a set that cannot be used while
-//! the last good one stays in use.
+//! What the file store does with each look at its file: swapping a new validated set in,
+//! or reporting a set that cannot be used while the last good one stays in use.
 
-use std::{fmt::Display, future::Future, time::Duration};
+use std::fmt::Display;
 
 use hookflow_core::{DestinationCatalog, DestinationSet, LiveDestinations};
 use hookflow_telemetry::names;
-use tokio_util::sync::CancellationToken;
-
-/// Runs `check` every `interval` until `shutdown`.
-pub async fn every<F, Fut>(interval: Duration, shutdown: CancellationToken, mut check: F)
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = ()>,
-{
-    let mut tick = tokio::time::interval(interval);
-    loop {
-        tokio::select! {
-            _ = tick.tick() => check().await,
-            _ = shutdown.cancelled() => return,
-        }
-    }
-}
 
 /// Puts `set` in use and reports it.
 pub fn swap_in(live: &LiveDestinations, set: DestinationSet, source: &dyn Display) {

@@ -13,8 +13,7 @@ use std::{
     time::Duration,
 };
 
-use hookflow_http::{LinkError, RedisLink};
-use hookflow_kafka::{Backoff, BackoffPolicy};
+use hookflow_runtime::{Backoff, BackoffPolicy, LinkError, RedisLink};
 use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 
@@ -178,7 +177,7 @@ impl Job {
 }
 
 fn now_ms() -> i64 {
-    chrono::Utc::now().timestamp_millis()
+    i64::try_from(hookflow_runtime::unix_now_ms()).unwrap_or(i64::MAX)
 }
 
 /// Why a job cannot be started, shown or cancelled.

@@ -28,9 +28,10 @@ use hookflow_core::{
     DestinationCatalog, ScheduleErrorKind, ScheduleOutcome, plan_deliveries,
 };
 use hookflow_kafka::{
-    Backoff, BackoffPolicy, KafkaSettings,
+    KafkaSettings,
     range::{RangeMessage, RangeReader, TimeRange},
 };
+use hookflow_runtime::{Backoff, BackoffPolicy};
 use hookflow_temporal::{
     TemporalScheduler,
     recovery::{self, Latest, Rerun, RerunInput},

@@ -32,7 +32,7 @@ use hookflow_core::{
     DestinationCatalog, DestinationSet, FieldError, LiveDestinations, Secret, ValidationRules,
     sync::LockUnpoisoned,
 };
-use hookflow_kafka::{Backoff, BackoffPolicy};
+use hookflow_runtime::{Backoff, BackoffPolicy};
 use hookflow_telemetry::{health::HealthHandle, names};
 use hookflow_temporal::codec::CodecError;
 use serde::Deserialize;

@@ -1,12 +1,12 @@
-//! hookflow's one connection to Redis, shared by the circuit breakers, the worker registry,
-//! the disabled-destinations registry and the Redis destination store.
+//! hookflow's one connection to Redis, shared by the circuit breakers, the limiter shares,
+//! the worker registry, the disabled-destinations registry, the activity memo and the
+//! replay jobs: what may be lost (the destination catalog lives in PostgreSQL).
 //!
 //! For isolation Redis is an optimisation: the breakers, the registry and the disabled set
-//! each fall back to a per-process copy. The destination store keeps its last good set
-//! while Redis is lost (and refuses writes). No caller waits on a dead server: the link
-//! connects lazily (hookflow starts with Redis down),
-//! bounds every command by a short timeout, and after a failure answers "unavailable" at
-//! once for a back-off period instead of making every attempt wait for a dead server. The
+//! each fall back to a per-process copy. No caller waits on a dead server: the link
+//! connects lazily (hookflow starts with Redis down), bounds every command by a short
+//! timeout, and after a failure answers "unavailable" at once for a back-off period
+//! instead of making every attempt wait for a dead server. The
 //! switch between available and unavailable is logged once and exported as a gauge.
 
 use std::{
@@ -149,15 +149,9 @@ impl RedisLink {
         self,
         interval: Duration,
         health: hookflow_telemetry::health::HealthHandle,
-        shutdown: impl Future<Output = ()>,
+        shutdown: tokio_util::sync::CancellationToken,
     ) {
-        let mut tick = tokio::time::interval(interval);
-        tokio::pin!(shutdown);
-        loop {
-            tokio::select! {
-                _ = &mut shutdown => return,
-                _ = tick.tick() => {}
-            }
+        crate::every(interval, &shutdown, || async {
             let pinged = self
                 .run(|mut c| async move { redis::cmd("PING").query_async::<String>(&mut c).await })
                 .await;
@@ -166,7 +160,8 @@ impl RedisLink {
                 Err(error) => health.set_ready(false, format!("redis: {error}")),
             }
             health.beat();
-        }
+        })
+        .await;
     }
 
     /// Whether the last command succeeded (or none failed yet).

@@ -4,6 +4,7 @@
 
 use std::time::Duration;
 
+use hookflow_core::doubling::doubled;
 use tokio_util::sync::CancellationToken;
 
 /// First and longest wait between retries.
@@ -15,31 +16,34 @@ pub struct BackoffPolicy {
     pub max: Duration,
 }
 
-/// One retry loop's state: the next wait, doubling up to the maximum.
+/// One retry loop's state: how many waits it has slept, each double the one before, up
+/// to the maximum.
 #[derive(Debug)]
 pub struct Backoff {
-    next: Duration,
-    max: Duration,
+    policy: BackoffPolicy,
+    waited: u32,
 }
 
 impl Backoff {
-    /// A fresh loop starting at `settings.initial`.
-    pub fn new(settings: BackoffPolicy) -> Self {
-        Backoff {
-            next: settings.initial,
-            max: settings.max,
-        }
+    /// A fresh loop starting at `policy.initial`.
+    pub fn new(policy: BackoffPolicy) -> Self {
+        Backoff { policy, waited: 0 }
     }
 
     /// The wait the next [`Backoff::wait`] will sleep, for log lines.
     pub fn next_wait(&self) -> Duration {
-        self.next
+        let millis = |d: Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
+        Duration::from_millis(doubled(
+            millis(self.policy.initial),
+            self.waited,
+            millis(self.policy.max),
+        ))
     }
 
     /// Sleeps the next wait; `false` when shutdown came first (stop retrying).
     pub async fn wait(&mut self, shutdown: &CancellationToken) -> bool {
-        let wait = self.next;
-        self.next = (self.next * 2).min(self.max);
+        let wait = self.next_wait();
+        self.waited = self.waited.saturating_add(1);
         tokio::select! {
             _ = shutdown.cancelled() => false,
             _ = tokio::time::sleep(wait) => true,

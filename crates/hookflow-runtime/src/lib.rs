@@ -1,0 +1,19 @@
+//! What every hookflow process shares to run its tasks, one home for each mechanism so the
+//! crates that run tasks (Kafka, HTTP isolation, Temporal, the binary) do them alike:
+//!
+//! - [`RedisLink`]: the one connection to Redis, which never makes a caller wait on a dead
+//!   server;
+//! - [`Backoff`]: the waits of a "retry while a dependency is down" loop, which stop at
+//!   shutdown;
+//! - [`every`]: a task run on an interval until shutdown;
+//! - [`unix_now_ms`]: wall-clock milliseconds, for times shared between hosts.
+
+mod backoff;
+mod clock;
+mod periodic;
+mod redis_link;
+
+pub use backoff::{Backoff, BackoffPolicy};
+pub use clock::unix_now_ms;
+pub use periodic::every;
+pub use redis_link::{LinkError, RedisLink, RedisSettings};
