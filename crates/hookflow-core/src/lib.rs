@@ -5,6 +5,7 @@
 //! without any I/O.
 
 pub mod allow_list;
+pub mod attempt;
 pub mod body;
 pub mod breaker;
 pub mod credentials;
@@ -28,6 +29,7 @@ pub mod sync;
 pub mod template;
 
 pub use allow_list::AllowList;
+pub use attempt::{AttemptError, AttemptErrorKind, AttemptReport, AttemptStep, AttemptVerdict};
 pub use credentials::{SecretHeaders, SigningSecret};
 pub use delivery::{
     DeliveryDefaults, DeliveryId, DeliveryInput, WorkflowRevision, plan_deliveries,
@@ -40,11 +42,9 @@ pub use endpoint::{Deferral, DeferralBackoff, DeferralReason, EndpointKey, Endpo
 pub use event::{ActionMatchedEvent, ActionRef, ContractError};
 pub use field_error::FieldError;
 pub use format::Format;
+pub use outcomes::{DeliveryOutcome, DeliveryResult};
 pub use progress::{DeliveryProgress, HistoryBound, Next, RunBudget};
 pub use redaction::{REDACTED, Secret};
-pub use retry::{
-    AttemptError, AttemptErrorKind, AttemptReport, AttemptStep, AttemptVerdict, DeliveryOutcome,
-    DeliveryResult, RetryDecision, RetryPolicy,
-};
-pub use scheduler::{DeliveryScheduler, ScheduleError, ScheduleErrorKind, ScheduleOutcome};
+pub use retry::{RetryDecision, RetryPolicy};
+pub use scheduler::{DeliveryScheduler, ScheduleError, ScheduleErrorKind, Scheduled};
 pub use standing::{EndpointStanding, Standing};

@@ -1,5 +1,7 @@
-//! Per-team delivery outcomes, aggregated per (team, destination) over fixed time windows,
-//! so that a product can show each team its webhook health without reading Temporal.
+//! How a delivery ended ([`DeliveryOutcome`], the one meaning of "outcome" in hookflow; a
+//! message's fate is its disposition, a start's result is what it found), and per-team
+//! outcomes aggregated per (team, destination) over fixed time windows, so that a product
+//! can show each team its webhook health without reading Temporal.
 //!
 //! Every worker process aggregates the deliveries it finished and publishes one
 //! [`OutcomeSummary`] per (team, destination, window) to the outcomes topic; a reader sums
@@ -11,7 +13,75 @@ use std::collections::{BTreeMap, HashMap};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use crate::retry::DeliveryOutcome;
+/// How a delivery ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DeliveryOutcome {
+    /// A 2xx arrived.
+    Delivered,
+    /// The endpoint or the guard refused it for good.
+    FailedPermanently,
+    /// Every allowed attempt failed, or the maximum age passed.
+    GaveUp,
+    /// An operator cancelled it.
+    Cancelled,
+    /// The destination was disabled (after 410 Gone, or by an operator).
+    DestinationDisabled,
+    /// The destination was deleted while the delivery was pending.
+    DestinationDeleted,
+}
+
+impl DeliveryOutcome {
+    /// A stable label for metrics and the search attribute.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Delivered => "delivered",
+            Self::FailedPermanently => "failed_permanently",
+            Self::GaveUp => "gave_up",
+            Self::Cancelled => "cancelled",
+            Self::DestinationDisabled => "destination_disabled",
+            Self::DestinationDeleted => "destination_deleted",
+        }
+    }
+
+    /// Every outcome, in declaration order.
+    pub const ALL: [DeliveryOutcome; 6] = [
+        Self::Delivered,
+        Self::FailedPermanently,
+        Self::GaveUp,
+        Self::Cancelled,
+        Self::DestinationDisabled,
+        Self::DestinationDeleted,
+    ];
+
+    /// The outcome [`DeliveryOutcome::as_str`] spells `name`, if any.
+    pub fn parse(name: &str) -> Option<DeliveryOutcome> {
+        Self::ALL.into_iter().find(|o| o.as_str() == name)
+    }
+
+    /// Whether a delivery that ended so may be run again by recovery (a replay with
+    /// `--include-failed`, a bulk redelivery): it failed for a reason that may have passed.
+    /// Deliveries an operator cancelled or whose destination was deleted stay ended.
+    pub fn is_recoverable(self) -> bool {
+        matches!(
+            self,
+            Self::GaveUp | Self::FailedPermanently | Self::DestinationDisabled
+        )
+    }
+}
+
+/// The delivery workflow's result, shown in the Temporal UI.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeliveryResult {
+    /// How it ended.
+    pub outcome: DeliveryOutcome,
+    /// How many HTTP attempts were made.
+    pub attempts: u32,
+    /// The last HTTP status received, if any.
+    pub last_status: Option<u16>,
+    /// The last attempt's description (`HTTP 503`, `timeout: …`), if any attempt was made.
+    pub last_error: Option<String>,
+}
 
 /// One finished delivery, as the aggregator needs it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

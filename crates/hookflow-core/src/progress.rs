@@ -13,13 +13,11 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use crate::{
+    attempt::{AttemptErrorKind, AttemptReport, AttemptStep},
     delivery::WorkflowRevision,
     endpoint::DeferralReason,
-    outcomes::FinishedDelivery,
-    retry::{
-        AttemptErrorKind, AttemptReport, AttemptStep, DeliveryOutcome, DeliveryResult,
-        RetryDecision, RetryPolicy,
-    },
+    outcomes::{DeliveryOutcome, DeliveryResult, FinishedDelivery},
+    retry::{RetryDecision, RetryPolicy},
 };
 
 /// A delivery's state between steps, carried from one workflow run to the next.

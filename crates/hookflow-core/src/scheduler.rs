@@ -8,7 +8,7 @@ use crate::delivery::DeliveryInput;
 
 /// What starting a delivery found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ScheduleOutcome {
+pub enum Scheduled {
     /// A new delivery workflow was started.
     Started,
     /// A workflow with this delivery id already exists (running or finished): the pair is
@@ -16,7 +16,7 @@ pub enum ScheduleOutcome {
     AlreadyExists,
 }
 
-impl ScheduleOutcome {
+impl Scheduled {
     /// A stable label for metrics.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -56,5 +56,5 @@ pub trait DeliveryScheduler: Send + Sync + 'static {
     fn schedule(
         &self,
         input: &DeliveryInput,
-    ) -> impl Future<Output = Result<ScheduleOutcome, ScheduleError>> + Send;
+    ) -> impl Future<Output = Result<Scheduled, ScheduleError>> + Send;
 }

@@ -31,7 +31,7 @@ use tokio_util::sync::CancellationToken;
 use crate::{
     dead_letter::{DeadLetter, DeadLetterProducer},
     offsets::{OffsetTracker, Partition},
-    pipeline::{MessageOutcome, Pipeline},
+    pipeline::{MessageDisposition, Pipeline},
     settings::KafkaSettings,
 };
 
@@ -409,7 +409,7 @@ impl<S: DeliveryScheduler> ConsumerLoop<S> {
     }
 }
 
-/// What happens to one received message: the pipeline's outcome, a dead letter if it asks
+/// What happens to one received message: the pipeline's disposition, a dead letter if it asks
 /// for one, the metrics, and its offset marked finished, unless shutdown interrupted it.
 struct MessageHandler<S: DeliveryScheduler> {
     pipeline: Arc<Pipeline<S>>,
@@ -422,19 +422,19 @@ struct MessageHandler<S: DeliveryScheduler> {
 impl<S: DeliveryScheduler> MessageHandler<S> {
     async fn handle(&self, message: OwnedMessage, partition: Partition) {
         let offset = message.offset();
-        let outcome = self
+        let disposition = self
             .pipeline
             .process(message.payload(), message.timestamp().to_millis())
             .await;
-        let done = match &outcome {
-            MessageOutcome::Interrupted => false,
-            MessageOutcome::Started { .. } => true,
-            MessageOutcome::Skipped { reason } => {
+        let done = match &disposition {
+            MessageDisposition::Interrupted => false,
+            MessageDisposition::Started { .. } => true,
+            MessageDisposition::Skipped { reason } => {
                 metrics::counter!(names::CONSUMER_SKIPPED, "reason" => reason.as_str())
                     .increment(1);
                 true
             }
-            MessageOutcome::DeadLetter { kind, reason } => {
+            MessageDisposition::DeadLetter { kind, reason } => {
                 let letter = DeadLetter {
                     topic: message.topic(),
                     partition: message.partition(),
@@ -449,9 +449,9 @@ impl<S: DeliveryScheduler> MessageHandler<S> {
         };
         // A dead letter shutdown cut short was not sent: the message is consumed again.
         let label = if done {
-            outcome.label()
+            disposition.label()
         } else {
-            MessageOutcome::Interrupted.label()
+            MessageDisposition::Interrupted.label()
         };
         metrics::counter!(names::CONSUMER_MESSAGES, "outcome" => label).increment(1);
         metrics::gauge!(names::CONSUMER_MESSAGES_IN_FLIGHT).decrement(1.0);

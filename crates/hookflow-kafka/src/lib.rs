@@ -18,5 +18,5 @@ pub mod start_gate;
 pub mod start_queue;
 
 pub use consumer::ConsumerError;
-pub use pipeline::{MessageOutcome, Pipeline};
+pub use pipeline::{MessageDisposition, Pipeline};
 pub use settings::{KafkaSettings, OffsetReset};

@@ -10,8 +10,7 @@ use std::sync::Arc;
 use futures::future::join_all;
 use hookflow_core::{
     ActionMatchedEvent, ContractError, DeliveryDefaults, DeliveryInput, DeliveryScheduler,
-    DestinationCatalog, EndpointKey, ScheduleError, ScheduleErrorKind, ScheduleOutcome,
-    plan_deliveries,
+    DestinationCatalog, EndpointKey, ScheduleError, ScheduleErrorKind, Scheduled, plan_deliveries,
 };
 use hookflow_runtime::{Backoff, BackoffPolicy};
 use hookflow_telemetry::{health::HealthHandle, names};
@@ -24,7 +23,7 @@ use crate::{
 
 /// How a message ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum MessageOutcome {
+pub enum MessageDisposition {
     /// Every delivery it needs is started or already existed.
     Started {
         /// Deliveries newly started.
@@ -49,7 +48,7 @@ pub enum MessageOutcome {
     Interrupted,
 }
 
-impl MessageOutcome {
+impl MessageDisposition {
     /// A stable label for metrics.
     pub fn label(&self) -> &'static str {
         match self {
@@ -154,9 +153,9 @@ impl<S: DeliveryScheduler> Pipeline<S> {
         &self,
         payload: Option<&[u8]>,
         produced_at_ms: Option<i64>,
-    ) -> MessageOutcome {
+    ) -> MessageDisposition {
         let Some(payload) = payload.filter(|p| !p.is_empty()) else {
-            return MessageOutcome::DeadLetter {
+            return MessageDisposition::DeadLetter {
                 kind: DeadLetterKind::Empty,
                 reason: "the message has no payload".into(),
             };
@@ -164,7 +163,7 @@ impl<S: DeliveryScheduler> Pipeline<S> {
         let event = match ActionMatchedEvent::from_json(payload) {
             Ok(event) => event,
             Err(error) => {
-                return MessageOutcome::DeadLetter {
+                return MessageDisposition::DeadLetter {
                     kind: DeadLetterKind::from(&error),
                     reason: error.to_string(),
                 };
@@ -172,7 +171,7 @@ impl<S: DeliveryScheduler> Pipeline<S> {
         };
         let team_destinations = self.destinations.for_team(event.team_id);
         if team_destinations.is_empty() {
-            return MessageOutcome::Skipped {
+            return MessageDisposition::Skipped {
                 reason: SkipReason::NoDestinations,
             };
         }
@@ -183,7 +182,7 @@ impl<S: DeliveryScheduler> Pipeline<S> {
             produced_at_ms,
         );
         if deliveries.is_empty() {
-            return MessageOutcome::Skipped {
+            return MessageDisposition::Skipped {
                 reason: SkipReason::NoMatchingDestination,
             };
         }
@@ -197,18 +196,18 @@ impl<S: DeliveryScheduler> Pipeline<S> {
         let (mut started, mut existing) = (0, 0);
         for result in results {
             match result {
-                Ok(ScheduleOutcome::Started) => started += 1,
-                Ok(ScheduleOutcome::AlreadyExists) => existing += 1,
+                Ok(Scheduled::Started) => started += 1,
+                Ok(Scheduled::AlreadyExists) => existing += 1,
                 Err(Some(reason)) => {
-                    return MessageOutcome::DeadLetter {
+                    return MessageDisposition::DeadLetter {
                         kind: DeadLetterKind::Unstartable,
                         reason,
                     };
                 }
-                Err(None) => return MessageOutcome::Interrupted,
+                Err(None) => return MessageDisposition::Interrupted,
             }
         }
-        MessageOutcome::Started { started, existing }
+        MessageDisposition::Started { started, existing }
     }
 
     /// Starts one delivery through the gate, retrying until it starts unless the event
@@ -218,7 +217,7 @@ impl<S: DeliveryScheduler> Pipeline<S> {
         &self,
         delivery: &DeliveryInput,
         endpoint: Option<&EndpointKey>,
-    ) -> Result<ScheduleOutcome, Option<String>> {
+    ) -> Result<Scheduled, Option<String>> {
         let mut backoff = Backoff::new(self.backoff);
         let mut probe = None;
         loop {
@@ -229,9 +228,9 @@ impl<S: DeliveryScheduler> Pipeline<S> {
                 }
             }
             match self.schedule_once(delivery, endpoint).await {
-                Ok(outcome) => {
+                Ok(scheduled) => {
                     self.gate.succeeded();
-                    return Ok(outcome);
+                    return Ok(scheduled);
                 }
                 Err(error) if error.kind == ScheduleErrorKind::Event => {
                     tracing::error!(delivery_id = %delivery.delivery_id, %error, "delivery cannot be started");
@@ -258,19 +257,19 @@ impl<S: DeliveryScheduler> Pipeline<S> {
         &self,
         delivery: &DeliveryInput,
         endpoint: Option<&EndpointKey>,
-    ) -> Result<ScheduleOutcome, ScheduleError> {
+    ) -> Result<Scheduled, ScheduleError> {
         let _place = self.starts.enter_for(endpoint).await;
         let started = std::time::Instant::now();
         metrics::gauge!(names::WORKFLOW_STARTS_IN_FLIGHT).increment(1);
-        let outcome = self.scheduler.schedule(delivery).await;
+        let scheduled = self.scheduler.schedule(delivery).await;
         metrics::gauge!(names::WORKFLOW_STARTS_IN_FLIGHT).decrement(1);
         metrics::histogram!(names::WORKFLOW_START_DURATION).record(started.elapsed().as_secs_f64());
-        let result = match &outcome {
-            Ok(outcome) => outcome.as_str(),
+        let result = match &scheduled {
+            Ok(scheduled) => scheduled.as_str(),
             Err(_) => "failed",
         };
         metrics::counter!(names::WORKFLOW_STARTS, "result" => result).increment(1);
-        outcome
+        scheduled
     }
 }
 
@@ -306,7 +305,7 @@ mod tests {
     }
 
     impl DeliveryScheduler for RecordingScheduler {
-        async fn schedule(&self, input: &DeliveryInput) -> Result<ScheduleOutcome, ScheduleError> {
+        async fn schedule(&self, input: &DeliveryInput) -> Result<Scheduled, ScheduleError> {
             self.calls.fetch_add(1, Ordering::SeqCst);
             let id = input.delivery_id.to_string();
             let earlier = {
@@ -340,10 +339,10 @@ mod tests {
             }
             let mut started = self.started.lock().expect("lock");
             if started.contains(&id) {
-                return Ok(ScheduleOutcome::AlreadyExists);
+                return Ok(Scheduled::AlreadyExists);
             }
             started.push(id);
-            Ok(ScheduleOutcome::Started)
+            Ok(Scheduled::Started)
         }
     }
 
@@ -419,7 +418,7 @@ mod tests {
         let msg = event(2, &[(17, "a"), (18, "b")]);
         assert_eq!(
             p.process(Some(&msg), None).await,
-            MessageOutcome::Started {
+            MessageDisposition::Started {
                 started: 2,
                 existing: 0
             }
@@ -435,7 +434,7 @@ mod tests {
         );
         assert_eq!(
             p.process(Some(&msg), None).await,
-            MessageOutcome::Started {
+            MessageDisposition::Started {
                 started: 0,
                 existing: 2
             }
@@ -450,28 +449,28 @@ mod tests {
         );
         assert!(matches!(
             p.process(None, None).await,
-            MessageOutcome::DeadLetter {
+            MessageDisposition::DeadLetter {
                 kind: DeadLetterKind::Empty,
                 ..
             }
         ));
         assert!(matches!(
             p.process(Some(b"{oops"), None).await,
-            MessageOutcome::DeadLetter {
+            MessageDisposition::DeadLetter {
                 kind: DeadLetterKind::NotJson,
                 ..
             }
         ));
         assert!(matches!(
             p.process(Some(b"{}"), None).await,
-            MessageOutcome::DeadLetter {
+            MessageDisposition::DeadLetter {
                 kind: DeadLetterKind::Contract,
                 ..
             }
         ));
         assert_eq!(
             p.process(Some(&event(3, &[(1, "a")])), None).await,
-            MessageOutcome::Skipped {
+            MessageDisposition::Skipped {
                 reason: SkipReason::NoDestinations
             }
         );
@@ -487,7 +486,7 @@ mod tests {
         let msg = event(2, &[(99, "x")]);
         assert_eq!(
             p.process(Some(&msg), None).await,
-            MessageOutcome::Started {
+            MessageDisposition::Started {
                 started: 2,
                 existing: 0
             }
@@ -501,7 +500,7 @@ mod tests {
         let p = pipeline(broken, CancellationToken::new());
         assert_eq!(
             p.process(Some(&msg), None).await,
-            MessageOutcome::DeadLetter {
+            MessageDisposition::DeadLetter {
                 kind: DeadLetterKind::Unstartable,
                 reason: "bad input".into()
             }
@@ -517,11 +516,11 @@ mod tests {
         let shutdown = CancellationToken::new();
         let p = pipeline(scheduler, shutdown.clone());
         let msg = event(2, &[(99, "x")]);
-        let (outcome, ()) = tokio::join!(p.process(Some(&msg), None), async {
+        let (disposition, ()) = tokio::join!(p.process(Some(&msg), None), async {
             tokio::time::sleep(Duration::from_secs(30)).await;
             shutdown.cancel();
         });
-        assert_eq!(outcome, MessageOutcome::Interrupted);
+        assert_eq!(disposition, MessageDisposition::Interrupted);
     }
 
     #[tokio::test(start_paused = true)]
@@ -556,7 +555,7 @@ mod tests {
                 scheduler.calls.load(Ordering::SeqCst),
             )
         };
-        let (outcomes, (healthy, reason, calls)) = tokio::join!(
+        let (dispositions, (healthy, reason, calls)) = tokio::join!(
             futures::future::join_all(messages.iter().map(|m| p.process(Some(m), None))),
             while_refused
         );
@@ -570,12 +569,12 @@ mod tests {
             6 + 3,
             "after the first refusals only the probe tried"
         );
-        for outcome in outcomes {
-            let started = MessageOutcome::Started {
+        for disposition in dispositions {
+            let started = MessageDisposition::Started {
                 started: 1,
                 existing: 0,
             };
-            assert_eq!(outcome, started, "nothing dead-lettered");
+            assert_eq!(disposition, started, "nothing dead-lettered");
         }
         assert_eq!(scheduler.started.lock().expect("lock").len(), 6);
         assert!(
@@ -601,12 +600,12 @@ mod tests {
                 e.to_string().into_bytes()
             })
             .collect();
-        let outcomes =
+        let dispositions =
             futures::future::join_all(messages.iter().map(|m| p.process(Some(m), None))).await;
         assert!(
-            outcomes
+            dispositions
                 .iter()
-                .all(|o| matches!(o, MessageOutcome::Started { .. }))
+                .all(|o| matches!(o, MessageDisposition::Started { .. }))
         );
         let calls = scheduler.calls_at.lock().expect("lock").clone();
         assert_eq!(calls.len(), 8 * 3, "two refusals and a start each");

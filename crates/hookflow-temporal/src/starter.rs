@@ -17,7 +17,7 @@
 //! are kept within Temporal's limits, so an odd event cannot cause a refusal.
 
 use hookflow_core::{
-    DeliveryInput, DeliveryScheduler, ScheduleError, ScheduleErrorKind, ScheduleOutcome,
+    DeliveryInput, DeliveryScheduler, ScheduleError, ScheduleErrorKind, Scheduled,
 };
 use temporalio_client::{
     Client, Priority, WorkflowIdConflictPolicy, WorkflowIdReusePolicy, WorkflowStartOptions,
@@ -80,7 +80,7 @@ impl TemporalScheduler {
 }
 
 impl DeliveryScheduler for TemporalScheduler {
-    async fn schedule(&self, input: &DeliveryInput) -> Result<ScheduleOutcome, ScheduleError> {
+    async fn schedule(&self, input: &DeliveryInput) -> Result<Scheduled, ScheduleError> {
         let size = serde_json::to_vec(input).map_or(0, |bytes| bytes.len());
         if size > self.max_input_bytes {
             return Err(ScheduleError {
@@ -110,8 +110,8 @@ impl DeliveryScheduler for TemporalScheduler {
             .start_workflow(DeliveryWorkflow::run, input.clone(), options)
             .await
         {
-            Ok(_) => Ok(ScheduleOutcome::Started),
-            Err(WorkflowStartError::AlreadyStarted { .. }) => Ok(ScheduleOutcome::AlreadyExists),
+            Ok(_) => Ok(Scheduled::Started),
+            Err(WorkflowStartError::AlreadyStarted { .. }) => Ok(Scheduled::AlreadyExists),
             Err(WorkflowStartError::PayloadConversion(e)) => Err(ScheduleError {
                 message: format!("cannot encode the workflow input: {e}"),
                 kind: ScheduleErrorKind::Event,

@@ -25,7 +25,7 @@ use anyhow::Context;
 use futures::StreamExt;
 use hookflow_core::{
     ActionMatchedEvent, DeliveryDefaults, DeliveryInput, DeliveryScheduler, Destination,
-    DestinationCatalog, ScheduleErrorKind, ScheduleOutcome, plan_deliveries,
+    DestinationCatalog, ScheduleErrorKind, Scheduled, plan_deliveries,
 };
 use hookflow_kafka::{
     KafkaSettings,
@@ -300,8 +300,8 @@ impl Replayer {
         let counter = match self.start(&delivery, cancel).await {
             StartEnd::Cancelled => return Ok(false),
             StartEnd::Unstartable => &counts.unstartable,
-            StartEnd::Scheduled(ScheduleOutcome::Started) => &counts.started,
-            StartEnd::Scheduled(ScheduleOutcome::AlreadyExists) if plan.include_failed => {
+            StartEnd::Scheduled(Scheduled::Started) => &counts.started,
+            StartEnd::Scheduled(Scheduled::AlreadyExists) if plan.include_failed => {
                 let task_queue = self.scheduler.task_queue();
                 match recovery::rerun(
                     client,
@@ -315,7 +315,7 @@ impl Replayer {
                     _ => &counts.already_started,
                 }
             }
-            StartEnd::Scheduled(ScheduleOutcome::AlreadyExists) => {
+            StartEnd::Scheduled(Scheduled::AlreadyExists) => {
                 counts.existing(&recovery::latest(client, &id).await?, false)
             }
         };
@@ -331,7 +331,7 @@ impl Replayer {
         });
         loop {
             match self.scheduler.schedule(delivery).await {
-                Ok(outcome) => return StartEnd::Scheduled(outcome),
+                Ok(scheduled) => return StartEnd::Scheduled(scheduled),
                 Err(error) if error.kind == ScheduleErrorKind::Event => {
                     tracing::error!(delivery_id = %delivery.delivery_id, %error, "replay: delivery cannot be started");
                     return StartEnd::Unstartable;
@@ -350,7 +350,7 @@ impl Replayer {
 /// How [`Replayer::start`] ended.
 enum StartEnd {
     /// Temporal answered the start.
-    Scheduled(ScheduleOutcome),
+    Scheduled(Scheduled),
     /// The event itself cannot be started (its input is over the payload limit).
     Unstartable,
     /// Cancelled while the start was being retried.
