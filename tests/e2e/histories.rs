@@ -1,7 +1,7 @@
 //! Records the delivery histories that `crates/hookflow-temporal/tests/replay.rs` replays
 //! against the current workflow code, so a change that would break deliveries in flight
 //! fails CI. Not part of the suite: run it by hand after a deliberate, versioned change to
-//! the workflow (README, "Changing the delivery workflow"):
+//! the workflow (docs/workflow-changes.md):
 //!
 //! ```sh
 //! HOOKFLOW_HISTORY_SET=v4 cargo test --workspace --test e2e -- --ignored record_histories

@@ -99,8 +99,7 @@ pub enum WorkflowRevision {
 
 impl WorkflowRevision {
     /// The revision new deliveries start with. A release that adds a revision keeps this
-    /// at the one before, and the next release moves it (README, "Changing the delivery
-    /// workflow"): every worker of a rolling deploy, and of a rollback by one release, then
+    /// at the one before, and the next release moves it (docs/workflow-changes.md): every worker of a rolling deploy, and of a rollback by one release, then
     /// knows every revision a delivery in flight may have started on.
     pub const CURRENT: WorkflowRevision = WorkflowRevision::LocalAttempts;
 

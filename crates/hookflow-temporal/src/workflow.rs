@@ -26,7 +26,7 @@
 //! start time (and with it the maximum age) and the last report carry over.
 //!
 //! Changing what this code decides changes what replay of in-flight histories expects:
-//! follow the versioning rule in the README, and `tests/histories/` replays recorded
+//! follow the versioning rule in docs/workflow-changes.md, and `tests/histories/` replays recorded
 //! deliveries against it.
 // The Temporal macros generate undocumented items beside the documented methods.
 #![allow(missing_docs)]

@@ -206,8 +206,7 @@ async fn every_recorded_history_replays_against_the_current_workflow() {
             panic!(
                 "{} no longer replays: {error}\n\
                  A change to what the workflow decides must keep in-flight deliveries \
-                 replaying: guard it with a new workflow revision (README, \"Changing the \
-                 delivery workflow\").",
+                 replaying: guard it with a new workflow revision (docs/workflow-changes.md).",
                 file.display()
             );
         }
