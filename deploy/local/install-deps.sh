@@ -46,7 +46,7 @@ command -v psql >/dev/null 2>&1 || need_apt+=(postgresql-client)
 command -v promtool >/dev/null 2>&1 || need_apt+=(prometheus)
 # Node runs the chat services' own validators in the contract tests (tests/contracts).
 command -v npm >/dev/null 2>&1 || need_apt+=(nodejs npm)
-# Headless Chromium opens the Temporal UI in the payload-codec test (tests/e2e/codec_ui.rs).
+# Headless Chromium opens the Temporal UI in the payload-codec test (tests/e2e/codec.rs).
 command -v chromium >/dev/null 2>&1 || need_apt+=(chromium)
 apt_install() {
   echo "install-deps: apt-get install $* (a few minutes the first time)"
@@ -76,6 +76,8 @@ if [ ${#pip_pkgs[@]} -gt 0 ]; then
     # Debian ships venv's pip bootstrap apart from python3 (python3-venv).
     if ! python3 -m venv --system-site-packages "$venv" >/dev/null 2>&1; then
       rm -rf "$venv"
+      # Forget the venv's python3, which bash may have found on PATH before it was removed.
+      hash -r
       apt_install python3-venv
       python3 -m venv --system-site-packages "$venv"
     fi

@@ -21,7 +21,7 @@ async fn the_admin_api_keeps_to_its_spec_under_generated_requests() {
 
     let schema = Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/openapi.yaml");
     let reports = tempfile::tempdir().expect("tempdir");
-    let output = Command::new("st")
+    let output = Command::new(hookflow_e2e::tool("st"))
         .arg("run")
         .arg(&schema)
         .args(["--url", &base])

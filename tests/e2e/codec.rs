@@ -72,7 +72,7 @@ fn settings(current: &str, keys: &[(&str, &str)]) -> CodecSettings {
 
 /// The delivery's history as the Temporal CLI prints it: raw, as the store keeps it.
 fn raw_history(address: &str, id: &str) -> String {
-    let out = std::process::Command::new("temporal")
+    let out = std::process::Command::new(hookflow_e2e::tool("temporal"))
         .args(["workflow", "show", "--workflow-id", id, "--output", "json"])
         .args(["--address", address.trim_start_matches("http://")])
         .output()

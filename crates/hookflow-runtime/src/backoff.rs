@@ -30,13 +30,19 @@ impl Backoff {
         Backoff { policy, waited: 0 }
     }
 
-    /// The wait the next [`Backoff::wait`] will sleep, for log lines.
+    /// The wait the next [`Backoff::wait`] will sleep, for log lines: the first is
+    /// `initial` (even above the maximum), each later one double the one before, up to
+    /// the maximum.
     pub fn next_wait(&self) -> Duration {
-        let millis = |d: Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
-        Duration::from_millis(doubled(
-            millis(self.policy.initial),
+        if self.waited == 0 {
+            return self.policy.initial;
+        }
+        // In nanoseconds, so a sub-millisecond policy doubles too (u64 holds 584 years).
+        let nanos = |d: Duration| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX);
+        Duration::from_nanos(doubled(
+            nanos(self.policy.initial),
             self.waited,
-            millis(self.policy.max),
+            nanos(self.policy.max),
         ))
     }
 
@@ -70,5 +76,27 @@ mod tests {
         assert_eq!(waits, [1, 2, 3, 3].map(Duration::from_secs));
         shutdown.cancel();
         assert!(!backoff.wait(&shutdown).await);
+    }
+
+    fn waits(initial: Duration, max: Duration, count: usize) -> Vec<Duration> {
+        let mut backoff = Backoff::new(BackoffPolicy { initial, max });
+        (0..count)
+            .map(|_| {
+                let wait = backoff.next_wait();
+                backoff.waited += 1;
+                wait
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_sub_millisecond_policy_doubles_and_a_first_wait_above_the_maximum_is_kept() {
+        let micros = Duration::from_micros;
+        assert_eq!(
+            waits(micros(300), micros(1_000), 4),
+            [micros(300), micros(600), micros(1_000), micros(1_000)]
+        );
+        let secs = Duration::from_secs;
+        assert_eq!(waits(secs(5), secs(2), 3), [secs(5), secs(2), secs(2)]);
     }
 }

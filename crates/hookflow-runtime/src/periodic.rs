@@ -55,9 +55,11 @@ mod tests {
         tokio::time::sleep(Duration::from_secs(25)).await;
         assert_eq!(turns.load(Ordering::SeqCst), 3, "at 0, 10 and 20 s");
         shutdown.cancel();
-        task.await.expect("stopped");
+        // Time runs on while the loop is still there to take more turns, if it ignored
+        // the shutdown.
         tokio::time::sleep(Duration::from_secs(30)).await;
         assert_eq!(turns.load(Ordering::SeqCst), 3, "none after shutdown");
+        task.await.expect("stopped");
     }
 
     #[tokio::test(start_paused = true)]

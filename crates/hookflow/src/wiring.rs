@@ -1,4 +1,4 @@
-//! The parts every command builds the same way from the settings: the destinations as
+//! The parts several commands build the same way from the settings: the destinations as
 //! delivery sees them, the delivery HTTP client, the deliveries' defaults, a replayer.
 //! Commands call in here; nothing here calls a command.
 
@@ -50,6 +50,7 @@ pub fn delivery_defaults(settings: &Settings) -> DeliveryDefaults {
     }
 }
 
+/// The HTTP client deliveries and test sends go out with (the SSRF guard included).
 pub fn delivery_client(settings: &Settings) -> anyhow::Result<DeliveryClient> {
     Ok(DeliveryClient::new(&HttpSettings {
         connect_timeout: settings.http.connect_timeout,

@@ -39,9 +39,10 @@ pub const MAX_TIMEOUT_MS: u64 = 60_000;
 pub struct Destination {
     /// Unique id; part of every delivery id (`[A-Za-z0-9_.-]`, 1 to 64 characters).
     pub id: String,
-    /// The destination's immutable identity, assigned by the store when it is created (the
-    /// Redis store; none in the file store). Ids are freed on delete and may be taken again,
-    /// by any team; a uid never is, so a deleted and recreated destination is another one.
+    /// The destination's immutable identity, assigned by the PostgreSQL catalog when it is
+    /// created (a file names one only if it copies it). Ids are freed on delete and may be
+    /// taken again, by any team; a uid never is, so a deleted and recreated destination is
+    /// another one.
     pub uid: Option<Uuid>,
     /// The team whose events go here.
     pub team_id: i64,

@@ -19,7 +19,8 @@ use crate::{
 pub struct DestinationSpec {
     /// Unique id (`[A-Za-z0-9_.-]`, 1 to 64 characters).
     pub id: String,
-    /// Immutable identity, assigned by the Redis store at creation (a UUID); read-only.
+    /// Immutable identity, assigned by the catalog at creation (a lowercase, hyphenated
+    /// UUID); read-only.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub uid: Option<String>,
     /// The team whose events go here.

@@ -550,3 +550,46 @@ fn secrets_never_show_in_debug_output() {
     let secret = SigningSecret::parse(SECRET).expect("secret");
     assert_eq!(format!("{secret:?}"), "SigningSecret(<redacted>)");
 }
+
+#[test]
+fn a_uid_is_taken_only_in_the_form_the_catalog_writes() {
+    let with_uid = |uid: &str| {
+        let spec: DestinationSpec = serde_json::from_value(serde_json::json!({
+            "id": "d", "team_id": 2, "url": "https://hooks.example.com/x", "uid": uid,
+        }))
+        .expect("spec");
+        spec.validate_one(&ValidationRules::default())
+    };
+    let canonical = "0190f3a4-0000-7000-8000-0000000000aa";
+    assert_eq!(
+        with_uid(canonical).expect("valid").uid,
+        Some(uid(canonical))
+    );
+    for other_form in [
+        "0190F3A4-0000-7000-8000-0000000000AA",
+        "0190f3a4000070008000 0000000000aa",
+        "0190f3a4000070008000000000000000aa",
+        "{0190f3a4-0000-7000-8000-0000000000aa}",
+    ] {
+        let error = with_uid(other_form).expect_err(other_form);
+        assert!(
+            matches!(error, DestinationError::Invalid { field: "uid", .. }),
+            "{other_form}: {error}"
+        );
+    }
+}
+
+#[test]
+fn limit_overrides_hold_nothing_when_none_is_set() {
+    assert_eq!(
+        LimitOverrides::new(LimitValues::default()),
+        LimitOverrides::default()
+    );
+    let set = LimitOverrides::new(LimitValues {
+        burst: Some(3),
+        ..LimitValues::default()
+    });
+    assert_ne!(set, LimitOverrides::default());
+    assert_eq!(set.values().burst, Some(3));
+    assert_eq!(set.over(EndpointLimits::default()).burst, 3);
+}

@@ -69,12 +69,24 @@ impl DestinationSpec {
         if !is_valid_destination_id(&self.id) {
             return Err(invalid("id", "must be 1 to 64 of A-Z a-z 0-9 _ - .".into()));
         }
+        // Only the form the catalog writes: a delivery records the uid as text, and a worker
+        // of the previous release compares that text as it is.
         let uid = self
             .uid
             .as_deref()
-            .map(uuid::Uuid::parse_str)
+            .map(|text| {
+                uuid::Uuid::parse_str(text)
+                    .ok()
+                    .filter(|uid| uid.hyphenated().to_string() == text)
+            })
+            .map(|uid| uid.ok_or(()))
             .transpose()
-            .map_err(|_| invalid("uid", "must be a UUID (the store assigns it)".into()))?;
+            .map_err(|()| {
+                invalid(
+                    "uid",
+                    "must be a lowercase, hyphenated UUID (the catalog assigns it)".into(),
+                )
+            })?;
         let url =
             Url::parse(&self.url).map_err(|e| invalid("url", format!("is not a URL: {e}")))?;
         if !matches!(url.scheme(), "http" | "https") || url.host().is_none() {
