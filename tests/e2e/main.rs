@@ -26,4 +26,5 @@ mod retries;
 mod secrets;
 mod ssrf;
 mod start_errors;
+mod team_tokens;
 mod tenancy;

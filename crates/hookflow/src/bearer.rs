@@ -7,12 +7,18 @@ use subtle::ConstantTimeEq;
 
 /// Whether `headers` carry `Authorization: Bearer <token>`. An empty token never matches.
 pub fn presents(headers: &HeaderMap, token: &str) -> bool {
-    let presented = headers
+    constant_time_eq(
+        presented(headers).unwrap_or_default().as_bytes(),
+        token.as_bytes(),
+    )
+}
+
+/// The bearer token `headers` carry, if any.
+pub fn presented(headers: &HeaderMap) -> Option<&str> {
+    headers
         .get(AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
-        .unwrap_or_default();
-    constant_time_eq(presented.as_bytes(), token.as_bytes())
 }
 
 /// Compares the two's digests in constant time (`subtle`): the time taken reveals neither

@@ -23,7 +23,9 @@ use hookflow_telemetry::LogFormat;
 use hookflow_temporal::TemporalSettings;
 
 use crate::{
-    commands::codec_server::CodecServerSettings, destinations::postgres::PostgresSettings,
+    admin::tokens::{TeamTokenSettings, TokenKeys},
+    commands::codec_server::CodecServerSettings,
+    destinations::postgres::PostgresSettings,
 };
 use serde::Deserialize;
 
@@ -104,8 +106,11 @@ pub enum DestinationStoreKind {
 pub struct AdminSection {
     /// Listener; empty for no API.
     pub address: String,
-    /// The bearer token requests must carry.
+    /// The operator's bearer token: every route of every team.
     pub token: Secret,
+    /// The keys team tokens are signed with (none: team tokens are off).
+    #[serde(default)]
+    pub team_tokens: TeamTokenSettings,
 }
 
 /// `[telemetry]`: logs and metrics.
@@ -271,6 +276,12 @@ impl Settings {
             }
             if self.admin.token.expose().len() < 16 {
                 return bad("admin.token", "must be set, at least 16 characters");
+            }
+            if let Err(problem) = TokenKeys::from_settings(&self.admin.team_tokens) {
+                return Err(SettingsError::Value {
+                    key: "admin.team_tokens",
+                    problem,
+                });
             }
         }
         Ok(())

@@ -22,7 +22,7 @@ use serde_json::{Value, json};
 
 use super::{AdminState, ApiError, ApiPath, ApiQuery, instant, outcomes};
 
-const HISTORY: &str = "/v1/teams/{team}/destinations/{id}/deliveries";
+pub(super) const HISTORY: &str = "/v1/teams/{team}/destinations/{id}/deliveries";
 const ONE: &str = "/v1/teams/{team}/destinations/{id}/deliveries/{event_uuid}";
 const REDELIVER_ONE: &str = "/v1/teams/{team}/destinations/{id}/deliveries/{event_uuid}/redeliver";
 const REDELIVER_FAILED: &str = "/v1/teams/{team}/destinations/{id}/redeliver";

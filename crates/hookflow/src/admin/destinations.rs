@@ -10,7 +10,7 @@
 //! host), and `version`, `created_at`, `updated_at` and `uid` in it are ignored.
 
 use axum::{
-    Json, Router,
+    Extension, Json, Router,
     extract::{State, rejection::JsonRejection},
     http::{HeaderMap, HeaderValue, StatusCode, header},
     response::{IntoResponse, Response},
@@ -21,14 +21,14 @@ use hookflow_core::{
 };
 use serde_json::{Value, json};
 
-use super::{AdminState, ApiError, ApiPath};
+use super::{AdminState, ApiError, ApiPath, tokens::Caller};
 use crate::destinations::postgres::writes::StoredDestination;
 
 /// A team's destinations.
-const COLLECTION: &str = "/v1/teams/{team}/destinations";
+pub(super) const COLLECTION: &str = "/v1/teams/{team}/destinations";
 /// One of them.
-const ONE: &str = "/v1/teams/{team}/destinations/{id}";
-const PAUSE: &str = "/v1/teams/{team}/destinations/{id}/pause";
+pub(super) const ONE: &str = "/v1/teams/{team}/destinations/{id}";
+pub(super) const PAUSE: &str = "/v1/teams/{team}/destinations/{id}/pause";
 const RESUME: &str = "/v1/teams/{team}/destinations/{id}/resume";
 const TEST: &str = "/v1/teams/{team}/destinations/{id}/test";
 
@@ -118,9 +118,17 @@ fn spec_of(
 
 async fn list(
     State(state): State<AdminState>,
+    Extension(caller): Extension<Caller>,
     ApiPath(team): ApiPath<i64>,
 ) -> Result<Json<Value>, ApiError> {
-    let destinations: Vec<Value> = state.store.list(team).await?.iter().map(shown).collect();
+    let destinations: Vec<Value> = state
+        .store
+        .list(team)
+        .await?
+        .iter()
+        .filter(|stored| caller.sees(Some(&stored.spec.id)))
+        .map(shown)
+        .collect();
     Ok(Json(json!({ "destinations": destinations })))
 }
 

@@ -10,23 +10,26 @@
 //!   delete, pause, resume, test send);
 //! - [`deliveries`]: a destination's deliveries (history, one, redelivery of one or of the
 //!   failed ones in bulk, cancel or terminate the pending ones);
-//! - [`replays`]: replay jobs (start or resume, show, cancel).
+//! - [`replays`]: replay jobs (start or resume, show, cancel);
+//! - [`tokens`]: team tokens, and what each caller may reach ([`tokens::Caller`]).
 //!
 //! Each resource's file declares its paths beside its handlers. Client mistakes are
-//! answered 400 (with the field at fault), 401 (no or a wrong token), 404 (unknown id),
+//! answered 400 (with the field at fault), 401 (no, a wrong or an expired token), 403 (a
+//! team token's own team's route it may not use), 404 (unknown id, or another team's),
 //! 409 (id taken, or not now) or 412 (a stale `If-Match`), never 500 for them; a dependency
 //! that does not answer (PostgreSQL, Temporal, Redis) is a 503 naming it.
 
 mod deliveries;
 mod destinations;
 mod replays;
+pub mod tokens;
 
 use std::sync::Arc;
 
 use axum::{
-    Json, Router,
+    Json, RequestExt, Router,
     extract::{
-        FromRequestParts, Path, Query, Request, State,
+        FromRequestParts, MatchedPath, Path, Query, RawPathParams, Request, State,
         rejection::{PathRejection, QueryRejection},
     },
     http::{StatusCode, request::Parts},
@@ -43,14 +46,17 @@ use crate::{
     destinations::postgres::{Catalog, writes::StoreError},
     replay::jobs::{JobError, ReplayJobs},
 };
+use tokens::{Caller, Refusal, TokenKeys};
 
 /// What the handlers share.
 #[derive(Clone)]
 pub struct AdminState {
     /// The destination catalog the API manages.
     pub store: Arc<Catalog>,
-    /// The bearer token every request must carry.
+    /// The operator's bearer token: every route of every team.
     pub token: Arc<str>,
+    /// The keys of team tokens, when they are on.
+    pub team_tokens: Option<Arc<TokenKeys>>,
     /// Temporal, for the deliveries.
     pub temporal: Client,
     /// The HTTP client of test sends (with the same SSRF guard as deliveries).
@@ -71,7 +77,13 @@ pub struct AdminState {
 /// Every path the API serves; a test holds `docs/openapi.yaml` to exactly these.
 #[cfg(test)]
 fn paths() -> Vec<&'static str> {
-    [destinations::PATHS, deliveries::PATHS, replays::PATHS].concat()
+    [
+        destinations::PATHS,
+        deliveries::PATHS,
+        replays::PATHS,
+        tokens::PATHS,
+    ]
+    .concat()
 }
 
 /// The API's routes.
@@ -80,8 +92,11 @@ pub fn router(state: AdminState) -> Router {
     let router = destinations::routes(router);
     let router = deliveries::routes(router);
     let router = replays::routes(router);
+    let router = tokens::routes(router);
+    // A route layer runs once the route is matched, so it knows the route and its
+    // parameters (the team, the destination) a team token is checked against.
     router
-        .layer(middleware::from_fn_with_state(state.clone(), authorize))
+        .route_layer(middleware::from_fn_with_state(state.clone(), authorize))
         .with_state(state)
 }
 
@@ -199,16 +214,68 @@ where
     }
 }
 
-async fn authorize(State(state): State<AdminState>, request: Request, next: Next) -> Response {
-    if !crate::bearer::presents(request.headers(), &state.token) {
-        return ApiError::new(
-            StatusCode::UNAUTHORIZED,
-            "a valid bearer token is required",
-            None,
-        )
-        .into_response();
+/// Lets the request through when its caller may reach its route, with the [`Caller`] in
+/// its extensions for the handlers that show a team's destinations.
+async fn authorize(State(state): State<AdminState>, mut request: Request, next: Next) -> Response {
+    match caller_of(&state, &mut request).await {
+        Ok(caller) => {
+            request.extensions_mut().insert(caller);
+            next.run(request).await
+        }
+        Err(error) => error.into_response(),
     }
-    next.run(request).await
+}
+
+/// Who sent `request`, if they may reach its route.
+async fn caller_of(state: &AdminState, request: &mut Request) -> Result<Caller, ApiError> {
+    if crate::bearer::presents(request.headers(), &state.token) {
+        return Ok(Caller::Operator);
+    }
+    let claims = crate::bearer::presented(request.headers())
+        .zip(state.team_tokens.as_deref())
+        .and_then(|(token, keys)| keys.verify(token))
+        .ok_or_else(|| {
+            ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                "a valid bearer token is required",
+                None,
+            )
+        })?;
+    if let Some(limit) = &claims.destination {
+        // A token of one destination reaches nothing once it is gone, on any route (a
+        // replay names it in its body), nor another destination of the same id since.
+        let current = match state.store.read(claims.team, &limit.id).await {
+            Ok(stored) => stored.spec.uid,
+            Err(StoreError::NotFound(_)) => None,
+            Err(error) => return Err(error.into()),
+        };
+        if current.as_deref() != Some(limit.uid.as_str()) {
+            return Err(Refusal::NotFound.into());
+        }
+    }
+    let caller = Caller::Team(claims);
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|path| path.as_str().to_owned())
+        .unwrap_or_default();
+    let params = request
+        .extract_parts::<RawPathParams>()
+        .await
+        .map_err(|e| ApiError::bad_request(e.body_text(), None))?;
+    let param = |name: &str| {
+        params
+            .iter()
+            .find(|(key, _)| *key == name)
+            .map(|(_, value)| value.to_owned())
+    };
+    // A team that is not a number is no team of the token's.
+    let team = param("team")
+        .and_then(|team| team.parse::<i64>().ok())
+        .ok_or(Refusal::NotFound)?;
+    let id = param("id");
+    caller.admits(&route, request.method(), team, id.as_deref())?;
+    Ok(caller)
 }
 
 /// An RFC 3339 instant of the request, or a 400 naming `field`.

@@ -1,16 +1,17 @@
 //! Replay jobs: a replay of a time range of the events topic into a destination of the
 //! team, or all of its destinations, run in the background by this admin process and
-//! recorded in Redis, so any admin process shows it and passes a cancel on to it.
+//! recorded in Redis, so any admin process shows it and passes a cancel on to it. A team
+//! token of one destination reaches the jobs of that destination only.
 
 use axum::{
-    Json, Router,
+    Extension, Json, Router,
     extract::{State, rejection::JsonRejection},
     http::StatusCode,
     routing::{get, post},
 };
 use serde::Deserialize;
 
-use super::{AdminState, ApiError, ApiPath, instant};
+use super::{AdminState, ApiError, ApiPath, instant, tokens::Caller};
 use crate::replay::{ReplayPlan, jobs::JobView};
 
 const JOBS: &str = "/v1/teams/{team}/replays";
@@ -46,6 +47,7 @@ struct ReplayBody {
 /// Starts (or resumes) a replay job.
 async fn start_replay(
     State(state): State<AdminState>,
+    Extension(caller): Extension<Caller>,
     ApiPath(team): ApiPath<i64>,
     body: Result<Json<ReplayBody>, JsonRejection>,
 ) -> Result<(StatusCode, Json<JobView>), ApiError> {
@@ -56,6 +58,21 @@ async fn start_replay(
             "id must be 1 to 64 of [A-Za-z0-9._-]",
             Some("id"),
         ));
+    }
+    match &body.destination_id {
+        _ if caller.sees(body.destination_id.as_deref()) => {}
+        None => {
+            return Err(ApiError::bad_request(
+                "this token is for one destination: name it",
+                Some("destination_id"),
+            ));
+        }
+        Some(other) => return Err(ApiError::not_found(format!("no destination {other}"))),
+    }
+    // Nor may a token of one destination resume (and so move the progress of) a job of
+    // another destination.
+    if !caller.sees(None) {
+        seen_job(&caller, state.replays.get(team, &job).await?, &job)?;
     }
     let since = instant(Some(&body.since), "since")?.unwrap_or_default();
     let until = instant(body.until.as_deref(), "until")?;
@@ -81,16 +98,37 @@ async fn start_replay(
 
 async fn replay_job(
     State(state): State<AdminState>,
+    Extension(caller): Extension<Caller>,
     ApiPath((team, job)): ApiPath<(i64, String)>,
 ) -> Result<Json<JobView>, ApiError> {
-    found_job(state.replays.get(team, &job).await?, &job)
+    found_job(
+        seen_job(&caller, state.replays.get(team, &job).await?, &job)?,
+        &job,
+    )
 }
 
 async fn cancel_replay(
     State(state): State<AdminState>,
+    Extension(caller): Extension<Caller>,
     ApiPath((team, job)): ApiPath<(i64, String)>,
 ) -> Result<Json<JobView>, ApiError> {
+    // Looked at before it is cancelled: a caller that may not see it must not cancel it.
+    seen_job(&caller, state.replays.get(team, &job).await?, &job)?;
     found_job(state.replays.cancel(team, &job).await?, &job)
+}
+
+/// The job if `caller` may see it; 404 when it may not, as for a job that does not exist.
+fn seen_job(
+    caller: &Caller,
+    view: Option<JobView>,
+    job: &str,
+) -> Result<Option<JobView>, ApiError> {
+    match view {
+        Some(view) if !caller.sees(view.plan.destination_id.as_deref()) => {
+            Err(ApiError::not_found(format!("no replay job {job}")))
+        }
+        view => Ok(view),
+    }
 }
 
 /// The job, or 404.

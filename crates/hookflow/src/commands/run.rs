@@ -30,7 +30,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::{
-    admin::{self, AdminState},
+    admin::{self, AdminState, tokens::TokenKeys},
     destinations::{Store, postgres::Catalog},
     replay::jobs::{JobRecords, ReplayJobs},
     settings::Settings,
@@ -72,6 +72,9 @@ async fn serve_admin(
     let router = admin::router(AdminState {
         store,
         token: settings.admin.token.expose().into(),
+        team_tokens: TokenKeys::from_settings(&settings.admin.team_tokens)
+            .map_err(|problem| anyhow::anyhow!("admin.team_tokens.{problem}"))?
+            .map(Arc::new),
         temporal,
         http: delivery_client(settings)?,
         site_url: settings.destinations.site_url.trim_end_matches('/').into(),
