@@ -206,18 +206,17 @@ async fn a_team_token_reaches_its_own_team_and_destination_and_nothing_else() {
         (200, &json!("paused")),
         "{paused}"
     );
-    assert_eq!(listed(&api, &reader_a, a).await, ["d", "e"]);
-    let (status, _) = api.call_with("POST", &pause_e, None, Some(&reader_a)).await;
-    assert_eq!(status, 403, "a read-only token writes nothing");
-    let (status, _) = api
-        .call_with(
-            "DELETE",
-            &format!("/v1/teams/{a}/destinations/e"),
-            None,
-            Some(&reader_a),
-        )
-        .await;
-    assert_eq!(status, 403);
+    // A read-only token reads (404 only where nothing is there) and writes nothing.
+    let answers = statuses(&api, &reader_a, a, "d").await;
+    let got: Vec<u16> = answers.iter().map(|(_, status)| *status).collect();
+    assert_eq!(
+        got,
+        [
+            200, 403, 200, 403, 403, 403, 403, 403, 200, 404, 403, 403, 403, 403, 403, 404, 403,
+            403
+        ],
+        "{answers:?}"
+    );
 
     // A token of `d` only: `d` and its deliveries; `e` is as absent as another team's.
     assert_eq!(listed(&api, &only_d, a).await, ["d"]);
@@ -240,15 +239,57 @@ async fn a_team_token_reaches_its_own_team_and_destination_and_nothing_else() {
         ],
         "{answers:?}"
     );
+    let replays = format!("/v1/teams/{a}/replays");
     let (status, body) = api
         .call_with(
             "POST",
-            &format!("/v1/teams/{a}/replays"),
+            &replays,
             Some(json!({"since": "2026-01-01T00:00:00Z", "dry_run": true})),
             Some(&only_d),
         )
         .await;
     assert_eq!((status, &body["field"]), (400, &json!("destination_id")));
+    // Replay jobs the operator started, of `e` and of the whole team: there for the team's
+    // token, absent for the token of `d` (seen, cancelled or resumed).
+    for (job, destination) in [("job-e", Some("e")), ("job-team", None)] {
+        let body = json!({"id": job, "destination_id": destination,
+                          "since": "2026-01-01T00:00:00Z", "dry_run": true});
+        let (status, view) = api.call("POST", &replays, Some(body)).await;
+        assert_eq!(status, 202, "{view}");
+        let (status, _) = api
+            .call_with("GET", &format!("{replays}/{job}"), None, Some(&team_a))
+            .await;
+        assert_eq!(status, 200, "{job} is there");
+        let (status, _) = api
+            .call_with("GET", &format!("{replays}/{job}"), None, Some(&only_d))
+            .await;
+        assert_eq!(status, 404, "{job} seen by the token of d");
+        let (status, _) = api
+            .call_with(
+                "POST",
+                &format!("{replays}/{job}/cancel"),
+                None,
+                Some(&only_d),
+            )
+            .await;
+        assert_eq!(status, 404, "{job} cancelled by the token of d");
+        let resume = json!({"id": job, "destination_id": "d",
+                            "since": "2026-01-01T00:00:00Z", "dry_run": true});
+        let (status, _) = api
+            .call_with("POST", &replays, Some(resume), Some(&only_d))
+            .await;
+        assert_eq!(status, 404, "{job} resumed by the token of d");
+    }
+    let own = json!({"id": "job-d", "destination_id": "d", "max_starts_per_second": 500,
+                     "since": "2026-01-01T00:00:00Z", "dry_run": true});
+    let (status, view) = api
+        .call_with("POST", &replays, Some(own), Some(&only_d))
+        .await;
+    assert_eq!(status, 202, "its own destination's replay: {view}");
+    assert_eq!(
+        view["max_starts_per_second"], 50,
+        "a team's replay is paced as the default"
+    );
 
     // `d` deleted, then created again under its id: the token of the old `d` reaches
     // nothing, not even the new one; a team token does.

@@ -20,24 +20,24 @@ use hookflow_temporal::{
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::{AdminState, ApiError, ApiPath, ApiQuery, instant, outcomes};
+use super::{AdminState, ApiError, ApiPath, ApiQuery, instant, outcomes, tokens::Reach};
 
-pub(super) const HISTORY: &str = "/v1/teams/{team}/destinations/{id}/deliveries";
+const HISTORY: &str = "/v1/teams/{team}/destinations/{id}/deliveries";
 const ONE: &str = "/v1/teams/{team}/destinations/{id}/deliveries/{event_uuid}";
 const REDELIVER_ONE: &str = "/v1/teams/{team}/destinations/{id}/deliveries/{event_uuid}/redeliver";
 const REDELIVER_FAILED: &str = "/v1/teams/{team}/destinations/{id}/redeliver";
 const CANCEL_PENDING: &str = "/v1/teams/{team}/destinations/{id}/cancel-pending";
 const TERMINATE_PENDING: &str = "/v1/teams/{team}/destinations/{id}/terminate-pending";
 
-/// The paths of this resource.
-#[cfg(test)]
-pub(super) const PATHS: &[&str] = &[
-    HISTORY,
-    ONE,
-    REDELIVER_ONE,
-    REDELIVER_FAILED,
-    CANCEL_PENDING,
-    TERMINATE_PENDING,
+/// The paths of this resource, and what a team token reaches on each: all name their
+/// destination.
+pub(super) const ROUTES: &[(&str, Reach)] = &[
+    (HISTORY, Reach::Destination),
+    (ONE, Reach::Destination),
+    (REDELIVER_ONE, Reach::Destination),
+    (REDELIVER_FAILED, Reach::Destination),
+    (CANCEL_PENDING, Reach::Destination),
+    (TERMINATE_PENDING, Reach::Destination),
 ];
 
 /// Adds this resource's routes.

@@ -21,20 +21,28 @@ use hookflow_core::{
 };
 use serde_json::{Value, json};
 
-use super::{AdminState, ApiError, ApiPath, tokens::Caller};
+use super::{
+    AdminState, ApiError, ApiPath,
+    tokens::{Caller, Reach},
+};
 use crate::destinations::postgres::writes::StoredDestination;
 
 /// A team's destinations.
-pub(super) const COLLECTION: &str = "/v1/teams/{team}/destinations";
+const COLLECTION: &str = "/v1/teams/{team}/destinations";
 /// One of them.
-pub(super) const ONE: &str = "/v1/teams/{team}/destinations/{id}";
-pub(super) const PAUSE: &str = "/v1/teams/{team}/destinations/{id}/pause";
+const ONE: &str = "/v1/teams/{team}/destinations/{id}";
+const PAUSE: &str = "/v1/teams/{team}/destinations/{id}/pause";
 const RESUME: &str = "/v1/teams/{team}/destinations/{id}/resume";
 const TEST: &str = "/v1/teams/{team}/destinations/{id}/test";
 
-/// The paths of this resource.
-#[cfg(test)]
-pub(super) const PATHS: &[&str] = &[COLLECTION, ONE, PAUSE, RESUME, TEST];
+/// The paths of this resource, and what a team token reaches on each.
+pub(super) const ROUTES: &[(&str, Reach)] = &[
+    (COLLECTION, Reach::TeamCollection),
+    (ONE, Reach::Destination),
+    (PAUSE, Reach::Destination),
+    (RESUME, Reach::Destination),
+    (TEST, Reach::Destination),
+];
 
 /// Adds this resource's routes.
 pub(super) fn routes(router: Router<AdminState>) -> Router<AdminState> {

@@ -46,7 +46,7 @@ use crate::{
     destinations::postgres::{Catalog, writes::StoreError},
     replay::jobs::{JobError, ReplayJobs},
 };
-use tokens::{Caller, Refusal, TokenKeys};
+use tokens::{Caller, Reach, Refusal, TokenKeys};
 
 /// What the handlers share.
 #[derive(Clone)]
@@ -74,16 +74,31 @@ pub struct AdminState {
     pub disabled: Arc<DisabledDestinations>,
 }
 
+/// Every route the API serves, with what a team token reaches on it: each resource
+/// declares its own beside its handlers.
+fn routes() -> impl Iterator<Item = &'static (&'static str, Reach)> {
+    [
+        destinations::ROUTES,
+        deliveries::ROUTES,
+        replays::ROUTES,
+        tokens::ROUTES,
+    ]
+    .into_iter()
+    .flatten()
+}
+
+/// What a team token reaches on `route` (as declared): the operator alone on a route no
+/// resource declares, so a route added without a thought for team tokens is closed to them.
+fn reach_of(route: Option<&str>) -> Reach {
+    routes()
+        .find(|(declared, _)| Some(*declared) == route)
+        .map_or(Reach::Operator, |(_, reach)| *reach)
+}
+
 /// Every path the API serves; a test holds `docs/openapi.yaml` to exactly these.
 #[cfg(test)]
 fn paths() -> Vec<&'static str> {
-    [
-        destinations::PATHS,
-        deliveries::PATHS,
-        replays::PATHS,
-        tokens::PATHS,
-    ]
-    .concat()
+    routes().map(|(path, _)| *path).collect()
 }
 
 /// The API's routes.
@@ -241,24 +256,12 @@ async fn caller_of(state: &AdminState, request: &mut Request) -> Result<Caller, 
                 None,
             )
         })?;
-    if let Some(limit) = &claims.destination {
-        // A token of one destination reaches nothing once it is gone, on any route (a
-        // replay names it in its body), nor another destination of the same id since.
-        let current = match state.store.read(claims.team, &limit.id).await {
-            Ok(stored) => stored.spec.uid,
-            Err(StoreError::NotFound(_)) => None,
-            Err(error) => return Err(error.into()),
-        };
-        if current.as_deref() != Some(limit.uid.as_str()) {
-            return Err(Refusal::NotFound.into());
-        }
-    }
-    let caller = Caller::Team(claims);
-    let route = request
-        .extensions()
-        .get::<MatchedPath>()
-        .map(|path| path.as_str().to_owned())
-        .unwrap_or_default();
+    let reach = reach_of(
+        request
+            .extensions()
+            .get::<MatchedPath>()
+            .map(MatchedPath::as_str),
+    );
     let params = request
         .extract_parts::<RawPathParams>()
         .await
@@ -273,8 +276,24 @@ async fn caller_of(state: &AdminState, request: &mut Request) -> Result<Caller, 
     let team = param("team")
         .and_then(|team| team.parse::<i64>().ok())
         .ok_or(Refusal::NotFound)?;
-    let id = param("id");
-    caller.admits(&route, request.method(), team, id.as_deref())?;
+    // Another team's route costs no look at the catalog (`admits` refuses it too).
+    if claims.team != team {
+        return Err(Refusal::NotFound.into());
+    }
+    if let Some(limit) = &claims.destination {
+        // A token of one destination reaches nothing once it is gone, on any route (a
+        // replay names it in its body), nor another destination of the same id since.
+        let current = match state.store.read(team, &limit.id).await {
+            Ok(stored) => stored.spec.uid,
+            Err(StoreError::NotFound(_)) => None,
+            Err(error) => return Err(error.into()),
+        };
+        if current.as_deref() != Some(limit.uid.as_str()) {
+            return Err(Refusal::NotFound.into());
+        }
+    }
+    let caller = Caller::Team(claims);
+    caller.admits(reach, request.method(), team, param("id").as_deref())?;
     Ok(caller)
 }
 
@@ -313,6 +332,26 @@ fn outcomes<'a>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_route_says_what_a_team_token_reaches_and_only_minting_is_the_operators() {
+        let operators: Vec<&str> = routes()
+            .filter(|(_, reach)| *reach == Reach::Operator)
+            .map(|(path, _)| *path)
+            .collect();
+        assert_eq!(operators, ["/v1/teams/{team}/tokens"]);
+        assert!(
+            paths()
+                .iter()
+                .all(|path| path.starts_with("/v1/teams/{team}/"))
+        );
+        assert_eq!(reach_of(Some("/v1/teams/{team}/unknown")), Reach::Operator);
+        assert_eq!(reach_of(None), Reach::Operator);
+        assert_eq!(
+            reach_of(Some("/v1/teams/{team}/destinations/{id}/deliveries")),
+            Reach::Destination
+        );
+    }
 
     #[test]
     fn the_openapi_document_describes_exactly_these_paths() {

@@ -11,16 +11,22 @@ use axum::{
 };
 use serde::Deserialize;
 
-use super::{AdminState, ApiError, ApiPath, instant, tokens::Caller};
+use super::{
+    AdminState, ApiError, ApiPath, instant,
+    tokens::{Caller, Reach},
+};
 use crate::replay::{ReplayPlan, jobs::JobView};
 
 const JOBS: &str = "/v1/teams/{team}/replays";
 const JOB: &str = "/v1/teams/{team}/replays/{job}";
 const CANCEL: &str = "/v1/teams/{team}/replays/{job}/cancel";
 
-/// The paths of this resource.
-#[cfg(test)]
-pub(super) const PATHS: &[&str] = &[JOBS, JOB, CANCEL];
+/// The paths of this resource, and what a team token reaches on each.
+pub(super) const ROUTES: &[(&str, Reach)] = &[
+    (JOBS, Reach::ReplayJobs),
+    (JOB, Reach::ReplayJobs),
+    (CANCEL, Reach::ReplayJobs),
+];
 
 /// Adds this resource's routes.
 pub(super) fn routes(router: Router<AdminState>) -> Router<AdminState> {
@@ -29,6 +35,9 @@ pub(super) fn routes(router: Router<AdminState>) -> Router<AdminState> {
         .route(JOB, get(replay_job))
         .route(CANCEL, post(cancel_replay))
 }
+
+/// Starts per second of a replay that names none; the most a team token's replay gets.
+const DEFAULT_PACE: u32 = 50;
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -90,7 +99,15 @@ async fn start_replay(
         until,
         dry_run: body.dry_run,
         include_failed: body.include_failed,
-        max_starts_per_second: body.max_starts_per_second.unwrap_or(50).max(1),
+        max_starts_per_second: match &caller {
+            Caller::Operator => body.max_starts_per_second.unwrap_or(DEFAULT_PACE),
+            // A team's replay shares the engine with every team's live traffic.
+            Caller::Team(_) => body
+                .max_starts_per_second
+                .unwrap_or(DEFAULT_PACE)
+                .min(DEFAULT_PACE),
+        }
+        .max(1),
     };
     let view = state.replays.start(plan).await?;
     Ok((StatusCode::ACCEPTED, Json(view)))

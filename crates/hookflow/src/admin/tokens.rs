@@ -7,13 +7,15 @@
 //! new key, makes it current, and removes the old one once the longest-lived token signed
 //! with it (`max_ttl_seconds`) has expired: no live token is invalidated early.
 //!
-//! What a token may reach is decided before any handler runs, by [`Caller::admits`]: another team's path is answered 404 (ids of other teams never leak), a read-only
+//! What a token may reach follows from the [`Reach`] each resource declares for its
+//! routes, decided by [`Caller::admits`] before any handler runs (a route no resource
+//! declares is the operator's alone): another team's path is answered 404 (ids of other teams never leak), a read-only
 //! token may only read, and a token of one destination reaches that destination only, and
 //! only while it is the destination the token was minted for (its uid: a deleted and
-//! recreated destination of the same id is another one).
-//!
-//! `Caller::admits` is pure; the uid is checked against the catalog by the admin API's
-//! authorisation, on every request of a token of one destination.
+//! recreated destination of the same id is another one). `Caller::admits` is pure; the
+//! uid is checked against the catalog by the admin API's authorisation, on every request
+//! of a token of one destination; the team's list and its replay jobs are filtered by
+//! their handlers ([`Caller::sees`]).
 
 use std::{collections::BTreeMap, time::Duration};
 
@@ -33,11 +35,25 @@ use serde_json::{Value, json};
 use super::{AdminState, ApiError, ApiPath};
 
 /// Minting a token of a team.
-pub(super) const TOKENS: &str = "/v1/teams/{team}/tokens";
+const TOKENS: &str = "/v1/teams/{team}/tokens";
 
-/// The paths of this resource.
-#[cfg(test)]
-pub(super) const PATHS: &[&str] = &[TOKENS];
+/// The paths of this resource, and what a team token reaches on each.
+pub(super) const ROUTES: &[(&str, Reach)] = &[(TOKENS, Reach::Operator)];
+
+/// What a team token may reach on a route of its own team.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Reach {
+    /// The team's destinations as a whole: a token of one destination lists only it (the
+    /// handler filters) and creates none.
+    TeamCollection,
+    /// One destination, named by the route's `{id}`.
+    Destination,
+    /// The team's replay jobs: a token of one destination reaches only its own jobs (the
+    /// handlers check, from the job or the body).
+    ReplayJobs,
+    /// Nothing: the operator's route alone.
+    Operator,
+}
 
 /// Adds this resource's routes.
 pub(super) fn routes(router: Router<AdminState>) -> Router<AdminState> {
@@ -54,7 +70,8 @@ const MIN_KEY_BYTES: usize = 32;
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TeamTokenSettings {
-    /// The id of the key new tokens are signed with; empty for no team tokens.
+    /// The id of the key new tokens are signed with (lowercase, as key ids set through the
+    /// environment are); empty, with no keys, for no team tokens.
     #[serde(default)]
     pub current_key: String,
     /// Every key that verifies tokens: id → at least 32 bytes, base64. Set them in the
@@ -84,7 +101,7 @@ fn default_max_ttl_seconds() -> u64 {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "snake_case")]
 pub enum TokenAccess {
-    /// `GET` only.
+    /// `GET` (and `HEAD`) only.
     #[default]
     Read,
     /// Everything a team's route offers (never minting tokens).
@@ -142,10 +159,14 @@ impl TokenKeys {
             if bytes.len() < MIN_KEY_BYTES {
                 return Err(format!("keys.{id}: must be at least {MIN_KEY_BYTES} bytes"));
             }
+            let unusable = |e: jsonwebtoken::errors::Error| format!("keys.{id}: {e}");
             if *id == settings.current_key {
-                encoding = Some(EncodingKey::from_secret(&bytes));
+                encoding = Some(EncodingKey::from_secret(&bytes).map_err(unusable)?);
             }
-            decoding.insert(id.clone(), DecodingKey::from_secret(&bytes));
+            decoding.insert(
+                id.clone(),
+                DecodingKey::from_secret(&bytes).map_err(unusable)?,
+            );
         }
         let encoding = encoding.ok_or_else(|| {
             format!(
@@ -233,12 +254,12 @@ impl From<Refusal> for ApiError {
 }
 
 impl Caller {
-    /// Whether this caller may call `route` (as declared) with `method` on team `team`'s
-    /// destination `id` (when the route names one). A token's destination uid is checked
-    /// apart, against the catalog.
+    /// Whether this caller may call a route of team `team` that reaches `reach`, with
+    /// `method`, on destination `id` (when the route names one). A token's destination uid
+    /// is checked apart, against the catalog.
     pub(super) fn admits(
         &self,
-        route: &str,
+        reach: Reach,
         method: &Method,
         team: i64,
         id: Option<&str>,
@@ -246,27 +267,26 @@ impl Caller {
         let Caller::Team(claims) = self else {
             return Ok(());
         };
+        // Another team's route is not there for this token, whatever it is.
         if claims.team != team {
             return Err(Refusal::NotFound);
         }
-        if route == TOKENS {
-            return Err(Refusal::Forbidden("only the operator token mints tokens"));
-        }
-        if let Some(limit) = &claims.destination {
-            match id {
-                Some(id) if id != limit.id => return Err(Refusal::NotFound),
-                Some(_) => {}
-                // The team's collection: it lists its one destination (see `sees`), and
-                // may create none.
-                None if route == super::destinations::COLLECTION && method != Method::GET => {
-                    return Err(Refusal::Forbidden(
-                        "this token is for one destination: it creates none",
-                    ));
-                }
-                None => {}
+        let reads = matches!(*method, Method::GET | Method::HEAD);
+        match (reach, &claims.destination) {
+            (Reach::Operator, _) => {
+                return Err(Refusal::Forbidden("only the operator token may do this"));
             }
+            (Reach::Destination, Some(limit)) if id != Some(limit.id.as_str()) => {
+                return Err(Refusal::NotFound);
+            }
+            (Reach::TeamCollection, Some(_)) if !reads => {
+                return Err(Refusal::Forbidden(
+                    "this token is for one destination: it creates none",
+                ));
+            }
+            _ => {}
         }
-        if claims.access == TokenAccess::Read && method != Method::GET {
+        if claims.access == TokenAccess::Read && !reads {
             return Err(Refusal::Forbidden("this token is read-only"));
         }
         Ok(())
@@ -327,12 +347,11 @@ async fn mint(
         None => None,
         Some(id) => {
             let stored = state.store.read(team, id).await?;
-            let uid = stored.spec.uid.clone().ok_or_else(|| {
-                ApiError::conflict("the destination has no uid yet", Some("destination_id"))
-            })?;
             Some(TokenDestination {
                 id: id.clone(),
-                uid,
+                // The catalog gives every destination a uid; a token without one would
+                // reach nothing.
+                uid: stored.spec.uid.unwrap_or_default(),
             })
         }
     };
@@ -359,6 +378,8 @@ async fn mint(
 
 #[cfg(test)]
 mod tests {
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+
     use super::*;
 
     fn keys(current: &str, ids: &[&str]) -> TokenKeys {
@@ -470,43 +491,117 @@ mod tests {
 
     #[test]
     fn a_team_token_reaches_its_own_team_and_destination_only() {
-        use super::super::{deliveries, destinations};
-        let (get, post) = (Method::GET, Method::POST);
+        use Reach::*;
+        let (get, post, head) = (Method::GET, Method::POST, Method::HEAD);
+        let forbidden = |r: Result<(), Refusal>| matches!(r, Err(Refusal::Forbidden(_)));
         let team = claims(None, TokenAccess::ReadWrite);
-        assert_eq!(team.admits(destinations::ONE, &get, 7, Some("d")), Ok(()));
+        assert_eq!(team.admits(Destination, &get, 7, Some("d")), Ok(()));
         assert_eq!(
-            team.admits(destinations::ONE, &get, 8, Some("d")),
+            team.admits(Destination, &get, 8, Some("d")),
+            Err(Refusal::NotFound),
+            "another team's route: not there, not forbidden"
+        );
+        assert_eq!(
+            team.admits(Operator, &post, 8, None),
             Err(Refusal::NotFound)
         );
-        assert_eq!(
-            team.admits(destinations::COLLECTION, &post, 7, None),
-            Ok(())
-        );
-        assert!(matches!(
-            team.admits(TOKENS, &post, 7, None),
-            Err(Refusal::Forbidden(_))
-        ));
+        assert_eq!(team.admits(TeamCollection, &post, 7, None), Ok(()));
+        assert_eq!(team.admits(ReplayJobs, &post, 7, None), Ok(()));
+        assert!(forbidden(team.admits(Operator, &post, 7, None)));
+        assert!(forbidden(team.admits(Operator, &get, 7, None)));
+
         let one = claims(Some("d"), TokenAccess::ReadWrite);
-        assert_eq!(one.admits(deliveries::HISTORY, &get, 7, Some("d")), Ok(()));
+        assert_eq!(one.admits(Destination, &post, 7, Some("d")), Ok(()));
         assert_eq!(
-            one.admits(deliveries::HISTORY, &get, 7, Some("e")),
+            one.admits(Destination, &get, 7, Some("e")),
             Err(Refusal::NotFound)
         );
-        assert!(matches!(
-            one.admits(destinations::COLLECTION, &post, 7, None),
-            Err(Refusal::Forbidden(_))
-        ));
-        assert!(one.sees(Some("d")) && !one.sees(Some("e")) && !one.sees(None));
-        let read = claims(None, TokenAccess::Read);
-        assert_eq!(read.admits(destinations::ONE, &get, 7, Some("d")), Ok(()));
-        assert!(matches!(
-            read.admits(destinations::PAUSE, &post, 7, Some("d")),
-            Err(Refusal::Forbidden(_))
-        ));
         assert_eq!(
-            Caller::Operator.admits(TOKENS, &post, 8, None),
+            one.admits(Destination, &get, 7, None),
+            Err(Refusal::NotFound)
+        );
+        assert_eq!(one.admits(TeamCollection, &get, 7, None), Ok(()));
+        assert!(forbidden(one.admits(TeamCollection, &post, 7, None)));
+        assert!(one.sees(Some("d")) && !one.sees(Some("e")) && !one.sees(None));
+
+        let read = claims(None, TokenAccess::Read);
+        assert_eq!(read.admits(Destination, &get, 7, Some("d")), Ok(()));
+        assert_eq!(read.admits(Destination, &head, 7, Some("d")), Ok(()));
+        for method in [Method::POST, Method::PUT, Method::DELETE, Method::PATCH] {
+            assert!(forbidden(read.admits(Destination, &method, 7, Some("d"))));
+        }
+        assert_eq!(
+            Caller::Operator.admits(Operator, &post, 8, None),
             Ok(()),
             "the operator reaches everything"
+        );
+    }
+
+    /// A token signed with `key` (the ring's `a` key is `[b'a'; 32]`) and these parts.
+    fn forged(header: &Header, claims: &Value, key: &[u8]) -> String {
+        jsonwebtoken::encode(header, claims, &EncodingKey::from_secret(key).expect("key"))
+            .expect("encoded")
+    }
+
+    #[test]
+    fn forged_tokens_are_refused() {
+        let ring = keys("a", &["a"]);
+        let key = [b'a'; 32];
+        let in_an_hour = Utc::now().timestamp() + 3_600;
+        let good = json!({"aud": AUDIENCE, "team": 7, "access": "read_write",
+                          "iat": 0, "exp": in_an_hour});
+        let with_kid = |alg, kid: Option<&str>| Header {
+            kid: kid.map(str::to_owned),
+            ..Header::new(alg)
+        };
+        assert!(
+            ring.verify(&forged(&with_kid(Algorithm::HS256, Some("a")), &good, &key))
+                .is_some(),
+            "the control: this one is genuine"
+        );
+        for (what, token) in [
+            (
+                "no kid",
+                forged(&with_kid(Algorithm::HS256, None), &good, &key),
+            ),
+            (
+                "an unknown kid",
+                forged(&with_kid(Algorithm::HS256, Some("z")), &good, &key),
+            ),
+            (
+                "another algorithm",
+                forged(&with_kid(Algorithm::HS512, Some("a")), &good, &key),
+            ),
+            (
+                "another key",
+                forged(&with_kid(Algorithm::HS256, Some("a")), &good, &[b'b'; 32]),
+            ),
+            (
+                "another audience",
+                forged(
+                    &with_kid(Algorithm::HS256, Some("a")),
+                    &json!({"aud": "other", "team": 7, "access": "read", "iat": 0,
+                            "exp": in_an_hour}),
+                    &key,
+                ),
+            ),
+            (
+                "no expiry",
+                forged(
+                    &with_kid(Algorithm::HS256, Some("a")),
+                    &json!({"aud": AUDIENCE, "team": 7, "access": "read", "iat": 0}),
+                    &key,
+                ),
+            ),
+        ] {
+            assert!(ring.verify(&token).is_none(), "{what}");
+        }
+        // `alg: none`, unsigned.
+        let header = URL_SAFE_NO_PAD.encode(r#"{"alg":"none","kid":"a","typ":"JWT"}"#);
+        let body = URL_SAFE_NO_PAD.encode(good.to_string());
+        assert!(
+            ring.verify(&format!("{header}.{body}.")).is_none(),
+            "alg none"
         );
     }
 }
