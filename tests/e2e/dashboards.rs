@@ -159,6 +159,16 @@ async fn every_dashboard_query_returns_data_from_a_real_prometheus() {
         "limited",
         "rate_per_second = 1.0\nburst = 1",
     );
+    // A third endpoint that only fails, so its breaker opens (and the panel of breakers
+    // open longest has one to show).
+    let down = Receiver::start().await;
+    down.script("down", vec![Answer::Status(503, None); 50]);
+    s.destination_on(
+        &down,
+        "down",
+        "down",
+        "breaker_min_attempts = 2\nbreaker_failure_ratio = 0.5",
+    );
     s.deployment.endpoint_labels();
     let process = s.deployment.start();
     let prometheus = Prometheus::start(&[&process]);
@@ -168,7 +178,8 @@ async fn every_dashboard_query_returns_data_from_a_real_prometheus() {
     eventually(Duration::from_secs(60), "every delivery", || async {
         (s.receiver.received_on("ok").len() == 4
             && s.receiver.distinct_deliveries_on("flaky") == 4
-            && slow.received_on("limited").len() == 4)
+            && slow.received_on("limited").len() == 4
+            && down.received_on("down").len() >= 2)
             .then_some(())
     })
     .await;
