@@ -507,6 +507,44 @@ async fn an_unreadable_row_is_refused_alone_and_its_last_good_version_delivers()
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn secrets_copied_onto_another_teams_row_do_not_open_there() {
+    const REFUSED: &str = r#"hookflow_destination_rows_refused{in_use="last_good"}"#;
+    let mut s = Scenario::new().await;
+    let other_team = unique_team();
+    let database = database(&mut s);
+    let (api, process) = api(&mut s).await;
+    create(&api, &s, s.team, "d-1", "ours").await;
+    create(&api, &s, other_team, "d-1", "theirs").await;
+    // Someone who can write to the database, not holding the key, copies our sealed URL
+    // (and secrets) onto the other team's row of the same id.
+    s.stack.postgres.sql(
+        &database,
+        &format!(
+            "WITH seq AS (UPDATE hookflow_catalog_sequence SET seq = seq + 1 RETURNING seq) \
+             UPDATE hookflow_destinations SET sealed = (SELECT sealed FROM \
+               hookflow_destinations WHERE team_id = {ours} AND id = 'd-1'), \
+               version = version + 1, change_seq = (SELECT seq FROM seq), updated_at = now() \
+             WHERE team_id = {other_team} AND id = 'd-1'; \
+             SELECT pg_notify('hookflow_destinations', 'x')",
+            ours = s.team
+        ),
+    );
+    // The copy does not open there: refused, the version it replaced stays in use.
+    process
+        .wait_for_metric(REFUSED, 1.0, Duration::from_secs(10))
+        .await;
+    let theirs = event(&s, other_team, "d-1").await;
+    let result = temporal::result(&s.temporal, &theirs).await;
+    assert_eq!(result.outcome, DeliveryOutcome::Delivered);
+    assert_eq!(s.receiver.received_on("theirs").len(), 1);
+    assert_eq!(
+        s.receiver.received_on("ours").len(),
+        0,
+        "the other team's event never reached our endpoint"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn ids_are_per_team_and_one_teams_410_or_limits_never_touch_another() {
     let mut s = Scenario::new().await;
     let other_team = unique_team();

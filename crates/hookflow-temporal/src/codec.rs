@@ -10,12 +10,17 @@
 //! stay readable for as long as their key is configured, and fail with an error naming the
 //! missing key id once it is not. Payloads that are not encrypted (written before the codec
 //! was turned on) pass through unchanged.
+//!
+//! A value sealed for storage outside Temporal (the destination catalog's secrets) may be
+//! bound to what it belongs to: the binding is AES-GCM's associated data, and the sealed
+//! payload says `bound: 1`, so it opens only for that binding (copied onto another row, it
+//! is refused).
 
 use std::{collections::BTreeMap, fmt, sync::Arc};
 
 use aes_gcm::{
     Aes256Gcm, KeyInit, Nonce,
-    aead::{Aead, AeadCore, OsRng},
+    aead::{Aead, AeadCore, OsRng, Payload as Sealed},
 };
 use base64::Engine;
 use futures::future::BoxFuture;
@@ -32,6 +37,8 @@ pub use temporalio_common::protos::temporal::api::common::v1::Payload;
 pub const ENCRYPTED_ENCODING: &[u8] = b"binary/encrypted";
 /// The metadata key naming the key a payload was encrypted with.
 pub const KEY_ID: &str = "encryption-key-id";
+/// Metadata key of a sealed value bound to what it was sealed for (AES-GCM associated data).
+const BOUND: &str = "bound";
 const NONCE_LEN: usize = 12;
 
 /// `[temporal.codec]`: payload encryption.
@@ -128,6 +135,11 @@ impl EncryptionCodec {
 
     /// `payload` encrypted with the current key; unchanged by a codec that only decrypts.
     pub fn encrypt(&self, payload: &Payload) -> Payload {
+        self.encrypt_bound(payload, None)
+    }
+
+    /// `payload` encrypted with the current key and, when given, bound to `binding`.
+    fn encrypt_bound(&self, payload: &Payload, binding: Option<&[u8]>) -> Payload {
         let Some((current, cipher)) = self
             .current
             .as_ref()
@@ -137,17 +149,24 @@ impl EncryptionCodec {
         };
         let nonce = Aes256Gcm::generate_nonce(&mut OsRng);
         // Encryption with a valid key and nonce cannot fail: the plaintext is in memory.
-        let ciphertext = cipher
-            .encrypt(&nonce, payload.encode_to_vec().as_slice())
-            .unwrap_or_default();
+        let plaintext = payload.encode_to_vec();
+        let sealed = Sealed {
+            msg: &plaintext,
+            aad: binding.unwrap_or_default(),
+        };
+        let ciphertext = cipher.encrypt(&nonce, sealed).unwrap_or_default();
         let mut data = nonce.to_vec();
         data.extend(ciphertext);
+        let mut metadata: std::collections::HashMap<String, Vec<u8>> = [
+            ("encoding".to_owned(), ENCRYPTED_ENCODING.to_vec()),
+            (KEY_ID.to_owned(), current.as_bytes().to_vec()),
+        ]
+        .into();
+        if binding.is_some() {
+            metadata.insert(BOUND.to_owned(), b"1".to_vec());
+        }
         Payload {
-            metadata: [
-                ("encoding".to_owned(), ENCRYPTED_ENCODING.to_vec()),
-                (KEY_ID.to_owned(), current.as_bytes().to_vec()),
-            ]
-            .into(),
+            metadata,
             data,
             external_payloads: Vec::new(),
         }
@@ -155,6 +174,15 @@ impl EncryptionCodec {
 
     /// `payload` decrypted, or unchanged when it is not encrypted.
     pub fn decrypt(&self, payload: Payload) -> Result<Payload, CodecError> {
+        self.decrypt_bound(payload, None)
+    }
+
+    /// `payload` decrypted; a bound one only with the `binding` it was sealed with.
+    fn decrypt_bound(
+        &self,
+        payload: Payload,
+        binding: Option<&[u8]>,
+    ) -> Result<Payload, CodecError> {
         if payload.metadata.get("encoding").map(Vec::as_slice) != Some(ENCRYPTED_ENCODING) {
             return Ok(payload);
         }
@@ -170,9 +198,19 @@ impl EncryptionCodec {
         if payload.data.len() < NONCE_LEN {
             return Err(CodecError::Corrupt(id, "too short"));
         }
+        // What it is bound to, if it is: sealed before binding existed, it is not.
+        let aad = match (payload.metadata.contains_key(BOUND), binding) {
+            (false, _) => &[][..],
+            (true, Some(binding)) => binding,
+            (true, None) => return Err(CodecError::Corrupt(id, "bound, and no binding given")),
+        };
         let (nonce, ciphertext) = payload.data.split_at(NONCE_LEN);
+        let sealed = Sealed {
+            msg: ciphertext,
+            aad,
+        };
         let plaintext = cipher
-            .decrypt(Nonce::from_slice(nonce), ciphertext)
+            .decrypt(Nonce::from_slice(nonce), sealed)
             .map_err(|_| CodecError::Corrupt(id.clone(), "authentication failed"))?;
         Payload::decode(plaintext.as_slice())
             .map_err(|_| CodecError::Corrupt(id, "not a payload inside"))
@@ -184,24 +222,41 @@ impl EncryptionCodec {
     /// protobuf-encoded, so a reader knows the key it needs. The same key ring and format
     /// as Temporal's payloads (the destination catalog seals secrets with it).
     pub fn seal(&self, plaintext: &[u8]) -> Vec<u8> {
+        self.seal_bound(plaintext, None)
+    }
+
+    /// `plaintext` sealed as [`EncryptionCodec::seal`] does, bound to `binding` when given:
+    /// it then opens only with the same binding.
+    pub fn seal_bound(&self, plaintext: &[u8], binding: Option<&[u8]>) -> Vec<u8> {
         let plain = Payload {
             metadata: [("encoding".to_owned(), b"binary/plain".to_vec())].into(),
             data: plaintext.to_vec(),
             external_payloads: Vec::new(),
         };
-        self.encrypt(&plain).encode_to_vec()
+        self.encrypt_bound(&plain, binding).encode_to_vec()
     }
 
     /// What [`EncryptionCodec::seal`] sealed: an error names a key that is not configured.
     /// Only an encrypted payload opens: unlike [`EncryptionCodec::decrypt`], which passes
     /// through what was never encrypted, a sealed value in clear is refused.
     pub fn open(&self, sealed: &[u8]) -> Result<Vec<u8>, CodecError> {
+        self.open_bound(sealed, None)
+    }
+
+    /// What [`EncryptionCodec::seal_bound`] sealed: a bound value opens only with its
+    /// `binding`; one sealed unbound (before binding existed) opens with or without.
+    pub fn open_bound(&self, sealed: &[u8], binding: Option<&[u8]>) -> Result<Vec<u8>, CodecError> {
         let payload = Payload::decode(sealed)
             .map_err(|_| CodecError::Corrupt(String::new(), "not a sealed payload"))?;
         if payload.metadata.get("encoding").map(Vec::as_slice) != Some(ENCRYPTED_ENCODING) {
             return Err(CodecError::Corrupt(String::new(), "not encrypted"));
         }
-        Ok(self.decrypt(payload)?.data)
+        Ok(self.decrypt_bound(payload, binding)?.data)
+    }
+
+    /// Whether `sealed` is bound to what it was sealed for.
+    pub fn is_bound(sealed: &[u8]) -> bool {
+        Payload::decode(sealed).is_ok_and(|payload| payload.metadata.contains_key(BOUND))
     }
 
     /// The id of the key `sealed` was sealed with (`None`: not encrypted, or unreadable).

@@ -4,6 +4,11 @@
 //! for a chat service, a secret path). The key ring is the payload codec's mechanism
 //! ([`EncryptionCodec`]): AES-256-GCM, the key's id inside every sealed value, so keys
 //! rotate (`hookflow destinations reseal` moves every row to the current key).
+//!
+//! Sealed secrets are bound to their row ([`RowBinding`]: the team and the destination's
+//! uid), so secrets copied onto another row (another team's, say) do not open there: that
+//! row is refused, never delivered with them. Rows sealed before binding existed open
+//! unbound until `reseal` binds them.
 
 use std::collections::BTreeMap;
 
@@ -37,6 +42,26 @@ struct Secrets {
     headers: BTreeMap<String, String>,
 }
 
+/// What a destination's sealed secrets are bound to: its row's team and uid.
+#[derive(Debug, Clone, Copy)]
+pub struct RowBinding {
+    /// The row's team.
+    pub team_id: i64,
+    /// The row's destination uid.
+    pub uid: uuid::Uuid,
+}
+
+impl RowBinding {
+    /// The associated data of the row's sealed secrets.
+    fn bytes(self) -> Vec<u8> {
+        format!(
+            "hookflow destination team={} uid={}",
+            self.team_id, self.uid
+        )
+        .into_bytes()
+    }
+}
+
 /// Why a stored destination cannot be read.
 #[derive(Debug, thiserror::Error)]
 pub enum UnsealError {
@@ -66,8 +91,8 @@ impl Sealer {
         Ok(Sealer { codec })
     }
 
-    /// `spec` as stored: its spec without secrets, and its secrets sealed.
-    pub fn seal(&self, spec: &DestinationSpec) -> (serde_json::Value, Vec<u8>) {
+    /// `spec` as stored: its spec without secrets, and its secrets sealed to its row.
+    pub fn seal(&self, spec: &DestinationSpec, row: RowBinding) -> (serde_json::Value, Vec<u8>) {
         let secrets = Secrets {
             url: spec.url.clone(),
             secret: spec.secret.clone(),
@@ -77,18 +102,23 @@ impl Sealer {
         // Serialising plain strings and maps cannot fail.
         let plaintext = serde_json::to_vec(&secrets).unwrap_or_default();
         let public = serde_json::to_value(spec.redacted()).unwrap_or_default();
-        (public, self.codec.seal(&plaintext))
+        (
+            public,
+            self.codec.seal_bound(&plaintext, Some(&row.bytes())),
+        )
     }
 
-    /// The spec stored as `public` and `sealed`, whole again.
+    /// The spec stored as `public` and `sealed` on `row`, whole again.
     pub fn open(
         &self,
         public: serde_json::Value,
         sealed: &[u8],
+        row: RowBinding,
     ) -> Result<DestinationSpec, UnsealError> {
         let mut spec: DestinationSpec =
             serde_json::from_value(public).map_err(|e| UnsealError::Spec(e.to_string()))?;
-        let secrets: Secrets = serde_json::from_slice(&self.codec.open(sealed)?)
+        let opened = self.codec.open_bound(sealed, Some(&row.bytes()))?;
+        let secrets: Secrets = serde_json::from_slice(&opened)
             .map_err(|e| UnsealError::Spec(format!("sealed part: {e}")))?;
         spec.url = secrets.url;
         spec.secret = secrets.secret;
@@ -107,17 +137,22 @@ impl Sealer {
         self.codec.knows(key_id)
     }
 
-    /// Whether `sealed` opens with this key ring.
-    pub fn opens(&self, sealed: &[u8]) -> bool {
-        self.codec.open(sealed).is_ok()
+    /// Whether `sealed` opens with this key ring on `row`.
+    pub fn opens(&self, sealed: &[u8], row: RowBinding) -> bool {
+        self.codec.open_bound(sealed, Some(&row.bytes())).is_ok()
     }
 
-    /// `sealed` sealed again under the current key, or `None` when it already is.
-    pub fn reseal(&self, sealed: &[u8]) -> Result<Option<Vec<u8>>, CodecError> {
-        if EncryptionCodec::sealed_with(sealed).as_deref() == self.codec.current_key() {
+    /// `sealed` sealed again under the current key and bound to `row`, or `None` when it
+    /// already is both.
+    pub fn reseal(&self, sealed: &[u8], row: RowBinding) -> Result<Option<Vec<u8>>, CodecError> {
+        if EncryptionCodec::sealed_with(sealed).as_deref() == self.codec.current_key()
+            && EncryptionCodec::is_bound(sealed)
+        {
             return Ok(None);
         }
-        Ok(Some(self.codec.seal(&self.codec.open(sealed)?)))
+        let binding = row.bytes();
+        let opened = self.codec.open_bound(sealed, Some(&binding))?;
+        Ok(Some(self.codec.seal_bound(&opened, Some(&binding))))
     }
 }
 
@@ -149,31 +184,80 @@ mod tests {
         .expect("spec")
     }
 
+    fn row(team_id: i64, last: u8) -> RowBinding {
+        RowBinding {
+            team_id,
+            uid: uuid::Uuid::from_bytes([last; 16]),
+        }
+    }
+
     #[test]
     fn a_spec_round_trips_and_its_stored_form_holds_no_secret() {
         let sealer = Sealer::from_settings(&settings("k1", &[("k1", 1)])).expect("sealer");
-        let (public, sealed) = sealer.seal(&spec());
+        let (public, sealed) = sealer.seal(&spec(), row(2, 1));
         let stored = format!("{public} {}", String::from_utf8_lossy(&sealed));
         for secret in ["pw", "MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw", "t0ken"] {
             assert!(!stored.contains(secret), "{secret} in {stored}");
         }
-        assert!(sealer.open(public, &sealed).expect("opened") == spec());
+        assert!(sealer.open(public, &sealed, row(2, 1)).expect("opened") == spec());
+    }
+
+    #[test]
+    fn secrets_copied_onto_another_row_do_not_open_there() {
+        let sealer = Sealer::from_settings(&settings("k1", &[("k1", 1)])).expect("sealer");
+        let (public, sealed) = sealer.seal(&spec(), row(2, 1));
+        for other in [row(3, 1), row(2, 9)] {
+            let error = sealer
+                .open(public.clone(), &sealed, other)
+                .err()
+                .expect("another team's or destination's row");
+            assert!(
+                error.to_string().contains("authentication failed"),
+                "{error}"
+            );
+            assert!(!sealer.opens(&sealed, other));
+        }
+    }
+
+    #[test]
+    fn secrets_sealed_before_binding_open_and_reseal_binds_them() {
+        let sealer = Sealer::from_settings(&settings("k1", &[("k1", 1)])).expect("sealer");
+        let plaintext =
+            serde_json::to_vec(&serde_json::json!({"url": "https://x.example/"})).expect("json");
+        let legacy = sealer.codec.seal(&plaintext);
+        assert!(
+            sealer.opens(&legacy, row(2, 1)),
+            "an unbound row still opens"
+        );
+        let bound = sealer
+            .reseal(&legacy, row(2, 1))
+            .expect("reseal")
+            .expect("bound now, under the same key");
+        assert!(sealer.opens(&bound, row(2, 1)));
+        assert!(!sealer.opens(&bound, row(3, 1)));
+        assert_eq!(sealer.reseal(&bound, row(2, 1)).expect("reseal"), None);
     }
 
     #[test]
     fn keys_rotate_and_a_missing_key_is_named() {
         let old = Sealer::from_settings(&settings("k1", &[("k1", 1)])).expect("sealer");
-        let (public, sealed) = old.seal(&spec());
+        let (public, sealed) = old.seal(&spec(), row(2, 1));
         let both = Sealer::from_settings(&settings("k2", &[("k1", 1), ("k2", 2)])).expect("two");
-        let resealed = both.reseal(&sealed).expect("reseal").expect("moved to k2");
+        let resealed = both
+            .reseal(&sealed, row(2, 1))
+            .expect("reseal")
+            .expect("moved to k2");
         assert_eq!(
-            both.reseal(&resealed).expect("reseal"),
+            both.reseal(&resealed, row(2, 1)).expect("reseal"),
             None,
             "already on k2"
         );
         let new = Sealer::from_settings(&settings("k2", &[("k2", 2)])).expect("sealer");
-        assert!(new.open(public.clone(), &resealed).is_ok());
-        let error = new.open(public, &sealed).err().expect("k1 is gone");
+        assert!(new.open(public.clone(), &resealed, row(2, 1)).is_ok());
+        let error = new
+            .open(public, &sealed, row(2, 1))
+            .err()
+            .expect("k1 is gone");
         assert!(error.to_string().contains("`k1`"), "{error}");
     }
 }

@@ -385,7 +385,7 @@ impl Catalog {
                     Some(key) => {
                         let opens = proven.entry(key).or_default();
                         if !*opens {
-                            *opens = self.sealer.opens(&row.sealed);
+                            *opens = self.sealer.opens(&row.sealed, row.binding());
                         }
                     }
                     None => {}

@@ -15,7 +15,7 @@ use hookflow_core::{
 };
 use hookflow_telemetry::names;
 
-use crate::destinations::sealing::Sealer;
+use crate::destinations::sealing::{RowBinding, Sealer};
 
 /// Every row in use (the load).
 pub(super) const SELECT_LIVE: &str = "SELECT team_id, id, uid, version, change_seq, deleted, \
@@ -68,13 +68,23 @@ impl Row {
             .ok()
     }
 
+    /// What this row's sealed secrets are bound to: its own team and uid columns.
+    pub fn binding(&self) -> RowBinding {
+        RowBinding {
+            team_id: self.team_id,
+            uid: self.uid,
+        }
+    }
+
     fn opened(
         &self,
         sealer: &Sealer,
         public: serde_json::Value,
         sealed: &[u8],
     ) -> Result<DestinationSpec, String> {
-        let mut spec = sealer.open(public, sealed).map_err(|e| e.to_string())?;
+        let mut spec = sealer
+            .open(public, sealed, self.binding())
+            .map_err(|e| e.to_string())?;
         // The row's columns are the destination's identity, whatever its JSON says.
         spec.team_id = self.team_id;
         spec.id.clone_from(&self.id);

@@ -17,6 +17,7 @@ use hookflow_core::{Destination, DestinationError, DestinationSet, DestinationSp
 use sqlx::{Postgres, Transaction};
 
 use super::{CHANNEL, Catalog, rows::Row};
+use crate::destinations::sealing::RowBinding;
 
 /// One destination as stored, secrets and all (show it with
 /// [`DestinationSpec::redacted`]).
@@ -314,7 +315,7 @@ impl Catalog {
         spec.uid = Some(uid.to_string());
         let destination = spec.clone().validate_one(&self.rules)?;
         self.check_with_team(&mut tx, destination).await?;
-        let (public, sealed) = self.sealer.seal(&spec);
+        let (public, sealed) = self.sealer.seal(&spec, RowBinding { team_id, uid });
         // An update keeps the version it replaces, for readers that cannot read this one.
         let keep_previous = live.is_some();
         let times: (DateTime<Utc>, DateTime<Utc>) = sqlx::query_as(
@@ -473,6 +474,7 @@ async fn notify(tx: &mut Transaction<'_, Postgres>, seq: i64) -> Result<(), sqlx
 /// A row's sealed secrets, as [`Catalog::reseal`] reads them.
 #[derive(sqlx::FromRow)]
 struct SealedRow {
+    uid: uuid::Uuid,
     sealed: Vec<u8>,
     previous_sealed: Option<Vec<u8>>,
 }
@@ -504,7 +506,7 @@ impl Catalog {
         for (team_id, id) in ids {
             let mut tx = self.pool().begin().await?;
             let row: Option<SealedRow> = sqlx::query_as(
-                "SELECT sealed, previous_sealed FROM hookflow_destinations \
+                "SELECT uid, sealed, previous_sealed FROM hookflow_destinations \
                  WHERE team_id = $1 AND id = $2 AND NOT deleted FOR UPDATE",
             )
             .bind(team_id)
@@ -512,13 +514,15 @@ impl Catalog {
             .fetch_optional(&mut *tx)
             .await?;
             let Some(SealedRow {
+                uid,
                 sealed,
                 previous_sealed: previous,
             }) = row
             else {
                 continue; // deleted meanwhile
             };
-            let sealed = match self.sealer.reseal(&sealed) {
+            let binding = RowBinding { team_id, uid };
+            let sealed = match self.sealer.reseal(&sealed, binding) {
                 Ok(sealed) => sealed,
                 Err(error) => {
                     done.unreadable.push((team_id, id, error.to_string()));
@@ -526,7 +530,7 @@ impl Catalog {
                 }
             };
             // A previous version no key opens any more is dropped, not kept unreadable.
-            let previous = previous.map(|p| self.sealer.reseal(&p));
+            let previous = previous.map(|p| self.sealer.reseal(&p, binding));
             let keep_previous = !matches!(previous, Some(Err(_)));
             let previous = previous.and_then(Result::ok).flatten();
             if sealed.is_none() && previous.is_none() && keep_previous {
