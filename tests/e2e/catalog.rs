@@ -512,6 +512,8 @@ async fn secrets_copied_onto_another_teams_row_do_not_open_there() {
     let mut s = Scenario::new().await;
     let other_team = unique_team();
     let database = database(&mut s);
+    s.deployment
+        .config("[destinations.postgres.encryption]\nbind_rows = true");
     let (api, process) = api(&mut s).await;
     create(&api, &s, s.team, "d-1", "ours").await;
     create(&api, &s, other_team, "d-1", "theirs").await;

@@ -423,4 +423,31 @@ mod tests {
                 .is_none()
         );
     }
+
+    #[test]
+    fn a_bound_value_opens_only_with_its_binding_marker_or_not() {
+        let codec = codec("k1", &[("k1", 1)]);
+        let sealed = codec.seal_bound(b"secret", Some(b"row a"));
+        assert!(EncryptionCodec::is_bound(&sealed));
+        assert_eq!(
+            codec.open_bound(&sealed, Some(b"row a")).expect("its row"),
+            b"secret"
+        );
+        assert!(codec.open_bound(&sealed, Some(b"row b")).is_err());
+        assert!(codec.open_bound(&sealed, None).is_err());
+        // The marker is outside the ciphertext; stripping it opens nothing: the binding
+        // is authenticated by AES-GCM, not by the marker.
+        let mut stripped = Payload::decode(sealed.as_slice()).expect("payload");
+        stripped.metadata.remove(BOUND);
+        let stripped = stripped.encode_to_vec();
+        assert!(!EncryptionCodec::is_bound(&stripped));
+        assert!(codec.open_bound(&stripped, Some(b"row b")).is_err());
+        assert!(codec.open_bound(&stripped, None).is_err());
+        // Unbound (sealed before binding) opens with any binding.
+        let unbound = codec.seal(b"secret");
+        assert_eq!(
+            codec.open_bound(&unbound, Some(b"row b")).expect("unbound"),
+            b"secret"
+        );
+    }
 }

@@ -283,12 +283,8 @@ async fn caller_of(state: &AdminState, request: &mut Request) -> Result<Caller, 
     if let Some(limit) = &claims.destination {
         // A token of one destination reaches nothing once it is gone, on any route (a
         // replay names it in its body), nor another destination of the same id since.
-        let current = match state.store.read(team, &limit.id).await {
-            Ok(stored) => stored.spec.uid,
-            Err(StoreError::NotFound(_)) => None,
-            Err(error) => return Err(error.into()),
-        };
-        if current.as_deref() != Some(limit.uid.as_str()) {
+        let current = state.store.uid_of(team, &limit.id).await?;
+        if current.map(|uid| uid.to_string()).as_deref() != Some(limit.uid.as_str()) {
             return Err(Refusal::NotFound.into());
         }
     }
@@ -347,10 +343,14 @@ mod tests {
         );
         assert_eq!(reach_of(Some("/v1/teams/{team}/unknown")), Reach::Operator);
         assert_eq!(reach_of(None), Reach::Operator);
-        assert_eq!(
-            reach_of(Some("/v1/teams/{team}/destinations/{id}/deliveries")),
-            Reach::Destination
-        );
+        for (path, reach) in routes() {
+            assert_eq!(
+                path.contains("{id}"),
+                *reach == Reach::Destination,
+                "{path}: a route names a destination if and only if a token of one is held \
+                 to it by the path"
+            );
+        }
     }
 
     #[test]

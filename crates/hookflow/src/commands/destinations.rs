@@ -94,7 +94,8 @@ pub async fn run(settings: &Settings, command: DestinationsCommand) -> anyhow::R
             let catalog = command_catalog(settings).await?;
             let resealed = catalog.reseal().await?;
             println!(
-                "{} destinations sealed again under the current key, bound to their rows",
+                "{} destinations sealed again under the current key (bound to their rows \
+                 with bind_rows)",
                 resealed.moved
             );
             // A row no key opens stays as it is: keep the key that sealed it until it is

@@ -5,10 +5,13 @@
 //! ([`EncryptionCodec`]): AES-256-GCM, the key's id inside every sealed value, so keys
 //! rotate (`hookflow destinations reseal` moves every row to the current key).
 //!
-//! Sealed secrets are bound to their row ([`RowBinding`]: the team and the destination's
-//! uid), so secrets copied onto another row (another team's, say) do not open there: that
-//! row is refused, never delivered with them. Rows sealed before binding existed open
-//! unbound until `reseal` binds them.
+//! Sealed secrets may be bound to their row ([`RowBinding`]: the team and the
+//! destination's uid), so secrets copied onto another row (another team's, say) do not
+//! open there: that row is refused, never delivered with them. Binding comes in steps an
+//! operator takes once every process reads bound values (this release): `bind_rows` (new
+//! seals are bound; `reseal` binds the rest), then `require_bound` (an unbound value, a copy
+//! of one sealed before, is refused). A release that read no bound value could not load a
+//! catalog they wrote, so neither is on by default yet.
 
 use std::collections::BTreeMap;
 
@@ -27,6 +30,12 @@ pub struct SealingSettings {
     /// the environment (`HOOKFLOW_DESTINATIONS__POSTGRES__ENCRYPTION__KEYS__<ID>`).
     #[serde(default)]
     pub keys: BTreeMap<String, Secret>,
+    /// Whether new seals (writes, `reseal`) are bound to their row.
+    #[serde(default)]
+    pub bind_rows: bool,
+    /// Whether a value not bound to its row is refused (set once `reseal` bound every row).
+    #[serde(default)]
+    pub require_bound: bool,
 }
 
 /// What is sealed of a destination.
@@ -71,12 +80,17 @@ pub enum UnsealError {
     /// Its secrets cannot be opened (a key that is not configured, or tampered bytes).
     #[error("its secrets cannot be opened: {0}")]
     Sealed(#[from] CodecError),
+    /// Its secrets are not bound to its row, and `require_bound` is set.
+    #[error("its secrets are not bound to its row (require_bound): run `destinations reseal`")]
+    Unbound,
 }
 
 /// Seals and opens destinations' secrets.
 #[derive(Clone)]
 pub struct Sealer {
     codec: EncryptionCodec,
+    bind_rows: bool,
+    require_bound: bool,
 }
 
 impl Sealer {
@@ -88,7 +102,16 @@ impl Sealer {
             keys: settings.keys.clone(),
         })?
         .ok_or_else(|| CodecError::Settings("no keys".into()))?;
-        Ok(Sealer { codec })
+        if settings.require_bound && !settings.bind_rows {
+            return Err(CodecError::Settings(
+                "require_bound needs bind_rows (and every row bound by reseal)".into(),
+            ));
+        }
+        Ok(Sealer {
+            codec,
+            bind_rows: settings.bind_rows,
+            require_bound: settings.require_bound,
+        })
     }
 
     /// `spec` as stored: its spec without secrets, and its secrets sealed to its row.
@@ -102,10 +125,7 @@ impl Sealer {
         // Serialising plain strings and maps cannot fail.
         let plaintext = serde_json::to_vec(&secrets).unwrap_or_default();
         let public = serde_json::to_value(spec.redacted()).unwrap_or_default();
-        (
-            public,
-            self.codec.seal_bound(&plaintext, Some(&row.bytes())),
-        )
+        (public, self.seal_for(&plaintext, row))
     }
 
     /// The spec stored as `public` and `sealed` on `row`, whole again.
@@ -117,6 +137,9 @@ impl Sealer {
     ) -> Result<DestinationSpec, UnsealError> {
         let mut spec: DestinationSpec =
             serde_json::from_value(public).map_err(|e| UnsealError::Spec(e.to_string()))?;
+        if self.require_bound && !EncryptionCodec::is_bound(sealed) {
+            return Err(UnsealError::Unbound);
+        }
         let opened = self.codec.open_bound(sealed, Some(&row.bytes()))?;
         let secrets: Secrets = serde_json::from_slice(&opened)
             .map_err(|e| UnsealError::Spec(format!("sealed part: {e}")))?;
@@ -137,22 +160,28 @@ impl Sealer {
         self.codec.knows(key_id)
     }
 
-    /// Whether `sealed` opens with this key ring on `row`.
+    /// Whether `sealed` opens with this key ring on `row` (whether the key is the right
+    /// material: `require_bound` refuses a row, not a key).
     pub fn opens(&self, sealed: &[u8], row: RowBinding) -> bool {
         self.codec.open_bound(sealed, Some(&row.bytes())).is_ok()
     }
 
-    /// `sealed` sealed again under the current key and bound to `row`, or `None` when it
-    /// already is both.
+    /// `plaintext` sealed under the current key, bound to `row` with `bind_rows`.
+    fn seal_for(&self, plaintext: &[u8], row: RowBinding) -> Vec<u8> {
+        let binding = self.bind_rows.then(|| row.bytes());
+        self.codec.seal_bound(plaintext, binding.as_deref())
+    }
+
+    /// `sealed` sealed again under the current key (and bound to `row`, with `bind_rows`),
+    /// or `None` when it already is.
     pub fn reseal(&self, sealed: &[u8], row: RowBinding) -> Result<Option<Vec<u8>>, CodecError> {
         if EncryptionCodec::sealed_with(sealed).as_deref() == self.codec.current_key()
-            && EncryptionCodec::is_bound(sealed)
+            && EncryptionCodec::is_bound(sealed) == self.bind_rows
         {
             return Ok(None);
         }
-        let binding = row.bytes();
-        let opened = self.codec.open_bound(sealed, Some(&binding))?;
-        Ok(Some(self.codec.seal_bound(&opened, Some(&binding))))
+        let opened = self.codec.open_bound(sealed, Some(&row.bytes()))?;
+        Ok(Some(self.seal_for(&opened, row)))
     }
 }
 
@@ -172,6 +201,8 @@ mod tests {
                     (id.to_string(), Secret::from(key.as_str()))
                 })
                 .collect(),
+            bind_rows: true,
+            require_bound: false,
         }
     }
 
@@ -217,6 +248,41 @@ mod tests {
             );
             assert!(!sealer.opens(&sealed, other));
         }
+    }
+
+    #[test]
+    fn without_bind_rows_seals_stay_unbound_and_require_bound_refuses_them() {
+        let unbound = Sealer::from_settings(&SealingSettings {
+            bind_rows: false,
+            ..settings("k1", &[("k1", 1)])
+        })
+        .expect("sealer");
+        let (public, sealed) = unbound.seal(&spec(), row(2, 1));
+        assert!(
+            !EncryptionCodec::is_bound(&sealed),
+            "the release before reads it"
+        );
+        assert!(unbound.open(public.clone(), &sealed, row(3, 1)).is_ok());
+        assert_eq!(unbound.reseal(&sealed, row(2, 1)).expect("reseal"), None);
+        let strict = Sealer::from_settings(&SealingSettings {
+            require_bound: true,
+            ..settings("k1", &[("k1", 1)])
+        })
+        .expect("sealer");
+        let error = strict
+            .open(public, &sealed, row(2, 1))
+            .err()
+            .expect("unbound");
+        assert!(matches!(error, UnsealError::Unbound), "{error}");
+        assert!(
+            Sealer::from_settings(&SealingSettings {
+                require_bound: true,
+                bind_rows: false,
+                ..settings("k1", &[("k1", 1)])
+            })
+            .is_err(),
+            "require_bound without bind_rows"
+        );
     }
 
     #[test]

@@ -119,6 +119,18 @@ impl Catalog {
             .collect())
     }
 
+    /// The uid of team `team_id`'s destination `id`, if it exists: no secret opened.
+    pub async fn uid_of(&self, team_id: i64, id: &str) -> Result<Option<uuid::Uuid>, StoreError> {
+        let uid = sqlx::query_scalar(
+            "SELECT uid FROM hookflow_destinations WHERE team_id = $1 AND id = $2 AND NOT deleted",
+        )
+        .bind(team_id)
+        .bind(id)
+        .fetch_optional(self.pool())
+        .await?;
+        Ok(uid)
+    }
+
     /// Team `team_id`'s destination `id` as stored now.
     pub async fn read(&self, team_id: i64, id: &str) -> Result<StoredDestination, StoreError> {
         let (row, created_at, updated_at) = self
