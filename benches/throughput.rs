@@ -1,7 +1,9 @@
 //! Throughput at saturation, and what each delivery costs Temporal: a backlog of N events
-//! (as after an outage) drained by hookflow to one healthy endpoint, beside the engine floor
-//! on the same Temporal server in the same run: a minimal workflow with one no-op regular
-//! activity, started through the same SDK.
+//! (as after an outage) drained by hookflow to one healthy endpoint, beside two references
+//! on the same Temporal server in the same run, started through the same SDK: the engine
+//! floor (a minimal workflow with one no-op regular activity) and the engine ceiling (the
+//! fastest workflow Temporal runs: started eagerly, completed in its first workflow task,
+//! nothing else).
 //!
 //! Reported for both: deliveries (workflows) per second, history events per workflow,
 //! Temporal server CPU ms per workflow (from /proc of the dev server), and for hookflow its
@@ -167,6 +169,28 @@ async fn hookflow_backlog(
     }
 }
 
+/// The engine ceiling's workflow: nothing; it completes in its first workflow task.
+#[workflow]
+#[derive(Default)]
+pub struct CeilingWorkflow;
+
+#[workflow_methods]
+impl CeilingWorkflow {
+    #[run]
+    pub async fn run(_ctx: &mut WorkflowContext<Self>, input: u32) -> WorkflowResult<u32> {
+        Ok(input)
+    }
+}
+
+/// The two references hookflow is measured against.
+#[derive(Clone, Copy, PartialEq)]
+enum Engine {
+    /// One no-op regular activity, started as any workflow is.
+    Floor,
+    /// Nothing, started eagerly: the fastest workflow the server runs.
+    Ceiling,
+}
+
 /// The engine floor's workflow: one no-op regular activity.
 #[workflow]
 #[derive(Default)]
@@ -199,13 +223,19 @@ impl FloorActivities {
     }
 }
 
-async fn engine_floor(client: Client, workflows: usize, temporal_db: &str) -> Figures {
-    let task_queue = format!("floor-{}", uuid::Uuid::new_v4());
+async fn engine(client: Client, engine: Engine, workflows: usize, temporal_db: &str) -> Figures {
+    let name = match engine {
+        Engine::Floor => "floor",
+        Engine::Ceiling => "ceiling",
+    };
+    let task_queue = format!("{name}-{}", uuid::Uuid::new_v4());
     let runtime =
         Runtime::from_current_tokio(RuntimeOptions::builder().build().expect("runtime options"))
             .expect("runtime");
     let options = WorkerOptions::new(&task_queue)
         .register_workflow::<FloorWorkflow>()
+        .expect("workflow")
+        .register_workflow::<CeilingWorkflow>()
         .expect("workflow")
         .register_activities(FloorActivities)
         .build();
@@ -213,7 +243,7 @@ async fn engine_floor(client: Client, workflows: usize, temporal_db: &str) -> Fi
     let stop = worker.shutdown_handle();
     let temporal = temporal_pid(temporal_db);
     let ids: Vec<String> = (0..workflows)
-        .map(|n| format!("floor-{task_queue}-{n}"))
+        .map(|n| format!("{task_queue}-{n}"))
         .collect();
     let run = async {
         let temporal_before = cpu_ms(temporal);
@@ -224,20 +254,32 @@ async fn engine_floor(client: Client, workflows: usize, temporal_db: &str) -> Fi
                 let client = client.clone();
                 let task_queue = task_queue.clone();
                 async move {
-                    let options = WorkflowStartOptions::new(task_queue, id.clone()).build();
-                    client
-                        .start_workflow(FloorWorkflow::run, n as u32, options)
-                        .await
-                        .expect("start");
+                    // Eager start hands the first workflow task to this process's worker
+                    // in the start's answer, as hookflow's starts do.
+                    let options = WorkflowStartOptions::new(task_queue, id.clone())
+                        .enable_eager_workflow_start(engine == Engine::Ceiling)
+                        .build();
+                    let started = match engine {
+                        Engine::Floor => client
+                            .start_workflow(FloorWorkflow::run, n as u32, options)
+                            .await
+                            .map(drop),
+                        Engine::Ceiling => client
+                            .start_workflow(CeilingWorkflow::run, n as u32, options)
+                            .await
+                            .map(drop),
+                    };
+                    started.expect("start");
                 }
             })
             .await;
         for id in &ids {
+            // Both return their input: one handle type reads either's result.
             let handle = client.get_workflow_handle::<FloorWorkflow>(id);
             handle
                 .get_result(Default::default())
                 .await
-                .expect("floor workflow");
+                .expect("engine workflow");
         }
         let elapsed = started.elapsed();
         let temporal_cpu = cpu_ms(temporal) - temporal_before;
@@ -245,9 +287,9 @@ async fn engine_floor(client: Client, workflows: usize, temporal_db: &str) -> Fi
         (elapsed, temporal_cpu)
     };
     let (worked, (elapsed, temporal_cpu)) = tokio::join!(worker.run(), run);
-    worked.expect("floor worker");
+    worked.expect("engine worker");
     Figures {
-        name: "floor",
+        name,
         workflows,
         elapsed,
         history_events: history_events(&client, &ids).await,
@@ -271,7 +313,8 @@ async fn main() {
     let client = temporal::client(&stack.temporal).await;
     let mut scenario = Scenario::on(stack.clone(), 1).await;
 
-    let floor = engine_floor(client, events, &db_text).await;
+    let floor = engine(client.clone(), Engine::Floor, events, &db_text).await;
+    let ceiling = engine(client, Engine::Ceiling, events, &db_text).await;
     let hookflow = hookflow_backlog("hookflow", &mut scenario, &["all"], events, &db_text).await;
     // Scale-out: the same backlog (a fresh topic and team) drained by one consumer and two
     // workers.
@@ -288,6 +331,7 @@ async fn main() {
         "backlog of {events} events, one healthy endpoint, Temporal dev server with a database file"
     );
     floor.print();
+    ceiling.print();
     hookflow.print();
     scaled.print();
     println!(
@@ -295,6 +339,13 @@ async fn main() {
         hookflow.per_second() / floor.per_second(),
         hookflow.history_events / floor.history_events,
         hookflow.temporal_cpu_ms / floor.temporal_cpu_ms,
+    );
+    println!(
+        "hookflow / ceiling: throughput {:.2}x (target >= 0.85x), history events {:.2}x, \
+         Temporal CPU per workflow {:.2}x",
+        hookflow.per_second() / ceiling.per_second(),
+        hookflow.history_events / ceiling.history_events,
+        hookflow.temporal_cpu_ms / ceiling.temporal_cpu_ms,
     );
     println!(
         "one consumer and two workers / one process: throughput {:.2}x",
