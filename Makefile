@@ -18,9 +18,11 @@ deps:
 	./deploy/local/install-deps.sh
 
 build: deps
+	@echo "building the workspace (about 10 minutes the first time on 2 cores, seconds after)"
 	$(CARGO) build --workspace --all-targets --locked
 
 run: build stack-up
+	@echo "the local stack is up (.hookflow/); importing the example destination, then running hookflow"
 	$(HOOKFLOW) --config $(LOCAL_CONFIG) migrate
 	$(HOOKFLOW) --config $(LOCAL_CONFIG) destinations import --file config/destinations.example.toml
 	$(HOOKFLOW) --config $(LOCAL_CONFIG) register-search-attributes
