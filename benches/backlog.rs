@@ -146,12 +146,8 @@ async fn main() {
         );
         ratios.push(ratio);
     }
-    ratios.sort_by(f64::total_cmp);
     println!(
-        "healthy p99 beside failing / alone over {rounds} rounds: median {:.2}x (target <= \
-         1.5x), from {:.2}x to {:.2}x",
-        ratios[ratios.len() / 2],
-        ratios[0],
-        ratios[ratios.len() - 1]
+        "healthy p99 beside failing / alone over {rounds} rounds: {} (target <= 1.5x)",
+        load::Spread::of(&ratios)
     );
 }

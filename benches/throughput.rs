@@ -10,8 +10,9 @@
 //! own CPU ms per delivery (all its processes together) and peak RSS (the largest process).
 //! The Temporal server keeps its state in a database file, as a real one does.
 //!
-//! Then the same backlog drained by one consumer and two workers (scale-out), and latency at
-//! low load: events produced at 5 per second (`HOOKFLOW_BENCH_LOW_RATE`) to a fresh
+//! The three run in rounds (`HOOKFLOW_BENCH_ROUNDS`, default 3); the ratios are reported
+//! per round and as their median and spread. Then the same backlog drained by one consumer
+//! and two workers (scale-out), and latency at low load: events produced at 5 per second (`HOOKFLOW_BENCH_LOW_RATE`) to a fresh
 //! deployment, p50 and p99 from produce to receipt.
 //!
 //! `cargo build --release -p hookflow && cargo bench --workspace --bench throughput`
@@ -311,13 +312,60 @@ async fn main() {
     let db_text = db.display().to_string();
     let (stack, _server) = stack().with_own_temporal(&db);
     let client = temporal::client(&stack.temporal).await;
-    let mut scenario = Scenario::on(stack.clone(), 1).await;
 
-    let floor = engine(client.clone(), Engine::Floor, events, &db_text).await;
-    let ceiling = engine(client, Engine::Ceiling, events, &db_text).await;
-    let hookflow = hookflow_backlog("hookflow", &mut scenario, &["all"], events, &db_text).await;
+    let rounds = load::env_or("HOOKFLOW_BENCH_ROUNDS", 3).max(1) as usize;
+    println!(
+        "backlog of {events} events, one healthy endpoint, Temporal dev server with a database file"
+    );
+    // Each round runs the floor, the ceiling and hookflow (a fresh topic and team) on the
+    // same server; the ratios within a round are what is compared, over rounds their
+    // median and spread.
+    let mut ratios: [Vec<f64>; 4] = Default::default();
+    let mut last = None;
+    for round in 0..rounds {
+        println!("round {}:", round + 1);
+        let floor = engine(client.clone(), Engine::Floor, events, &db_text).await;
+        let ceiling = engine(client.clone(), Engine::Ceiling, events, &db_text).await;
+        let mut scenario = Scenario::on(stack.clone(), 1).await;
+        let hookflow =
+            hookflow_backlog("hookflow", &mut scenario, &["all"], events, &db_text).await;
+        floor.print();
+        ceiling.print();
+        hookflow.print();
+        let round_ratios = [
+            hookflow.per_second() / floor.per_second(),
+            hookflow.temporal_cpu_ms / floor.temporal_cpu_ms,
+            hookflow.per_second() / ceiling.per_second(),
+            hookflow.temporal_cpu_ms / ceiling.temporal_cpu_ms,
+        ];
+        for (all, ratio) in ratios.iter_mut().zip(round_ratios) {
+            all.push(ratio);
+        }
+        println!(
+            "hookflow / floor: throughput {:.2}x, history events {:.2}x, Temporal CPU per \
+             workflow {:.2}x",
+            round_ratios[0],
+            hookflow.history_events / floor.history_events,
+            round_ratios[1],
+        );
+        println!(
+            "hookflow / ceiling: throughput {:.2}x, history events {:.2}x, Temporal CPU per \
+             workflow {:.2}x",
+            round_ratios[2],
+            hookflow.history_events / ceiling.history_events,
+            round_ratios[3],
+        );
+        last = Some(hookflow);
+    }
+    let [floor_rate, floor_cpu, ceiling_rate, ceiling_cpu] = ratios.map(|r| load::Spread::of(&r));
+    println!("over {rounds} rounds:");
+    println!("hookflow / floor throughput:         {floor_rate}");
+    println!("hookflow / floor Temporal CPU:       {floor_cpu}");
+    println!("hookflow / ceiling throughput:       {ceiling_rate} (target >= 0.85x)");
+    println!("hookflow / ceiling Temporal CPU:     {ceiling_cpu}");
+
     // Scale-out: the same backlog (a fresh topic and team) drained by one consumer and two
-    // workers.
+    // workers, beside the last round's single process.
     let mut split = Scenario::on(stack.clone(), 1).await;
     let scaled = hookflow_backlog(
         "1c+2w",
@@ -327,30 +375,13 @@ async fn main() {
         &db_text,
     )
     .await;
-    println!(
-        "backlog of {events} events, one healthy endpoint, Temporal dev server with a database file"
-    );
-    floor.print();
-    ceiling.print();
-    hookflow.print();
     scaled.print();
-    println!(
-        "hookflow / floor: throughput {:.2}x, history events {:.2}x, Temporal CPU per workflow {:.2}x",
-        hookflow.per_second() / floor.per_second(),
-        hookflow.history_events / floor.history_events,
-        hookflow.temporal_cpu_ms / floor.temporal_cpu_ms,
-    );
-    println!(
-        "hookflow / ceiling: throughput {:.2}x (target >= 0.85x), history events {:.2}x, \
-         Temporal CPU per workflow {:.2}x",
-        hookflow.per_second() / ceiling.per_second(),
-        hookflow.history_events / ceiling.history_events,
-        hookflow.temporal_cpu_ms / ceiling.temporal_cpu_ms,
-    );
-    println!(
-        "one consumer and two workers / one process: throughput {:.2}x",
-        scaled.per_second() / hookflow.per_second()
-    );
+    if let Some(hookflow) = &last {
+        println!(
+            "one consumer and two workers / one process: throughput {:.2}x",
+            scaled.per_second() / hookflow.per_second()
+        );
+    }
 
     // Low load on a fresh deployment (its own topic and team) on the same server.
     let mut low = Scenario::on(stack, 1).await;

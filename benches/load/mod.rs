@@ -1,6 +1,6 @@
-//! Shared by the benchmarks: waiting for hookflow to be ready, and a load (at a fixed rate, or
+//! Shared by the benchmarks: waiting for hookflow to be ready, a load (at a fixed rate, or
 //! a burst as fast as the producer goes) with each delivery's latency from producing the
-//! event to its request arriving.
+//! event to its request arriving, and the median and spread of a figure over rounds.
 // Every benchmark includes this module and uses a part of it.
 #![allow(dead_code)]
 
@@ -42,6 +42,40 @@ impl LoadFigures {
 
 /// Whether `cargo bench` runs this benchmark: it passes `--bench`; anything else (`cargo
 /// test --benches`, say) is a dry run that only checks the benchmark builds.
+/// A figure over rounds: its median, and the lowest and highest round.
+#[derive(Debug, Clone, Copy)]
+pub struct Spread {
+    /// The median (the upper one of an even count).
+    pub median: f64,
+    /// The lowest round.
+    pub min: f64,
+    /// The highest round.
+    pub max: f64,
+}
+
+impl Spread {
+    /// The spread of `rounds` (at least one).
+    pub fn of(rounds: &[f64]) -> Spread {
+        let mut sorted = rounds.to_vec();
+        sorted.sort_by(f64::total_cmp);
+        Spread {
+            median: sorted[sorted.len() / 2],
+            min: sorted[0],
+            max: sorted[sorted.len() - 1],
+        }
+    }
+}
+
+impl std::fmt::Display for Spread {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "median {:.2}x, from {:.2}x to {:.2}x",
+            self.median, self.min, self.max
+        )
+    }
+}
+
 pub fn benchmarking() -> bool {
     std::env::args().any(|a| a == "--bench")
 }
