@@ -341,28 +341,33 @@ async fn main() {
         for (all, ratio) in ratios.iter_mut().zip(round_ratios) {
             all.push(ratio);
         }
-        println!(
-            "hookflow / floor: throughput {:.2}x, history events {:.2}x, Temporal CPU per \
-             workflow {:.2}x",
-            round_ratios[0],
-            hookflow.history_events / floor.history_events,
-            round_ratios[1],
-        );
-        println!(
-            "hookflow / ceiling: throughput {:.2}x, history events {:.2}x, Temporal CPU per \
-             workflow {:.2}x",
-            round_ratios[2],
-            hookflow.history_events / ceiling.history_events,
-            round_ratios[3],
-        );
+        for (reference, rates) in [(&floor, &round_ratios[..2]), (&ceiling, &round_ratios[2..])] {
+            println!(
+                "hookflow / {}: throughput {:.2}x, history events {:.2}x, Temporal CPU per \
+                 workflow {:.2}x",
+                reference.name,
+                rates[0],
+                hookflow.history_events / reference.history_events,
+                rates[1],
+            );
+        }
         last = Some(hookflow);
     }
-    let [floor_rate, floor_cpu, ceiling_rate, ceiling_cpu] = ratios.map(|r| load::Spread::of(&r));
     println!("over {rounds} rounds:");
-    println!("hookflow / floor throughput:         {floor_rate}");
-    println!("hookflow / floor Temporal CPU:       {floor_cpu}");
-    println!("hookflow / ceiling throughput:       {ceiling_rate} (target >= 0.85x)");
-    println!("hookflow / ceiling Temporal CPU:     {ceiling_cpu}");
+    let labels = [
+        "floor throughput:    ",
+        "floor Temporal CPU:  ",
+        "ceiling throughput:  ",
+        "ceiling Temporal CPU:",
+    ];
+    for (label, rounds) in labels.iter().zip(&ratios) {
+        let target = if label.starts_with("ceiling throughput") {
+            " (target >= 0.85x)"
+        } else {
+            ""
+        };
+        println!("hookflow / {label} {}{target}", load::Spread::of(rounds));
+    }
 
     // Scale-out: the same backlog (a fresh topic and team) drained by one consumer and two
     // workers, beside the last round's single process.

@@ -63,6 +63,11 @@ async fn statuses(api: &AdminApi, token: &str, team: i64, id: &str) -> Vec<(Stri
     answers
 }
 
+/// The status of `method path` (no body) called with `token`.
+async fn status_of(api: &AdminApi, method: &str, path: &str, token: &str) -> u16 {
+    api.call_with(method, path, None, Some(token)).await.0
+}
+
 fn all(answers: &[(String, u16)], status: u16) -> Vec<(String, u16)> {
     answers
         .iter()
@@ -142,15 +147,16 @@ async fn a_team_token_reaches_its_own_team_and_destination_and_nothing_else() {
     let answers = statuses(&api, &team_b, a, "d").await;
     assert_eq!(all(&answers, 404), vec![], "team b's token on team a");
     assert_eq!(listed(&api, &team_b, b).await, ["d"]);
-    let (status, _) = api
-        .call_with(
+    assert_eq!(
+        status_of(
+            &api,
             "GET",
             &format!("/v1/teams/{b}/destinations/d"),
-            None,
-            Some(&team_b),
+            &team_b
         )
-        .await;
-    assert_eq!(status, 200);
+        .await,
+        200
+    );
 
     // A tampered token: team b's, its team rewritten to a, not signed again.
     let mut parts: Vec<String> = team_b.split('.').map(str::to_owned).collect();
@@ -220,15 +226,16 @@ async fn a_team_token_reaches_its_own_team_and_destination_and_nothing_else() {
 
     // A token of `d` only: `d` and its deliveries; `e` is as absent as another team's.
     assert_eq!(listed(&api, &only_d, a).await, ["d"]);
-    let (status, _) = api
-        .call_with(
+    assert_eq!(
+        status_of(
+            &api,
             "GET",
             &format!("/v1/teams/{a}/destinations/d/deliveries"),
-            None,
-            Some(&only_d),
+            &only_d
         )
-        .await;
-    assert_eq!(status, 200);
+        .await,
+        200
+    );
     let answers = statuses(&api, &only_d, a, "e").await;
     let refused: Vec<u16> = answers.iter().map(|(_, status)| *status).collect();
     assert_eq!(
@@ -256,23 +263,21 @@ async fn a_team_token_reaches_its_own_team_and_destination_and_nothing_else() {
                           "since": "2026-01-01T00:00:00Z", "dry_run": true});
         let (status, view) = api.call("POST", &replays, Some(body)).await;
         assert_eq!(status, 202, "{view}");
-        let (status, _) = api
-            .call_with("GET", &format!("{replays}/{job}"), None, Some(&team_a))
-            .await;
-        assert_eq!(status, 200, "{job} is there");
-        let (status, _) = api
-            .call_with("GET", &format!("{replays}/{job}"), None, Some(&only_d))
-            .await;
-        assert_eq!(status, 404, "{job} seen by the token of d");
-        let (status, _) = api
-            .call_with(
-                "POST",
-                &format!("{replays}/{job}/cancel"),
-                None,
-                Some(&only_d),
-            )
-            .await;
-        assert_eq!(status, 404, "{job} cancelled by the token of d");
+        assert_eq!(
+            status_of(&api, "GET", &format!("{replays}/{job}"), &team_a).await,
+            200,
+            "{job} is there"
+        );
+        assert_eq!(
+            status_of(&api, "GET", &format!("{replays}/{job}"), &only_d).await,
+            404,
+            "{job} seen by the token of d"
+        );
+        assert_eq!(
+            status_of(&api, "POST", &format!("{replays}/{job}/cancel"), &only_d).await,
+            404,
+            "{job} cancelled by the token of d"
+        );
         let resume = json!({"id": job, "destination_id": "d",
                             "since": "2026-01-01T00:00:00Z", "dry_run": true});
         let (status, _) = api
@@ -304,6 +309,5 @@ async fn a_team_token_reaches_its_own_team_and_destination_and_nothing_else() {
     assert_eq!(status, 201);
     let answers = statuses(&api, &only_d, a, "d").await;
     assert_eq!(all(&answers, 404), vec![], "the token of the deleted `d`");
-    let (status, _) = api.call_with("GET", &d, None, Some(&team_a)).await;
-    assert_eq!(status, 200);
+    assert_eq!(status_of(&api, "GET", &d, &team_a).await, 200);
 }

@@ -91,6 +91,7 @@ async fn start_replay(
             Some("until"),
         ));
     }
+    let asked_pace = body.max_starts_per_second.unwrap_or(DEFAULT_PACE);
     let plan = ReplayPlan {
         job,
         team_id: team,
@@ -100,12 +101,9 @@ async fn start_replay(
         dry_run: body.dry_run,
         include_failed: body.include_failed,
         max_starts_per_second: match &caller {
-            Caller::Operator => body.max_starts_per_second.unwrap_or(DEFAULT_PACE),
+            Caller::Operator => asked_pace,
             // A team's replay shares the engine with every team's live traffic.
-            Caller::Team(_) => body
-                .max_starts_per_second
-                .unwrap_or(DEFAULT_PACE)
-                .min(DEFAULT_PACE),
+            Caller::Team(_) => asked_pace.min(DEFAULT_PACE),
         }
         .max(1),
     };

@@ -33,6 +33,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use super::{AdminState, ApiError, ApiPath};
+use crate::destinations::postgres::writes::StoreError;
 
 /// Minting a token of a team.
 const TOKENS: &str = "/v1/teams/{team}/tokens";
@@ -346,12 +347,15 @@ async fn mint(
     let destination = match &body.destination_id {
         None => None,
         Some(id) => {
-            let stored = state.store.read(team, id).await?;
+            // Its uid only: minting opens no secret.
+            let uid = state
+                .store
+                .uid_of(team, id)
+                .await?
+                .ok_or_else(|| StoreError::NotFound(id.clone()))?;
             Some(TokenDestination {
                 id: id.clone(),
-                // The catalog gives every destination a uid; a token without one would
-                // reach nothing.
-                uid: stored.spec.uid.unwrap_or_default(),
+                uid: uid.to_string(),
             })
         }
     };
