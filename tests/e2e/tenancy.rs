@@ -7,7 +7,8 @@ use std::time::Duration;
 
 use hookflow_core::DeliveryOutcome;
 use hookflow_e2e::{
-    admin::AdminApi, events, receiver::Answer, scenario::Scenario, temporal, unique_team,
+    admin::AdminApi, events, eventually, receiver::Answer, scenario::Scenario, temporal,
+    unique_team,
 };
 use serde_json::json;
 
@@ -134,4 +135,87 @@ async fn a_failing_team_on_a_host_does_not_defer_another_teams_deliveries() {
         );
     }
     assert_eq!(s.receiver.received_on("team-b").len(), 4);
+}
+
+/// An event's uuid is chosen by whoever sent it, and destination ids are unique only within
+/// a team: two teams' events of one uuid to destinations of one id are two deliveries, each
+/// to its own team's endpoint once (the second under its team's own id), and each team's
+/// API sees and re-runs only its own.
+#[tokio::test(flavor = "multi_thread")]
+async fn two_teams_deliveries_of_one_uuid_to_one_destination_id_are_each_made_once() {
+    let mut s = Scenario::new().await;
+    let (base, token) = s.deployment.admin_api();
+    let api = AdminApi::new(base, token);
+    let process = s.deployment.start();
+    let (team_a, team_b) = (s.team, unique_team());
+    let collection = |team: i64| format!("/v1/teams/{team}/destinations");
+    api.wait_until_serving(&collection(team_a)).await;
+    for (team, path) in [(team_a, "team-a"), (team_b, "team-b")] {
+        let spec = json!({"id": "hook", "url": s.receiver.url(path)});
+        let (status, body) = api.call("POST", &collection(team), Some(spec)).await;
+        assert_eq!(status, 201, "{body}");
+    }
+
+    // Team A's event first, then team B's with the same uuid.
+    let (uuid, event_a) = events::event(team_a, &[(1, "Any")]);
+    let mut event_b = event_a.clone();
+    event_b["team_id"] = json!(team_b);
+    event_b["properties"]["plan"] = json!("team-b");
+    let (id_a, id_b) = (format!("hook:{uuid}"), format!("hook:{uuid}:t{team_b}"));
+    s.produce(&[&event_a]).await;
+    let result = temporal::result(&s.temporal, &id_a).await;
+    assert_eq!(result.outcome, DeliveryOutcome::Delivered);
+    s.produce(&[&event_b]).await;
+    let result = temporal::result(&s.temporal, &id_b).await;
+    assert_eq!(result.outcome, DeliveryOutcome::Delivered);
+    let plan_of = |r: &hookflow_e2e::receiver::Received| {
+        let body: serde_json::Value = serde_json::from_slice(&r.body).expect("json body");
+        body["data"]["event"]["properties"]["plan"].clone()
+    };
+    for (path, id, plan) in [("team-a", &id_a, "pro"), ("team-b", &id_b, "team-b")] {
+        let received = s.receiver.received_on(path);
+        assert_eq!(received.len(), 1, "{path}");
+        assert_eq!(received[0].header("webhook-id"), id.as_str(), "{path}");
+        assert_eq!(plan_of(&received[0]), plan, "{path}");
+    }
+
+    // Both messages again: each is its team's delivery, already made.
+    s.produce(&[&event_a, &event_b]).await;
+    process
+        .wait_for_metric(
+            r#"hookflow_workflow_starts_total{result="already_exists"}"#,
+            2.0,
+            Duration::from_secs(60),
+        )
+        .await;
+    assert_eq!(s.receiver.received_on("team-a").len(), 1);
+    assert_eq!(s.receiver.received_on("team-b").len(), 1);
+
+    // Each team's API finds its own delivery under the uuid, and re-runs only its own.
+    for (team, id) in [(team_a, &id_a), (team_b, &id_b)] {
+        let one = format!("{}/hook/deliveries/{uuid}", collection(team));
+        let found = eventually(Duration::from_secs(20), "the delivery", || async {
+            let (status, body) = api.call("GET", &one, None).await;
+            (status == 200).then_some(body)
+        })
+        .await;
+        assert_eq!(found["delivery_id"], id.as_str(), "team {team}");
+    }
+    let (status, body) = api
+        .call(
+            "POST",
+            &format!("{}/hook/deliveries/{uuid}/redeliver", collection(team_b)),
+            None,
+        )
+        .await;
+    assert_eq!(status, 202, "{body}");
+    assert_eq!(body["workflow_id"], id_b.as_str());
+    eventually(Duration::from_secs(30), "team B's redelivery", || async {
+        (s.receiver.received_on("team-b").len() == 2).then_some(())
+    })
+    .await;
+    let redelivered = &s.receiver.received_on("team-b")[1];
+    assert_eq!(redelivered.header("webhook-id"), id_b.as_str());
+    assert_eq!(plan_of(redelivered), "team-b");
+    assert_eq!(s.receiver.received_on("team-a").len(), 1);
 }

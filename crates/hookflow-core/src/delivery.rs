@@ -18,6 +18,11 @@ use crate::{
 /// It is the Temporal workflow id (so a replayed Kafka message cannot start a second
 /// workflow for the same pair) and the `webhook-id` header of every attempt (so a receiver
 /// can dedupe). Destination ids cannot contain `:`, so the id splits back unambiguously.
+///
+/// Destination ids are unique per team only, and an event's uuid is chosen by whoever sent
+/// the event, so two teams' deliveries can share this id. The first to start keeps it; the
+/// other team's delivery takes [`Self::for_team`] instead, so neither is deduplicated away
+/// as the other's.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(transparent)]
 pub struct DeliveryId(String);
@@ -26,6 +31,17 @@ impl DeliveryId {
     /// The id of the delivery of `event_uuid` to `destination_id`.
     pub fn new(destination_id: &str, event_uuid: Uuid) -> Self {
         DeliveryId(format!("{destination_id}:{}", event_uuid.as_hyphenated()))
+    }
+
+    /// The id a delivery of team `team_id` takes when another team's delivery holds this
+    /// one: `<destination id>:<event uuid>:t<team id>`.
+    pub fn for_team(&self, team_id: i64) -> Self {
+        DeliveryId(format!("{}:t{team_id}", self.0))
+    }
+
+    /// The destination id it starts with.
+    pub fn destination_id(&self) -> &str {
+        self.0.split(':').next().unwrap_or_default()
     }
 
     /// The id as a string.
@@ -127,6 +143,15 @@ impl DeliveryInput {
         }
     }
 
+    /// The same delivery under workflow id `delivery_id` ([`DeliveryId::for_team`]), which
+    /// is also the `webhook-id` its attempts send.
+    pub fn with_delivery_id(self, delivery_id: DeliveryId) -> Self {
+        DeliveryInput {
+            delivery_id,
+            ..self
+        }
+    }
+
     /// The input of a fresh start of this delivery (a redelivery, say): no progress, and
     /// the current workflow revision whatever the recorded input ran.
     pub fn restarted(mut self) -> Self {
@@ -213,6 +238,12 @@ mod tests {
             DeliveryId::new("d-1", lower).as_str(),
             "d-1:0190f3a4-0000-7000-8000-00000000000a"
         );
+        let taken = DeliveryId::new("d-1", lower).for_team(42);
+        assert_eq!(
+            taken.as_str(),
+            "d-1:0190f3a4-0000-7000-8000-00000000000a:t42"
+        );
+        assert_eq!(taken.destination_id(), "d-1");
     }
 
     #[test]

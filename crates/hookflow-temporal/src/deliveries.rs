@@ -198,18 +198,20 @@ async fn with_result(
     }
 }
 
-/// One delivery by event uuid (its latest run), with its result when finished; `None` when
-/// there is none.
+/// Team `team_id`'s delivery `delivery` (its latest run), with its result when finished;
+/// `None` when there is none. It runs under `delivery`, or under
+/// [`DeliveryId::for_team`] when another team's delivery holds that id
+/// ([`crate::ownership`]).
 pub async fn get(
     client: &Client,
     team_id: i64,
     delivery: &DeliveryId,
 ) -> Result<Option<DeliveryView>, TemporalError> {
-    let destination_id = delivery.as_str().split(':').next().unwrap_or_default();
     let query = format!(
-        "{} AND WorkflowId = '{}'",
-        query(team_id, destination_id),
-        delivery.as_str()
+        "{} AND WorkflowId IN ('{}', '{}')",
+        query(team_id, delivery.destination_id()),
+        delivery.as_str(),
+        delivery.for_team(team_id).as_str()
     );
     let options = WorkflowListOptions::builder().limit(1).build();
     let mut stream = client.list_workflows(query, options);

@@ -45,7 +45,7 @@ use temporalio_common::{
 use crate::{
     connection::TemporalError,
     deliveries::{self, DeliveryFilter, outcome_of},
-    search_attributes,
+    search_attributes, starter,
     workflow::DeliveryWorkflow,
 };
 
@@ -293,7 +293,7 @@ async fn start_run(
         workflow_id_reuse_policy: WorkflowIdReusePolicy::AllowDuplicate as i32,
         workflow_id_conflict_policy: WorkflowIdConflictPolicy::Fail as i32,
         search_attributes: Some(search_attributes::for_delivery(&input).into_proto()),
-        priority: Some(recovery_priority().into()),
+        priority: Some(starter::priority(&input, true).into()),
         ..Default::default()
     };
     match client

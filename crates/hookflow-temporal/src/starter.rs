@@ -19,13 +19,14 @@
 use hookflow_core::{
     DeliveryInput, DeliveryScheduler, ScheduleError, ScheduleErrorKind, Scheduled,
 };
+use sha2::{Digest, Sha256};
 use temporalio_client::{
     Client, Priority, WorkflowIdConflictPolicy, WorkflowIdReusePolicy, WorkflowStartOptions,
     errors::WorkflowStartError,
     tonic::{Code, Status},
 };
 
-use crate::{TemporalSettings, search_attributes, workflow::DeliveryWorkflow};
+use crate::{TemporalSettings, ownership, search_attributes, workflow::DeliveryWorkflow};
 
 /// Temporal refuses a workflow summary over 400 bytes by default; this leaves room for the
 /// JSON quotes and escapes of the payload.
@@ -92,6 +93,29 @@ impl DeliveryScheduler for TemporalScheduler {
                 kind: ScheduleErrorKind::Event,
             });
         }
+        match self.start(input).await? {
+            Scheduled::Started => Ok(Scheduled::Started),
+            Scheduled::AlreadyExists => {
+                // Another team's delivery may hold the id: this team's goes under its own.
+                let team_id = input.event.team_id;
+                let owned = ownership::workflow_of(&self.client, team_id, &input.delivery_id)
+                    .await
+                    .map_err(|e| ScheduleError {
+                        message: format!("finding whose {} is: {e}", input.delivery_id),
+                        kind: ScheduleErrorKind::Unavailable,
+                    })?;
+                if owned == input.delivery_id {
+                    return Ok(Scheduled::AlreadyExists);
+                }
+                self.start(&input.clone().with_delivery_id(owned)).await
+            }
+        }
+    }
+}
+
+impl TemporalScheduler {
+    /// Starts `input` under its delivery id, or finds that id taken.
+    async fn start(&self, input: &DeliveryInput) -> Result<Scheduled, ScheduleError> {
         let options =
             WorkflowStartOptions::new(self.task_queue.clone(), input.delivery_id.to_string())
                 .id_reuse_policy(WorkflowIdReusePolicy::RejectDuplicate)
@@ -133,18 +157,36 @@ impl DeliveryScheduler for TemporalScheduler {
     }
 }
 
+/// Temporal's limit on a fairness key, in bytes.
+const MAX_FAIRNESS_KEY: usize = 64;
+
 /// Each destination is its own fairness key, so where the server dispatches by fairness a
 /// backlog to one destination (a dead endpoint's retries, a replay) gets one share of the
-/// task queue, not all of it. Ids are at most 64 bytes, Temporal's limit for the key, and
-/// say nothing the search attributes do not. Recovery starts have the recovery priority.
-fn priority(input: &DeliveryInput, recovery: bool) -> Priority {
+/// task queue, not all of it. Recovery starts have the recovery priority.
+pub(crate) fn priority(input: &DeliveryInput, recovery: bool) -> Priority {
     let mut priority = if recovery {
         crate::recovery::recovery_priority()
     } else {
         Priority::default()
     };
-    priority.fairness_key = Some(input.destination_id.clone());
+    priority.fairness_key = Some(fairness_key(input));
     priority
+}
+
+/// The destination's key: its uid where its store gave it one, else its team and id
+/// (`<team>:<id>`, the id hashed when that is over Temporal's limit), so two teams'
+/// destinations of one id are two keys. It says nothing the search attributes do not.
+fn fairness_key(input: &DeliveryInput) -> String {
+    if let Some(uid) = &input.destination_uid {
+        return uid.clone();
+    }
+    let team = input.event.team_id;
+    let key = format!("{team}:{}", input.destination_id);
+    if key.len() <= MAX_FAIRNESS_KEY {
+        return key;
+    }
+    let digest = format!("{:x}", Sha256::digest(input.destination_id.as_bytes()));
+    format!("{team}:{}", &digest[..32])
 }
 
 /// Whose problem a refused start is.
@@ -223,5 +265,27 @@ mod tests {
         assert_eq!(kind_of(&unknown_namespace), ScheduleErrorKind::Deployment);
         let down = Status::unavailable("connection refused");
         assert_eq!(kind_of(&down), ScheduleErrorKind::Unavailable);
+    }
+
+    #[test]
+    fn fairness_keys_are_per_team_and_within_the_limit() {
+        let mut other_team = input("e");
+        other_team.event.team_id = 3;
+        assert_eq!(fairness_key(&input("e")), "2:d-1");
+        assert_eq!(fairness_key(&other_team), "3:d-1");
+        let mut long = input("e");
+        long.destination_id = "x".repeat(64);
+        long.event.team_id = i64::MIN;
+        let key = fairness_key(&long);
+        assert!(key.len() <= MAX_FAIRNESS_KEY, "{key}");
+        assert!(key.starts_with("-9223372036854775808:"), "{key}");
+        long.destination_id = format!("{}y", "x".repeat(63));
+        assert_ne!(fairness_key(&long), key);
+        let mut with_uid = input("e");
+        with_uid.destination_uid = Some("0190f3a4-0000-7000-8000-0000000000aa".into());
+        assert_eq!(
+            fairness_key(&with_uid),
+            "0190f3a4-0000-7000-8000-0000000000aa"
+        );
     }
 }

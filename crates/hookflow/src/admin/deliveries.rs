@@ -15,6 +15,7 @@ use axum::{
 use hookflow_core::{DeliveryId, DeliveryOutcome, Destination, DestinationState};
 use hookflow_temporal::{
     deliveries::{DeliveryFilter, DeliveryPage},
+    ownership,
     recovery::{RedeliveryCounts, Rerun, RerunInput},
 };
 use serde::Deserialize;
@@ -115,6 +116,8 @@ async fn redeliver(
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     let destination = enabled_destination(&state, team, &id).await?;
     let delivery_id = delivery_id(&id, &event_uuid)?;
+    // This team's, never another team's that holds the same id.
+    let delivery_id = ownership::workflow_of(&state.temporal, team, &delivery_id).await?;
     let input = RerunInput::Recorded {
         destination: &destination,
         defaults: &state.defaults,

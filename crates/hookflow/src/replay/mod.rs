@@ -33,7 +33,7 @@ use hookflow_kafka::{
 };
 use hookflow_runtime::{Backoff, BackoffPolicy};
 use hookflow_temporal::{
-    TemporalScheduler,
+    TemporalScheduler, ownership,
     recovery::{self, Latest, Rerun, RerunInput},
 };
 use serde::{Deserialize, Serialize};
@@ -287,9 +287,11 @@ impl Replayer {
         cancel: &CancellationToken,
     ) -> anyhow::Result<bool> {
         let client = self.scheduler.client();
-        let id = delivery.delivery_id.to_string();
+        // This team's delivery: another team's may hold its id (`ownership`).
+        let (team_id, planned_id) = (delivery.event.team_id, delivery.delivery_id.clone());
+        let owned = || ownership::workflow_of(client, team_id, &planned_id);
         if plan.dry_run {
-            let latest = recovery::latest(client, &id).await?;
+            let latest = recovery::latest(client, owned().await?.as_str()).await?;
             let counter = match latest {
                 Latest::None => &counts.started,
                 _ => counts.existing(&latest, plan.include_failed),
@@ -302,21 +304,17 @@ impl Replayer {
             StartEnd::Unstartable => &counts.unstartable,
             StartEnd::Scheduled(Scheduled::Started) => &counts.started,
             StartEnd::Scheduled(Scheduled::AlreadyExists) if plan.include_failed => {
+                let id = owned().await?;
                 let task_queue = self.scheduler.task_queue();
-                match recovery::rerun(
-                    client,
-                    task_queue,
-                    &id,
-                    RerunInput::Planned(Box::new(delivery)),
-                )
-                .await?
-                {
+                let input = RerunInput::Planned(Box::new(delivery.with_delivery_id(id.clone())));
+                match recovery::rerun(client, task_queue, id.as_str(), input).await? {
                     Rerun::Started => &counts.rerun,
                     _ => &counts.already_started,
                 }
             }
             StartEnd::Scheduled(Scheduled::AlreadyExists) => {
-                counts.existing(&recovery::latest(client, &id).await?, false)
+                let id = owned().await?;
+                counts.existing(&recovery::latest(client, id.as_str()).await?, false)
             }
         };
         ReplayCounts::add(counter);
