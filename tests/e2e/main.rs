@@ -24,6 +24,7 @@ mod outcomes;
 mod recovery;
 mod retries;
 mod secrets;
+mod signatures;
 mod ssrf;
 mod start_errors;
 mod team_tokens;

@@ -1,29 +1,99 @@
-//! A destination's credentials: its Standard Webhooks signing secrets and the request
-//! headers it sets (which may carry an `Authorization` value). Neither type's `Debug` shows
+//! A destination's credentials: its Standard Webhooks signing secrets (shared or ed25519)
+//! and the request headers it sets (which may carry an `Authorization` value). Neither type's `Debug` shows
 //! a value, so a credential cannot leak through a log line or an error message.
 
 use std::fmt;
 
-/// A Standard Webhooks signing secret (`whsec_` + base64). Its `Debug` and `Display` never
-/// show the key, so a secret cannot leak through a log line or an error message.
+use base64::{Engine, engine::general_purpose::STANDARD as BASE64};
+
+/// A Standard Webhooks signing secret: a shared one (`whsec_` + base64; signatures `v1`,
+/// HMAC-SHA256) or an ed25519 secret key (`whsk_` + base64 of its 32-byte seed, or of the
+/// seed followed by its public key; signatures `v1a`), whose public key
+/// ([`Self::public_key`], `whpk_` + base64) the receiver verifies with. Its `Debug` never
+/// shows the key, so a secret cannot leak through a log line or an error message.
 #[derive(Clone, PartialEq, Eq)]
-pub struct SigningSecret(String);
+pub struct SigningSecret(Key);
+
+#[derive(Clone, PartialEq, Eq)]
+enum Key {
+    /// The `whsec_` text, as the `standardwebhooks` crate takes it.
+    Shared(String),
+    /// The ed25519 seed (boxed: most destinations sign with a shared secret).
+    Ed25519(Box<[u8; ed25519_dalek::SECRET_KEY_LENGTH]>),
+}
 
 impl SigningSecret {
-    /// Validates the `whsec_<base64>` form.
+    /// Validates the `whsec_<base64>` or `whsk_<base64>` form.
     pub fn parse(raw: &str) -> Result<Self, &'static str> {
+        if let Some(key) = raw.strip_prefix("whsk_") {
+            return parse_ed25519(key).map(|seed| SigningSecret(Key::Ed25519(Box::new(seed))));
+        }
         let Some(key) = raw.strip_prefix("whsec_") else {
-            return Err("must start with `whsec_`");
+            return Err("must start with `whsec_` (a shared secret) or `whsk_` (an ed25519 key)");
         };
         if key.is_empty() || standardwebhooks::Webhook::new(raw).is_err() {
             return Err("must be `whsec_` followed by base64");
         }
-        Ok(SigningSecret(raw.to_owned()))
+        Ok(SigningSecret(Key::Shared(raw.to_owned())))
     }
 
-    /// The secret itself, for signing only.
-    pub fn expose(&self) -> &str {
-        &self.0
+    /// The `webhook-signature` entry of `content` (`{id}.{timestamp}.{body}`):
+    /// `v1,<base64>` or `v1a,<base64>`.
+    pub(crate) fn sign(
+        &self,
+        webhook_id: &str,
+        timestamp: i64,
+        body: &[u8],
+    ) -> Result<String, String> {
+        match &self.0 {
+            // The crate's errors never include the key, so they are safe to surface.
+            Key::Shared(secret) => standardwebhooks::Webhook::new(secret)
+                .and_then(|webhook| webhook.sign(webhook_id, timestamp, body))
+                .map_err(|e| e.to_string()),
+            Key::Ed25519(seed) => {
+                use ed25519_dalek::Signer;
+                let mut content = format!("{webhook_id}.{timestamp}.").into_bytes();
+                content.extend_from_slice(body);
+                let signature = ed25519_dalek::SigningKey::from_bytes(seed).sign(&content);
+                Ok(format!("v1a,{}", BASE64.encode(signature.to_bytes())))
+            }
+        }
+    }
+
+    /// The public key receivers verify `v1a` signatures with (`whpk_` + base64); `None`
+    /// for a shared secret.
+    pub fn public_key(&self) -> Option<String> {
+        match &self.0 {
+            Key::Shared(_) => None,
+            Key::Ed25519(seed) => {
+                let public = ed25519_dalek::SigningKey::from_bytes(seed).verifying_key();
+                Some(format!("whpk_{}", BASE64.encode(public.as_bytes())))
+            }
+        }
+    }
+}
+
+/// The seed of a `whsk_` key: 32 bytes, or 64 whose second half is the seed's public key
+/// (the form many libraries write a key pair in).
+fn parse_ed25519(key: &str) -> Result<[u8; ed25519_dalek::SECRET_KEY_LENGTH], &'static str> {
+    const MALFORMED: &str = "must be `whsk_` followed by the base64 of a 32-byte ed25519 seed \
+                             (or of the seed and its 32-byte public key)";
+    let bytes = BASE64.decode(key).map_err(|_| MALFORMED)?;
+    let seed: [u8; ed25519_dalek::SECRET_KEY_LENGTH] = bytes
+        .get(..ed25519_dalek::SECRET_KEY_LENGTH)
+        .and_then(|s| s.try_into().ok())
+        .ok_or(MALFORMED)?;
+    match bytes.len() {
+        32 => Ok(seed),
+        64 => {
+            let public = ed25519_dalek::SigningKey::from_bytes(&seed).verifying_key();
+            if public.as_bytes()[..] == bytes[32..] {
+                Ok(seed)
+            } else {
+                Err("is a `whsk_` key pair whose public half is not its seed's public key")
+            }
+        }
+        _ => Err(MALFORMED),
     }
 }
 

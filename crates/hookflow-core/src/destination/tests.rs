@@ -280,11 +280,8 @@ fn parses_a_file_and_indexes_by_team_and_id() {
     let d1 = set.get(2, "d-1").expect("d-1");
     assert_eq!(d1.timeout_ms, 2500);
     assert_eq!(
-        d1.secrets
-            .iter()
-            .map(SigningSecret::expose)
-            .collect::<Vec<_>>(),
-        [SECRET]
+        d1.secrets,
+        [SigningSecret::parse(SECRET).expect("the file's secret")]
     );
     assert_eq!(
         set.get(2, "d-2").expect("d-2").timeout_ms,

@@ -17,7 +17,7 @@ use axum::{
     routing::{get, post},
 };
 use hookflow_core::{
-    ActionMatchedEvent, ActionRef, DeliveryInput, DestinationSpec, request::prepare,
+    ActionMatchedEvent, ActionRef, DeliveryInput, DestinationSpec, SigningSecret, request::prepare,
 };
 use serde_json::{Value, json};
 
@@ -55,15 +55,34 @@ pub(super) fn routes(router: Router<AdminState>) -> Router<AdminState> {
 }
 
 /// Fields a destination is shown with that a body may carry back and are not the spec's.
-const READ_ONLY: [&str; 3] = ["version", "created_at", "updated_at"];
+const READ_ONLY: [&str; 5] = [
+    "version",
+    "created_at",
+    "updated_at",
+    "public_key",
+    "previous_public_key",
+];
 
-/// `stored` as shown: without secrets, with its version and times.
+/// `stored` as shown: without secrets, with its version and times, and the public key of
+/// each ed25519 signing key (what its receiver verifies `v1a` signatures with).
 fn shown(stored: &StoredDestination) -> Value {
     let mut shown = serde_json::to_value(stored.spec.redacted()).unwrap_or_default();
     if let Some(object) = shown.as_object_mut() {
         object.insert("version".into(), stored.version.into());
         object.insert("created_at".into(), stored.created_at.to_rfc3339().into());
         object.insert("updated_at".into(), stored.updated_at.to_rfc3339().into());
+        let public_key = |secret: &Option<String>| {
+            let secret = SigningSecret::parse(secret.as_deref()?).ok()?;
+            secret.public_key()
+        };
+        for (field, secret) in [
+            ("public_key", &stored.spec.secret),
+            ("previous_public_key", &stored.spec.previous_secret),
+        ] {
+            if let Some(key) = public_key(secret) {
+                object.insert(field.into(), key.into());
+            }
+        }
     }
     shown
 }
