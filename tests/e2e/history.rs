@@ -59,8 +59,8 @@ async fn a_first_try_delivery_is_one_eagerly_started_workflow_task_of_eight_even
     );
     assert_eq!(
         started.priority.as_ref().map(|p| p.fairness_key.as_str()),
-        Some("healthy"),
-        "each destination is its own fairness key"
+        Some(format!("{}:healthy", s.team).as_str()),
+        "each destination is its own fairness key, apart from another team's of its id"
     );
 }
 

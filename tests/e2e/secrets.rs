@@ -1,5 +1,5 @@
 //! Credentials never leave the places they are needed. A full run with marker secrets in
-//! every place a user puts one (a signing secret, a header value, a URL's credentials, the
+//! every place a user puts one (a signing secret and an ed25519 key, a header value, a URL's credentials, the
 //! admin token, a librdkafka password) and the failures that used to quote them (a
 //! configuration and a destinations file that are not TOML, a request the API refuses);
 //! then every log line, metrics page, admin answer, workflow history and the catalog's rows
@@ -26,6 +26,12 @@ async fn no_log_line_metric_answer_or_history_holds_a_secret() {
         "whsec_{}",
         base64_encode(unique("markersigningsecret").as_bytes())
     );
+    // An ed25519 key too, as the previous secret: "markersigningkey-" and 10 hex digits,
+    // padded to a 32-byte seed.
+    let signing_key = format!(
+        "whsk_{}",
+        base64_encode(format!("{:_<32}", unique("markersigningkey")).as_bytes())
+    );
     let (base, token) = s.deployment.admin_api();
     s.deployment.config(&format!(
         "[kafka.client]\n\"sasl.password\" = \"{kafka_password}\""
@@ -35,6 +41,7 @@ async fn no_log_line_metric_answer_or_history_holds_a_secret() {
         header_value.clone(),
         kafka_password.clone(),
         secret.clone(),
+        signing_key.clone(),
         token.clone(),
     ];
     let api = AdminApi::new(base, token.clone());
@@ -48,10 +55,13 @@ async fn no_log_line_metric_answer_or_history_holds_a_secret() {
         "id": "guarded",
         "url": format!("http://hookuser:{url_password}@127.0.0.1:{port}/guarded"),
         "secret": secret,
+        "previous_secret": signing_key,
         "headers": {"X-Api-Key": header_value},
     });
     let (status, created) = api.call("POST", &collection, Some(spec)).await;
     assert_eq!(status, 201, "{created}");
+    assert_eq!(created["previous_secret"], "<redacted>");
+    let public_key = created["previous_public_key"].as_str().expect("public key");
     answers.push(created.to_string());
 
     // The endpoint gets every secret it should.
@@ -70,6 +80,14 @@ async fn no_log_line_metric_answer_or_history_holds_a_secret() {
         webhook
             .verify(&request.body, &request.headers)
             .expect("signed with the secret");
+        hookflow_core::signing::verify_v1a(
+            public_key,
+            request.header("webhook-id"),
+            request.header("webhook-timestamp"),
+            &request.body,
+            request.header("webhook-signature"),
+        )
+        .expect("signed with the key");
     };
     check_request(0);
 

@@ -147,10 +147,10 @@ async fn two_teams_deliveries_of_one_uuid_to_one_destination_id_are_each_made_on
     let (base, token) = s.deployment.admin_api();
     let api = AdminApi::new(base, token);
     let process = s.deployment.start();
-    let (team_a, team_b) = (s.team, unique_team());
+    let (team_a, team_b, team_c) = (s.team, unique_team(), unique_team());
     let collection = |team: i64| format!("/v1/teams/{team}/destinations");
     api.wait_until_serving(&collection(team_a)).await;
-    for (team, path) in [(team_a, "team-a"), (team_b, "team-b")] {
+    for (team, path) in [(team_a, "team-a"), (team_b, "team-b"), (team_c, "team-c")] {
         let spec = json!({"id": "hook", "url": s.receiver.url(path)});
         let (status, body) = api.call("POST", &collection(team), Some(spec)).await;
         assert_eq!(status, 201, "{body}");
@@ -218,4 +218,16 @@ async fn two_teams_deliveries_of_one_uuid_to_one_destination_id_are_each_made_on
     assert_eq!(redelivered.header("webhook-id"), id_b.as_str());
     assert_eq!(plan_of(redelivered), "team-b");
     assert_eq!(s.receiver.received_on("team-a").len(), 1);
+
+    // A third team's destination of that id has no delivery of the uuid, and its answers
+    // say no more than they would for a uuid nobody sent.
+    let unknown = uuid::Uuid::new_v4();
+    for event in [uuid, unknown] {
+        let one = format!("{}/hook/deliveries/{event}", collection(team_c));
+        let expected = json!(format!("no delivery of event {event} to destination hook"));
+        let (status, body) = api.call("GET", &one, None).await;
+        assert_eq!((status, &body["error"]), (404, &expected), "{body}");
+        let (status, body) = api.call("POST", &format!("{one}/redeliver"), None).await;
+        assert_eq!((status, &body["error"]), (404, &expected), "{body}");
+    }
 }

@@ -76,8 +76,8 @@ impl SigningSecret {
 /// The seed of a `whsk_` key: 32 bytes, or 64 whose second half is the seed's public key
 /// (the form many libraries write a key pair in).
 fn parse_ed25519(key: &str) -> Result<[u8; ed25519_dalek::SECRET_KEY_LENGTH], &'static str> {
-    const MALFORMED: &str = "must be `whsk_` followed by the base64 of a 32-byte ed25519 seed \
-                             (or of the seed and its 32-byte public key)";
+    const MALFORMED: &str = "must be `whsk_` followed by the standard, padded base64 of a \
+                             32-byte ed25519 seed (or of the seed and its 32-byte public key)";
     let bytes = BASE64.decode(key).map_err(|_| MALFORMED)?;
     let seed: [u8; ed25519_dalek::SECRET_KEY_LENGTH] = bytes
         .get(..ed25519_dalek::SECRET_KEY_LENGTH)

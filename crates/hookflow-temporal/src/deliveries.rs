@@ -28,7 +28,8 @@ use crate::{connection::TemporalError, search_attributes, workflow::DeliveryWork
 /// One delivery run, as listed: a delivery re-run after it failed shows once per run.
 #[derive(Debug, Clone, Serialize)]
 pub struct DeliveryView {
-    /// `destination:uuid`, also the `webhook-id`.
+    /// `destination:uuid` (`destination:uuid:t<team>` when another team's delivery holds
+    /// that id), also the `webhook-id`.
     pub delivery_id: String,
     /// The Temporal run.
     pub run_id: String,

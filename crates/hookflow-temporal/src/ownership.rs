@@ -27,8 +27,12 @@ pub async fn workflow_of(
     })
 }
 
-/// The team of the delivery that holds workflow id `delivery`; `None` when none does.
-async fn holder_team(client: &Client, delivery: &DeliveryId) -> Result<Option<i64>, TemporalError> {
+/// The team of the delivery that holds workflow id `delivery` (of its latest run); `None`
+/// when none does.
+pub async fn holder_team(
+    client: &Client,
+    delivery: &DeliveryId,
+) -> Result<Option<i64>, TemporalError> {
     let handle = deliveries::run_handle(client, delivery.as_str(), "");
     let description = match handle.describe(Default::default()).await {
         Ok(description) => description,
@@ -43,8 +47,15 @@ async fn holder_team(client: &Client, delivery: &DeliveryId) -> Result<Option<i6
     {
         return Ok(Some(team));
     }
-    // Every start sets the attribute; an execution without it still has its input.
-    let recorded = deliveries::recorded_input(client, delivery.as_str(), None).await?;
+    // Every start sets the attribute; an execution without it still has its input. Its
+    // error would quote another team's input: say only what failed.
+    let recorded = deliveries::recorded_input(client, delivery.as_str(), None)
+        .await
+        .map_err(|_| {
+            TemporalError::Rpc(format!(
+                "{delivery}: cannot read which team's delivery holds this id"
+            ))
+        })?;
     Ok(recorded.map(|input| input.event.team_id))
 }
 

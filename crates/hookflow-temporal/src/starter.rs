@@ -98,16 +98,27 @@ impl DeliveryScheduler for TemporalScheduler {
             Scheduled::AlreadyExists => {
                 // Another team's delivery may hold the id: this team's goes under its own.
                 let team_id = input.event.team_id;
-                let owned = ownership::workflow_of(&self.client, team_id, &input.delivery_id)
+                let unavailable = |message: String| ScheduleError {
+                    message,
+                    kind: ScheduleErrorKind::Unavailable,
+                };
+                let holder = ownership::holder_team(&self.client, &input.delivery_id)
                     .await
-                    .map_err(|e| ScheduleError {
-                        message: format!("finding whose {} is: {e}", input.delivery_id),
-                        kind: ScheduleErrorKind::Unavailable,
+                    .map_err(|e| {
+                        unavailable(format!("finding whose {} is: {e}", input.delivery_id))
                     })?;
-                if owned == input.delivery_id {
-                    return Ok(Scheduled::AlreadyExists);
+                match holder {
+                    Some(holder) if holder == team_id => Ok(Scheduled::AlreadyExists),
+                    Some(_) => {
+                        let owned = input.delivery_id.for_team(team_id);
+                        self.start(&input.clone().with_delivery_id(owned)).await
+                    }
+                    // Gone since (retention): the start is tried again, not counted done.
+                    None => Err(unavailable(format!(
+                        "{} was already started but is not found now",
+                        input.delivery_id
+                    ))),
                 }
-                self.start(&input.clone().with_delivery_id(owned)).await
             }
         }
     }

@@ -66,7 +66,8 @@ enum Command {
         /// Address to listen on.
         #[arg(long, default_value = "127.0.0.1:8787")]
         listen: std::net::SocketAddr,
-        /// Standard Webhooks secret to verify signatures with.
+        /// The destination's Standard Webhooks secret (`whsec_…`) or, for an ed25519-signed
+        /// one, its public key (`whpk_…`), to verify signatures with.
         #[arg(long, env = "HOOKFLOW_RECEIVER_SECRET")]
         secret: Option<String>,
     },

@@ -90,6 +90,12 @@ async fn history(
     Ok(Json(page))
 }
 
+/// The answer for a delivery the caller's team does not have: the same words whether
+/// another team's delivery holds its id or none does, so ids do not leak.
+fn no_delivery(id: &str, event_uuid: &str) -> String {
+    format!("no delivery of event {event_uuid} to destination {id}")
+}
+
 /// The delivery of an event to the destination, from the path.
 fn delivery_id(id: &str, event_uuid: &str) -> Result<DeliveryId, ApiError> {
     let uuid = uuid::Uuid::parse_str(event_uuid)
@@ -105,7 +111,7 @@ async fn one(
     let delivery_id = delivery_id(&id, &event_uuid)?;
     match hookflow_temporal::deliveries::get(&state.temporal, team, &delivery_id).await? {
         Some(view) => Ok(Json(json!(view))),
-        None => Err(ApiError::not_found(format!("no delivery {delivery_id}"))),
+        None => Err(ApiError::not_found(no_delivery(&id, &event_uuid))),
     }
 }
 
@@ -139,7 +145,7 @@ async fn redeliver(
             None,
         )),
         Rerun::Unknown | Rerun::Replaced | Rerun::NotFailed => {
-            Err(ApiError::not_found(format!("no delivery {delivery_id}")))
+            Err(ApiError::not_found(no_delivery(&id, &event_uuid)))
         }
     }
 }
