@@ -4,6 +4,7 @@
 mod admin;
 mod api_fuzz;
 mod architecture;
+mod auto_disable;
 mod breaker_store;
 mod cancel;
 mod catalog;

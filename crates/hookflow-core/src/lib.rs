@@ -17,6 +17,7 @@ pub mod event;
 pub mod field_error;
 pub mod format;
 pub mod millis;
+pub mod notice;
 pub mod outcomes;
 pub mod progress;
 pub mod redaction;
@@ -25,6 +26,7 @@ pub mod retry;
 pub mod scheduler;
 pub mod signing;
 pub mod standing;
+pub mod streak;
 pub mod sync;
 pub mod template;
 

@@ -78,7 +78,10 @@ pub const ACTIVITIES_RECALLED: &str = "hookflow_activities_recalled_total";
 pub const ATTEMPTS_IN_FLIGHT: &str = "hookflow_attempts_in_flight";
 /// Live worker processes sharing the rate limits (from the Redis worker set).
 pub const WORKERS_LIVE: &str = "hookflow_workers_live";
-/// Destinations disabled by this process after 410 Gone.
+/// Destination notices published to the outcomes topic, by `type` (`destination.failing`,
+/// `destination.disabled`, `destination.enabled`) and `result` (`sent`, `error`).
+pub const NOTICES: &str = "hookflow_notices_total";
+/// Destinations disabled by this process, after 410 Gone or a failure streak.
 pub const DESTINATIONS_DISABLED: &str = "hookflow_destinations_disabled_total";
 /// 1 while Redis answers, 0 while this process runs on its per-process fallback.
 pub const REDIS_AVAILABLE: &str = "hookflow_redis_available";

@@ -30,7 +30,7 @@ use hookflow_core::{
 };
 use hookflow_http::{
     ActivityMemo, DeliveryClient,
-    isolation::{DisabledDestinations, EndpointGate, Waiter},
+    isolation::{DisabledDestinations, EndpointGate, FailureStreaks, Waiter},
 };
 use hookflow_telemetry::names;
 use serde::{Deserialize, Serialize};
@@ -78,6 +78,7 @@ pub struct DeliveryActivities {
     gate: Arc<EndpointGate>,
     disabled: Arc<DisabledDestinations>,
     outcomes: Option<Arc<Mutex<OutcomeAggregator>>>,
+    streaks: Option<Arc<FailureStreaks>>,
     memo: ActivityMemo,
     site_url: String,
 }
@@ -97,6 +98,7 @@ impl DeliveryActivities {
             gate,
             disabled,
             outcomes: None,
+            streaks: None,
             memo: ActivityMemo::new(None),
             site_url: String::new(),
         }
@@ -112,6 +114,13 @@ impl DeliveryActivities {
     /// Links in messages point to `site_url` (for example `https://app.example.com`).
     pub fn with_site_url(mut self, site_url: &str) -> Self {
         self.site_url = site_url.trim_end_matches('/').to_owned();
+        self
+    }
+
+    /// Also counts every attempt's result into `streaks`, so a destination whose endpoint
+    /// keeps failing is warned about and disabled.
+    pub fn with_streaks(mut self, streaks: Arc<FailureStreaks>) -> Self {
+        self.streaks = Some(streaks);
         self
     }
 
@@ -179,6 +188,9 @@ impl DeliveryActivities {
         metrics::histogram!(names::DELIVERY_ATTEMPT_DURATION)
             .record(report.duration_ms as f64 / 1000.0);
         tracing::debug!(status = ?report.status, class = report.class(), duration_ms = report.duration_ms, "attempt finished");
+        if let Some(streaks) = &self.streaks {
+            streaks.record(&destination, !report.is_success());
+        }
         let to_wake = self.gate.leave(&destination, pass, &report).await;
         wake(ctx, to_wake);
         if let (true, Some(produced_ms)) = (report.is_success(), delivery.produced_at_ms) {

@@ -11,6 +11,8 @@
 //! - [`destinations`]: the destination stores (a file, or the catalog in PostgreSQL);
 //! - [`admin`]: the admin HTTP API, one module per resource;
 //! - [`replay`]: replaying a time range of the topic, in the foreground or as jobs;
+//! - [`auto_disable`]: the worker's flush of failure streaks, and what it does when one
+//!   crosses a line;
 //! - [`bearer`]: the token check of the admin API and the codec server.
 //!
 //! The library crates hold delivery itself: `hookflow-core` (the model, pure), and
@@ -18,6 +20,7 @@
 //! (docs/architecture.md draws them).
 
 mod admin;
+mod auto_disable;
 mod bearer;
 mod cli;
 mod commands;

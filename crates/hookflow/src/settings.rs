@@ -16,7 +16,7 @@ use figment::{
 use hookflow_core::{
     AllowList, FieldError, RetryPolicy, Secret, ValidationRules, redaction::check_toml,
 };
-use hookflow_http::isolation::IsolationSettings;
+use hookflow_http::isolation::{AutoDisableSettings, IsolationSettings};
 use hookflow_kafka::{KafkaSettings, outcomes::OutcomeSettings};
 use hookflow_runtime::RedisSettings;
 use hookflow_telemetry::LogFormat;
@@ -52,6 +52,8 @@ pub struct Settings {
     pub redis: RedisSettings,
     /// `[outcomes]`
     pub outcomes: OutcomeSettings,
+    /// `[auto_disable]`
+    pub auto_disable: AutoDisableSettings,
     /// `[admin]`
     pub admin: AdminSection,
     /// `[codec_server]`
@@ -239,6 +241,7 @@ impl Settings {
             ("temporal", self.temporal.validate()),
             ("retry", self.retry.validate()),
             ("isolation", self.isolation.validate()),
+            ("auto_disable", self.auto_disable.validate()),
         ];
         for (section, checked) in sections {
             checked.map_err(|error| SettingsError::Field { section, error })?;

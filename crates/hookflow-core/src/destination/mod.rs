@@ -33,6 +33,8 @@ use crate::{
 pub const DEFAULT_TIMEOUT_MS: u64 = 5_000;
 /// The longest per-attempt timeout a destination may ask for.
 pub const MAX_TIMEOUT_MS: u64 = 60_000;
+/// The longest a destination may ask to fail before it is disabled: 30 days.
+pub const MAX_AUTO_DISABLE_AFTER_MS: u64 = 30 * 86_400_000;
 
 /// One destination of one team.
 #[derive(Debug, Clone, PartialEq)]
@@ -71,6 +73,9 @@ pub struct Destination {
     pub retry_schedule_ms: Option<Vec<u64>>,
     /// The destination's own maximum delivery age, where it sets one.
     pub max_age_ms: Option<u64>,
+    /// How long its endpoint must fail every attempt before it is disabled, where it sets
+    /// its own ([`crate::streak`]).
+    pub auto_disable_after_ms: Option<u64>,
 }
 
 /// Whether a destination's deliveries go out.

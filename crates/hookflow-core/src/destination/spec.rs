@@ -92,6 +92,9 @@ pub struct DestinationSpec {
     /// Maximum delivery age override, milliseconds.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_age_ms: Option<u64>,
+    /// Auto-disable override: failing every attempt this long disables it, milliseconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auto_disable_after_ms: Option<u64>,
 }
 
 impl DestinationSpec {

@@ -229,6 +229,7 @@ fn destination(actions: Vec<i64>) -> Destination {
         limits: LimitOverrides::default(),
         retry_schedule_ms: None,
         max_age_ms: None,
+        auto_disable_after_ms: None,
     }
 }
 

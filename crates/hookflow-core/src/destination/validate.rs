@@ -5,7 +5,8 @@ use url::Url;
 
 use super::{
     DEFAULT_TIMEOUT_MS, Destination, DestinationError, DestinationSpec, DestinationState,
-    LimitOverrides, LimitValues, MAX_RETRY_ENTRIES, MAX_RETRY_MS, MAX_TIMEOUT_MS,
+    LimitOverrides, LimitValues, MAX_AUTO_DISABLE_AFTER_MS, MAX_RETRY_ENTRIES, MAX_RETRY_MS,
+    MAX_TIMEOUT_MS,
 };
 use crate::{
     breaker::BreakerPolicy,
@@ -202,9 +203,19 @@ impl DestinationSpec {
         {
             return Err(invalid("max_age_ms", "must be 1 ms to 7 days".into()));
         }
+        if self
+            .auto_disable_after_ms
+            .is_some_and(|ms| ms == 0 || ms > MAX_AUTO_DISABLE_AFTER_MS)
+        {
+            return Err(invalid(
+                "auto_disable_after_ms",
+                "must be 1 ms to 30 days".into(),
+            ));
+        }
         Ok(Destination {
             retry_schedule_ms: self.retry_schedule_ms,
             max_age_ms: self.max_age_ms,
+            auto_disable_after_ms: self.auto_disable_after_ms,
             id: self.id,
             uid,
             team_id: self.team_id,

@@ -4,7 +4,7 @@
 //! Each endpoint's [`BreakerState`] lives in one Redis hash (`<prefix>:breaker:<endpoint>`,
 //! fields `v` = version and `s` = JSON state). A change is read → applied with the pure
 //! state machine → written back by a Lua compare-and-set on the version, retried on
-//! conflict; so the one half-open probe is claimed by exactly one worker.
+//! conflict ([`change_shared_json`]); so the one half-open probe is claimed by exactly one worker.
 //!
 //! On the attempt path: a closed breaker whose local copy is younger than `cache_ttl` admits
 //! without Redis. Results are counted locally and flushed at the next sync, except when
@@ -27,26 +27,12 @@ use hookflow_core::{
     sync::LockUnpoisoned,
 };
 use hookflow_telemetry::names;
-use redis::Script;
 
 // Breaker times are shared between hosts: wall-clock, not monotonic.
-use hookflow_runtime::{LinkError, RedisLink, unix_now_ms};
+use hookflow_runtime::{LinkError, RedisLink, change_shared_json, unix_now_ms};
 
 /// How long an untouched breaker's state stays in Redis.
 const STATE_TTL_MS: u64 = 24 * 3_600 * 1_000;
-/// Compare-and-set tries before giving up on one change (then applied locally).
-const MAX_CAS_TRIES: usize = 8;
-
-/// Writes `ARGV[3]` as the state with version `ARGV[2]` if the stored version (0 when
-/// absent) is still `ARGV[1]`. Returns 1 when written.
-const CAS_SCRIPT: &str = r#"
-local v = tonumber(redis.call('HGET', KEYS[1], 'v') or '0')
-if v ~= tonumber(ARGV[1]) then return 0 end
-redis.call('HSET', KEYS[1], 'v', ARGV[2], 's', ARGV[3])
-redis.call('PEXPIRE', KEYS[1], ARGV[4])
-return 1
-"#;
-
 struct Entry {
     state: BreakerState,
     synced_at: Option<Instant>,
@@ -72,7 +58,6 @@ impl Default for Entry {
 pub struct SharedBreakers {
     redis: Option<RedisLink>,
     cache_ttl: Duration,
-    cas: Script,
     entries: Mutex<HashMap<EndpointKey, Entry>>,
 }
 
@@ -97,7 +82,6 @@ impl SharedBreakers {
         SharedBreakers {
             redis,
             cache_ttl,
-            cas: Script::new(CAS_SCRIPT),
             entries: Mutex::default(),
         }
     }
@@ -247,49 +231,12 @@ impl SharedBreakers {
         apply: &mut impl FnMut(&mut BreakerState, u64) -> (R, [Option<Transition>; 2]),
     ) -> Result<(BreakerState, R, [Option<Transition>; 2]), LinkError> {
         let key = redis.key(&["breaker", endpoint.as_str()]);
-        for _ in 0..MAX_CAS_TRIES {
-            let (version, stored): (Option<u64>, Option<String>) = redis
-                .run(|mut c| {
-                    let key = key.clone();
-                    async move {
-                        redis::cmd("HMGET")
-                            .arg(key)
-                            .arg("v")
-                            .arg("s")
-                            .query_async(&mut c)
-                            .await
-                    }
-                })
-                .await?;
-            let before: BreakerState = match stored.as_deref().map(serde_json::from_str) {
-                Some(Ok(state)) => state,
-                Some(Err(error)) => {
-                    tracing::warn!(%error, endpoint = %endpoint, "unreadable breaker state in redis; starting closed");
-                    BreakerState::default()
-                }
-                None => BreakerState::default(),
-            };
-            let mut after = before.clone();
-            let (result, transitions) = apply(&mut after, unix_now_ms());
-            if after == before {
-                return Ok((after, result, transitions));
-            }
-            let version = version.unwrap_or(0);
-            let json = serde_json::to_string(&after).unwrap_or_default();
-            let mut invocation = self.cas.key(&key);
-            invocation
-                .arg(version)
-                .arg(version + 1)
-                .arg(json)
-                .arg(STATE_TTL_MS);
-            let written: i32 = redis
-                .run(|mut c| async move { invocation.invoke_async(&mut c).await })
-                .await?;
-            if written == 1 {
-                return Ok((after, result, transitions));
-            }
-        }
-        Err(LinkError::Contended)
+        let (after, (result, transitions)) =
+            change_shared_json(redis, &key, STATE_TTL_MS, |state: &mut BreakerState| {
+                apply(state, unix_now_ms())
+            })
+            .await?;
+        Ok((after, result, transitions))
     }
 
     fn keep(

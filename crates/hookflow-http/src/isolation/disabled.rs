@@ -1,7 +1,9 @@
-//! Destinations disabled because their endpoint answered 410 Gone: recorded with the
-//! reason in a Redis hash (`<prefix>:disabled`, field = `<team>:<id>:<uid>`, value = JSON)
-//! that every worker reads, so no worker attempts them again until an operator re-enables
-//! them (`hookflow destinations enable --team T <id>`).
+//! Destinations disabled because their endpoint answered 410 Gone or failed every attempt
+//! for `auto_disable.after_ms` (reason `auto_disabled`, [`super::FailureStreaks`]): recorded
+//! with the reason in a Redis hash (`<prefix>:disabled`, field = `<team>:<id>:<uid>`, value = JSON)
+//! that every worker reads, so no worker attempts them again until an operator or the team
+//! re-enables them (`hookflow destinations enable --team T <id>`, or the admin API's
+//! `…/enable`).
 //!
 //! An entry names the destination by team, id and uid ([`disabled_key`]): ids are freed on
 //! delete and taken again by any team, so a new destination under a disabled one's id (of
@@ -23,6 +25,8 @@ use hookflow_telemetry::names;
 use serde::{Deserialize, Serialize};
 
 use hookflow_runtime::{LinkError, RedisLink};
+
+use super::streaks::streak_key;
 
 /// How long the local copy is trusted.
 const REFRESH_EVERY: Duration = Duration::from_secs(2);
@@ -100,7 +104,7 @@ impl DisabledDestinations {
             at: chrono::Utc::now().to_rfc3339(),
         };
         metrics::counter!(names::DESTINATIONS_DISABLED).increment(1);
-        tracing::warn!(team_id = destination.team_id, destination = %destination.id, reason = %disablement.reason, "destination disabled; re-enable with `hookflow destinations enable`");
+        tracing::warn!(team_id = destination.team_id, destination = %destination.id, reason = %disablement.reason, "destination disabled; re-enable with `hookflow destinations enable` or the admin API");
         let key = disabled_key(destination);
         {
             let mut view = self.lock();
@@ -110,9 +114,10 @@ impl DisabledDestinations {
         self.refresh().await;
     }
 
-    /// Re-enables team `team_id`'s destination `id` (whatever its uid); whether it was
-    /// disabled.
-    pub async fn enable(&self, team_id: i64, id: &str) -> Result<bool, LinkError> {
+    /// Re-enables team `team_id`'s destination `id` (whatever its uid), and forgets its
+    /// failure streak so it starts afresh; the entries removed ([`disabled_key`]), none
+    /// when it was not disabled.
+    pub async fn enable(&self, team_id: i64, id: &str) -> Result<Vec<String>, LinkError> {
         let prefix = format!("{team_id}:{id}:");
         let mut fields: Vec<String> = self
             .list()
@@ -136,17 +141,24 @@ impl DisabledDestinations {
         if let (Some(redis), false) = (&self.redis, fields.is_empty()) {
             let key = self.key.clone();
             let removed = fields.clone();
+            let streaks: Vec<String> = fields.iter().map(|f| streak_key(redis, f)).collect();
             redis
                 .run(|mut c| async move {
-                    redis::cmd("HDEL")
+                    redis::pipe()
+                        .atomic()
+                        .cmd("HDEL")
                         .arg(key)
                         .arg(removed)
-                        .query_async::<i64>(&mut c)
+                        .ignore()
+                        .cmd("DEL")
+                        .arg(streaks)
+                        .ignore()
+                        .query_async::<()>(&mut c)
                         .await
                 })
                 .await?;
         }
-        Ok(!fields.is_empty())
+        Ok(fields)
     }
 
     /// Every disabled destination (by [`disabled_key`]), read from Redis.
@@ -239,8 +251,11 @@ mod tests {
         assert!(registry.check(&other_team).await.is_none());
         let recreated = destination(1, Some("0190f3a4-0000-7000-8000-0000000000bb"));
         assert!(registry.check(&recreated).await.is_none());
-        assert!(!registry.enable(2, "d-1").await.expect("enable"));
-        assert!(registry.enable(1, "d-1").await.expect("enable"));
+        assert!(registry.enable(2, "d-1").await.expect("enable").is_empty());
+        assert_eq!(
+            registry.enable(1, "d-1").await.expect("enable"),
+            [format!("1:d-1:{uid}")]
+        );
         assert!(registry.check(&gone).await.is_none());
     }
 }

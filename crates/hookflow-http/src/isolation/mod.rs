@@ -17,6 +17,7 @@ mod breakers;
 mod bulkhead;
 mod disabled;
 mod limiter;
+mod streaks;
 mod waiters;
 mod workers;
 
@@ -40,6 +41,7 @@ use hookflow_telemetry::{
 };
 pub use limiter::EndpointRateLimiter;
 use serde::Deserialize;
+pub use streaks::{AutoDisableSettings, FailureStreaks, StreakCrossing};
 pub use waiters::BreakerWaiters;
 pub use workers::WorkerRegistry;
 

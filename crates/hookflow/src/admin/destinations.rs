@@ -34,6 +34,7 @@ const ONE: &str = "/v1/teams/{team}/destinations/{id}";
 const PAUSE: &str = "/v1/teams/{team}/destinations/{id}/pause";
 const RESUME: &str = "/v1/teams/{team}/destinations/{id}/resume";
 const TEST: &str = "/v1/teams/{team}/destinations/{id}/test";
+const ENABLE: &str = "/v1/teams/{team}/destinations/{id}/enable";
 
 /// The paths of this resource, and what a team token reaches on each.
 pub(super) const ROUTES: &[(&str, Reach)] = &[
@@ -42,6 +43,7 @@ pub(super) const ROUTES: &[(&str, Reach)] = &[
     (PAUSE, Reach::Destination),
     (RESUME, Reach::Destination),
     (TEST, Reach::Destination),
+    (ENABLE, Reach::Destination),
 ];
 
 /// Adds this resource's routes.
@@ -52,6 +54,7 @@ pub(super) fn routes(router: Router<AdminState>) -> Router<AdminState> {
         .route(PAUSE, post(pause))
         .route(RESUME, post(resume))
         .route(TEST, post(send_test))
+        .route(ENABLE, post(enable))
 }
 
 /// Fields a destination is shown with that a body may carry back and are not the spec's.
@@ -217,6 +220,37 @@ async fn resume(
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     set_state(state, path, &headers, None).await
+}
+
+/// Enables the destination again after its endpoint got it disabled (410 Gone, or failing
+/// every attempt: `auto_disabled`): its endpoint is attempted again, a new failure streak
+/// starts, and `destination.enabled` goes to the outcomes topic. Its deliveries that ended
+/// `destination_disabled` meanwhile are redelivered with `…/redeliver`. Pausing and
+/// resuming are the catalog's `state`; this is the endpoint's.
+async fn enable(
+    State(state): State<AdminState>,
+    ApiPath((team, id)): ApiPath<(i64, String)>,
+) -> Result<Json<Value>, ApiError> {
+    state.store.read(team, &id).await?;
+    let notices = crate::auto_disable::enable(&state.disabled, team, &id)
+        .await
+        .map_err(|e| {
+            ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!("disabled destinations are kept in Redis: {e}"),
+                None,
+            )
+        })?;
+    let was_disabled = !notices.is_empty();
+    if let Some(publisher) = state.notices.clone() {
+        // Not on the answer's path: a broker that is down would hold it up.
+        tokio::spawn(async move {
+            for notice in &notices {
+                publisher.publish(notice).await;
+            }
+        });
+    }
+    Ok(Json(json!({ "was_disabled": was_disabled })))
 }
 
 async fn set_state(

@@ -39,6 +39,7 @@ use axum::{
 use chrono::{DateTime, Utc};
 use hookflow_core::{DeliveryDefaults, DeliveryOutcome, DestinationError};
 use hookflow_http::{DeliveryClient, isolation::DisabledDestinations};
+use hookflow_kafka::notices::NoticePublisher;
 use hookflow_temporal::{Client, TemporalError};
 use serde_json::json;
 
@@ -70,8 +71,11 @@ pub struct AdminState {
     /// The retry policy and history bound deliveries start with (a redelivery is planned
     /// again with them).
     pub defaults: DeliveryDefaults,
-    /// Destinations disabled after 410 Gone (a redelivery to one is refused).
+    /// Destinations disabled after 410 Gone or a failure streak (a redelivery to one is
+    /// refused).
     pub disabled: Arc<DisabledDestinations>,
+    /// Where `destination.enabled` goes, when outcomes are published.
+    pub notices: Option<NoticePublisher>,
 }
 
 /// Every route the API serves, with what a team token reaches on it: each resource
@@ -123,7 +127,11 @@ pub(crate) struct ApiError {
 }
 
 impl ApiError {
-    fn new(status: StatusCode, message: impl Into<String>, field: Option<&'static str>) -> Self {
+    pub(super) fn new(
+        status: StatusCode,
+        message: impl Into<String>,
+        field: Option<&'static str>,
+    ) -> Self {
         ApiError {
             status,
             message: message.into(),

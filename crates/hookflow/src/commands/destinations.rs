@@ -1,6 +1,6 @@
 //! `hookflow destinations`: operator actions on destinations. Import into and reseal the
-//! PostgreSQL catalog; list and re-enable destinations disabled after 410 Gone (kept in
-//! Redis).
+//! PostgreSQL catalog; list and re-enable destinations disabled after 410 Gone or a
+//! failure streak (kept in Redis).
 
 use std::path::PathBuf;
 
@@ -36,9 +36,11 @@ pub enum DestinationsCommand {
     /// Seal every destination's secrets in the catalog again under the current key, so an
     /// older key can leave destinations.postgres.encryption.keys.
     Reseal,
-    /// List destinations disabled after 410 Gone, with the reason.
+    /// List destinations disabled after 410 Gone or a failure streak (`auto_disabled`),
+    /// with the reason.
     Disabled,
-    /// Re-enable a destination disabled after 410 Gone; its endpoint is attempted again.
+    /// Re-enable a destination disabled after 410 Gone or a failure streak; its endpoint is
+    /// attempted again, and `destination.enabled` goes to the outcomes topic.
     Enable {
         /// The team whose destination it is.
         #[arg(long)]
@@ -117,6 +119,10 @@ pub async fn run(settings: &Settings, command: DestinationsCommand) -> anyhow::R
     let redis = hookflow_runtime::RedisLink::new(&settings.redis)?
         .context("redis.url is empty: disabled destinations are only kept in Redis")?;
     let registry = hookflow_http::isolation::DisabledDestinations::new(Some(redis));
+    let notices = hookflow_kafka::notices::NoticePublisher::new(
+        &settings.kafka.client_config(),
+        &settings.outcomes,
+    )?;
     match command {
         DestinationsCommand::Disabled => {
             let mut disabled: Vec<_> = registry.list().await?.into_iter().collect();
@@ -131,7 +137,13 @@ pub async fn run(settings: &Settings, command: DestinationsCommand) -> anyhow::R
             }
         }
         DestinationsCommand::Enable { team, id } => {
-            if registry.enable(team, &id).await? {
+            let enabled = crate::auto_disable::enable(&registry, team, &id).await?;
+            for notice in &enabled {
+                if let Some(notices) = &notices {
+                    notices.publish(notice).await;
+                }
+            }
+            if !enabled.is_empty() {
                 println!("team {team}'s {id} enabled: its deliveries are attempted again");
             } else {
                 println!("team {team}'s {id} was not disabled");

@@ -13,10 +13,11 @@ use clap::ValueEnum;
 use hookflow_core::{DestinationCatalog, EndpointStanding, outcomes::OutcomeAggregator};
 use hookflow_http::{
     ActivityMemo,
-    isolation::{DisabledDestinations, EndpointGate, WorkerRegistry},
+    isolation::{DisabledDestinations, EndpointGate, FailureStreaks, WorkerRegistry},
 };
 use hookflow_kafka::{
     ConsumerError, Pipeline,
+    notices::NoticePublisher,
     outcomes::OutcomePublisher,
     start_queue::{MAX_REORDER_WAIT, StartQueue},
 };
@@ -82,6 +83,8 @@ async fn serve_admin(
         replays,
         defaults: delivery_defaults(settings),
         disabled,
+        notices: NoticePublisher::new(&settings.kafka.client_config(), &settings.outcomes)
+            .context("notices producer")?,
     });
     let stop = shutdown.clone();
     tokio::spawn(async move {
@@ -359,8 +362,21 @@ async fn run_worker(
     tokio::spawn(gate.clone().sweep(shutdown.clone()));
     tokio::spawn(registry.run(shutdown.clone()));
     let disabled = Arc::new(DisabledDestinations::new(redis.clone()));
+    let streaks = Arc::new(FailureStreaks::new(
+        redis.clone(),
+        settings.auto_disable.clone(),
+    ));
+    let notices = NoticePublisher::new(&settings.kafka.client_config(), &settings.outcomes)
+        .context("notices producer")?;
+    tokio::spawn(crate::auto_disable::run(
+        streaks.clone(),
+        disabled.clone(),
+        notices,
+        shutdown.clone(),
+    ));
     let mut activities = DeliveryActivities::new(http, destinations, gate, disabled)
         .with_memo(ActivityMemo::new(redis))
+        .with_streaks(streaks)
         .with_site_url(&settings.destinations.site_url);
     let outcomes = OutcomesPublishing::start(settings)?;
     if let Some(aggregator) = outcomes.aggregator() {
