@@ -100,6 +100,7 @@ pub struct PostgresServer {
 impl PostgresServer {
     /// Initialises a data directory and starts a server on a free port.
     pub fn start() -> PostgresServer {
+        remove_data_of_ended_runs();
         let bin = postgres_bin();
         let port = free_port();
         let dir = std::env::temp_dir().join(format!("hookflow-pg-{}-{port}", std::process::id()));
@@ -555,5 +556,27 @@ impl Stack {
             "creating {topic}: {}",
             String::from_utf8_lossy(&out.stderr)
         );
+    }
+}
+
+/// Removes the data directories (`hookflow-pg-<pid>-<port>`, a few hundred MB each) that
+/// test binaries no longer running left behind: the shared server is never dropped, so a
+/// run cannot remove its own, and the next run does.
+fn remove_data_of_ended_runs() {
+    let Ok(entries) = std::fs::read_dir(std::env::temp_dir()) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let Some(pid) = name
+            .strip_prefix("hookflow-pg-")
+            .and_then(|rest| rest.split('-').next())
+            .and_then(|pid| pid.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        if pid != std::process::id() && !Path::new(&format!("/proc/{pid}")).exists() {
+            let _ = std::fs::remove_dir_all(entry.path());
+        }
     }
 }

@@ -6,12 +6,20 @@
 //! A notice's `id` is derived from what it is about (its type, the destination's team, id
 //! and uid, and the streak's start), so the same notice sent twice (a retried send, two
 //! processes) carries the same id and a reader keeps one.
+//!
+//! A team may also name a destination of its own as its operational webhook (`notices =
+//! true`): each notice is delivered there like an event ([`DestinationNotice::delivery_to`]),
+//! its body the notice's JSON, under the delivery id `<destination>:<notice id>`, so a
+//! notice sent twice is delivered once.
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use crate::{Destination, streak::FailureStreak};
+use crate::{
+    ActionMatchedEvent, ActionRef, DeliveryDefaults, DeliveryInput, Destination,
+    streak::FailureStreak,
+};
 
 /// The schema version of a notice; fields are only added within a version.
 pub const NOTICE_VERSION: u32 = 1;
@@ -77,6 +85,21 @@ pub struct DestinationNotice {
 /// The reason an automatic disable records.
 pub const AUTO_DISABLED: &str = "auto_disabled";
 
+/// The one "action" a notice's delivery lists: no action of the analytics product has a
+/// negative id.
+const NOTICE_ACTION_ID: i64 = -1;
+
+/// Whether `delivery` carries a notice (its body is the notice's JSON, not an event's).
+pub fn is_notice(delivery: &DeliveryInput) -> bool {
+    matches!(delivery.actions.as_slice(), [action] if action.id == NOTICE_ACTION_ID)
+        && delivery.event.event.starts_with("destination.")
+}
+
+/// The body of a notice's delivery: the notice, as published.
+pub fn notice_body(delivery: &DeliveryInput) -> Vec<u8> {
+    serde_json::to_vec(&delivery.event.properties).unwrap_or_default()
+}
+
 impl DestinationNotice {
     /// The notice that `destination`'s `streak` calls for (failing or disabled), at `at`.
     pub fn of_streak(
@@ -108,6 +131,39 @@ impl DestinationNotice {
     pub fn enabled(team_id: i64, id: &str, uid: Option<Uuid>, at: DateTime<Utc>) -> Self {
         let instant = at.timestamp_millis().to_string();
         Self::new(NoticeKind::Enabled, team_id, id, uid, &instant, at)
+    }
+
+    /// Its delivery to `destination` (a notices destination of its team), with the
+    /// deployment's `defaults` and the destination's overrides.
+    pub fn delivery_to(
+        &self,
+        destination: &Destination,
+        defaults: &DeliveryDefaults,
+    ) -> DeliveryInput {
+        let properties = match serde_json::to_value(self) {
+            Ok(serde_json::Value::Object(fields)) => fields,
+            _ => serde_json::Map::new(),
+        };
+        let event = ActionMatchedEvent {
+            uuid: self.id,
+            team_id: self.team_id,
+            event: self.kind.as_str().to_owned(),
+            distinct_id: None,
+            timestamp: self.at.clone(),
+            properties,
+            person: None,
+            matched_actions: Vec::new(),
+        };
+        let action = ActionRef {
+            id: NOTICE_ACTION_ID,
+            name: self.kind.as_str().to_owned(),
+        };
+        DeliveryInput {
+            destination_uid: destination.uid.map(|uid| uid.to_string()),
+            retry: destination.retry_policy(&defaults.retry),
+            history: defaults.history,
+            ..DeliveryInput::new(&destination.id, event, vec![action])
+        }
     }
 
     fn new(
@@ -174,5 +230,32 @@ mod tests {
         assert_eq!(json["attempts"], 12);
         assert_eq!(json["failing_since"], "2023-11-14T22:13:20+00:00");
         assert_eq!(warning.reason, None);
+    }
+
+    #[test]
+    fn a_notice_is_delivered_with_its_own_json_as_the_body_once_per_notice() {
+        let spec: crate::DestinationSpec = serde_json::from_value(serde_json::json!({
+            "id": "ops", "team_id": 1, "url": "https://hooks.example.com/ops", "notices": true,
+        }))
+        .expect("spec");
+        let ops = spec
+            .validate_one(&crate::ValidationRules::default())
+            .expect("valid");
+        let notice = DestinationNotice::enabled(1, "d-1", None, Utc::now());
+        let delivery = notice.delivery_to(&ops, &DeliveryDefaults::default());
+        assert!(is_notice(&delivery));
+        assert_eq!(delivery.delivery_id.as_str(), format!("ops:{}", notice.id));
+        let body: DestinationNotice =
+            serde_json::from_slice(&notice_body(&delivery)).expect("the notice");
+        assert_eq!(body, notice);
+        // An event's delivery is not a notice, and a notices destination wants no events.
+        let event = ActionMatchedEvent::from_json(
+            br#"{"uuid":"0190f3a4-0000-7000-8000-000000000001","team_id":1,"event":"e",
+                "timestamp":"2026-11-21T10:00:00Z","matched_actions":[{"id":1,"name":"a"}]}"#,
+        )
+        .expect("event");
+        assert_eq!(ops.matching_actions(&event), None);
+        let actions = event.matched_actions.clone();
+        assert!(!is_notice(&DeliveryInput::new("ops", event, actions)));
     }
 }

@@ -36,15 +36,19 @@ pub fn prepare(
     site_url: &str,
     timestamp: i64,
 ) -> Result<PreparedRequest, SigningError> {
-    let body = render_body(
-        delivery,
-        &BodyContext {
-            format: destination.format,
-            template: destination.template.as_deref(),
-            url: destination.url.as_str(),
-            site_url,
-        },
-    );
+    let body = if crate::notice::is_notice(delivery) {
+        crate::notice::notice_body(delivery)
+    } else {
+        render_body(
+            delivery,
+            &BodyContext {
+                format: destination.format,
+                template: destination.template.as_deref(),
+                url: destination.url.as_str(),
+                site_url,
+            },
+        )
+    };
     let webhook_id = delivery.delivery_id.as_str();
     let mut headers: Vec<(String, String)> = destination.headers.expose().to_vec();
     headers.push(("webhook-id".into(), webhook_id.to_owned()));

@@ -4,10 +4,29 @@
 //!
 //! Pure logic. Each worker counts its attempts in an [`AttemptBatch`] and now and then
 //! applies the batch to the streak shared by every worker ([`FailureStreak::apply`]); a
-//! success anywhere ends the streak. Each streak's warning and disable are called for once,
-//! whichever worker applies the batch that crosses the line, so one notice goes out.
+//! success anywhere ends the streak, and so does a quiet spell as long as the warning time
+//! (a destination paused, or without deliveries, for a day starts afresh). Each streak's
+//! warning and disable are called for once, whichever worker applies the batch that
+//! crosses the line, so one notice goes out.
+//!
+//! What counts ([`counts_as`]): a 2xx is a success; what the breaker counts against the
+//! endpoint (5xx, 429, timeouts, refused connections) and what it refuses for good (3xx,
+//! 4xx but 408) are failures; a 408 and a request never sent (the SSRF guard, an invalid
+//! request) count for nothing.
 
 use serde::{Deserialize, Serialize};
+
+use crate::attempt::{AttemptReport, AttemptVerdict};
+
+/// Whether `report` counts as a failure (`Some(true)`), a success (`Some(false)`), or not
+/// at all (`None`) in its destination's streak.
+pub fn counts_as(report: &AttemptReport) -> Option<bool> {
+    match report.verdict() {
+        AttemptVerdict::Delivered => Some(false),
+        AttemptVerdict::EndpointFailing | AttemptVerdict::Refused => Some(true),
+        AttemptVerdict::TryAgain | AttemptVerdict::NotSent => None,
+    }
+}
 
 /// When a failing destination is warned about and disabled.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -46,9 +65,30 @@ impl AttemptBatch {
         }
     }
 
+    /// The failures it counts (after its last success).
+    pub fn failures(&self) -> u64 {
+        self.failures
+    }
+
     /// Whether it saw no attempt.
     pub fn is_empty(&self) -> bool {
         self.last_success_ms.is_none() && self.failures == 0
+    }
+
+    /// Adds `later`, a batch of attempts made after these (a batch that could not be
+    /// flushed is put back in front of the one counted since).
+    pub fn absorb_later(&mut self, later: AttemptBatch) {
+        if let Some(success) = later.last_success_ms {
+            // These failures came before that success: no part of any streak.
+            *self = AttemptBatch {
+                last_success_ms: Some(self.last_success_ms.map_or(success, |s| s.max(success))),
+                ..later
+            };
+        } else if later.failures > 0 {
+            self.first_failure_ms = self.first_failure_ms.or(later.first_failure_ms);
+            self.last_failure_ms = self.last_failure_ms.max(later.last_failure_ms);
+            self.failures += later.failures;
+        }
     }
 }
 
@@ -64,6 +104,9 @@ pub struct FailureStreak {
     /// Failed attempts since then.
     #[serde(default)]
     pub attempts: u64,
+    /// The latest of those failures.
+    #[serde(default)]
+    pub last_failure_ms: Option<u64>,
     /// Whether this streak's warning was called for.
     #[serde(default)]
     pub warned: bool,
@@ -94,6 +137,8 @@ impl FailureStreak {
         if let Some(success) = batch
             .last_success_ms
             .filter(|&s| self.last_success_ms.is_none_or(|last| s > last))
+            // A healthy destination's success changes nothing stored (no write).
+            .filter(|_| self.failing_since_ms.is_some() || batch.failures > 0)
         {
             self.last_success_ms = Some(success);
             if self.failing_since_ms.is_some_and(|since| since <= success) {
@@ -110,8 +155,23 @@ impl FailureStreak {
         {
             let first = self
                 .last_success_ms
-                .map_or(first, |last| first.max(last + 1));
+                .map_or(first, |last| first.max(last.saturating_add(1)));
+            // A quiet spell as long as the warning time ends a streak: a destination paused
+            // or idle for days is not disabled at its first failure after.
+            if self
+                .last_failure_ms
+                .is_some_and(|last| first.saturating_sub(last) >= policy.warn_after_ms)
+            {
+                *self = FailureStreak {
+                    last_success_ms: self.last_success_ms,
+                    ..FailureStreak::default()
+                };
+            }
             self.failing_since_ms = Some(self.failing_since_ms.map_or(first, |s| s.min(first)));
+            self.last_failure_ms = Some(
+                self.last_failure_ms
+                    .map_or(batch.last_failure_ms, |l| l.max(batch.last_failure_ms)),
+            );
             self.attempts += batch.failures;
         }
         let failing_for = now_ms.saturating_sub(self.failing_since_ms?);
@@ -154,30 +214,76 @@ mod tests {
         assert_eq!(streak.apply(&failures(&[100]), &POLICY, 200), None);
         assert_eq!(streak.failing_since_ms, Some(100));
         assert_eq!(
-            streak.apply(&failures(&[1_200]), &POLICY, 1_200),
+            streak.apply(&failures(&[900]), &POLICY, 1_200),
             Some(StreakCall::Warn)
         );
-        assert_eq!(streak.apply(&failures(&[2_000]), &POLICY, 2_000), None);
+        assert_eq!(streak.apply(&failures(&[1_700]), &POLICY, 2_000), None);
         assert_eq!(
-            streak.apply(&failures(&[5_200]), &POLICY, 5_200),
+            streak.apply(&failures(&[2_500, 3_300, 4_100, 4_900]), &POLICY, 5_200),
             Some(StreakCall::Disable)
         );
-        assert_eq!(streak.attempts, 4);
-        assert_eq!(streak.apply(&failures(&[6_000]), &POLICY, 6_000), None);
+        assert_eq!(streak.attempts, 7);
+        assert_eq!(streak.apply(&failures(&[5_600]), &POLICY, 6_000), None);
+    }
+
+    #[test]
+    fn a_quiet_spell_as_long_as_the_warning_time_starts_a_new_streak() {
+        let mut streak = FailureStreak::default();
+        streak.apply(&failures(&[100, 900]), &POLICY, 1_000);
+        // Paused, say: no attempt for the warning time, then a failure.
+        assert_eq!(streak.apply(&failures(&[1_900]), &POLICY, 1_900), None);
+        assert_eq!(
+            (streak.failing_since_ms, streak.attempts, streak.warned),
+            (Some(1_900), 1, false)
+        );
+    }
+
+    #[test]
+    fn a_batch_put_back_keeps_only_what_a_later_success_leaves() {
+        let mut put_back = failures(&[100, 200]);
+        put_back.absorb_later(failures(&[300]));
+        let mut streak = FailureStreak::default();
+        streak.apply(&put_back, &POLICY, 400);
+        assert_eq!((streak.failing_since_ms, streak.attempts), (Some(100), 3));
+
+        let mut put_back = failures(&[100, 200]);
+        let mut later = AttemptBatch::default();
+        later.record(300, false);
+        later.record(400, true);
+        put_back.absorb_later(later);
+        let mut streak = FailureStreak::default();
+        streak.apply(&put_back, &POLICY, 500);
+        assert_eq!(
+            (
+                streak.last_success_ms,
+                streak.failing_since_ms,
+                streak.attempts
+            ),
+            (Some(300), Some(400), 1)
+        );
+    }
+
+    #[test]
+    fn a_healthy_destinations_success_changes_nothing_stored() {
+        let mut streak = FailureStreak::default();
+        let mut success = AttemptBatch::default();
+        success.record(100, false);
+        assert_eq!(streak.apply(&success, &POLICY, 200), None);
+        assert_eq!(streak, FailureStreak::default());
     }
 
     #[test]
     fn a_disable_needs_the_minimum_attempts_however_long_it_failed() {
         let mut streak = FailureStreak::default();
         streak.apply(&failures(&[0]), &POLICY, 0);
-        // Warned on the way: 9 s of failing, but two attempts only.
         assert_eq!(
-            streak.apply(&failures(&[9_000]), &POLICY, 9_000),
+            streak.apply(&failures(&[900]), &POLICY, 1_000),
             Some(StreakCall::Warn)
         );
-        assert_eq!(streak.apply(&AttemptBatch::default(), &POLICY, 9_500), None);
+        // 6 s of failing, but two attempts only.
+        assert_eq!(streak.apply(&AttemptBatch::default(), &POLICY, 6_000), None);
         assert_eq!(
-            streak.apply(&failures(&[9_900]), &POLICY, 9_900),
+            streak.apply(&failures(&[1_700]), &POLICY, 6_100),
             Some(StreakCall::Disable)
         );
     }

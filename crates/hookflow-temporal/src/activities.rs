@@ -188,8 +188,10 @@ impl DeliveryActivities {
         metrics::histogram!(names::DELIVERY_ATTEMPT_DURATION)
             .record(report.duration_ms as f64 / 1000.0);
         tracing::debug!(status = ?report.status, class = report.class(), duration_ms = report.duration_ms, "attempt finished");
-        if let Some(streaks) = &self.streaks {
-            streaks.record(&destination, !report.is_success());
+        // A notices destination is never auto-disabled: a notice of its own failing could
+        // only fail to reach it.
+        if let (Some(streaks), false) = (&self.streaks, destination.notices) {
+            streaks.record(&destination, &report);
         }
         let to_wake = self.gate.leave(&destination, pass, &report).await;
         wake(ctx, to_wake);

@@ -6,65 +6,90 @@
 //! - failing for `after_ms` (or the destination's `auto_disable_after_ms`) with at least
 //!   `min_attempts`: the destination is disabled (reason `auto_disabled`, in the registry
 //!   every worker reads) and a `destination.disabled` notice goes out. Its pending
-//!   deliveries end `destination_disabled` at their next attempt, and are redelivered in
-//!   bulk once it is enabled again (which sends `destination.enabled`).
+//!   deliveries end `destination_disabled` at their next attempt, to be redelivered
+//!   (`POST …/redeliver`) once it is enabled again (which sends `destination.enabled`).
 //!
-//! Notices go to the outcomes topic (docs/outcomes.md), sent apart from the flush so a
-//! broker that is down never holds the next one up.
+//! A streak that says disabled while attempts still come is checked against the registry
+//! and disabled again if the registry lacks it: the worker that crossed the line stopped
+//! (a crash, a shutdown, a lost answer) before it acted.
+//!
+//! Notices go to the outcomes topic (docs/outcomes.md) and the team's notices destinations
+//! ([`NoticeSender`]), sent apart from the flush so a broker or Temporal that is down never
+//! holds the next one up.
 
 use std::sync::Arc;
 
 use hookflow_core::{
+    Destination,
     notice::{AUTO_DISABLED, DestinationNotice, NoticeKind},
     streak::StreakCall,
 };
 use hookflow_http::isolation::{DisabledDestinations, FailureStreaks};
-use hookflow_kafka::notices::NoticePublisher;
 use tokio_util::sync::CancellationToken;
+
+use crate::notices::NoticeSender;
 
 /// Flushes `streaks` on their interval until `shutdown`, acting on what crosses a line.
 pub async fn run(
     streaks: Arc<FailureStreaks>,
     disabled: Arc<DisabledDestinations>,
-    notices: Option<NoticePublisher>,
+    notices: NoticeSender,
     shutdown: CancellationToken,
 ) {
     hookflow_runtime::every(streaks.flush_interval(), &shutdown, || {
-        flush(&streaks, &disabled, notices.as_ref())
+        flush(&streaks, &disabled, &notices)
     })
     .await;
 }
 
-async fn flush(
-    streaks: &FailureStreaks,
-    disabled: &DisabledDestinations,
-    notices: Option<&NoticePublisher>,
-) {
-    for crossing in streaks.flush().await {
-        let destination = &crossing.destination;
-        let kind = match crossing.call {
-            StreakCall::Warn => {
-                tracing::warn!(team_id = destination.team_id, destination = %destination.id, attempts = crossing.streak.attempts, "destination failing: every attempt has failed for auto_disable.warn_after_ms");
+async fn flush(streaks: &FailureStreaks, disabled: &DisabledDestinations, notices: &NoticeSender) {
+    for flushed in streaks.flush().await {
+        let destination = &flushed.destination;
+        let kind = match flushed.call {
+            Some(StreakCall::Warn) => {
+                tracing::warn!(team_id = destination.team_id, destination = %destination.id, attempts = flushed.streak.attempts, "destination failing: every attempt has failed for auto_disable.warn_after_ms");
                 NoticeKind::Failing
             }
-            StreakCall::Disable => {
-                disabled
-                    .disable(destination, AUTO_DISABLED.to_owned())
-                    .await;
-                NoticeKind::Disabled
-            }
+            Some(StreakCall::Disable) => NoticeKind::Disabled,
+            // The streak says disabled, and still attempts come: the worker that crossed
+            // the line stopped (a crash, a lost answer) before the registry took it. Its
+            // notice goes again, with the same id.
+            None if !disabled.is_disabled_now(destination).await => NoticeKind::Disabled,
+            None => continue,
         };
-        let notice =
-            DestinationNotice::of_streak(kind, destination, &crossing.streak, chrono::Utc::now());
-        if let Some(notices) = notices.cloned() {
-            tokio::spawn(async move { notices.publish(&notice).await });
+        if kind == NoticeKind::Disabled {
+            disabled
+                .disable(destination, AUTO_DISABLED.to_owned())
+                .await;
         }
+        let notice =
+            DestinationNotice::of_streak(kind, destination, &flushed.streak, chrono::Utc::now());
+        let notices = notices.clone();
+        tokio::spawn(async move { notices.send(&notice).await });
     }
 }
 
-/// Enables team `team_id`'s destination `id` again (disabled by its endpoint: 410 Gone or a
-/// failure streak), so its endpoint is attempted again and its streak starts afresh; the
-/// `destination.enabled` notices to send, none when it was not disabled.
+/// Enables `destination` again (disabled by its endpoint: 410 Gone or a failure streak),
+/// so its endpoint is attempted again and its streak starts afresh; the
+/// `destination.enabled` notice to send, none when it was not disabled.
+pub async fn enable_destination(
+    disabled: &DisabledDestinations,
+    destination: &Destination,
+) -> Result<Option<DestinationNotice>, hookflow_runtime::LinkError> {
+    if !disabled.enable_destination(destination).await? {
+        return Ok(None);
+    }
+    tracing::info!(team_id = destination.team_id, destination = %destination.id, "destination enabled again");
+    Ok(Some(DestinationNotice::enabled(
+        destination.team_id,
+        &destination.id,
+        destination.uid,
+        chrono::Utc::now(),
+    )))
+}
+
+/// Enables team `team_id`'s destinations `id` again, of whatever uid (an operator's
+/// command); the `destination.enabled` notices to send, none when none was disabled.
 pub async fn enable(
     disabled: &DisabledDestinations,
     team_id: i64,

@@ -12,7 +12,7 @@
 //! - [`admin`]: the admin HTTP API, one module per resource;
 //! - [`replay`]: replaying a time range of the topic, in the foreground or as jobs;
 //! - [`auto_disable`]: the worker's flush of failure streaks, and what it does when one
-//!   crosses a line;
+//!   crosses a line; [`notices`]: where a destination notice goes;
 //! - [`bearer`]: the token check of the admin API and the codec server.
 //!
 //! The library crates hold delivery itself: `hookflow-core` (the model, pure), and
@@ -25,6 +25,7 @@ mod bearer;
 mod cli;
 mod commands;
 mod destinations;
+mod notices;
 mod replay;
 mod settings;
 mod wiring;

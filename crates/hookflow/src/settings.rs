@@ -458,6 +458,14 @@ mod tests {
                 "`isolation.breaker.failure_ratio` must be above 0 and at most 1",
             ),
             (
+                "[auto_disable]\nwarn_after_ms = 432000000",
+                "`auto_disable.warn_after_ms` must be below after_ms",
+            ),
+            (
+                "[auto_disable]\nmin_attempts = 0",
+                "`auto_disable.min_attempts` must be at least 1",
+            ),
+            (
                 "[http]\nallowed_hosts = [\"internal:99999\"]",
                 "`internal:99999` has a port that is not 1 to 65535",
             ),

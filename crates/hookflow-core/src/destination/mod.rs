@@ -76,6 +76,10 @@ pub struct Destination {
     /// How long its endpoint must fail every attempt before it is disabled, where it sets
     /// its own ([`crate::streak`]).
     pub auto_disable_after_ms: Option<u64>,
+    /// Whether it is the team's operational webhook: it receives the team's destination
+    /// notices ([`crate::notice`]) and no events, and is never auto-disabled (a notice of
+    /// its own failing could only fail to reach it).
+    pub notices: bool,
 }
 
 /// Whether a destination's deliveries go out.
@@ -187,7 +191,7 @@ impl Destination {
     /// The actions of `event` that this destination wants, or `None` when it wants none
     /// of them (or belongs to another team).
     pub fn matching_actions(&self, event: &ActionMatchedEvent) -> Option<Vec<ActionRef>> {
-        if self.team_id != event.team_id {
+        if self.team_id != event.team_id || self.notices {
             return None;
         }
         let wanted: Vec<ActionRef> = event

@@ -230,6 +230,7 @@ fn destination(actions: Vec<i64>) -> Destination {
         retry_schedule_ms: None,
         max_age_ms: None,
         auto_disable_after_ms: None,
+        notices: false,
     }
 }
 

@@ -12,6 +12,7 @@ use crate::{
     breaker::BreakerPolicy,
     credentials::{SecretHeaders, SigningSecret},
     endpoint::{EndpointKey, EndpointLimits},
+    format::Format,
     template::Template,
 };
 
@@ -212,10 +213,23 @@ impl DestinationSpec {
                 "must be 1 ms to 30 days".into(),
             ));
         }
+        if self.notices && !self.actions.is_empty() {
+            return Err(invalid(
+                "actions",
+                "must be empty on a notices destination: it receives no events".into(),
+            ));
+        }
+        if self.notices && self.format != Format::Json {
+            return Err(invalid(
+                "format",
+                "must be `json` on a notices destination: notices are JSON".into(),
+            ));
+        }
         Ok(Destination {
             retry_schedule_ms: self.retry_schedule_ms,
             max_age_ms: self.max_age_ms,
             auto_disable_after_ms: self.auto_disable_after_ms,
+            notices: self.notices,
             id: self.id,
             uid,
             team_id: self.team_id,

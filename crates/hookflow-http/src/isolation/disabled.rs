@@ -82,7 +82,10 @@ impl DisabledDestinations {
         }
     }
 
-    /// Why `destination` is disabled, or `None` when it is not.
+    /// Why `destination` is disabled, or `None` when it is not. A copy a few seconds old
+    /// answers "not disabled"; "disabled" ends a delivery, so it is read from Redis again
+    /// first: a destination enabled a moment ago is attempted at once, not refused by a
+    /// worker's old copy.
     pub async fn check(&self, destination: &Destination) -> Option<Disablement> {
         let stale = self
             .lock()
@@ -91,10 +94,20 @@ impl DisabledDestinations {
         if stale {
             self.refresh().await;
         }
+        let key = disabled_key(destination);
+        if !stale && self.lock().disabled.contains_key(&key) {
+            self.refresh().await;
+        }
+        self.lock().disabled.get(&key).cloned()
+    }
+
+    /// Whether `destination` is disabled, read from Redis now; the copy when Redis cannot
+    /// be read.
+    pub async fn is_disabled_now(&self, destination: &Destination) -> bool {
+        self.refresh().await;
         self.lock()
             .disabled
-            .get(&disabled_key(destination))
-            .cloned()
+            .contains_key(&disabled_key(destination))
     }
 
     /// Disables `destination` for `reason`.
@@ -114,9 +127,18 @@ impl DisabledDestinations {
         self.refresh().await;
     }
 
-    /// Re-enables team `team_id`'s destination `id` (whatever its uid), and forgets its
-    /// failure streak so it starts afresh; the entries removed ([`disabled_key`]), none
-    /// when it was not disabled.
+    /// Re-enables `destination` (its uid only) and forgets its failure streak, disabled or
+    /// not, so it starts afresh; whether it was disabled.
+    pub async fn enable_destination(&self, destination: &Destination) -> Result<bool, LinkError> {
+        let key = disabled_key(destination);
+        let was_disabled = self.list().await?.contains_key(&key);
+        self.remove(&[key]).await?;
+        Ok(was_disabled)
+    }
+
+    /// Re-enables team `team_id`'s destination `id` (whatever its uid: an operator's
+    /// command, which sees no catalog), and forgets the failure streaks of those it
+    /// enables; the entries removed ([`disabled_key`]), none when it was not disabled.
     pub async fn enable(&self, team_id: i64, id: &str) -> Result<Vec<String>, LinkError> {
         let prefix = format!("{team_id}:{id}:");
         let mut fields: Vec<String> = self
@@ -125,22 +147,32 @@ impl DisabledDestinations {
             .into_keys()
             .filter(|key| key.starts_with(&prefix))
             .collect();
-        {
-            let mut view = self.lock();
-            view.unwritten.retain(|key, _| !key.starts_with(&prefix));
-            fields.extend(
-                view.disabled
-                    .keys()
-                    .filter(|k| k.starts_with(&prefix))
-                    .cloned(),
-            );
-            view.disabled.retain(|key, _| !key.starts_with(&prefix));
-        }
+        fields.extend(
+            self.lock()
+                .disabled
+                .keys()
+                .filter(|k| k.starts_with(&prefix))
+                .cloned(),
+        );
         fields.sort();
         fields.dedup();
+        self.remove(&fields).await?;
+        Ok(fields)
+    }
+
+    /// Removes `fields` from the registry (here and in Redis), and their streaks (disabled
+    /// or not).
+    async fn remove(&self, fields: &[String]) -> Result<(), LinkError> {
+        {
+            let mut view = self.lock();
+            for field in fields {
+                view.unwritten.remove(field);
+                view.disabled.remove(field);
+            }
+        }
         if let (Some(redis), false) = (&self.redis, fields.is_empty()) {
             let key = self.key.clone();
-            let removed = fields.clone();
+            let removed = fields.to_vec();
             let streaks: Vec<String> = fields.iter().map(|f| streak_key(redis, f)).collect();
             redis
                 .run(|mut c| async move {
@@ -158,7 +190,7 @@ impl DisabledDestinations {
                 })
                 .await?;
         }
-        Ok(fields)
+        Ok(())
     }
 
     /// Every disabled destination (by [`disabled_key`]), read from Redis.

@@ -41,7 +41,7 @@ use hookflow_telemetry::{
 };
 pub use limiter::EndpointRateLimiter;
 use serde::Deserialize;
-pub use streaks::{AutoDisableSettings, FailureStreaks, StreakCrossing};
+pub use streaks::{AutoDisableSettings, FailureStreaks, Flushed};
 pub use waiters::BreakerWaiters;
 pub use workers::WorkerRegistry;
 

@@ -222,17 +222,18 @@ async fn resume(
     set_state(state, path, &headers, None).await
 }
 
-/// Enables the destination again after its endpoint got it disabled (410 Gone, or failing
-/// every attempt: `auto_disabled`): its endpoint is attempted again, a new failure streak
-/// starts, and `destination.enabled` goes to the outcomes topic. Its deliveries that ended
+/// Enables the destination (of its current uid) again after its endpoint got it disabled
+/// (410 Gone, or failing every attempt: `auto_disabled`): its endpoint is attempted again,
+/// a new failure streak starts (also for one only warned about), and `destination.enabled`
+/// goes out. Its deliveries that ended
 /// `destination_disabled` meanwhile are redelivered with `…/redeliver`. Pausing and
 /// resuming are the catalog's `state`; this is the endpoint's.
 async fn enable(
     State(state): State<AdminState>,
     ApiPath((team, id)): ApiPath<(i64, String)>,
 ) -> Result<Json<Value>, ApiError> {
-    state.store.read(team, &id).await?;
-    let notices = crate::auto_disable::enable(&state.disabled, team, &id)
+    let destination = state.store.destination(team, &id).await?;
+    let notice = crate::auto_disable::enable_destination(&state.disabled, &destination)
         .await
         .map_err(|e| {
             ApiError::new(
@@ -241,14 +242,11 @@ async fn enable(
                 None,
             )
         })?;
-    let was_disabled = !notices.is_empty();
-    if let Some(publisher) = state.notices.clone() {
-        // Not on the answer's path: a broker that is down would hold it up.
-        tokio::spawn(async move {
-            for notice in &notices {
-                publisher.publish(notice).await;
-            }
-        });
+    let was_disabled = notice.is_some();
+    if let Some(notice) = notice {
+        // Not on the answer's path: a broker or Temporal that is down would hold it up.
+        let sender = state.notices.clone();
+        tokio::spawn(async move { sender.send(&notice).await });
     }
     Ok(Json(json!({ "was_disabled": was_disabled })))
 }

@@ -39,12 +39,12 @@ use axum::{
 use chrono::{DateTime, Utc};
 use hookflow_core::{DeliveryDefaults, DeliveryOutcome, DestinationError};
 use hookflow_http::{DeliveryClient, isolation::DisabledDestinations};
-use hookflow_kafka::notices::NoticePublisher;
 use hookflow_temporal::{Client, TemporalError};
 use serde_json::json;
 
 use crate::{
     destinations::postgres::{Catalog, writes::StoreError},
+    notices::NoticeSender,
     replay::jobs::{JobError, ReplayJobs},
 };
 use tokens::{Caller, Reach, Refusal, TokenKeys};
@@ -74,8 +74,8 @@ pub struct AdminState {
     /// Destinations disabled after 410 Gone or a failure streak (a redelivery to one is
     /// refused).
     pub disabled: Arc<DisabledDestinations>,
-    /// Where `destination.enabled` goes, when outcomes are published.
-    pub notices: Option<NoticePublisher>,
+    /// Where `destination.enabled` goes.
+    pub notices: NoticeSender,
 }
 
 /// Every route the API serves, with what a team token reaches on it: each resource

@@ -7,10 +7,13 @@ use std::path::PathBuf;
 use anyhow::Context;
 use clap::Subcommand;
 
+use hookflow_temporal::TemporalScheduler;
+
 use crate::{
     destinations::{import, postgres::Catalog},
+    notices::{NoticeSender, NoticeWebhooks},
     settings::{DestinationStoreKind, Settings},
-    wiring::PROBE_DEADLINE,
+    wiring::{PROBE_DEADLINE, delivery_defaults, destinations_now},
 };
 
 #[derive(Debug, Subcommand)]
@@ -119,7 +122,7 @@ pub async fn run(settings: &Settings, command: DestinationsCommand) -> anyhow::R
     let redis = hookflow_runtime::RedisLink::new(&settings.redis)?
         .context("redis.url is empty: disabled destinations are only kept in Redis")?;
     let registry = hookflow_http::isolation::DisabledDestinations::new(Some(redis));
-    let notices = hookflow_kafka::notices::NoticePublisher::new(
+    let topic = hookflow_kafka::notices::NoticePublisher::new(
         &settings.kafka.client_config(),
         &settings.outcomes,
     )?;
@@ -138,9 +141,13 @@ pub async fn run(settings: &Settings, command: DestinationsCommand) -> anyhow::R
         }
         DestinationsCommand::Enable { team, id } => {
             let enabled = crate::auto_disable::enable(&registry, team, &id).await?;
-            for notice in &enabled {
-                if let Some(notices) = &notices {
-                    notices.publish(notice).await;
+            if !enabled.is_empty() {
+                let notices = NoticeSender {
+                    topic,
+                    webhooks: Some(notice_webhooks(settings).await?),
+                };
+                for notice in &enabled {
+                    notices.send(notice).await;
                 }
             }
             if !enabled.is_empty() {
@@ -152,4 +159,14 @@ pub async fn run(settings: &Settings, command: DestinationsCommand) -> anyhow::R
         DestinationsCommand::Import { .. } | DestinationsCommand::Reseal => {}
     }
     Ok(())
+}
+
+/// The teams' notices destinations, for a one-shot command to start deliveries to.
+async fn notice_webhooks(settings: &Settings) -> anyhow::Result<NoticeWebhooks> {
+    let client = hookflow_temporal::connect(&settings.temporal).await?;
+    Ok(NoticeWebhooks {
+        scheduler: TemporalScheduler::new(client, &settings.temporal),
+        destinations: destinations_now(settings).await?,
+        defaults: delivery_defaults(settings),
+    })
 }

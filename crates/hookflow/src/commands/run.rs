@@ -33,6 +33,7 @@ use tokio_util::sync::CancellationToken;
 use crate::{
     admin::{self, AdminState, tokens::TokenKeys},
     destinations::{Store, postgres::Catalog},
+    notices::{NoticeSender, NoticeWebhooks},
     replay::jobs::{JobRecords, ReplayJobs},
     settings::Settings,
     wiring::{PROBE_DEADLINE, delivery_client, delivery_defaults, replayer},
@@ -70,6 +71,15 @@ async fn serve_admin(
         replayer(settings, temporal.clone(), store.live()),
         JobRecords::new(redis),
     ));
+    let notices = NoticeSender {
+        topic: NoticePublisher::new(&settings.kafka.client_config(), &settings.outcomes)
+            .context("notices producer")?,
+        webhooks: Some(NoticeWebhooks {
+            scheduler: TemporalScheduler::new(temporal.clone(), &settings.temporal),
+            destinations: store.live(),
+            defaults: delivery_defaults(settings),
+        }),
+    };
     let router = admin::router(AdminState {
         store,
         token: settings.admin.token.expose().into(),
@@ -83,8 +93,7 @@ async fn serve_admin(
         replays,
         defaults: delivery_defaults(settings),
         disabled,
-        notices: NoticePublisher::new(&settings.kafka.client_config(), &settings.outcomes)
-            .context("notices producer")?,
+        notices,
     });
     let stop = shutdown.clone();
     tokio::spawn(async move {
@@ -366,8 +375,15 @@ async fn run_worker(
         redis.clone(),
         settings.auto_disable.clone(),
     ));
-    let notices = NoticePublisher::new(&settings.kafka.client_config(), &settings.outcomes)
-        .context("notices producer")?;
+    let notices = NoticeSender {
+        topic: NoticePublisher::new(&settings.kafka.client_config(), &settings.outcomes)
+            .context("notices producer")?,
+        webhooks: Some(NoticeWebhooks {
+            scheduler: TemporalScheduler::new(client.clone(), &settings.temporal),
+            destinations: destinations.clone(),
+            defaults: delivery_defaults(settings),
+        }),
+    };
     tokio::spawn(crate::auto_disable::run(
         streaks.clone(),
         disabled.clone(),
