@@ -80,11 +80,12 @@ async fn a_destination_failing_every_attempt_is_warned_disabled_and_enabled_once
         let (status, body) = api.call("POST", &collection(team), Some(spec)).await;
         assert_eq!(status, 201, "{body}");
     }
-    // Team A's operational webhook.
-    let ops =
-        json!({"id": "ops", "url": s.receiver.url("ops"), "notices": true, "secret": OPS_SECRET});
-    let (status, body) = api.call("POST", &collection(team_a), Some(ops)).await;
-    assert_eq!(status, 201, "{body}");
+    // Each team's operational webhook: team B's hears nothing of team A's destination.
+    for (team, path) in [(team_a, "ops"), (team_b, "b-ops")] {
+        let ops = json!({"id": "ops", "url": s.receiver.url(path), "notices": true, "secret": OPS_SECRET});
+        let (status, body) = api.call("POST", &collection(team), Some(ops)).await;
+        assert_eq!(status, 201, "{body}");
+    }
     let refused =
         json!({"id": "ops2", "url": s.receiver.url("ops"), "notices": true, "actions": [1]});
     let (status, body) = api.call("POST", &collection(team_a), Some(refused)).await;
@@ -204,6 +205,7 @@ async fn a_destination_failing_every_attempt_is_warned_disabled_and_enabled_once
     .await;
     tokio::time::sleep(Duration::from_secs(1)).await;
     assert_eq!(s.receiver.received_on("ops").len(), 6);
+    assert!(s.receiver.received_on("b-ops").is_empty());
     for request in &received {
         verifier
             .verify(&request.body, &request.headers)

@@ -561,8 +561,13 @@ impl Stack {
 
 /// Removes the data directories (`hookflow-pg-<pid>-<port>`, a few hundred MB each) that
 /// test binaries no longer running left behind: the shared server is never dropped, so a
-/// run cannot remove its own, and the next run does.
+/// run cannot remove its own, and the next run does. Only where `/proc` shows processes,
+/// and only directories untouched for an hour, so a run this one cannot see is left be.
 fn remove_data_of_ended_runs() {
+    const UNTOUCHED: Duration = Duration::from_secs(3_600);
+    if !Path::new("/proc/self").exists() {
+        return;
+    }
     let Ok(entries) = std::fs::read_dir(std::env::temp_dir()) else {
         return;
     };
@@ -575,7 +580,10 @@ fn remove_data_of_ended_runs() {
         else {
             continue;
         };
-        if pid != std::process::id() && !Path::new(&format!("/proc/{pid}")).exists() {
+        let untouched = std::fs::metadata(entry.path().join("data"))
+            .and_then(|m| m.modified())
+            .is_ok_and(|at| at.elapsed().is_ok_and(|age| age >= UNTOUCHED));
+        if pid != std::process::id() && untouched && !Path::new(&format!("/proc/{pid}")).exists() {
             let _ = std::fs::remove_dir_all(entry.path());
         }
     }

@@ -36,7 +36,9 @@ pub fn prepare(
     site_url: &str,
     timestamp: i64,
 ) -> Result<PreparedRequest, SigningError> {
-    let body = if crate::notice::is_notice(delivery) {
+    // A notice only to a notices destination: an event cannot pass for one elsewhere and
+    // skip its destination's format.
+    let body = if destination.notices && crate::notice::is_notice(delivery) {
         crate::notice::notice_body(delivery)
     } else {
         render_body(

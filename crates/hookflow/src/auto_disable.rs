@@ -50,18 +50,21 @@ async fn flush(streaks: &FailureStreaks, disabled: &DisabledDestinations, notice
                 tracing::warn!(team_id = destination.team_id, destination = %destination.id, attempts = flushed.streak.attempts, "destination failing: every attempt has failed for auto_disable.warn_after_ms");
                 NoticeKind::Failing
             }
-            Some(StreakCall::Disable) => NoticeKind::Disabled,
-            // The streak says disabled, and still attempts come: the worker that crossed
-            // the line stopped (a crash, a lost answer) before the registry took it. Its
-            // notice goes again, with the same id.
-            None if !disabled.is_disabled_now(destination).await => NoticeKind::Disabled,
-            None => continue,
+            // This flush crossed the line; or the streak said disabled already and still
+            // attempts come, because the worker that crossed it stopped (a crash, a lost
+            // answer) before the registry took it. Either way the registry is written only
+            // if the streak still says so (an enable in between wins) and only once, and
+            // the notice goes with the write.
+            Some(StreakCall::Disable) | None => {
+                if !disabled
+                    .disable_for_streak(destination, AUTO_DISABLED.to_owned())
+                    .await
+                {
+                    continue;
+                }
+                NoticeKind::Disabled
+            }
         };
-        if kind == NoticeKind::Disabled {
-            disabled
-                .disable(destination, AUTO_DISABLED.to_owned())
-                .await;
-        }
         let notice =
             DestinationNotice::of_streak(kind, destination, &flushed.streak, chrono::Utc::now());
         let notices = notices.clone();

@@ -16,12 +16,13 @@
 
 use std::{
     collections::HashMap,
-    sync::Mutex,
+    sync::{LazyLock, Mutex},
     time::{Duration, Instant},
 };
 
-use hookflow_core::{Destination, sync::LockUnpoisoned};
+use hookflow_core::{Destination, streak::FailureStreak, sync::LockUnpoisoned};
 use hookflow_telemetry::names;
+use redis::Script;
 use serde::{Deserialize, Serialize};
 
 use hookflow_runtime::{LinkError, RedisLink};
@@ -30,6 +31,38 @@ use super::streaks::streak_key;
 
 /// How long the local copy is trusted.
 const REFRESH_EVERY: Duration = Duration::from_secs(2);
+/// How long a streak reset by an enable is kept (the next flush sets its own time).
+const RESET_STREAK_TTL_MS: u64 = 2 * 86_400_000;
+
+/// Writes the disablement `ARGV[2]` under `ARGV[1]` in the registry `KEYS[1]` if the
+/// streak `KEYS[2]` still says disabled and the field is not there yet; 1 when written.
+static DISABLE_FOR_STREAK: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r#"
+local s = redis.call('HGET', KEYS[2], 's')
+if not s then return 0 end
+local ok, streak = pcall(cjson.decode, s)
+if not ok or streak['disabled'] ~= true then return 0 end
+if redis.call('HEXISTS', KEYS[1], ARGV[1]) == 1 then return 0 end
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+return 1
+"#,
+    )
+});
+
+/// Removes `ARGV[1]` from the registry `KEYS[1]` and, if it was there, gives the streak
+/// `KEYS[2]` a new version holding `ARGV[2]`, kept `ARGV[3]` ms; 1 when it was there.
+static ENABLE: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r#"
+if redis.call('HDEL', KEYS[1], ARGV[1]) == 0 then return 0 end
+local v = tonumber(redis.call('HGET', KEYS[2], 'v') or '0')
+redis.call('HSET', KEYS[2], 'v', v + 1, 's', ARGV[2])
+redis.call('PEXPIRE', KEYS[2], ARGV[3])
+return 1
+"#,
+    )
+});
 
 /// Why and when a destination was disabled.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -83,9 +116,9 @@ impl DisabledDestinations {
     }
 
     /// Why `destination` is disabled, or `None` when it is not. A copy a few seconds old
-    /// answers "not disabled"; "disabled" ends a delivery, so it is read from Redis again
-    /// first: a destination enabled a moment ago is attempted at once, not refused by a
-    /// worker's old copy.
+    /// answers "not disabled"; "disabled" ends a delivery, so that answer is confirmed in
+    /// Redis first (one field): a destination enabled a moment ago is attempted at once,
+    /// not refused by a worker's old copy.
     pub async fn check(&self, destination: &Destination) -> Option<Disablement> {
         let stale = self
             .lock()
@@ -95,29 +128,36 @@ impl DisabledDestinations {
             self.refresh().await;
         }
         let key = disabled_key(destination);
-        if !stale && self.lock().disabled.contains_key(&key) {
-            self.refresh().await;
+        let cached = self.lock().disabled.get(&key).cloned()?;
+        if !stale && !self.lock().unwritten.contains_key(&key) && !self.still_disabled(&key).await {
+            self.lock().disabled.remove(&key);
+            return None;
         }
-        self.lock().disabled.get(&key).cloned()
+        Some(cached)
     }
 
-    /// Whether `destination` is disabled, read from Redis now; the copy when Redis cannot
-    /// be read.
-    pub async fn is_disabled_now(&self, destination: &Destination) -> bool {
-        self.refresh().await;
-        self.lock()
-            .disabled
-            .contains_key(&disabled_key(destination))
+    /// Whether Redis still holds `key` disabled; `true` when it cannot say (the copy
+    /// stands).
+    async fn still_disabled(&self, key: &str) -> bool {
+        let Some(redis) = &self.redis else {
+            return true;
+        };
+        let (hash, field) = (self.key.clone(), key.to_owned());
+        redis
+            .run(|mut c| async move {
+                redis::cmd("HEXISTS")
+                    .arg(hash)
+                    .arg(field)
+                    .query_async::<bool>(&mut c)
+                    .await
+            })
+            .await
+            .unwrap_or(true)
     }
 
     /// Disables `destination` for `reason`.
     pub async fn disable(&self, destination: &Destination, reason: String) {
-        let disablement = Disablement {
-            reason,
-            at: chrono::Utc::now().to_rfc3339(),
-        };
-        metrics::counter!(names::DESTINATIONS_DISABLED).increment(1);
-        tracing::warn!(team_id = destination.team_id, destination = %destination.id, reason = %disablement.reason, "destination disabled; re-enable with `hookflow destinations enable` or the admin API");
+        let disablement = self.disablement(destination, reason);
         let key = disabled_key(destination);
         {
             let mut view = self.lock();
@@ -127,18 +167,63 @@ impl DisabledDestinations {
         self.refresh().await;
     }
 
-    /// Re-enables `destination` (its uid only) and forgets its failure streak, disabled or
-    /// not, so it starts afresh; whether it was disabled.
-    pub async fn enable_destination(&self, destination: &Destination) -> Result<bool, LinkError> {
+    /// Disables `destination` for `reason` if its failure streak in Redis still calls for
+    /// it and it is not disabled yet, in one step: an enable in between (which resets the
+    /// streak) wins, and of several workers acting on one streak one writes. Whether this
+    /// call disabled it; `false` when Redis cannot be reached (the next flush tries again).
+    /// Without Redis, disables it in this process.
+    pub async fn disable_for_streak(&self, destination: &Destination, reason: String) -> bool {
+        let Some(redis) = &self.redis else {
+            self.disable(destination, reason).await;
+            return true;
+        };
         let key = disabled_key(destination);
-        let was_disabled = self.list().await?.contains_key(&key);
-        self.remove(&[key]).await?;
-        Ok(was_disabled)
+        let disablement = Disablement {
+            reason: reason.clone(),
+            at: chrono::Utc::now().to_rfc3339(),
+        };
+        let mut invocation = DISABLE_FOR_STREAK.key(&self.key);
+        invocation
+            .key(streak_key(redis, &key))
+            .arg(&key)
+            .arg(serde_json::to_string(&disablement).unwrap_or_default());
+        let written = redis
+            .run(|mut c| async move { invocation.invoke_async::<i32>(&mut c).await })
+            .await;
+        match written {
+            Ok(1) => {
+                self.disablement(destination, reason);
+                self.lock().disabled.insert(key, disablement);
+                true
+            }
+            Ok(_) => false,
+            Err(error) => {
+                tracing::debug!(%error, "disable not written; the next flush tries again");
+                false
+            }
+        }
+    }
+
+    /// A disablement of `destination` now, counted and logged.
+    fn disablement(&self, destination: &Destination, reason: String) -> Disablement {
+        metrics::counter!(names::DESTINATIONS_DISABLED).increment(1);
+        tracing::warn!(team_id = destination.team_id, destination = %destination.id, %reason, "destination disabled; re-enable with `hookflow destinations enable` or the admin API");
+        Disablement {
+            reason,
+            at: chrono::Utc::now().to_rfc3339(),
+        }
+    }
+
+    /// Re-enables `destination` (its uid only), and starts its failure streak afresh;
+    /// whether this call enabled it (of two at once, one does).
+    pub async fn enable_destination(&self, destination: &Destination) -> Result<bool, LinkError> {
+        let enabled = self.remove(&[disabled_key(destination)]).await?;
+        Ok(!enabled.is_empty())
     }
 
     /// Re-enables team `team_id`'s destination `id` (whatever its uid: an operator's
-    /// command, which sees no catalog), and forgets the failure streaks of those it
-    /// enables; the entries removed ([`disabled_key`]), none when it was not disabled.
+    /// command, which sees no catalog), and starts their failure streaks afresh; the
+    /// entries this call removed ([`disabled_key`]), none when it was not disabled.
     pub async fn enable(&self, team_id: i64, id: &str) -> Result<Vec<String>, LinkError> {
         let prefix = format!("{team_id}:{id}:");
         let mut fields: Vec<String> = self
@@ -147,50 +232,49 @@ impl DisabledDestinations {
             .into_keys()
             .filter(|key| key.starts_with(&prefix))
             .collect();
-        fields.extend(
-            self.lock()
-                .disabled
-                .keys()
-                .filter(|k| k.starts_with(&prefix))
-                .cloned(),
-        );
         fields.sort();
-        fields.dedup();
-        self.remove(&fields).await?;
-        Ok(fields)
+        self.remove(&fields).await
     }
 
-    /// Removes `fields` from the registry (here and in Redis), and their streaks (disabled
-    /// or not).
-    async fn remove(&self, fields: &[String]) -> Result<(), LinkError> {
-        {
+    /// Removes `fields` from the registry (here and in Redis) and resets the streak of
+    /// each one removed (a new version holding only a success now, so failures from
+    /// before the enable, flushed late, start nothing); those this call removed.
+    async fn remove(&self, fields: &[String]) -> Result<Vec<String>, LinkError> {
+        let local: Vec<String> = {
             let mut view = self.lock();
-            for field in fields {
-                view.unwritten.remove(field);
-                view.disabled.remove(field);
+            fields
+                .iter()
+                .filter(|field| {
+                    let unwritten = view.unwritten.remove(*field).is_some();
+                    view.disabled.remove(*field).is_some() || unwritten
+                })
+                .cloned()
+                .collect()
+        };
+        let Some(redis) = &self.redis else {
+            return Ok(local);
+        };
+        let reset = FailureStreak {
+            last_success_ms: Some(hookflow_runtime::unix_now_ms()),
+            ..FailureStreak::default()
+        };
+        let reset = serde_json::to_string(&reset).unwrap_or_default();
+        let mut removed = Vec::new();
+        for field in fields {
+            let mut invocation = ENABLE.key(&self.key);
+            invocation
+                .key(streak_key(redis, field))
+                .arg(field)
+                .arg(&reset)
+                .arg(RESET_STREAK_TTL_MS);
+            let done: i32 = redis
+                .run(|mut c| async move { invocation.invoke_async(&mut c).await })
+                .await?;
+            if done == 1 {
+                removed.push(field.clone());
             }
         }
-        if let (Some(redis), false) = (&self.redis, fields.is_empty()) {
-            let key = self.key.clone();
-            let removed = fields.to_vec();
-            let streaks: Vec<String> = fields.iter().map(|f| streak_key(redis, f)).collect();
-            redis
-                .run(|mut c| async move {
-                    redis::pipe()
-                        .atomic()
-                        .cmd("HDEL")
-                        .arg(key)
-                        .arg(removed)
-                        .ignore()
-                        .cmd("DEL")
-                        .arg(streaks)
-                        .ignore()
-                        .query_async::<()>(&mut c)
-                        .await
-                })
-                .await?;
-        }
-        Ok(())
+        Ok(removed)
     }
 
     /// Every disabled destination (by [`disabled_key`]), read from Redis.

@@ -187,10 +187,13 @@ impl FailureStreaks {
             .buffer_unordered(FLUSH_CONCURRENCY)
             .collect()
             .await;
+        // A disabled streak is handed back only while disabling is on: turned off, nothing
+        // disables.
+        let enabled = self.settings.enabled;
         applied
             .into_iter()
             .flatten()
-            .filter(|flushed| flushed.call.is_some() || flushed.streak.disabled)
+            .filter(|flushed| flushed.call.is_some() || (enabled && flushed.streak.disabled))
             .collect()
     }
 

@@ -142,10 +142,15 @@ pub async fn run(settings: &Settings, command: DestinationsCommand) -> anyhow::R
         DestinationsCommand::Enable { team, id } => {
             let enabled = crate::auto_disable::enable(&registry, team, &id).await?;
             if !enabled.is_empty() {
-                let notices = NoticeSender {
-                    topic,
-                    webhooks: Some(notice_webhooks(settings).await?),
+                // Best effort: it is enabled already, and the topic still gets the notice.
+                let webhooks = match notice_webhooks(settings).await {
+                    Ok(webhooks) => Some(webhooks),
+                    Err(error) => {
+                        eprintln!("the team's notices destinations are not told: {error:#}");
+                        None
+                    }
                 };
+                let notices = NoticeSender { topic, webhooks };
                 for notice in &enabled {
                     notices.send(notice).await;
                 }
