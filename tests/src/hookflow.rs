@@ -37,6 +37,8 @@ pub struct Deployment {
     catalog: Option<String>,
     destinations: String,
     allowed_hosts: Vec<String>,
+    /// The egress proxy (`http.proxy`), if any.
+    proxy: Option<String>,
     endpoint_labels: bool,
     admin: Option<(u16, String)>,
     /// Overrides layered over the generated configuration.
@@ -78,6 +80,7 @@ impl Deployment {
             catalog: None,
             destinations: String::new(),
             allowed_hosts: vec!["127.0.0.1".into()],
+            proxy: None,
             endpoint_labels: false,
             admin: None,
             extra: toml::Table::new(),
@@ -89,6 +92,12 @@ impl Deployment {
         self.destinations.push_str(&format!(
             "[[destination]]\nid = \"{id}\"\nteam_id = {team}\nurl = \"{url}\"\n{extra}\n\n"
         ));
+        self
+    }
+
+    /// Sends every delivery through the forward proxy `url` (`http.proxy`).
+    pub fn proxy(&mut self, url: &str) -> &mut Self {
+        self.proxy = Some(url.to_owned());
         self
     }
 
@@ -220,6 +229,7 @@ task_queue = "{task_queue}"
 
 [http]
 allowed_hosts = [{allowed}]
+proxy = "{proxy}"
 
 [destinations]
 file = "{destinations}"
@@ -264,6 +274,7 @@ log_filter = "info,temporalio_sdk_core=warn"
             temporal = self.temporal,
             task_queue = self.task_queue,
             allowed = allowed.join(", "),
+            proxy = self.proxy.as_deref().unwrap_or_default(),
             destinations = destinations.display(),
             redis = self.redis,
             outcomes_topic = self.outcomes_topic,

@@ -19,6 +19,7 @@ use reqwest::header::{HeaderMap, HeaderName, HeaderValue, RETRY_AFTER};
 use url::Url;
 
 use crate::{
+    egress::{EgressProxy, ProxyRefusal},
     retry_after::parse_retry_after,
     ssrf::{AddressGuard, BlockedAddress},
 };
@@ -35,6 +36,8 @@ pub struct HttpSettings {
     pub user_agent: String,
     /// The most of a response body read (and discarded) per attempt.
     pub max_response_body_bytes: usize,
+    /// The forward proxy every delivery leaves through, if any.
+    pub proxy: Option<EgressProxy>,
 }
 
 /// One attempt to make. Its `Debug` names the headers, never their values.
@@ -73,6 +76,7 @@ pub struct DeliveryClient {
     exempt: reqwest::Client,
     allowed: Arc<AllowList>,
     max_response_body_bytes: usize,
+    proxy: Option<EgressProxy>,
 }
 
 /// Why the HTTP client could not be built.
@@ -81,17 +85,26 @@ pub struct DeliveryClient {
 pub struct ClientBuildError(#[from] reqwest::Error);
 
 impl DeliveryClient {
-    /// Builds the client: no redirects, no proxy, no retries, connect timeout, guarded DNS.
+    /// Builds the client: no redirects, no retries, connect timeout, guarded DNS, and
+    /// no proxy but the deployment's egress proxy (never one from the environment).
     pub fn new(settings: &HttpSettings) -> Result<Self, ClientBuildError> {
         let allowed = Arc::new(settings.allowed_hosts.clone());
-        let build = |guard: AddressGuard| {
-            reqwest::Client::builder()
+        let build = |mut guard: AddressGuard| {
+            let builder = reqwest::Client::builder()
                 .redirect(reqwest::redirect::Policy::none())
                 // reqwest retries some protocol-level refusals by default; the workflow is
                 // the one owner of retries, so the client makes exactly one request per
                 // attempt.
                 .retry(reqwest::retry::never())
-                .no_proxy()
+                .no_proxy();
+            let builder = match &settings.proxy {
+                Some(proxy) => {
+                    guard = guard.with_proxy_host(proxy.host());
+                    builder.proxy(proxy.for_client()?)
+                }
+                None => builder,
+            };
+            builder
                 .connect_timeout(settings.connect_timeout)
                 .dns_resolver(Arc::new(guard))
                 .user_agent(settings.user_agent.clone())
@@ -103,6 +116,7 @@ impl DeliveryClient {
             exempt: build(AddressGuard::exempting(allowed.clone()))?,
             allowed,
             max_response_body_bytes: settings.max_response_body_bytes,
+            proxy: settings.proxy.clone(),
         })
     }
 
@@ -130,11 +144,19 @@ impl DeliveryClient {
         {
             return AttemptReport::failed(AttemptErrorKind::Blocked, blocked.to_string(), 0);
         }
-        let client = if self.allowed.allows_url(request.url) {
-            &self.exempt
-        } else {
-            &self.guarded
-        };
+        let allowed = self.allowed.allows_url(request.url);
+        if let Some(proxy) = &self.proxy {
+            match proxy.check(request.url, allowed).await {
+                Ok(()) => {}
+                Err(ProxyRefusal::Blocked(reason)) => {
+                    return AttemptReport::failed(AttemptErrorKind::Blocked, reason, elapsed_ms());
+                }
+                Err(ProxyRefusal::Unresolved(reason)) => {
+                    return AttemptReport::failed(AttemptErrorKind::Connect, reason, elapsed_ms());
+                }
+            }
+        }
+        let client = if allowed { &self.exempt } else { &self.guarded };
         let mut headers = HeaderMap::new();
         headers.insert(
             reqwest::header::CONTENT_TYPE,
@@ -164,7 +186,21 @@ impl DeliveryClient {
             .await;
         let response = match sent {
             Ok(response) => response,
-            Err(error) => return report_error(&error, request.timeout, elapsed_ms()),
+            Err(error) => {
+                let report = report_error(&error, request.timeout, elapsed_ms());
+                return match (&self.proxy, &report.error) {
+                    // Which hop failed is not known; the proxy is named, never its secrets.
+                    (Some(proxy), Some(failure)) if failure.kind == AttemptErrorKind::Connect => {
+                        let message = format!(
+                            "through the egress proxy {}: {}",
+                            proxy.shown(),
+                            failure.message
+                        );
+                        AttemptReport::failed(failure.kind, message, report.duration_ms)
+                    }
+                    _ => report,
+                };
+            }
         };
         let status = response.status().as_u16();
         let retry_after = response

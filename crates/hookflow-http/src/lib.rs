@@ -10,6 +10,7 @@
 
 mod activity_memo;
 mod client;
+pub mod egress;
 pub mod isolation;
 mod retry_after;
 mod ssrf;

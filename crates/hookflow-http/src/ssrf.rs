@@ -100,6 +100,9 @@ pub struct AddressGuard {
     /// Whether this guard's resolver exempts allow-listed names: only for the requests
     /// whose host and port the allow-list names.
     exempting: bool,
+    /// The egress proxy's host, the operator's own, which the resolver resolves for every
+    /// request through it: exempt.
+    proxy_host: Option<Arc<str>>,
 }
 
 /// The error the guard's resolver fails with; the client finds it in the error chain to
@@ -119,6 +122,7 @@ impl AddressGuard {
         AddressGuard {
             allowed,
             exempting: false,
+            proxy_host: None,
         }
     }
 
@@ -127,7 +131,14 @@ impl AddressGuard {
         AddressGuard {
             allowed,
             exempting: true,
+            proxy_host: None,
         }
+    }
+
+    /// The same guard, exempting the egress proxy's host.
+    pub fn with_proxy_host(mut self, host: &str) -> Self {
+        self.proxy_host = Some(host.into());
+        self
     }
 
     /// Checks a URL whose host is an IP literal, which the resolver never sees.
@@ -146,7 +157,11 @@ impl AddressGuard {
     }
 
     fn exempts(&self, host: &str) -> bool {
-        self.exempting && self.allowed.names_host(host)
+        (self.exempting && self.allowed.names_host(host))
+            || self
+                .proxy_host
+                .as_deref()
+                .is_some_and(|proxy| proxy.eq_ignore_ascii_case(host))
     }
 }
 

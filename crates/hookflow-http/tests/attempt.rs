@@ -30,6 +30,7 @@ fn client(allowed: &[&str]) -> DeliveryClient {
         allowed_hosts: hookflow_core::AllowList::new(allowed).expect("allow-list"),
         user_agent: "hookflow/test".into(),
         max_response_body_bytes: 1024,
+        proxy: None,
     })
     .expect("client")
 }

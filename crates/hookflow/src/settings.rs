@@ -16,7 +16,10 @@ use figment::{
 use hookflow_core::{
     AllowList, FieldError, RetryPolicy, Secret, ValidationRules, redaction::check_toml,
 };
-use hookflow_http::isolation::{AutoDisableSettings, IsolationSettings};
+use hookflow_http::{
+    egress::EgressProxy,
+    isolation::{AutoDisableSettings, IsolationSettings},
+};
 use hookflow_kafka::{KafkaSettings, outcomes::OutcomeSettings};
 use hookflow_runtime::RedisSettings;
 use hookflow_telemetry::LogFormat;
@@ -73,6 +76,20 @@ pub struct HttpSection {
     pub allowed_hosts: AllowList,
     /// The most of a response body an attempt reads.
     pub max_response_body_bytes: usize,
+    /// The forward proxy every delivery leaves through (`http://` or `socks5://`, with
+    /// credentials); empty: direct. A secret: it may hold a password.
+    #[serde(default)]
+    pub proxy: Secret,
+}
+
+impl HttpSection {
+    /// The egress proxy, if one is set; the error names what is wrong, never the value.
+    pub fn egress_proxy(&self) -> Result<Option<EgressProxy>, SettingsError> {
+        EgressProxy::parse(self.proxy.expose()).map_err(|problem| SettingsError::Value {
+            key: "http.proxy",
+            problem,
+        })
+    }
 }
 
 /// `[destinations]`: where destinations come from.
@@ -246,6 +263,7 @@ impl Settings {
         for (section, checked) in sections {
             checked.map_err(|error| SettingsError::Field { section, error })?;
         }
+        self.http.egress_proxy()?;
         if self.sdk_metrics_address().is_err() {
             return bad(
                 "telemetry.sdk_metrics_address",
@@ -464,6 +482,10 @@ mod tests {
             (
                 "[auto_disable]\nmin_attempts = 0",
                 "`auto_disable.min_attempts` must be at least 1",
+            ),
+            (
+                "[http]\nproxy = \"ftp://user:secretpw@proxy:21\"",
+                "`http.proxy` has scheme `ftp`: use http:// (HTTP CONNECT) or socks5://",
             ),
             (
                 "[http]\nallowed_hosts = [\"internal:99999\"]",
