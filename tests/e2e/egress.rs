@@ -59,7 +59,7 @@ impl Proxy {
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
-            .expect("the proxy (deploy/local/install-deps.sh installs proxy.py and pproxy)");
+            .expect("a proxy: deploy/local/install-deps.sh installs proxy.py and pproxy");
         let deadline = std::time::Instant::now() + Duration::from_secs(20);
         while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
             assert!(
@@ -98,7 +98,7 @@ async fn deliveries_leave_through_the_proxy_and_the_guard_holds_in_front_of_it()
         s.destination(
             "out",
             "out",
-            "retry_schedule_ms = [500, 500, 500, 500, 500, 500]",
+            "retry_schedule_ms = [1000, 1000, 1000, 1000, 1000, 1000, 1000, 1000, 1000, 1000]",
         );
         // localhost is not allow-listed (127.0.0.1 is): it resolves inside (https, as every
         // host not allow-listed must be).

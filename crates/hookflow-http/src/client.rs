@@ -145,14 +145,24 @@ impl DeliveryClient {
             return AttemptReport::failed(AttemptErrorKind::Blocked, blocked.to_string(), 0);
         }
         let allowed = self.allowed.allows_url(request.url);
+        let mut timeout = request.timeout;
         if let Some(proxy) = &self.proxy {
-            match proxy.check(request.url, allowed).await {
-                Ok(()) => {}
-                Err(ProxyRefusal::Blocked(reason)) => {
+            // Within the attempt's timeout: a resolver that stalls must not hold it longer.
+            let checked = tokio::time::timeout(timeout, proxy.check(request.url, allowed)).await;
+            match checked {
+                Ok(Ok(())) => timeout = timeout.saturating_sub(started.elapsed()),
+                Ok(Err(ProxyRefusal::Blocked(reason))) => {
                     return AttemptReport::failed(AttemptErrorKind::Blocked, reason, elapsed_ms());
                 }
-                Err(ProxyRefusal::Unresolved(reason)) => {
+                Ok(Err(ProxyRefusal::Unresolved(reason))) => {
                     return AttemptReport::failed(AttemptErrorKind::Connect, reason, elapsed_ms());
+                }
+                Err(_) => {
+                    let reason = format!(
+                        "resolving the host took longer than {} ms",
+                        timeout.as_millis()
+                    );
+                    return AttemptReport::failed(AttemptErrorKind::Timeout, reason, elapsed_ms());
                 }
             }
         }
@@ -180,7 +190,7 @@ impl DeliveryClient {
         let sent = client
             .post(request.url.clone())
             .headers(headers)
-            .timeout(request.timeout)
+            .timeout(timeout)
             .body(request.body)
             .send()
             .await;
@@ -189,8 +199,11 @@ impl DeliveryClient {
             Err(error) => {
                 let report = report_error(&error, request.timeout, elapsed_ms());
                 return match (&self.proxy, &report.error) {
-                    // Which hop failed is not known; the proxy is named, never its secrets.
-                    (Some(proxy), Some(failure)) if failure.kind == AttemptErrorKind::Connect => {
+                    // A connection that failed or timed out may be the proxy's as well as
+                    // the endpoint's: the proxy is named, never its secrets.
+                    (Some(proxy), Some(failure))
+                        if failure.kind == AttemptErrorKind::Connect || error.is_connect() =>
+                    {
                         let message = format!(
                             "through the egress proxy {}: {}",
                             proxy.shown(),
@@ -203,6 +216,15 @@ impl DeliveryClient {
             }
         };
         let status = response.status().as_u16();
+        // A plain-http URL is forwarded by the proxy, which answers 407 itself when it
+        // refuses the credentials: the proxy's failure, not the endpoint's refusal.
+        if let (Some(proxy), 407) = (&self.proxy, status) {
+            let message = format!(
+                "the egress proxy {} refused its credentials (407)",
+                proxy.shown()
+            );
+            return AttemptReport::failed(AttemptErrorKind::Connect, message, elapsed_ms());
+        }
         let retry_after = response
             .headers()
             .get(RETRY_AFTER)

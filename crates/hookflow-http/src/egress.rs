@@ -6,10 +6,11 @@
 //! The SSRF guard keeps its meaning, checked here, before a request is handed to the
 //! proxy: the destination's host is resolved and refused if any address it gives is one
 //! hookflow does not connect to (unless allow-listed), and a destination that names the
-//! proxy itself (its host and port, or an address of it) is refused. The proxy resolves the
-//! name again when it connects, so an answer that changes in between (DNS rebinding) is the
-//! proxy's to refuse: run it where it cannot reach hookflow's internal network, or make it
-//! refuse private addresses.
+//! proxy itself (its host and port, or an address of it) is refused. An `http://` proxy
+//! resolves the name again when it connects, so an answer that changes in between (DNS
+//! rebinding) is the proxy's to refuse: run it where it cannot reach hookflow's internal
+//! network, or make it refuse private addresses. A `socks5://` proxy is handed an address
+//! that hookflow resolved through the guard, which closes that gap.
 //!
 //! The proxy's own host is exempt from the guard (it is the operator's, usually on a private
 //! address). Errors name the proxy by scheme, host and port, never its credentials.
@@ -18,7 +19,7 @@ use std::net::SocketAddr;
 
 use url::Url;
 
-use crate::ssrf::{BlockedAddress, is_forbidden_ip};
+use crate::ssrf::is_forbidden_ip;
 
 /// The deployment's egress proxy. Its `Debug` shows no credentials.
 #[derive(Clone)]
@@ -43,6 +44,9 @@ impl EgressProxy {
             return Ok(None);
         }
         let url = Url::parse(text).map_err(|e| format!("is not a URL ({e})"))?;
+        if !text.contains("://") {
+            return Err("is not a URL: use http://… or socks5://…".into());
+        }
         if !matches!(url.scheme(), "http" | "socks5") {
             return Err(format!(
                 "has scheme `{}`: use http:// (HTTP CONNECT) or socks5://",
@@ -56,8 +60,8 @@ impl EgressProxy {
             .trim_start_matches('[')
             .trim_end_matches(']')
             .to_ascii_lowercase();
-        let port = url.port().ok_or("has no port")?;
-        if !matches!(url.path(), "" | "/") || url.query().is_some() {
+        let port = url.port_or_known_default().ok_or("has no port")?;
+        if !matches!(url.path(), "" | "/") || url.query().is_some() || url.fragment().is_some() {
             return Err("must be scheme://[user:password@]host:port, nothing after".into());
         }
         Ok(Some(EgressProxy { url, host, port }))
@@ -65,7 +69,12 @@ impl EgressProxy {
 
     /// `scheme://host:port`, for messages.
     pub fn shown(&self) -> String {
-        format!("{}://{}:{}", self.url.scheme(), self.host, self.port)
+        let host = if self.host.contains(':') {
+            format!("[{}]", self.host)
+        } else {
+            self.host.clone()
+        };
+        format!("{}://{host}:{}", self.url.scheme(), self.port)
     }
 
     /// Its host, which the guard exempts.
@@ -98,7 +107,11 @@ impl EgressProxy {
             .map_err(|e| ProxyRefusal::Unresolved(format!("cannot resolve {host}: {e}")))?
             .collect();
         if !allowed && resolved.iter().any(|a| is_forbidden_ip(a.ip())) {
-            return Err(ProxyRefusal::Blocked(BlockedAddress { host }.to_string()));
+            return Err(ProxyRefusal::Blocked(format!(
+                "{host} resolves to an address hookflow does not connect to (loopback, \
+                 private, link-local, multicast or unspecified); allow-list the host to \
+                 permit it"
+            )));
         }
         let proxy_addresses: Vec<SocketAddr> =
             tokio::net::lookup_host((self.host.as_str(), self.port))
@@ -133,9 +146,17 @@ mod tests {
         assert_eq!(proxy.shown(), "http://proxy.internal:3128");
         assert!(!format!("{proxy:?}").contains("s3cr"));
         assert!(EgressProxy::parse("").expect("empty").is_none());
+        let default_port = EgressProxy::parse("http://p").expect("valid").expect("set");
+        assert_eq!(default_port.shown(), "http://p:80");
+        let v6 = EgressProxy::parse("socks5://[::1]:1080")
+            .expect("valid")
+            .expect("set");
+        assert_eq!(v6.shown(), "socks5://[::1]:1080");
         for (text, problem) in [
             ("ftp://p:21", "scheme `ftp`"),
-            ("http://p", "no port"),
+            ("socks5://p", "no port"),
+            ("socks5://u:secretpw@p:1/#u:secretpw", "nothing after"),
+            ("u:secretpw@p:1", "not a URL"),
             ("http://u:secretpw@p:1/x", "nothing after"),
             ("not a url secretpw", "not a URL"),
         ] {

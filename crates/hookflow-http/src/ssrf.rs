@@ -169,10 +169,17 @@ impl Resolve for AddressGuard {
     fn resolve(&self, name: Name) -> Resolving {
         let guard = self.clone();
         Box::pin(async move {
-            let host = name.as_str().to_owned();
+            // An IPv6 literal comes bracketed (a SOCKS5 proxy's target, resolved here).
+            let host = name
+                .as_str()
+                .trim_start_matches('[')
+                .trim_end_matches(']')
+                .to_owned();
             // Port 0: the client replaces it with the URL's port.
-            let resolved: Vec<SocketAddr> =
-                tokio::net::lookup_host((host.as_str(), 0)).await?.collect();
+            let resolved: Vec<SocketAddr> = match host.parse::<IpAddr>() {
+                Ok(ip) => vec![SocketAddr::new(ip, 0)],
+                Err(_) => tokio::net::lookup_host((host.as_str(), 0)).await?.collect(),
+            };
             if guard.exempts(&host) {
                 return Ok(Box::new(resolved.into_iter()) as Addrs);
             }
