@@ -165,3 +165,44 @@ async fn deliveries_leave_through_the_proxy_and_the_guard_holds_in_front_of_it()
         assert_eq!(s.receiver.received_on("out").len(), 2, "{scheme}");
     }
 }
+
+/// A destination may choose one of the deployment's named proxies; the others go direct.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_destination_leaves_through_the_named_proxy_it_chooses() {
+    let port = free_port();
+    let proxy = Proxy::start("socks5", port);
+    let mut s = Scenario::new().await;
+    s.deployment.named_proxy(
+        "eu",
+        &format!("socks5://hookflow:{PASSWORD}@127.0.0.1:{port}"),
+    );
+    s.destination(
+        "via-eu",
+        "via-eu",
+        "proxy = \"eu\"\nretry_schedule_ms = [200]\nmax_age_ms = 1500",
+    );
+    s.destination("direct", "direct", "");
+    let _process = s.deployment.start();
+
+    let first = s.produce_events(1).await[0];
+    for id in ["via-eu", "direct"] {
+        let result = temporal::result(&s.temporal, &format!("{id}:{first}")).await;
+        assert_eq!(result.outcome, DeliveryOutcome::Delivered, "{id}");
+    }
+    // Without the proxy only the destination that chose it fails, naming the proxy.
+    drop(proxy);
+    let second = s.produce_events(1).await[0];
+    let direct = temporal::result(&s.temporal, &format!("direct:{second}")).await;
+    assert_eq!(direct.outcome, DeliveryOutcome::Delivered);
+    let via = temporal::result(&s.temporal, &format!("via-eu:{second}")).await;
+    assert_eq!(via.outcome, DeliveryOutcome::GaveUp);
+    let error = via.last_error.unwrap_or_default();
+    assert!(
+        error.contains(&format!(
+            "through the egress proxy socks5://127.0.0.1:{port}"
+        )),
+        "{error}"
+    );
+    assert_eq!(s.receiver.received_on("via-eu").len(), 1);
+    assert_eq!(s.receiver.received_on("direct").len(), 2);
+}

@@ -39,6 +39,8 @@ pub struct Deployment {
     allowed_hosts: Vec<String>,
     /// The egress proxy (`http.proxy`), if any.
     proxy: Option<String>,
+    /// Named egress proxies (`http.proxies`).
+    proxies: Vec<(String, String)>,
     endpoint_labels: bool,
     admin: Option<(u16, String)>,
     /// Overrides layered over the generated configuration.
@@ -81,6 +83,7 @@ impl Deployment {
             destinations: String::new(),
             allowed_hosts: vec!["127.0.0.1".into()],
             proxy: None,
+            proxies: Vec::new(),
             endpoint_labels: false,
             admin: None,
             extra: toml::Table::new(),
@@ -98,6 +101,13 @@ impl Deployment {
     /// Sends every delivery through the forward proxy `url` (`http.proxy`).
     pub fn proxy(&mut self, url: &str) -> &mut Self {
         self.proxy = Some(url.to_owned());
+        self
+    }
+
+    /// Adds the named egress proxy `name` at `url` (`http.proxies`), for destinations
+    /// that choose it.
+    pub fn named_proxy(&mut self, name: &str, url: &str) -> &mut Self {
+        self.proxies.push((name.to_owned(), url.to_owned()));
         self
     }
 
@@ -230,6 +240,7 @@ task_queue = "{task_queue}"
 [http]
 allowed_hosts = [{allowed}]
 proxy = "{proxy}"
+proxies = {{ {proxies} }}
 
 [destinations]
 file = "{destinations}"
@@ -275,6 +286,12 @@ log_filter = "info,temporalio_sdk_core=warn"
             task_queue = self.task_queue,
             allowed = allowed.join(", "),
             proxy = self.proxy.as_deref().unwrap_or_default(),
+            proxies = self
+                .proxies
+                .iter()
+                .map(|(name, url)| format!("{name} = \"{url}\""))
+                .collect::<Vec<_>>()
+                .join(", "),
             destinations = destinations.display(),
             redis = self.redis,
             outcomes_topic = self.outcomes_topic,

@@ -317,6 +317,7 @@ fn check_destinations(result: Result<DestinationSet, hookflow_core::DestinationE
 fn rules() -> ValidationRules {
     ValidationRules {
         allowed_hosts: hookflow_core::AllowList::new(&["127.0.0.1"]).expect("allow-list"),
+        proxies: Vec::new(),
     }
 }
 

@@ -7,6 +7,7 @@
 //! delivered whatever its body does.
 
 use std::{
+    collections::BTreeMap,
     error::Error as _,
     sync::Arc,
     time::{Duration, Instant, SystemTime},
@@ -36,8 +37,10 @@ pub struct HttpSettings {
     pub user_agent: String,
     /// The most of a response body read (and discarded) per attempt.
     pub max_response_body_bytes: usize,
-    /// The forward proxy every delivery leaves through, if any.
+    /// The forward proxy deliveries leave through by default, if any.
     pub proxy: Option<EgressProxy>,
+    /// Named proxies a destination may choose instead (`proxy = "<name>"`).
+    pub proxies: BTreeMap<String, EgressProxy>,
 }
 
 /// One attempt to make. Its `Debug` names the headers, never their values.
@@ -50,6 +53,8 @@ pub struct AttemptRequest<'a> {
     pub body: Vec<u8>,
     /// Total time allowed for the attempt, from connect to the last byte of the response.
     pub timeout: Duration,
+    /// The named proxy to leave through (the default route when `None`).
+    pub proxy: Option<&'a str>,
 }
 
 impl std::fmt::Debug for AttemptRequest<'_> {
@@ -70,12 +75,21 @@ impl std::fmt::Debug for AttemptRequest<'_> {
 /// Makes delivery attempts. Cheap to clone: connections are pooled and shared.
 #[derive(Clone)]
 pub struct DeliveryClient {
+    /// The default way out (direct, or the default proxy).
+    default: Route,
+    /// The named proxies' ways out.
+    named: Arc<BTreeMap<String, Route>>,
+    allowed: Arc<AllowList>,
+    max_response_body_bytes: usize,
+}
+
+/// One way out: its clients, and the proxy they go through.
+#[derive(Clone)]
+struct Route {
     /// For requests the allow-list does not name: its resolver exempts nothing.
     guarded: reqwest::Client,
     /// For requests whose host and port the allow-list names.
     exempt: reqwest::Client,
-    allowed: Arc<AllowList>,
-    max_response_body_bytes: usize,
     proxy: Option<EgressProxy>,
 }
 
@@ -86,38 +100,56 @@ pub struct ClientBuildError(#[from] reqwest::Error);
 
 impl DeliveryClient {
     /// Builds the client: no redirects, no retries, connect timeout, guarded DNS, and
-    /// no proxy but the deployment's egress proxy (never one from the environment).
+    /// no proxy but the deployment's egress proxies (never one from the environment).
     pub fn new(settings: &HttpSettings) -> Result<Self, ClientBuildError> {
         let allowed = Arc::new(settings.allowed_hosts.clone());
-        let build = |mut guard: AddressGuard| {
-            let builder = reqwest::Client::builder()
-                .redirect(reqwest::redirect::Policy::none())
-                // reqwest retries some protocol-level refusals by default; the workflow is
-                // the one owner of retries, so the client makes exactly one request per
-                // attempt.
-                .retry(reqwest::retry::never())
-                .no_proxy();
-            let builder = match &settings.proxy {
-                Some(proxy) => {
-                    guard = guard.with_proxy_host(proxy.host());
-                    builder.proxy(proxy.for_client()?)
-                }
-                None => builder,
-            };
-            builder
-                .connect_timeout(settings.connect_timeout)
-                .dns_resolver(Arc::new(guard))
-                .user_agent(settings.user_agent.clone())
-                .pool_idle_timeout(Duration::from_secs(60))
-                .build()
+        let route = |proxy: Option<&EgressProxy>| -> Result<Route, ClientBuildError> {
+            let build = |guard: AddressGuard| Self::build(settings, guard, proxy);
+            Ok(Route {
+                guarded: build(AddressGuard::strict(allowed.clone()))?,
+                exempt: build(AddressGuard::exempting(allowed.clone()))?,
+                proxy: proxy.cloned(),
+            })
         };
+        let named = settings
+            .proxies
+            .iter()
+            .map(|(name, proxy)| Ok((name.clone(), route(Some(proxy))?)))
+            .collect::<Result<_, ClientBuildError>>()?;
         Ok(DeliveryClient {
-            guarded: build(AddressGuard::strict(allowed.clone()))?,
-            exempt: build(AddressGuard::exempting(allowed.clone()))?,
+            default: route(settings.proxy.as_ref())?,
+            named: Arc::new(named),
             allowed,
             max_response_body_bytes: settings.max_response_body_bytes,
-            proxy: settings.proxy.clone(),
         })
+    }
+
+    /// One client of a route: through `proxy` if any, resolving through `guard`.
+    fn build(
+        settings: &HttpSettings,
+        mut guard: AddressGuard,
+        proxy: Option<&EgressProxy>,
+    ) -> Result<reqwest::Client, reqwest::Error> {
+        let builder = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            // reqwest retries some protocol-level refusals by default; the workflow is
+            // the one owner of retries, so the client makes exactly one request per
+            // attempt.
+            .retry(reqwest::retry::never())
+            .no_proxy();
+        let builder = match proxy {
+            Some(proxy) => {
+                guard = guard.with_proxy_host(proxy.host());
+                builder.proxy(proxy.for_client()?)
+            }
+            None => builder,
+        };
+        builder
+            .connect_timeout(settings.connect_timeout)
+            .dns_resolver(Arc::new(guard))
+            .user_agent(settings.user_agent.clone())
+            .pool_idle_timeout(Duration::from_secs(60))
+            .build()
     }
 
     /// Sends a prepared request to `destination`, within its timeout.
@@ -131,6 +163,7 @@ impl DeliveryClient {
             headers: request.headers,
             body: request.body,
             timeout: Duration::from_millis(destination.timeout_ms),
+            proxy: destination.proxy.as_deref(),
         })
         .await
     }
@@ -144,9 +177,19 @@ impl DeliveryClient {
         {
             return AttemptReport::failed(AttemptErrorKind::Blocked, blocked.to_string(), 0);
         }
+        let route = match request.proxy {
+            None => &self.default,
+            Some(name) => match self.named.get(name) {
+                Some(route) => route,
+                None => {
+                    let reason = format!("no proxy `{name}` in http.proxies");
+                    return AttemptReport::failed(AttemptErrorKind::Invalid, reason, 0);
+                }
+            },
+        };
         let allowed = self.allowed.allows_url(request.url);
         let mut timeout = request.timeout;
-        if let Some(proxy) = &self.proxy {
+        if let Some(proxy) = &route.proxy {
             // Within the attempt's timeout: a resolver that stalls must not hold it longer.
             let checked = tokio::time::timeout(timeout, proxy.check(request.url, allowed)).await;
             match checked {
@@ -166,7 +209,11 @@ impl DeliveryClient {
                 }
             }
         }
-        let client = if allowed { &self.exempt } else { &self.guarded };
+        let client = if allowed {
+            &route.exempt
+        } else {
+            &route.guarded
+        };
         let mut headers = HeaderMap::new();
         headers.insert(
             reqwest::header::CONTENT_TYPE,
@@ -198,7 +245,7 @@ impl DeliveryClient {
             Ok(response) => response,
             Err(error) => {
                 let report = report_error(&error, request.timeout, elapsed_ms());
-                return match (&self.proxy, &report.error) {
+                return match (&route.proxy, &report.error) {
                     // A connection that failed or timed out may be the proxy's as well as
                     // the endpoint's: the proxy is named, never its secrets.
                     (Some(proxy), Some(failure))
@@ -218,7 +265,7 @@ impl DeliveryClient {
         let status = response.status().as_u16();
         // A plain-http URL is forwarded by the proxy, which answers 407 itself when it
         // refuses the credentials: the proxy's failure, not the endpoint's refusal.
-        if let (Some(proxy), 407) = (&self.proxy, status) {
+        if let (Some(proxy), 407) = (&route.proxy, status) {
             let message = format!(
                 "the egress proxy {} refused its credentials (407)",
                 proxy.shown()

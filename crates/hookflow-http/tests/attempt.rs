@@ -31,6 +31,7 @@ fn client(allowed: &[&str]) -> DeliveryClient {
         user_agent: "hookflow/test".into(),
         max_response_body_bytes: 1024,
         proxy: None,
+        proxies: Default::default(),
     })
     .expect("client")
 }
@@ -41,6 +42,7 @@ fn request(url: &Url, timeout_ms: u64) -> AttemptRequest<'_> {
         headers: vec![("webhook-id".into(), "d:1".into())],
         body: b"{}".to_vec(),
         timeout: Duration::from_millis(timeout_ms),
+        proxy: None,
     }
 }
 

@@ -80,6 +80,10 @@ pub struct HttpSection {
     /// credentials); empty: direct. A secret: it may hold a password.
     #[serde(default)]
     pub proxy: Secret,
+    /// Named proxies a destination may choose instead (`proxy = "<name>"`), each like
+    /// `proxy`.
+    #[serde(default)]
+    pub proxies: BTreeMap<String, Secret>,
 }
 
 impl HttpSection {
@@ -89,6 +93,22 @@ impl HttpSection {
             key: "http.proxy",
             problem,
         })
+    }
+
+    /// The named egress proxies; the error names the one at fault, never its value.
+    pub fn named_proxies(&self) -> Result<BTreeMap<String, EgressProxy>, SettingsError> {
+        self.proxies
+            .iter()
+            .map(|(name, url)| match EgressProxy::parse(url.expose()) {
+                Ok(Some(proxy)) => Ok((name.clone(), proxy)),
+                Ok(None) => Err(format!("`{name}` is empty")),
+                Err(problem) => Err(format!("`{name}` {problem}")),
+            })
+            .collect::<Result<_, String>>()
+            .map_err(|problem| SettingsError::Value {
+                key: "http.proxies",
+                problem,
+            })
     }
 }
 
@@ -233,6 +253,7 @@ impl Settings {
     pub fn validation_rules(&self) -> ValidationRules {
         ValidationRules {
             allowed_hosts: self.http.allowed_hosts.clone(),
+            proxies: self.http.proxies.keys().cloned().collect(),
         }
     }
 
@@ -264,6 +285,7 @@ impl Settings {
             checked.map_err(|error| SettingsError::Field { section, error })?;
         }
         self.http.egress_proxy()?;
+        self.http.named_proxies()?;
         if self.sdk_metrics_address().is_err() {
             return bad(
                 "telemetry.sdk_metrics_address",
@@ -398,6 +420,30 @@ mod tests {
     #[test]
     // figment's Jail fixes the closure's error type.
     #[allow(clippy::result_large_err)]
+    fn egress_proxies_come_from_the_environment_and_show_no_password() {
+        figment::Jail::expect_with(|jail| {
+            jail.set_env(
+                "HOOKFLOW_HTTP__PROXY",
+                "socks5://u:envsecret@proxy.internal:1080",
+            );
+            jail.set_env(
+                "HOOKFLOW_HTTP__PROXIES__EU",
+                "http://u:envsecret@eu.proxy.internal:3128",
+            );
+            let settings = Settings::load(None).expect("valid");
+            let default = settings.http.egress_proxy().expect("valid").expect("set");
+            assert_eq!(default.shown(), "socks5://proxy.internal:1080");
+            let named = settings.http.named_proxies().expect("valid");
+            assert_eq!(named["eu"].shown(), "http://eu.proxy.internal:3128");
+            assert_eq!(settings.validation_rules().proxies, ["eu"]);
+            assert!(!format!("{:?}", settings.http).contains("envsecret"));
+            Ok(())
+        });
+    }
+
+    #[test]
+    // figment's Jail fixes the closure's error type.
+    #[allow(clippy::result_large_err)]
     fn the_production_example_encrypts_and_needs_its_secrets_from_the_environment() {
         let example = include_str!("../../../config/production.example.toml");
         let error = load(example).expect_err("no payload key").to_string();
@@ -482,6 +528,10 @@ mod tests {
             (
                 "[auto_disable]\nmin_attempts = 0",
                 "`auto_disable.min_attempts` must be at least 1",
+            ),
+            (
+                "[http]\nproxies = { eu = \"socks5://user:secretpw@proxy\" }",
+                "`http.proxies` `eu` has no port",
             ),
             (
                 "[http]\nproxy = \"ftp://user:secretpw@proxy:21\"",

@@ -58,5 +58,6 @@ pub fn delivery_client(settings: &Settings) -> anyhow::Result<DeliveryClient> {
         user_agent: format!("hookflow/{}", env!("CARGO_PKG_VERSION")),
         max_response_body_bytes: settings.http.max_response_body_bytes,
         proxy: settings.http.egress_proxy()?,
+        proxies: settings.http.named_proxies()?,
     })?)
 }

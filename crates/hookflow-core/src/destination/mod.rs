@@ -76,6 +76,9 @@ pub struct Destination {
     /// How long its endpoint must fail every attempt before it is disabled, where it sets
     /// its own ([`crate::streak`]).
     pub auto_disable_after_ms: Option<u64>,
+    /// The deployment's named egress proxy its deliveries leave through (`http.proxies`);
+    /// the deployment's default proxy, if any, when `None`.
+    pub proxy: Option<Box<str>>,
     /// Whether it is the team's operational webhook: it receives the team's destination
     /// notices ([`crate::notice`]) and no events, and is never auto-disabled (a notice of
     /// its own failing could only fail to reach it).

@@ -95,6 +95,10 @@ pub struct DestinationSpec {
     /// Auto-disable override: failing every attempt this long disables it, milliseconds.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub auto_disable_after_ms: Option<u64>,
+    /// The egress proxy its deliveries leave through: a name of the deployment's
+    /// `http.proxies` (default: `http.proxy`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub proxy: Option<String>,
     /// The team's operational webhook: it receives the team's destination notices, and
     /// no events.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]

@@ -8,6 +8,7 @@ const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
 fn parse(text: &str) -> Result<DestinationSet, DestinationError> {
     let rules = ValidationRules {
         allowed_hosts: crate::AllowList::new(&["127.0.0.1"]).expect("allow-list"),
+        proxies: vec!["eu".into()],
     };
     DestinationSet::from_toml(text, &rules)
 }
@@ -231,6 +232,7 @@ fn destination(actions: Vec<i64>) -> Destination {
         max_age_ms: None,
         auto_disable_after_ms: None,
         notices: false,
+        proxy: None,
     }
 }
 
@@ -591,4 +593,22 @@ fn limit_overrides_hold_nothing_when_none_is_set() {
     assert_ne!(set, LimitOverrides::default());
     assert_eq!(set.values().burst, Some(3));
     assert_eq!(set.over(EndpointLimits::default()).burst, 3);
+}
+
+#[test]
+fn a_destination_names_only_a_proxy_of_the_deployment() {
+    let text = |proxy: &str| {
+        format!(
+            "[[destination]]\nid = \"d-1\"\nteam_id = 2\nurl = \"https://a.example/\"\nproxy = \"{proxy}\"\n"
+        )
+    };
+    let set = parse(&text("eu")).expect("a proxy of the deployment");
+    assert_eq!(set.get(2, "d-1").expect("d-1").proxy.as_deref(), Some("eu"));
+    let error = parse(&text("socks5://attacker:1080")).expect_err("a URL is no name");
+    assert!(
+        error
+            .to_string()
+            .contains("field `proxy` names no proxy of the deployment's http.proxies (it has: eu)"),
+        "{error}"
+    );
 }

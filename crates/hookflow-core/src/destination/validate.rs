@@ -22,6 +22,9 @@ pub struct ValidationRules {
     /// Hosts (or hosts on one port) that may be reached over plain http
     /// (`http.allowed_hosts`).
     pub allowed_hosts: crate::AllowList,
+    /// The names of the deployment's egress proxies a destination may choose
+    /// (`http.proxies`).
+    pub proxies: Vec<String>,
 }
 
 /// Headers hookflow sets itself, which a destination may not override.
@@ -213,6 +216,21 @@ impl DestinationSpec {
                 "must be 1 ms to 30 days".into(),
             ));
         }
+        if let Some(name) = &self.proxy
+            && !rules.proxies.contains(name)
+        {
+            return Err(invalid(
+                "proxy",
+                format!(
+                    "names no proxy of the deployment's http.proxies (it has: {})",
+                    if rules.proxies.is_empty() {
+                        "none".to_owned()
+                    } else {
+                        rules.proxies.join(", ")
+                    }
+                ),
+            ));
+        }
         if self.notices && !self.actions.is_empty() {
             return Err(invalid(
                 "actions",
@@ -230,6 +248,7 @@ impl DestinationSpec {
             max_age_ms: self.max_age_ms,
             auto_disable_after_ms: self.auto_disable_after_ms,
             notices: self.notices,
+            proxy: self.proxy.map(String::into_boxed_str),
             id: self.id,
             uid,
             team_id: self.team_id,
