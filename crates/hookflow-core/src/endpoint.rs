@@ -35,6 +35,12 @@ impl EndpointKey {
         EndpointKey(format!("{} team={team_id}", Self::of_url(url)))
     }
 
+    /// The same endpoint reached through the named egress proxy `route`: a key of its own,
+    /// so a proxy that is down opens no breaker for the destinations that go another way.
+    pub fn via(self, route: &str) -> EndpointKey {
+        EndpointKey(format!("{} via={route}", self.0))
+    }
+
     /// The key `team_id`'s destination chose; 1 to 128 printable ASCII characters without
     /// spaces. It is scoped to the team, so no team can join another's endpoint by naming
     /// its key.

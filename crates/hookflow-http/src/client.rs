@@ -181,9 +181,11 @@ impl DeliveryClient {
             None => &self.default,
             Some(name) => match self.named.get(name) {
                 Some(route) => route,
+                // A proxy removed from the settings while a destination still names it:
+                // retried, so its deliveries wait for the proxy to be added back.
                 None => {
-                    let reason = format!("no proxy `{name}` in http.proxies");
-                    return AttemptReport::failed(AttemptErrorKind::Invalid, reason, 0);
+                    let reason = format!("the egress proxy `{name}` is not in http.proxies");
+                    return AttemptReport::failed(AttemptErrorKind::Connect, reason, 0);
                 }
             },
         };
@@ -249,7 +251,9 @@ impl DeliveryClient {
                     // A connection that failed or timed out may be the proxy's as well as
                     // the endpoint's: the proxy is named, never its secrets.
                     (Some(proxy), Some(failure))
-                        if failure.kind == AttemptErrorKind::Connect || error.is_connect() =>
+                        if failure.kind != AttemptErrorKind::Blocked
+                            && (failure.kind == AttemptErrorKind::Connect
+                                || error.is_connect()) =>
                     {
                         let message = format!(
                             "through the egress proxy {}: {}",
@@ -263,9 +267,12 @@ impl DeliveryClient {
             }
         };
         let status = response.status().as_u16();
-        // A plain-http URL is forwarded by the proxy, which answers 407 itself when it
-        // refuses the credentials: the proxy's failure, not the endpoint's refusal.
-        if let (Some(proxy), 407) = (&route.proxy, status) {
+        // A plain-http URL is forwarded by an http:// proxy, which answers 407 itself when
+        // it refuses the credentials: the proxy's failure, not the endpoint's refusal.
+        // (Through a tunnel, a 407 can only be the endpoint's.)
+        if let (Some(proxy), 407) = (&route.proxy, status)
+            && proxy.forwards(request.url)
+        {
             let message = format!(
                 "the egress proxy {} refused its credentials (407)",
                 proxy.shown()

@@ -77,6 +77,12 @@ impl EgressProxy {
         format!("{}://{host}:{}", self.url.scheme(), self.port)
     }
 
+    /// Whether it forwards requests for `url` whole (an `http://` proxy and a plain-http
+    /// URL) rather than tunnelling them.
+    pub fn forwards(&self, url: &Url) -> bool {
+        self.url.scheme() == "http" && url.scheme() == "http"
+    }
+
     /// Its host, which the guard exempts.
     pub fn host(&self) -> &str {
         &self.host

@@ -86,6 +86,14 @@ pub struct HttpSection {
     pub proxies: BTreeMap<String, Secret>,
 }
 
+/// Whether `name` may name an egress proxy: what the environment can spell, lowercase.
+fn is_proxy_name(name: &str) -> bool {
+    (1..=32).contains(&name.len())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+}
+
 impl HttpSection {
     /// The egress proxy, if one is set; the error names what is wrong, never the value.
     pub fn egress_proxy(&self) -> Result<Option<EgressProxy>, SettingsError> {
@@ -100,6 +108,10 @@ impl HttpSection {
         self.proxies
             .iter()
             .map(|(name, url)| match EgressProxy::parse(url.expose()) {
+                // As the environment spells them (HOOKFLOW_HTTP__PROXIES__EU is `eu`).
+                _ if !is_proxy_name(name) => Err(format!(
+                    "`{name}` is not a name: use 1 to 32 of a-z, 0-9 and _"
+                )),
                 Ok(Some(proxy)) => Ok((name.clone(), proxy)),
                 Ok(None) => Err(format!("`{name}` is empty")),
                 Err(problem) => Err(format!("`{name}` {problem}")),
@@ -532,6 +544,10 @@ mod tests {
             (
                 "[http]\nproxies = { eu = \"socks5://user:secretpw@proxy\" }",
                 "`http.proxies` `eu` has no port",
+            ),
+            (
+                "[http]\nproxies = { EU = \"socks5://user:secretpw@proxy:1080\" }",
+                "`http.proxies` `EU` is not a name: use 1 to 32 of a-z, 0-9 and _",
             ),
             (
                 "[http]\nproxy = \"ftp://user:secretpw@proxy:21\"",

@@ -603,7 +603,18 @@ fn a_destination_names_only_a_proxy_of_the_deployment() {
         )
     };
     let set = parse(&text("eu")).expect("a proxy of the deployment");
-    assert_eq!(set.get(2, "d-1").expect("d-1").proxy.as_deref(), Some("eu"));
+    let via_eu = set.get(2, "d-1").expect("d-1");
+    assert_eq!(via_eu.proxy.as_deref(), Some("eu"));
+    // An endpoint of its own: the same host reached directly has another breaker.
+    let direct =
+        parse("[[destination]]\nid = \"d-2\"\nteam_id = 2\nurl = \"https://a.example/\"\n")
+            .expect("direct");
+    let direct = direct.get(2, "d-2").expect("d-2");
+    assert_ne!(via_eu.endpoint, direct.endpoint);
+    assert_eq!(
+        via_eu.endpoint.as_str(),
+        format!("{} via=eu", direct.endpoint)
+    );
     let error = parse(&text("socks5://attacker:1080")).expect_err("a URL is no name");
     assert!(
         error

@@ -172,7 +172,10 @@ impl DestinationSpec {
         let endpoint = match &self.endpoint_key {
             Some(key) => EndpointKey::custom(self.team_id, key)
                 .map_err(|p| invalid("endpoint_key", p.into()))?,
-            None => EndpointKey::of_destination(&url, self.team_id),
+            None => match &self.proxy {
+                Some(route) => EndpointKey::of_destination(&url, self.team_id).via(route),
+                None => EndpointKey::of_destination(&url, self.team_id),
+            },
         };
         let limits = LimitOverrides::new(LimitValues {
             rate_per_second: self.rate_per_second,
