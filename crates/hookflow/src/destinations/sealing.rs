@@ -208,7 +208,7 @@ mod tests {
 
     fn spec() -> DestinationSpec {
         serde_json::from_value(serde_json::json!({
-            "id": "d", "team_id": 2, "url": "https://u:pw@hooks.example.com/x",
+            "id": "d", "team_id": 2, "url": "https://u:urlpassword7@hooks.example.com/x",
             "secret": "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
             "headers": {"Authorization": "Bearer t0ken"},
         }))
@@ -227,7 +227,7 @@ mod tests {
         let sealer = Sealer::from_settings(&settings("k1", &[("k1", 1)])).expect("sealer");
         let (public, sealed) = sealer.seal(&spec(), row(2, 1));
         let stored = format!("{public} {}", String::from_utf8_lossy(&sealed));
-        for secret in ["pw", "MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw", "t0ken"] {
+        for secret in ["urlpassword7", "MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw", "t0ken"] {
             assert!(!stored.contains(secret), "{secret} in {stored}");
         }
         assert!(sealer.open(public, &sealed, row(2, 1)).expect("opened") == spec());
