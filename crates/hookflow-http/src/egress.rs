@@ -119,13 +119,17 @@ impl EgressProxy {
                  permit it"
             )));
         }
-        let proxy_addresses: Vec<SocketAddr> =
-            tokio::net::lookup_host((self.host.as_str(), self.port))
-                .await
-                .map(Iterator::collect)
-                .unwrap_or_default();
-        if resolved.iter().any(|a| proxy_addresses.contains(a)) {
-            return Err(at_proxy());
+        // Another port is another service: the proxy's own addresses are looked up only
+        // when the port is the proxy's, so most attempts make one lookup, not two.
+        if port == self.port {
+            let proxy_addresses: Vec<SocketAddr> =
+                tokio::net::lookup_host((self.host.as_str(), self.port))
+                    .await
+                    .map(Iterator::collect)
+                    .unwrap_or_default();
+            if resolved.iter().any(|a| proxy_addresses.contains(a)) {
+                return Err(at_proxy());
+            }
         }
         Ok(())
     }

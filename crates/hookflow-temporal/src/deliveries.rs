@@ -316,12 +316,7 @@ pub async fn stop_pending(
 
 /// How a listed run ended, from its `HookflowOutcome` search attribute.
 pub(crate) fn outcome_of(info: &ProtoExecutionInfo) -> Option<DeliveryOutcome> {
-    let payload = info
-        .search_attributes
-        .as_ref()?
-        .indexed_fields
-        .get(search_attributes::OUTCOME.name())?;
-    let name = serde_json::from_slice::<String>(&payload.data).ok()?;
+    let name: String = search_attributes::value_of(info, search_attributes::OUTCOME.name())?;
     DeliveryOutcome::parse(&name)
 }
 

@@ -61,12 +61,7 @@ pub async fn holder_team(
 
 /// The team a listed or described run carries in its `HookflowTeamId` search attribute.
 pub(crate) fn team_of(info: &WorkflowExecutionInfo) -> Option<i64> {
-    let payload = info
-        .search_attributes
-        .as_ref()?
-        .indexed_fields
-        .get(search_attributes::TEAM_ID.name())?;
-    serde_json::from_slice(&payload.data).ok()
+    search_attributes::value_of(info, search_attributes::TEAM_ID.name())
 }
 
 #[cfg(test)]

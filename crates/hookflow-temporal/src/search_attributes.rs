@@ -27,6 +27,16 @@ pub const EVENT_UUID: SearchAttributeKey<String> = SearchAttributeKey::keyword("
 /// `gave_up` or `cancelled`.
 pub const OUTCOME: SearchAttributeKey<String> = SearchAttributeKey::keyword("HookflowOutcome");
 
+/// The value of attribute `key` a listed or described run carries; `None` when it carries
+/// none, or one of another type.
+pub(crate) fn value_of<T: serde::de::DeserializeOwned>(
+    info: &temporalio_common::protos::temporal::api::workflow::v1::WorkflowExecutionInfo,
+    key: &str,
+) -> Option<T> {
+    let payload = info.search_attributes.as_ref()?.indexed_fields.get(key)?;
+    serde_json::from_slice(&payload.data).ok()
+}
+
 /// Every attribute with its type, as the dev server's `--search-attribute` flags spell it.
 pub const ALL: [(&str, &str); 4] = [
     ("HookflowTeamId", "Int"),

@@ -5,6 +5,8 @@
 
 use std::{sync::Arc, time::Duration};
 
+use anyhow::Context;
+
 use hookflow_core::{
     DeliveryDefaults, DeliveryScheduler, DestinationCatalog, DestinationState,
     notice::DestinationNotice,
@@ -13,6 +15,8 @@ use hookflow_kafka::notices::NoticePublisher;
 use hookflow_runtime::{Backoff, BackoffPolicy};
 use hookflow_temporal::TemporalScheduler;
 use tokio_util::sync::CancellationToken;
+
+use crate::{settings::Settings, wiring::delivery_defaults};
 
 /// Starts of one notice's delivery tried before it is given up (logged).
 const START_TRIES: u32 = 5;
@@ -37,7 +41,31 @@ pub struct NoticeSender {
     pub webhooks: Option<NoticeWebhooks>,
 }
 
+impl NoticeWebhooks {
+    /// The teams' notices destinations among `destinations`, started on `client` as
+    /// `settings` say.
+    pub fn new(
+        settings: &Settings,
+        client: hookflow_temporal::Client,
+        destinations: Arc<dyn DestinationCatalog>,
+    ) -> Self {
+        NoticeWebhooks {
+            scheduler: TemporalScheduler::new(client, &settings.temporal),
+            destinations,
+            defaults: delivery_defaults(settings),
+        }
+    }
+}
+
 impl NoticeSender {
+    /// Notices to the outcomes topic of `settings` (when set) and to `webhooks`; fails
+    /// at once on a bad Kafka client setting.
+    pub fn new(settings: &Settings, webhooks: Option<NoticeWebhooks>) -> anyhow::Result<Self> {
+        let topic = NoticePublisher::new(&settings.kafka.client_config(), &settings.outcomes)
+            .context("notices producer")?;
+        Ok(NoticeSender { topic, webhooks })
+    }
+
     /// Sends `notice` everywhere it goes; a send that keeps failing is logged and counted,
     /// never returned (a notice reports state kept elsewhere).
     pub async fn send(&self, notice: &DestinationNotice) {

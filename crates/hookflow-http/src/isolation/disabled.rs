@@ -73,6 +73,22 @@ pub struct Disablement {
     pub at: String,
 }
 
+impl Disablement {
+    /// A disablement for `reason`, now.
+    fn now(reason: String) -> Self {
+        Disablement {
+            reason,
+            at: chrono::Utc::now().to_rfc3339(),
+        }
+    }
+
+    /// Counts and logs it, once it took effect for `destination`.
+    fn report(&self, destination: &Destination) {
+        metrics::counter!(names::DESTINATIONS_DISABLED).increment(1);
+        tracing::warn!(team_id = destination.team_id, destination = %destination.id, reason = %self.reason, "destination disabled; re-enable with `hookflow destinations enable` or the admin API");
+    }
+}
+
 /// The registry's name of `destination`: `<team>:<id>:<uid>` (`-` for no uid).
 pub fn disabled_key(destination: &Destination) -> String {
     format!(
@@ -157,7 +173,8 @@ impl DisabledDestinations {
 
     /// Disables `destination` for `reason`.
     pub async fn disable(&self, destination: &Destination, reason: String) {
-        let disablement = self.disablement(destination, reason);
+        let disablement = Disablement::now(reason);
+        disablement.report(destination);
         let key = disabled_key(destination);
         {
             let mut view = self.lock();
@@ -178,10 +195,7 @@ impl DisabledDestinations {
             return true;
         };
         let key = disabled_key(destination);
-        let disablement = Disablement {
-            reason: reason.clone(),
-            at: chrono::Utc::now().to_rfc3339(),
-        };
+        let disablement = Disablement::now(reason);
         let mut invocation = DISABLE_FOR_STREAK.key(&self.key);
         invocation
             .key(streak_key(redis, &key))
@@ -192,7 +206,7 @@ impl DisabledDestinations {
             .await;
         match written {
             Ok(1) => {
-                self.disablement(destination, reason);
+                disablement.report(destination);
                 self.lock().disabled.insert(key, disablement);
                 true
             }
@@ -201,16 +215,6 @@ impl DisabledDestinations {
                 tracing::debug!(%error, "disable not written; the next flush tries again");
                 false
             }
-        }
-    }
-
-    /// A disablement of `destination` now, counted and logged.
-    fn disablement(&self, destination: &Destination, reason: String) -> Disablement {
-        metrics::counter!(names::DESTINATIONS_DISABLED).increment(1);
-        tracing::warn!(team_id = destination.team_id, destination = %destination.id, %reason, "destination disabled; re-enable with `hookflow destinations enable` or the admin API");
-        Disablement {
-            reason,
-            at: chrono::Utc::now().to_rfc3339(),
         }
     }
 

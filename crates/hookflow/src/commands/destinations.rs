@@ -7,13 +7,11 @@ use std::path::PathBuf;
 use anyhow::Context;
 use clap::Subcommand;
 
-use hookflow_temporal::TemporalScheduler;
-
 use crate::{
     destinations::{import, postgres::Catalog},
     notices::{NoticeSender, NoticeWebhooks},
     settings::{DestinationStoreKind, Settings},
-    wiring::{PROBE_DEADLINE, delivery_defaults, destinations_now},
+    wiring::{PROBE_DEADLINE, destinations_now},
 };
 
 #[derive(Debug, Subcommand)]
@@ -122,10 +120,6 @@ pub async fn run(settings: &Settings, command: DestinationsCommand) -> anyhow::R
     let redis = hookflow_runtime::RedisLink::new(&settings.redis)?
         .context("redis.url is empty: disabled destinations are only kept in Redis")?;
     let registry = hookflow_http::isolation::DisabledDestinations::new(Some(redis));
-    let topic = hookflow_kafka::notices::NoticePublisher::new(
-        &settings.kafka.client_config(),
-        &settings.outcomes,
-    )?;
     match command {
         DestinationsCommand::Disabled => {
             let mut disabled: Vec<_> = registry.list().await?.into_iter().collect();
@@ -150,7 +144,7 @@ pub async fn run(settings: &Settings, command: DestinationsCommand) -> anyhow::R
                         None
                     }
                 };
-                let notices = NoticeSender { topic, webhooks };
+                let notices = NoticeSender::new(settings, webhooks)?;
                 for notice in &enabled {
                     notices.send(notice).await;
                 }
@@ -169,9 +163,6 @@ pub async fn run(settings: &Settings, command: DestinationsCommand) -> anyhow::R
 /// The teams' notices destinations, for a one-shot command to start deliveries to.
 async fn notice_webhooks(settings: &Settings) -> anyhow::Result<NoticeWebhooks> {
     let client = hookflow_temporal::connect(&settings.temporal).await?;
-    Ok(NoticeWebhooks {
-        scheduler: TemporalScheduler::new(client, &settings.temporal),
-        destinations: destinations_now(settings).await?,
-        defaults: delivery_defaults(settings),
-    })
+    let destinations = destinations_now(settings).await?;
+    Ok(NoticeWebhooks::new(settings, client, destinations))
 }

@@ -17,7 +17,6 @@ use hookflow_http::{
 };
 use hookflow_kafka::{
     ConsumerError, Pipeline,
-    notices::NoticePublisher,
     outcomes::OutcomePublisher,
     start_queue::{MAX_REORDER_WAIT, StartQueue},
 };
@@ -71,15 +70,8 @@ async fn serve_admin(
         replayer(settings, temporal.clone(), store.live()),
         JobRecords::new(redis),
     ));
-    let notices = NoticeSender {
-        topic: NoticePublisher::new(&settings.kafka.client_config(), &settings.outcomes)
-            .context("notices producer")?,
-        webhooks: Some(NoticeWebhooks {
-            scheduler: TemporalScheduler::new(temporal.clone(), &settings.temporal),
-            destinations: store.live(),
-            defaults: delivery_defaults(settings),
-        }),
-    };
+    let webhooks = NoticeWebhooks::new(settings, temporal.clone(), store.live());
+    let notices = NoticeSender::new(settings, Some(webhooks))?;
     let router = admin::router(AdminState {
         store,
         token: settings.admin.token.expose().into(),
@@ -375,15 +367,8 @@ async fn run_worker(
         redis.clone(),
         settings.auto_disable.clone(),
     ));
-    let notices = NoticeSender {
-        topic: NoticePublisher::new(&settings.kafka.client_config(), &settings.outcomes)
-            .context("notices producer")?,
-        webhooks: Some(NoticeWebhooks {
-            scheduler: TemporalScheduler::new(client.clone(), &settings.temporal),
-            destinations: destinations.clone(),
-            defaults: delivery_defaults(settings),
-        }),
-    };
+    let webhooks = NoticeWebhooks::new(settings, client.clone(), destinations.clone());
+    let notices = NoticeSender::new(settings, Some(webhooks))?;
     tokio::spawn(crate::auto_disable::run(
         streaks.clone(),
         disabled.clone(),
