@@ -22,6 +22,8 @@ mod health;
 mod histories;
 mod history;
 mod isolation;
+mod mtls;
+mod oauth2;
 mod outcomes;
 mod recovery;
 mod retries;

@@ -1,6 +1,7 @@
 //! Credentials never leave the places they are needed. A full run with marker secrets in
-//! every place a user puts one (a signing secret and an ed25519 key, a header value, a URL's credentials, the
-//! admin token, a librdkafka password) and the failures that used to quote them (a
+//! every place a user puts one (a signing secret and an ed25519 key, a header value, a URL's
+//! credentials, a TLS client key, an OAuth2 client secret, the admin token, a librdkafka
+//! password) and the failures that used to quote them (a
 //! configuration and a destinations file that are not TOML, a request the API refuses);
 //! then every log line, metrics page, admin answer, workflow history and the catalog's rows
 //! in PostgreSQL are searched for them: none. Meanwhile the endpoint gets each secret it should, and a PUT of what a GET
@@ -36,6 +37,9 @@ async fn no_log_line_metric_answer_or_history_holds_a_secret() {
     s.deployment.config(&format!(
         "[kafka.client]\n\"sasl.password\" = \"{kafka_password}\""
     ));
+    let client = hookflow_e2e::tls::Authority::new("marker clients").issue(&["client.test"]);
+    let client_key_line = client.key.lines().nth(1).expect("a key line").to_owned();
+    let oauth2_secret = unique("markeroauth2secret");
     let markers = [
         url_password.clone(),
         header_value.clone(),
@@ -43,6 +47,8 @@ async fn no_log_line_metric_answer_or_history_holds_a_secret() {
         secret.clone(),
         signing_key.clone(),
         token.clone(),
+        client_key_line,
+        oauth2_secret.clone(),
     ];
     let api = AdminApi::new(base, token.clone());
     let process = s.deployment.start();
@@ -63,6 +69,48 @@ async fn no_log_line_metric_answer_or_history_holds_a_secret() {
     assert_eq!(created["previous_secret"], "<redacted>");
     let public_key = created["previous_public_key"].as_str().expect("public key");
     answers.push(created.to_string());
+
+    // TLS and OAuth2 credentials, stored and shown redacted (no event goes there).
+    let enterprise = json!({
+        "id": "enterprise",
+        "url": "https://hooks.example.com/x",
+        "actions": [99],
+        "client_certificate": client.certificate,
+        "client_key": client.key,
+        "oauth2": {"token_url": "https://auth.example.com/token", "client_id": "c",
+                   "client_secret": oauth2_secret},
+    });
+    let (status, created) = api
+        .call("POST", &collection, Some(enterprise.clone()))
+        .await;
+    assert_eq!(status, 201, "{created}");
+    assert_eq!(
+        (
+            &created["client_certificate"],
+            &created["client_key"],
+            &created["oauth2"]["client_secret"]
+        ),
+        (
+            &json!("<redacted>"),
+            &json!("<redacted>"),
+            &json!("<redacted>")
+        )
+    );
+    answers.push(created.to_string());
+    // A certificate that has expired is refused when written, naming the field.
+    let expired = hookflow_e2e::tls::Authority::new("c").issue_expired(&["client.test"]);
+    let mut refused = enterprise;
+    refused["id"] = json!("expired");
+    refused["client_certificate"] = json!(expired.certificate);
+    refused["client_key"] = json!(expired.key);
+    let (status, answer) = api.call("POST", &collection, Some(refused)).await;
+    assert_eq!(status, 400, "{answer}");
+    let says = answer.to_string();
+    assert!(
+        says.contains("field `client_certificate` expired at"),
+        "{says}"
+    );
+    answers.push(says);
 
     // The endpoint gets every secret it should.
     let first = s.produce_events(1).await[0];

@@ -11,6 +11,7 @@ pub mod receiver;
 pub mod scenario;
 pub mod stack;
 pub mod temporal;
+pub mod tls;
 
 use std::{future::Future, time::Duration};
 

@@ -20,6 +20,15 @@ pub enum AttemptErrorKind {
     Invalid,
     /// Anything else that went wrong on the way (a broken response, for example).
     Other,
+    /// The endpoint refused the destination's TLS client certificate (mutual TLS): final,
+    /// as any refusal is, until the destination is given a certificate it accepts.
+    ///
+    /// This kind and the next are recorded in histories by this release on; a release
+    /// before it cannot read such a history (see docs/workflow-changes.md).
+    Tls,
+    /// The destination's OAuth2 token endpoint gave no usable token (down, slow, an error
+    /// answer): retried, and a failure of the endpoint, which cannot be reached without it.
+    Token,
 }
 
 impl AttemptErrorKind {
@@ -31,6 +40,8 @@ impl AttemptErrorKind {
             Self::Blocked => "blocked",
             Self::Invalid => "invalid",
             Self::Other => "other",
+            Self::Tls => "tls",
+            Self::Token => "token",
         }
     }
 }
@@ -118,9 +129,11 @@ impl AttemptReport {
             (Some(408), _) => AttemptVerdict::TryAgain,
             (Some(_), _) => AttemptVerdict::Refused,
             (None, Some(error)) => match error.kind {
-                AttemptErrorKind::Timeout | AttemptErrorKind::Connect | AttemptErrorKind::Other => {
-                    AttemptVerdict::EndpointFailing
-                }
+                AttemptErrorKind::Timeout
+                | AttemptErrorKind::Connect
+                | AttemptErrorKind::Other
+                | AttemptErrorKind::Token => AttemptVerdict::EndpointFailing,
+                AttemptErrorKind::Tls => AttemptVerdict::Refused,
                 AttemptErrorKind::Blocked | AttemptErrorKind::Invalid => AttemptVerdict::NotSent,
             },
             (None, None) => AttemptVerdict::EndpointFailing,

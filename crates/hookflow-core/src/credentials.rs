@@ -1,6 +1,7 @@
-//! A destination's credentials: its Standard Webhooks signing secrets (shared or ed25519)
-//! and the request headers it sets (which may carry an `Authorization` value). Neither type's `Debug` shows
-//! a value, so a credential cannot leak through a log line or an error message.
+//! A destination's credentials: its Standard Webhooks signing secrets (shared or ed25519),
+//! its OAuth2 client (the token endpoint and client secret hookflow gets bearer tokens with)
+//! and the request headers it sets (which may carry an `Authorization` value). No type's
+//! `Debug` shows a secret, so a credential cannot leak through a log line or an error.
 
 use std::fmt;
 
@@ -123,5 +124,94 @@ impl fmt::Debug for SecretHeaders {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let names: Vec<&str> = self.0.iter().map(|(n, _)| n.as_str()).collect();
         write!(f, "SecretHeaders({names:?}, values redacted)")
+    }
+}
+
+/// How a destination's OAuth2 client authenticates to its token endpoint (RFC 6749 §2.3.1).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ClientAuth {
+    /// HTTP Basic with the client id and secret (`client_secret_basic`, what every token
+    /// endpoint must accept).
+    #[default]
+    Basic,
+    /// The client id and secret in the form body (`client_secret_post`).
+    Body,
+}
+
+/// A destination's OAuth2 client-credentials grant: hookflow fetches an access token from
+/// `token_url` and sends it as `Authorization: Bearer`. Its `Debug` never shows the
+/// secret.
+#[derive(Clone, PartialEq, Eq)]
+pub struct OAuth2Client {
+    /// The token endpoint (under the SSRF guard like every request hookflow makes).
+    pub token_url: url::Url,
+    /// The client id.
+    pub client_id: String,
+    client_secret: String,
+    /// The scopes asked for (none: the server's default).
+    pub scopes: Vec<String>,
+    /// How the client authenticates.
+    pub client_auth: ClientAuth,
+}
+
+impl OAuth2Client {
+    /// A client of already checked values.
+    pub(crate) fn new(
+        token_url: url::Url,
+        client_id: String,
+        client_secret: String,
+        scopes: Vec<String>,
+        client_auth: ClientAuth,
+    ) -> Self {
+        OAuth2Client {
+            token_url,
+            client_id,
+            client_secret,
+            scopes,
+            client_auth,
+        }
+    }
+
+    /// The client secret, for the token request only.
+    pub fn client_secret(&self) -> &str {
+        &self.client_secret
+    }
+
+    /// A digest of every value: a token fetched with equal settings may be reused, one
+    /// fetched before a change (of the secret, say) may not.
+    pub fn fingerprint(&self) -> [u8; 32] {
+        use sha2::{Digest, Sha256};
+        let mut digest = Sha256::new();
+        let auth = match self.client_auth {
+            ClientAuth::Basic => "basic",
+            ClientAuth::Body => "body",
+        };
+        let scopes = self.scopes.join(" ");
+        for part in [
+            self.token_url.as_str(),
+            &self.client_id,
+            &self.client_secret,
+            &scopes,
+            auth,
+        ] {
+            digest.update((part.len() as u64).to_be_bytes());
+            digest.update(part.as_bytes());
+        }
+        digest.finalize().into()
+    }
+}
+
+impl fmt::Debug for OAuth2Client {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("OAuth2Client")
+            .field(
+                "token_url",
+                &crate::redaction::redact_url(self.token_url.as_str()),
+            )
+            .field("client_id", &self.client_id)
+            .field("scopes", &self.scopes)
+            .field("client_auth", &self.client_auth)
+            .finish_non_exhaustive()
     }
 }

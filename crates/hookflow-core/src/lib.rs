@@ -29,6 +29,7 @@ pub mod standing;
 pub mod streak;
 pub mod sync;
 pub mod template;
+pub mod tls;
 
 pub use allow_list::AllowList;
 pub use attempt::{AttemptError, AttemptErrorKind, AttemptReport, AttemptStep, AttemptVerdict};
@@ -38,7 +39,7 @@ pub use delivery::{
 };
 pub use destination::{
     Destination, DestinationCatalog, DestinationError, DestinationSet, DestinationSpec,
-    DestinationState, LimitOverrides, LiveDestinations, ValidationRules,
+    DestinationState, LimitOverrides, LiveDestinations, OAuth2Spec, ValidationRules,
 };
 pub use endpoint::{Deferral, DeferralBackoff, DeferralReason, EndpointKey, EndpointLimits};
 pub use event::{ActionMatchedEvent, ActionRef, ContractError};

@@ -262,6 +262,8 @@ mod tests {
             (error(AttemptErrorKind::Timeout), EndpointFailing),
             (error(AttemptErrorKind::Connect), EndpointFailing),
             (error(AttemptErrorKind::Other), EndpointFailing),
+            (error(AttemptErrorKind::Token), EndpointFailing),
+            (error(AttemptErrorKind::Tls), Refused),
             (error(AttemptErrorKind::Blocked), NotSent),
             (error(AttemptErrorKind::Invalid), NotSent),
         ];

@@ -5,6 +5,13 @@
 //! attempt's timeout, so the connection can be reused; an endpoint that streams gigabytes
 //! or stalls after its headers costs at most that prefix and that time, and a 2xx is
 //! delivered whatever its body does.
+//!
+//! A destination with TLS options (a client certificate, its own CAs) gets clients of its
+//! own, made on first use and kept while its options hold ([`PerDestination`]); its
+//! connections are never shared with another destination. A destination with an OAuth2
+//! client gets a bearer token from the process's [`TokenCache`] (fetched through the
+//! destination's route, under the same guard and within the attempt's timeout) and, on a
+//! 401, one more try with a fresh token.
 
 use std::{
     collections::BTreeMap,
@@ -14,13 +21,16 @@ use std::{
 };
 
 use hookflow_core::{
-    AllowList, AttemptErrorKind, AttemptReport, Destination, request::PreparedRequest,
+    AllowList, AttemptErrorKind, AttemptReport, Destination, credentials::OAuth2Client,
+    request::PreparedRequest, tls::DestinationTls,
 };
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue, RETRY_AFTER};
 use url::Url;
 
 use crate::{
     egress::{EgressProxy, ProxyRefusal},
+    oauth2::{FetchedToken, MAX_TOKEN_ANSWER_BYTES, TokenCache, read_token_answer, token_request},
+    per_destination::PerDestination,
     retry_after::parse_retry_after,
     ssrf::{AddressGuard, BlockedAddress},
 };
@@ -72,16 +82,25 @@ impl std::fmt::Debug for AttemptRequest<'_> {
     }
 }
 
-/// Makes delivery attempts. Cheap to clone: connections are pooled and shared.
+/// Makes delivery attempts. Cheap to clone: connections are pooled and shared, and so are
+/// the destinations' own clients and OAuth2 tokens.
 #[derive(Clone)]
 pub struct DeliveryClient {
     /// The default way out (direct, or the default proxy).
     default: Route,
     /// The named proxies' ways out.
     named: Arc<BTreeMap<String, Route>>,
+    /// Destinations' own ways out, for their TLS options (and the proxy they chose).
+    own: Arc<PerDestination<OwnRouteKey, Route>>,
+    /// Destinations' OAuth2 tokens.
+    tokens: Arc<TokenCache>,
+    settings: Arc<HttpSettings>,
     allowed: Arc<AllowList>,
     max_response_body_bytes: usize,
 }
+
+/// What a destination's own route is made from: its TLS options and its proxy's name.
+type OwnRouteKey = ([u8; 32], Option<Box<str>>);
 
 /// One way out: its clients, and the proxy they go through.
 #[derive(Clone)]
@@ -103,32 +122,50 @@ impl DeliveryClient {
     /// no proxy but the deployment's egress proxies (never one from the environment).
     pub fn new(settings: &HttpSettings) -> Result<Self, ClientBuildError> {
         let allowed = Arc::new(settings.allowed_hosts.clone());
-        let route = |proxy: Option<&EgressProxy>| -> Result<Route, ClientBuildError> {
-            let build = |guard: AddressGuard| Self::build(settings, guard, proxy);
-            Ok(Route {
-                guarded: build(AddressGuard::strict(allowed.clone()))?,
-                exempt: build(AddressGuard::exempting(allowed.clone()))?,
-                proxy: proxy.cloned(),
-            })
-        };
         let named = settings
             .proxies
             .iter()
-            .map(|(name, proxy)| Ok((name.clone(), route(Some(proxy))?)))
+            .map(|(name, proxy)| {
+                let route = Route::new(settings, &allowed, Some(proxy), None)?;
+                Ok((name.clone(), route))
+            })
             .collect::<Result<_, ClientBuildError>>()?;
         Ok(DeliveryClient {
-            default: route(settings.proxy.as_ref())?,
+            default: Route::new(settings, &allowed, settings.proxy.as_ref(), None)?,
             named: Arc::new(named),
+            own: Arc::default(),
+            tokens: Arc::default(),
+            settings: Arc::new(settings.clone()),
             allowed,
             max_response_body_bytes: settings.max_response_body_bytes,
         })
     }
+}
 
-    /// One client of a route: through `proxy` if any, resolving through `guard`.
+impl Route {
+    /// The clients of a way out: through `proxy` if any, with a destination's `tls`
+    /// options if any.
+    fn new(
+        settings: &HttpSettings,
+        allowed: &Arc<AllowList>,
+        proxy: Option<&EgressProxy>,
+        tls: Option<&DestinationTls>,
+    ) -> Result<Route, ClientBuildError> {
+        let build = |guard: AddressGuard| Self::build(settings, guard, proxy, tls);
+        Ok(Route {
+            guarded: build(AddressGuard::strict(allowed.clone()))?,
+            exempt: build(AddressGuard::exempting(allowed.clone()))?,
+            proxy: proxy.cloned(),
+        })
+    }
+
+    /// One client of a route: through `proxy` if any, resolving through `guard`,
+    /// presenting `tls`'s certificate and trusting its CAs (only them) if it sets them.
     fn build(
         settings: &HttpSettings,
         mut guard: AddressGuard,
         proxy: Option<&EgressProxy>,
+        tls: Option<&DestinationTls>,
     ) -> Result<reqwest::Client, reqwest::Error> {
         let builder = reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())
@@ -144,6 +181,18 @@ impl DeliveryClient {
             }
             None => builder,
         };
+        let mut builder = builder;
+        if let Some(identity) = tls.and_then(DestinationTls::identity_pem) {
+            builder = builder.identity(reqwest::Identity::from_pem(identity.as_bytes())?);
+        }
+        if let Some(authorities) = tls.and_then(DestinationTls::authorities_pem) {
+            // A private PKI: the public roots would let any publicly trusted certificate
+            // for the host through.
+            builder = builder.tls_built_in_root_certs(false);
+            for authority in reqwest::Certificate::from_pem_bundle(authorities.as_bytes())? {
+                builder = builder.add_root_certificate(authority);
+            }
+        }
         builder
             .connect_timeout(settings.connect_timeout)
             .dns_resolver(Arc::new(guard))
@@ -151,63 +200,252 @@ impl DeliveryClient {
             .pool_idle_timeout(Duration::from_secs(60))
             .build()
     }
+}
 
-    /// Sends a prepared request to `destination`, within its timeout.
+impl DeliveryClient {
+    /// Sends a prepared request to `destination`, within its timeout: with its TLS options
+    /// and its OAuth2 token, if it has them.
     pub async fn send_to(
         &self,
         destination: &Destination,
         request: PreparedRequest,
     ) -> AttemptReport {
-        self.send(AttemptRequest {
-            url: &destination.url,
-            headers: request.headers,
-            body: request.body,
-            timeout: Duration::from_millis(destination.timeout_ms),
-            proxy: destination.proxy.as_deref(),
-        })
-        .await
+        let started = Instant::now();
+        let timeout = Duration::from_millis(destination.timeout_ms);
+        let deadline = started + timeout;
+        let route = match self.route_of(destination) {
+            Ok(route) => route,
+            Err(report) => return report,
+        };
+        let mut headers = request.headers;
+        let Some(oauth2) = destination.oauth2.as_deref() else {
+            let sent = self.exchange(&route, &destination.url, headers, request.body, timeout);
+            return match sent.await {
+                Ok(response) => self.respond(response, started).await,
+                Err(report) => report,
+            };
+        };
+        let mut token_refused = false;
+        loop {
+            let token = match self.token(destination, oauth2, deadline).await {
+                Ok(token) => token,
+                Err(mut report) => {
+                    report.duration_ms = started.elapsed().as_millis() as u64;
+                    return report;
+                }
+            };
+            headers.retain(|(name, _)| !name.eq_ignore_ascii_case("authorization"));
+            headers.push(("authorization".into(), format!("Bearer {token}")));
+            let remaining = deadline.saturating_duration_since(Instant::now());
+            let sent = self
+                .exchange_within(
+                    &route,
+                    &destination.url,
+                    headers.clone(),
+                    request.body.clone(),
+                    remaining,
+                    timeout,
+                )
+                .await;
+            let report = match sent {
+                Ok(response) => self.respond(response, started).await,
+                Err(mut report) => {
+                    report.duration_ms = started.elapsed().as_millis() as u64;
+                    report
+                }
+            };
+            // A 401 may be a token the endpoint stopped accepting before its expiry (a
+            // key rotated): once, a fresh one.
+            if report.status != Some(401) || token_refused {
+                return report;
+            }
+            token_refused = true;
+            self.tokens.refused(destination, oauth2, &token).await;
+        }
+    }
+
+    /// `destination`'s way out: its own, when it has TLS options; else its proxy's.
+    fn route_of(&self, destination: &Destination) -> Result<Route, AttemptReport> {
+        let Some(tls) = destination.tls.as_deref() else {
+            return self.route(destination.proxy.as_deref()).cloned();
+        };
+        // Checked here, not only when written: a stored certificate expires.
+        if let Err(problem) = tls.check_current(chrono::Utc::now().timestamp()) {
+            let reason = format!(
+                "the destination's {} {}: give it a valid one, then redeliver",
+                problem.field.name(),
+                problem.problem
+            );
+            return Err(AttemptReport::failed(AttemptErrorKind::Invalid, reason, 0));
+        }
+        let proxy = match destination.proxy.as_deref() {
+            None => self.settings.proxy.as_ref(),
+            Some(name) => Some(self.route(Some(name))?.proxy.as_ref()).flatten(),
+        };
+        let key = (tls.fingerprint(), destination.proxy.clone());
+        self.own
+            .get_or_make(destination, key, || {
+                Route::new(&self.settings, &self.allowed, proxy, Some(tls))
+            })
+            .map(|route| (*route).clone())
+            .map_err(|error| {
+                let reason = format!(
+                    "the destination's TLS options cannot be used: {}",
+                    root_cause(&error.0)
+                );
+                AttemptReport::failed(AttemptErrorKind::Invalid, reason, 0)
+            })
+    }
+
+    /// The way out through the proxy named `name` (the default one when `None`).
+    fn route(&self, name: Option<&str>) -> Result<&Route, AttemptReport> {
+        match name {
+            None => Ok(&self.default),
+            Some(name) => self.named.get(name).ok_or_else(|| {
+                // A proxy removed from the settings while a destination still names it:
+                // retried, so its deliveries wait for the proxy to be added back.
+                let reason = format!("the egress proxy `{name}` is not in http.proxies");
+                AttemptReport::failed(AttemptErrorKind::Connect, reason, 0)
+            }),
+        }
+    }
+
+    /// A bearer token for `destination`, from the cache or its token endpoint, by
+    /// `deadline`.
+    async fn token(
+        &self,
+        destination: &Destination,
+        oauth2: &OAuth2Client,
+        deadline: Instant,
+    ) -> Result<String, AttemptReport> {
+        self.tokens
+            .token(destination, oauth2, deadline, |deadline| {
+                self.fetch_token(destination, oauth2, deadline)
+            })
+            .await
+    }
+
+    /// Asks `oauth2`'s token endpoint for a token, through `destination`'s proxy and under
+    /// the guard (never with the destination's TLS options: they are for its endpoint).
+    async fn fetch_token(
+        &self,
+        destination: &Destination,
+        oauth2: &OAuth2Client,
+        deadline: Instant,
+    ) -> Result<FetchedToken, AttemptReport> {
+        let started = Instant::now();
+        let failed = |kind: AttemptErrorKind, reason: String| {
+            let kind = match kind {
+                AttemptErrorKind::Blocked | AttemptErrorKind::Invalid => kind,
+                _ => AttemptErrorKind::Token,
+            };
+            let reason = format!("the token endpoint: {reason}");
+            AttemptReport::failed(kind, reason, started.elapsed().as_millis() as u64)
+        };
+        let route = self.route(destination.proxy.as_deref())?;
+        let (headers, body) = token_request(oauth2);
+        let remaining = deadline.saturating_duration_since(started);
+        let response = self
+            .exchange_within(
+                route,
+                &oauth2.token_url,
+                headers,
+                body,
+                remaining,
+                remaining,
+            )
+            .await
+            .map_err(|report| match report.error {
+                Some(error) => failed(error.kind, error.message),
+                None => failed(AttemptErrorKind::Other, "no answer".into()),
+            })?;
+        let status = response.status().as_u16();
+        let answer = read_prefix(response, MAX_TOKEN_ANSWER_BYTES)
+            .await
+            .map_err(|()| failed(AttemptErrorKind::Token, "its answer broke off".into()))?;
+        read_token_answer(status, &answer)
+            .map_err(|reason| AttemptReport::failed(AttemptErrorKind::Token, reason, 0))
+            .map_err(|mut report| {
+                report.duration_ms = started.elapsed().as_millis() as u64;
+                report
+            })
     }
 
     /// Makes one attempt. Never retries, never follows a redirect, never panics: every
     /// failure becomes a report.
     pub async fn send(&self, request: AttemptRequest<'_>) -> AttemptReport {
         let started = Instant::now();
-        let elapsed_ms = || started.elapsed().as_millis() as u64;
-        if let Err(blocked) = AddressGuard::strict(self.allowed.clone()).check_literal(request.url)
-        {
-            return AttemptReport::failed(AttemptErrorKind::Blocked, blocked.to_string(), 0);
-        }
-        let route = match request.proxy {
-            None => &self.default,
-            Some(name) => match self.named.get(name) {
-                Some(route) => route,
-                // A proxy removed from the settings while a destination still names it:
-                // retried, so its deliveries wait for the proxy to be added back.
-                None => {
-                    let reason = format!("the egress proxy `{name}` is not in http.proxies");
-                    return AttemptReport::failed(AttemptErrorKind::Connect, reason, 0);
-                }
-            },
+        let route = match self.route(request.proxy) {
+            Ok(route) => route,
+            Err(report) => return report,
         };
-        let allowed = self.allowed.allows_url(request.url);
-        let mut timeout = request.timeout;
+        let sent = self.exchange(
+            route,
+            request.url,
+            request.headers,
+            request.body,
+            request.timeout,
+        );
+        match sent.await {
+            Ok(response) => self.respond(response, started).await,
+            Err(report) => report,
+        }
+    }
+
+    /// [`Self::exchange_within`] the whole of `timeout`.
+    async fn exchange(
+        &self,
+        route: &Route,
+        url: &Url,
+        headers: Vec<(String, String)>,
+        body: Vec<u8>,
+        timeout: Duration,
+    ) -> Result<reqwest::Response, AttemptReport> {
+        self.exchange_within(route, url, headers, body, timeout, timeout)
+            .await
+    }
+
+    /// POSTs `body` to `url` on `route` within `timeout`, up to its response's headers:
+    /// the guard first, then the proxy's pre-check, then the request. What fails before a
+    /// response is a report (a timeout is said to be `limit`'s, the attempt's whole).
+    async fn exchange_within(
+        &self,
+        route: &Route,
+        url: &Url,
+        headers: Vec<(String, String)>,
+        body: Vec<u8>,
+        timeout: Duration,
+        limit: Duration,
+    ) -> Result<reqwest::Response, AttemptReport> {
+        let started = Instant::now();
+        let elapsed_ms = || started.elapsed().as_millis() as u64;
+        if let Err(blocked) = AddressGuard::strict(self.allowed.clone()).check_literal(url) {
+            return Err(AttemptReport::failed(
+                AttemptErrorKind::Blocked,
+                blocked.to_string(),
+                0,
+            ));
+        }
+        let allowed = self.allowed.allows_url(url);
+        let mut timeout = timeout;
         if let Some(proxy) = &route.proxy {
             // Within the attempt's timeout: a resolver that stalls must not hold it longer.
-            let checked = tokio::time::timeout(timeout, proxy.check(request.url, allowed)).await;
+            let checked = tokio::time::timeout(timeout, proxy.check(url, allowed)).await;
+            let refused = |kind, reason| Err(AttemptReport::failed(kind, reason, elapsed_ms()));
             match checked {
                 Ok(Ok(())) => timeout = timeout.saturating_sub(started.elapsed()),
                 Ok(Err(ProxyRefusal::Blocked(reason))) => {
-                    return AttemptReport::failed(AttemptErrorKind::Blocked, reason, elapsed_ms());
+                    return refused(AttemptErrorKind::Blocked, reason);
                 }
                 Ok(Err(ProxyRefusal::Unresolved(reason))) => {
-                    return AttemptReport::failed(AttemptErrorKind::Connect, reason, elapsed_ms());
+                    return refused(AttemptErrorKind::Connect, reason);
                 }
                 Err(_) => {
                     let reason = format!(
                         "resolving the host took longer than {} ms",
                         timeout.as_millis()
                     );
-                    return AttemptReport::failed(AttemptErrorKind::Timeout, reason, elapsed_ms());
+                    return refused(AttemptErrorKind::Timeout, reason);
                 }
             }
         }
@@ -216,44 +454,46 @@ impl DeliveryClient {
         } else {
             &route.guarded
         };
-        let mut headers = HeaderMap::new();
-        headers.insert(
+        let mut header_map = HeaderMap::new();
+        header_map.insert(
             reqwest::header::CONTENT_TYPE,
             HeaderValue::from_static("application/json"),
         );
-        for (name, value) in request.headers {
+        for (name, value) in headers {
             match (
                 HeaderName::from_bytes(name.as_bytes()),
                 HeaderValue::from_str(&value),
             ) {
                 (Ok(name), Ok(value)) => {
-                    headers.insert(name, value);
+                    header_map.insert(name, value);
                 }
                 // The value may be a credential: the reason names the header only.
                 _ => {
                     let reason = format!("header {name} is not valid in HTTP");
-                    return AttemptReport::failed(AttemptErrorKind::Invalid, reason, 0);
+                    return Err(AttemptReport::failed(AttemptErrorKind::Invalid, reason, 0));
                 }
             }
         }
         let sent = client
-            .post(request.url.clone())
-            .headers(headers)
+            .post(url.clone())
+            .headers(header_map)
             .timeout(timeout)
-            .body(request.body)
+            .body(body)
             .send()
             .await;
         let response = match sent {
             Ok(response) => response,
             Err(error) => {
-                let report = report_error(&error, request.timeout, elapsed_ms());
-                return match (&route.proxy, &report.error) {
+                let report = report_error(&error, limit, elapsed_ms());
+                return Err(match (&route.proxy, &report.error) {
                     // A connection that failed or timed out may be the proxy's as well as
                     // the endpoint's: the proxy is named, never its secrets.
                     (Some(proxy), Some(failure))
-                        if failure.kind != AttemptErrorKind::Blocked
-                            && (failure.kind == AttemptErrorKind::Connect
-                                || error.is_connect()) =>
+                        if !matches!(
+                            failure.kind,
+                            AttemptErrorKind::Blocked | AttemptErrorKind::Tls
+                        ) && (failure.kind == AttemptErrorKind::Connect
+                            || error.is_connect()) =>
                     {
                         let message = format!(
                             "through the egress proxy {}: {}",
@@ -263,32 +503,59 @@ impl DeliveryClient {
                         AttemptReport::failed(failure.kind, message, report.duration_ms)
                     }
                     _ => report,
-                };
+                });
             }
         };
-        let status = response.status().as_u16();
         // A plain-http URL is forwarded by an http:// proxy, which answers 407 itself when
         // it refuses the credentials: the proxy's failure, not the endpoint's refusal.
         // (Through a tunnel, a 407 can only be the endpoint's.)
-        if let (Some(proxy), 407) = (&route.proxy, status)
-            && proxy.forwards(request.url)
+        if let (Some(proxy), 407) = (&route.proxy, response.status().as_u16())
+            && proxy.forwards(url)
         {
             let message = format!(
                 "the egress proxy {} refused its credentials (407)",
                 proxy.shown()
             );
-            return AttemptReport::failed(AttemptErrorKind::Connect, message, elapsed_ms());
+            return Err(AttemptReport::failed(
+                AttemptErrorKind::Connect,
+                message,
+                elapsed_ms(),
+            ));
         }
+        Ok(response)
+    }
+
+    /// The report of `response` to an attempt begun at `started`; its body is read (up
+    /// to the limit) and discarded, so its connection can serve again.
+    async fn respond(&self, response: reqwest::Response, started: Instant) -> AttemptReport {
         let retry_after = response
             .headers()
             .get(RETRY_AFTER)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| parse_retry_after(v, SystemTime::now()))
             .map(|d| d.as_millis() as u64);
-        let report = AttemptReport::response(status, retry_after, elapsed_ms());
+        let status = response.status().as_u16();
+        let report =
+            AttemptReport::response(status, retry_after, started.elapsed().as_millis() as u64);
         drain_prefix(response, self.max_response_body_bytes).await;
         report
     }
+}
+
+/// The body of `response`, up to `limit` bytes (the rest is dropped with the connection),
+/// within the request's timeout; `Err` when it breaks off.
+async fn read_prefix(mut response: reqwest::Response, limit: usize) -> Result<Vec<u8>, ()> {
+    let mut body = Vec::new();
+    while body.len() < limit {
+        match response.chunk().await {
+            Ok(Some(chunk)) => {
+                body.extend_from_slice(&chunk[..chunk.len().min(limit - body.len())])
+            }
+            Ok(None) => return Ok(body),
+            Err(_) => return Err(()),
+        }
+    }
+    Ok(body)
 }
 
 /// Reads and discards at most `limit` bytes of the body, within the request's timeout
@@ -307,6 +574,13 @@ async fn drain_prefix(mut response: reqwest::Response, limit: usize) {
 fn report_error(error: &reqwest::Error, timeout: Duration, elapsed_ms: u64) -> AttemptReport {
     if let Some(blocked) = find_source::<BlockedAddress>(error) {
         return AttemptReport::failed(AttemptErrorKind::Blocked, blocked.to_string(), elapsed_ms);
+    }
+    if let Some(alert) = certificate_refusal(error) {
+        let message = format!(
+            "the endpoint refused the TLS client certificate (alert {alert:?}): give the \
+             destination a certificate it accepts, then redeliver"
+        );
+        return AttemptReport::failed(AttemptErrorKind::Tls, message, elapsed_ms);
     }
     let (kind, message) = if error.is_timeout() {
         (
@@ -330,6 +604,41 @@ fn report_error(error: &reqwest::Error, timeout: Duration, elapsed_ms: u64) -> A
         )
     };
     AttemptReport::failed(kind, message, elapsed_ms)
+}
+
+/// The TLS alert with which the endpoint refused the client's certificate, if it did: an
+/// alert about a certificate, received from the peer (not one rustls raised about the
+/// server's certificate, which stays a connection failure, retried).
+fn certificate_refusal(error: &reqwest::Error) -> Option<rustls::AlertDescription> {
+    use rustls::AlertDescription as Alert;
+    let mut source = error.source();
+    while let Some(err) = source {
+        // An I/O error's `source` skips the error it wraps: look inside it too.
+        let inner = err
+            .downcast_ref::<std::io::Error>()
+            .and_then(|io| io.get_ref())
+            .map(|inner| inner as &(dyn std::error::Error + 'static));
+        for candidate in [Some(err), inner].into_iter().flatten() {
+            if let Some(rustls::Error::AlertReceived(alert)) =
+                candidate.downcast_ref::<rustls::Error>()
+                && matches!(
+                    alert,
+                    Alert::BadCertificate
+                        | Alert::UnsupportedCertificate
+                        | Alert::CertificateRevoked
+                        | Alert::CertificateExpired
+                        | Alert::CertificateUnknown
+                        | Alert::UnknownCA
+                        | Alert::AccessDenied
+                        | Alert::CertificateRequired
+                )
+            {
+                return Some(*alert);
+            }
+        }
+        source = err.source();
+    }
+    None
 }
 
 fn find_source<T: std::error::Error + 'static>(error: &reqwest::Error) -> Option<&T> {

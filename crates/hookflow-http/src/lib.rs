@@ -12,6 +12,8 @@ mod activity_memo;
 mod client;
 pub mod egress;
 pub mod isolation;
+mod oauth2;
+mod per_destination;
 mod retry_after;
 mod ssrf;
 

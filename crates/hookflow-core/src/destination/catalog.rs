@@ -71,6 +71,11 @@ impl DestinationSet {
         Self::new(destinations)
     }
 
+    /// Every destination, of every team, in no particular order.
+    pub fn iter(&self) -> impl Iterator<Item = &Arc<Destination>> {
+        self.by_team.values().flatten()
+    }
+
     /// Puts `destination` in, in place of its team's destination of the same id.
     pub fn upsert(&mut self, destination: Destination) {
         let team = self.by_team.entry(destination.team_id).or_default();
@@ -133,6 +138,11 @@ impl LiveDestinations {
     /// Replaces the whole set.
     pub fn replace(&self, set: DestinationSet) {
         *self.0.write_unpoisoned() = set;
+    }
+
+    /// Every destination now, of every team.
+    pub fn all(&self) -> Vec<Arc<Destination>> {
+        self.0.read_unpoisoned().iter().cloned().collect()
     }
 
     /// Applies `change` to the set, under the write lock.

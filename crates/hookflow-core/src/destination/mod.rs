@@ -17,16 +17,17 @@ use url::Url;
 use uuid::Uuid;
 
 pub use catalog::{DestinationCatalog, DestinationSet, LiveDestinations, specs_from_toml};
-pub use spec::DestinationSpec;
+pub use spec::{DestinationSpec, OAuth2Spec};
 pub use validate::{ValidationRules, is_valid_destination_id};
 
 use crate::{
     breaker::BreakerPolicy,
-    credentials::{SecretHeaders, SigningSecret},
+    credentials::{OAuth2Client, SecretHeaders, SigningSecret},
     endpoint::{EndpointKey, EndpointLimits},
     event::{ActionMatchedEvent, ActionRef},
     format::Format,
     retry::RetryPolicy,
+    tls::DestinationTls,
 };
 
 /// Default per-attempt timeout when a destination sets none.
@@ -79,6 +80,10 @@ pub struct Destination {
     /// The deployment's named egress proxy its deliveries leave through (`http.proxies`);
     /// the deployment's default proxy, if any, when `None`.
     pub proxy: Option<Box<str>>,
+    /// Its TLS options: the client certificate it presents, the CAs it trusts.
+    pub tls: Option<Box<DestinationTls>>,
+    /// Its OAuth2 client: each attempt carries a bearer token the client got.
+    pub oauth2: Option<Box<OAuth2Client>>,
     /// Whether it is the team's operational webhook: it receives the team's destination
     /// notices ([`crate::notice`]) and no events, and is never auto-disabled (a notice of
     /// its own failing could only fail to reach it).
@@ -177,6 +182,23 @@ impl Destination {
     /// held: the catalog keeps one destination per row.
     pub fn host(&self) -> EndpointKey {
         EndpointKey::of_url(&self.url)
+    }
+
+    /// Whether its client certificate, if it has one, is valid at `now` (unix seconds).
+    /// Checked where a certificate is written (the admin API, `check-config`); a
+    /// certificate already stored is read whatever its dates, so it expiring fails its
+    /// deliveries with this error rather than removing the destination.
+    pub fn check_certificate_current(&self, now: i64) -> Result<(), DestinationError> {
+        match &self.tls {
+            Some(tls) => tls
+                .check_current(now)
+                .map_err(|e| DestinationError::Invalid {
+                    destination: self.id.clone(),
+                    field: e.field.name(),
+                    problem: e.problem,
+                }),
+            None => Ok(()),
+        }
     }
 
     /// The deployment's retry policy with this destination's overrides.

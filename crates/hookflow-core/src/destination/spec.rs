@@ -7,6 +7,7 @@ use serde::{Deserialize, Deserializer, Serialize};
 
 use super::{Destination, DestinationError, ValidationRules};
 use crate::{
+    credentials::ClientAuth,
     format::Format,
     redaction::{REDACTED, redact_destination_url, restore_destination_url, url_origin},
 };
@@ -103,6 +104,49 @@ pub struct DestinationSpec {
     /// no events.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub notices: bool,
+    /// Mutual TLS: the client certificate chain presented to the endpoint, PEM (secret).
+    #[serde(
+        default,
+        deserialize_with = "empty_as_none",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub client_certificate: Option<String>,
+    /// Mutual TLS: the client certificate's private key, PEM (secret).
+    #[serde(
+        default,
+        deserialize_with = "empty_as_none",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub client_key: Option<String>,
+    /// The certificate authorities trusted for the endpoint's certificate instead of the
+    /// public roots, PEM (a private PKI).
+    #[serde(
+        default,
+        deserialize_with = "empty_as_none",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub ca_certificates: Option<String>,
+    /// OAuth2 client credentials: each attempt carries a bearer token from this client.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub oauth2: Option<OAuth2Spec>,
+}
+
+/// A destination's OAuth2 client-credentials grant, as written.
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OAuth2Spec {
+    /// The token endpoint.
+    pub token_url: String,
+    /// The client id.
+    pub client_id: String,
+    /// The client secret (secret).
+    pub client_secret: String,
+    /// The scopes asked for.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub scopes: Vec<String>,
+    /// `basic` (default) or `body`.
+    #[serde(default)]
+    pub client_auth: ClientAuth,
 }
 
 impl DestinationSpec {
@@ -119,6 +163,12 @@ impl DestinationSpec {
                 .keys()
                 .map(|k| (k.clone(), REDACTED.to_owned()))
                 .collect(),
+            client_certificate: hide(&self.client_certificate),
+            client_key: hide(&self.client_key),
+            oauth2: self.oauth2.as_ref().map(|oauth2| OAuth2Spec {
+                client_secret: REDACTED.to_owned(),
+                ..oauth2.clone()
+            }),
             ..self.clone()
         }
     }
@@ -128,7 +178,8 @@ impl DestinationSpec {
     /// (a create), a placeholder is refused: it is not a value. A spec whose URL moved to
     /// another origin (`scheme://host:port`) keeps none: the stored secrets were given for
     /// the old host, and a placeholder there is refused, so they never follow a URL to a
-    /// new host; give them again. The error names the field.
+    /// new host; give them again. Nor does an OAuth2 client secret follow its token URL to
+    /// another origin. The error names the field.
     pub fn restore_redacted(
         &mut self,
         stored: Option<&DestinationSpec>,
@@ -158,6 +209,16 @@ impl DestinationSpec {
                 &mut self.previous_secret,
                 stored.and_then(|s| s.previous_secret.clone()),
             ),
+            (
+                "client_certificate",
+                &mut self.client_certificate,
+                stored.and_then(|s| s.client_certificate.clone()),
+            ),
+            (
+                "client_key",
+                &mut self.client_key,
+                stored.and_then(|s| s.client_key.clone()),
+            ),
         ] {
             if value.as_deref() == Some(REDACTED) {
                 *value = Some(kept.ok_or_else(|| missing(field))?);
@@ -173,6 +234,15 @@ impl DestinationSpec {
                 });
                 *value = kept.ok_or_else(|| missing("headers"))?;
             }
+        }
+        if let Some(oauth2) = &mut self.oauth2
+            && oauth2.client_secret == REDACTED
+        {
+            let kept = stored
+                .and_then(|s| s.oauth2.as_ref())
+                .filter(|s| url_origin(&s.token_url) == url_origin(&oauth2.token_url))
+                .map(|s| s.client_secret.clone());
+            oauth2.client_secret = kept.ok_or_else(|| missing("oauth2.client_secret"))?;
         }
         if self.url.contains(REDACTED) {
             let kept = stored.and_then(|s| restore_destination_url(&self.url, &s.url));

@@ -233,6 +233,8 @@ fn destination(actions: Vec<i64>) -> Destination {
         auto_disable_after_ms: None,
         notices: false,
         proxy: None,
+        tls: None,
+        oauth2: None,
     }
 }
 
@@ -490,6 +492,38 @@ fn model_errors_name_the_field() {
             "url = \"https://a.example/\"\nmax_age_ms = 999999999999",
             "field `max_age_ms` must be 1 ms to 7 days",
         ),
+        (
+            "url = \"https://a.example/\"\nclient_key = \"k\"",
+            "field `client_certificate` is needed with a client_key",
+        ),
+        (
+            "url = \"https://a.example/\"\nca_certificates = \"junk\"",
+            "field `ca_certificates` holds no `-----BEGIN CERTIFICATE-----` block",
+        ),
+        (
+            "url = \"https://a.example/\"\noauth2 = { token_url = \"http://auth.example/t\", client_id = \"c\", client_secret = \"s\" }",
+            "field `oauth2.token_url` must be https",
+        ),
+        (
+            "url = \"https://a.example/\"\noauth2 = { token_url = \"https://u:p@auth.example/t\", client_id = \"c\", client_secret = \"s\" }",
+            "field `oauth2.token_url` must not hold credentials",
+        ),
+        (
+            "url = \"https://a.example/\"\noauth2 = { token_url = \"https://auth.example/t\", client_id = \"\", client_secret = \"s\" }",
+            "field `oauth2.client_id` must be a non-empty text",
+        ),
+        (
+            "url = \"https://a.example/\"\noauth2 = { token_url = \"https://auth.example/t\", client_id = \"c\", client_secret = \"s\", scopes = [\"a b\"] }",
+            "field `oauth2.scopes` `a b` is not a scope",
+        ),
+        (
+            "url = \"https://a.example/\"\nheaders = { authorization = \"x\" }\noauth2 = { token_url = \"https://auth.example/t\", client_id = \"c\", client_secret = \"s\" }",
+            "field `headers` must not set `Authorization`: oauth2 sets it",
+        ),
+        (
+            "url = \"https://a.example/\"\noauth2 = { token_url = \"https://auth.example/t\", client_id = \"c\", client_secret = \"s\", grant = \"x\" }",
+            "unknown field `grant`",
+        ),
     ];
     for (fields, expected) in cases {
         let text = format!("[[destination]]\nid = \"x\"\nteam_id = 1\n{fields}\n");
@@ -622,4 +656,115 @@ fn a_destination_names_only_a_proxy_of_the_deployment() {
             .contains("field `proxy` names no proxy of the deployment's http.proxies (it has: eu)"),
         "{error}"
     );
+}
+
+/// A self-signed certificate for `name` and its key, valid from a minute ago for `days`.
+fn certificate(name: &str, days: i64) -> (String, String) {
+    let key = rcgen::KeyPair::generate().expect("key");
+    let mut params = rcgen::CertificateParams::new(vec![name.into()]).expect("params");
+    let now = std::time::SystemTime::now();
+    params.not_before = (now - std::time::Duration::from_secs(60)).into();
+    params.not_after = if days >= 0 {
+        now + std::time::Duration::from_secs(days as u64 * 86_400)
+    } else {
+        now - std::time::Duration::from_secs(30)
+    }
+    .into();
+    let cert = params.self_signed(&key).expect("cert");
+    (cert.pem(), key.serialize_pem())
+}
+
+#[test]
+fn tls_options_are_read_need_https_and_an_expired_certificate_is_not_current() {
+    let (cert, key) = certificate("client.test", 30);
+    let spec = |url: &str, cert: &str, key: &str| -> DestinationSpec {
+        serde_json::from_value(serde_json::json!({
+            "id": "d", "team_id": 2, "url": url,
+            "client_certificate": cert, "client_key": key, "ca_certificates": cert,
+        }))
+        .expect("spec")
+    };
+    let rules = ValidationRules {
+        allowed_hosts: crate::AllowList::new(&["127.0.0.1"]).expect("allow-list"),
+        proxies: vec![],
+    };
+    let destination = spec("https://hooks.example.com/", &cert, &key)
+        .validate_one(&rules)
+        .expect("valid");
+    let tls = destination.tls.as_deref().expect("tls");
+    assert!(tls.identity_pem().is_some() && tls.authorities_pem().is_some());
+    assert!(
+        destination
+            .check_certificate_current(chrono::Utc::now().timestamp())
+            .is_ok()
+    );
+    assert!(!format!("{destination:?}").contains("PRIVATE KEY"));
+
+    let plain = spec("http://127.0.0.1:1/", &cert, &key).validate_one(&rules);
+    assert!(
+        plain
+            .unwrap_err()
+            .to_string()
+            .contains("field `ca_certificates` needs an https url")
+    );
+
+    // An expired certificate is read (a stored one must not remove its destination) but
+    // is not current: a write refuses it, naming the field.
+    let (expired, expired_key) = certificate("client.test", -1);
+    let destination = spec("https://hooks.example.com/", &expired, &expired_key)
+        .validate_one(&rules)
+        .expect("read");
+    let error = destination
+        .check_certificate_current(chrono::Utc::now().timestamp())
+        .unwrap_err()
+        .to_string();
+    assert!(
+        error.contains("field `client_certificate` expired at"),
+        "{error}"
+    );
+}
+
+#[test]
+fn tls_and_oauth2_secrets_are_shown_redacted_and_do_not_follow_their_hosts() {
+    let (cert, key) = certificate("client.test", 30);
+    let stored: DestinationSpec = serde_json::from_value(serde_json::json!({
+        "id": "d", "team_id": 2, "url": "https://hooks.example.com/x",
+        "client_certificate": cert, "client_key": key, "ca_certificates": cert,
+        "oauth2": {"token_url": "https://auth.example.com/token", "client_id": "c",
+                   "client_secret": "oauthsecret9"},
+    }))
+    .expect("spec");
+    let shown = stored.redacted();
+    let text = serde_json::to_string(&shown).expect("json");
+    assert!(
+        !text.contains("PRIVATE KEY") && !text.contains("oauthsecret9"),
+        "{text}"
+    );
+    assert_eq!(shown.client_certificate.as_deref(), Some(REDACTED));
+    assert_eq!(
+        shown.ca_certificates, stored.ca_certificates,
+        "not a secret"
+    );
+
+    // Sent back as shown: every secret kept.
+    let mut kept = shown.clone();
+    kept.restore_redacted(Some(&stored)).expect("kept");
+    assert!(kept == stored);
+
+    // The token endpoint moves: its client secret is not sent there.
+    let mut moved = shown.clone();
+    if let Some(oauth2) = &mut moved.oauth2 {
+        oauth2.token_url = "https://attacker.example/token".into();
+    }
+    match moved.restore_redacted(Some(&stored)).unwrap_err() {
+        DestinationError::Invalid { field, .. } => assert_eq!(field, "oauth2.client_secret"),
+        other => panic!("{other}"),
+    }
+    // The endpoint moves: its client key stays behind.
+    let mut moved = shown;
+    moved.url = "https://attacker.example/x".into();
+    match moved.restore_redacted(Some(&stored)).unwrap_err() {
+        DestinationError::Invalid { field, .. } => assert_eq!(field, "client_certificate"),
+        other => panic!("{other}"),
+    }
 }

@@ -10,10 +10,11 @@ use super::{
 };
 use crate::{
     breaker::BreakerPolicy,
-    credentials::{SecretHeaders, SigningSecret},
+    credentials::{OAuth2Client, SecretHeaders, SigningSecret},
     endpoint::{EndpointKey, EndpointLimits},
     format::Format,
     template::Template,
+    tls::DestinationTls,
 };
 
 /// What validation needs to know about the deployment.
@@ -103,6 +104,28 @@ impl DestinationSpec {
                 "must be https (plain http only for hosts in http.allowed_hosts)".into(),
             ));
         }
+        let tls = DestinationTls::parse(
+            self.client_certificate.as_deref(),
+            self.client_key.as_deref(),
+            self.ca_certificates.as_deref(),
+        )
+        .map_err(|e| invalid(e.field.name(), e.problem))?;
+        if tls.is_some() && url.scheme() != "https" {
+            let field = if self.ca_certificates.is_some() {
+                "ca_certificates"
+            } else {
+                "client_certificate"
+            };
+            return Err(invalid(field, "needs an https url".into()));
+        }
+        let oauth2 = match self.oauth2 {
+            None => None,
+            Some(oauth2) => Some(Box::new(
+                oauth2
+                    .validate(rules)
+                    .map_err(|(field, problem)| invalid(field, problem))?,
+            )),
+        };
         let mut secrets = Vec::new();
         for (field, raw) in [
             ("secret", &self.secret),
@@ -148,6 +171,12 @@ impl DestinationSpec {
                 && name
                     .bytes()
                     .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b));
+            if oauth2.is_some() && lower == "authorization" {
+                return Err(invalid(
+                    "headers",
+                    "must not set `Authorization`: oauth2 sets it to its bearer token".into(),
+                ));
+            }
             if !valid_name || RESERVED_HEADERS.contains(&lower.as_str()) {
                 return Err(invalid(
                     "headers",
@@ -252,6 +281,8 @@ impl DestinationSpec {
             auto_disable_after_ms: self.auto_disable_after_ms,
             notices: self.notices,
             proxy: self.proxy.map(String::into_boxed_str),
+            tls: tls.map(Box::new),
+            oauth2,
             id: self.id,
             uid,
             team_id: self.team_id,
@@ -266,5 +297,65 @@ impl DestinationSpec {
             endpoint,
             limits,
         })
+    }
+}
+
+impl super::spec::OAuth2Spec {
+    /// The client these settings describe; the error names the field.
+    fn validate(self, rules: &ValidationRules) -> Result<OAuth2Client, (&'static str, String)> {
+        let token_url = Url::parse(&self.token_url)
+            .map_err(|e| ("oauth2.token_url", format!("is not a URL: {e}")))?;
+        if !matches!(token_url.scheme(), "http" | "https") || token_url.host().is_none() {
+            return Err((
+                "oauth2.token_url",
+                "must be an http(s) URL with a host".into(),
+            ));
+        }
+        if token_url.scheme() != "https" && !rules.allowed_hosts.allows_url(&token_url) {
+            return Err((
+                "oauth2.token_url",
+                "must be https (plain http only for hosts in http.allowed_hosts)".into(),
+            ));
+        }
+        if !token_url.username().is_empty() || token_url.password().is_some() {
+            return Err((
+                "oauth2.token_url",
+                "must not hold credentials: give them as client_id and client_secret".into(),
+            ));
+        }
+        // RFC 6749 §2.3.1: the id and secret are form-encoded; a line break is never one.
+        for (field, value) in [
+            ("oauth2.client_id", &self.client_id),
+            ("oauth2.client_secret", &self.client_secret),
+        ] {
+            if value.is_empty() || value.chars().any(char::is_control) {
+                return Err((
+                    field,
+                    "must be a non-empty text without control characters".into(),
+                ));
+            }
+        }
+        // RFC 6749 §3.3: scope-token = 1*( %x21 / %x23-5B / %x5D-7E ).
+        for scope in &self.scopes {
+            let valid = !scope.is_empty()
+                && scope
+                    .bytes()
+                    .all(|b| b == 0x21 || (0x23..=0x5B).contains(&b) || (0x5D..=0x7E).contains(&b));
+            if !valid {
+                return Err((
+                    "oauth2.scopes",
+                    format!(
+                        "`{scope}` is not a scope (printable ASCII without spaces, `\"` or `\\`)"
+                    ),
+                ));
+            }
+        }
+        Ok(OAuth2Client::new(
+            token_url,
+            self.client_id,
+            self.client_secret,
+            self.scopes,
+            self.client_auth,
+        ))
     }
 }

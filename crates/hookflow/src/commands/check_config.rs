@@ -1,5 +1,7 @@
 //! `hookflow check-config`: loads the configuration (and a destinations file, when that is
-//! the store) and says whether it is valid, without connecting to anything.
+//! the store) and says whether it is valid, without connecting to anything. A client
+//! certificate in the file must be valid now: this is where a file's certificates are
+//! written.
 
 use crate::{
     destinations::file::FileDestinations,
@@ -12,6 +14,12 @@ pub fn run(settings: &Settings) -> anyhow::Result<()> {
         DestinationStoreKind::File => {
             let destinations =
                 FileDestinations::load(&settings.destinations.file, settings.validation_rules())?;
+            let now = chrono::Utc::now().timestamp();
+            for destination in destinations.live().all() {
+                destination.check_certificate_current(now).map_err(|e| {
+                    anyhow::anyhow!("in {}: {e}", settings.destinations.file.display())
+                })?;
+            }
             println!(
                 "configuration valid; {} destinations",
                 hookflow_core::DestinationCatalog::len(destinations.live().as_ref())

@@ -1,7 +1,10 @@
 //! A destination as the catalog stores it: its spec without secrets (what an operator is
 //! shown, readable without any key) and its secrets sealed with the catalog's key ring
-//! (the signing secrets, the header values and the full URL, which may hold credentials or,
-//! for a chat service, a secret path). The key ring is the payload codec's mechanism
+//! (the signing secrets, the header values, the full URL, which may hold credentials or,
+//! for a chat service, a secret path, the TLS client certificate and key, and the OAuth2
+//! client secret). A release before the TLS and OAuth2 fields cannot open a row that has
+//! them (its sealed part is read strictly): the row is refused there, as any unreadable
+//! row is. The key ring is the payload codec's mechanism
 //! ([`EncryptionCodec`]): AES-256-GCM, the key's id inside every sealed value, so keys
 //! rotate (`hookflow destinations reseal` moves every row to the current key).
 //!
@@ -49,6 +52,12 @@ struct Secrets {
     previous_secret: Option<String>,
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     headers: BTreeMap<String, String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    client_certificate: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    client_key: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    oauth2_client_secret: Option<String>,
 }
 
 /// What a destination's sealed secrets are bound to: its row's team and uid.
@@ -121,6 +130,9 @@ impl Sealer {
             secret: spec.secret.clone(),
             previous_secret: spec.previous_secret.clone(),
             headers: spec.headers.clone(),
+            client_certificate: spec.client_certificate.clone(),
+            client_key: spec.client_key.clone(),
+            oauth2_client_secret: spec.oauth2.as_ref().map(|o| o.client_secret.clone()),
         };
         // Serialising plain strings and maps cannot fail.
         let plaintext = serde_json::to_vec(&secrets).unwrap_or_default();
@@ -147,6 +159,13 @@ impl Sealer {
         spec.secret = secrets.secret;
         spec.previous_secret = secrets.previous_secret;
         spec.headers = secrets.headers;
+        spec.client_certificate = secrets.client_certificate;
+        spec.client_key = secrets.client_key;
+        if let Some(oauth2) = &mut spec.oauth2 {
+            oauth2.client_secret = secrets.oauth2_client_secret.ok_or_else(|| {
+                UnsealError::Spec("its oauth2 client secret is not in its sealed part".into())
+            })?;
+        }
         Ok(spec)
     }
 
@@ -211,6 +230,11 @@ mod tests {
             "id": "d", "team_id": 2, "url": "https://u:urlpassword7@hooks.example.com/x",
             "secret": "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
             "headers": {"Authorization": "Bearer t0ken"},
+            "client_certificate": "-----BEGIN CERTIFICATE-----\ncertbytes9\n-----END CERTIFICATE-----\n",
+            "client_key": "-----BEGIN PRIVATE KEY-----\nkeybytes9\n-----END PRIVATE KEY-----\n",
+            "ca_certificates": "-----BEGIN CERTIFICATE-----\npublicca\n-----END CERTIFICATE-----\n",
+            "oauth2": {"token_url": "https://auth.example.com/token", "client_id": "hookflow",
+                       "client_secret": "oauthsecret9", "scopes": ["hooks.write"]},
         }))
         .expect("spec")
     }
@@ -227,8 +251,24 @@ mod tests {
         let sealer = Sealer::from_settings(&settings("k1", &[("k1", 1)])).expect("sealer");
         let (public, sealed) = sealer.seal(&spec(), row(2, 1));
         let stored = format!("{public} {}", String::from_utf8_lossy(&sealed));
-        for secret in ["urlpassword7", "MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw", "t0ken"] {
+        for secret in [
+            "urlpassword7",
+            "MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
+            "t0ken",
+            "certbytes9",
+            "keybytes9",
+            "oauthsecret9",
+        ] {
             assert!(!stored.contains(secret), "{secret} in {stored}");
+        }
+        // What is not secret is shown: the CAs trusted, the token endpoint and client id.
+        for shown in [
+            "publicca",
+            "auth.example.com/token",
+            "hookflow",
+            "hooks.write",
+        ] {
+            assert!(public.to_string().contains(shown), "{shown} in {public}");
         }
         assert!(sealer.open(public, &sealed, row(2, 1)).expect("opened") == spec());
     }

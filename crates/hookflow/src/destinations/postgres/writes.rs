@@ -326,6 +326,11 @@ impl Catalog {
         };
         spec.uid = Some(uid.to_string());
         let destination = spec.clone().validate_one(&self.rules)?;
+        // A certificate given now must be valid now; one kept from before is not checked
+        // (pausing a destination whose certificate expired must still work).
+        if readable.as_ref().map(|s| &s.client_certificate) != Some(&spec.client_certificate) {
+            destination.check_certificate_current(Utc::now().timestamp())?;
+        }
         self.check_with_team(&mut tx, destination).await?;
         let (public, sealed) = self.sealer.seal(&spec, RowBinding { team_id, uid });
         // An update keeps the version it replaces, for readers that cannot read this one.
