@@ -4,7 +4,8 @@
 //! leave through it; the SSRF guard still refuses a
 //! destination whose host resolves inside and one that names the proxy itself, before the
 //! proxy is asked; a proxy that is down is a retryable failure that names the proxy and
-//! never its password, and the delivery goes out once the proxy is back.
+//! never its password, and the delivery goes out once the proxy is back. Through the HTTP
+//! proxy, an https endpoint is reached in a CONNECT tunnel, TLS end to end.
 
 use std::{
     os::unix::process::CommandExt,
@@ -13,7 +14,13 @@ use std::{
 };
 
 use hookflow_core::DeliveryOutcome;
-use hookflow_e2e::{events, eventually, free_port, scenario::Scenario, temporal, tool};
+use hookflow_e2e::{
+    events, eventually, free_port,
+    scenario::Scenario,
+    temporal,
+    tls::{Authority, TlsReceiver, der_of},
+    tool,
+};
 
 const PASSWORD: &str = "proxysecretpw";
 
@@ -205,4 +212,42 @@ async fn a_destination_leaves_through_the_named_proxy_it_chooses() {
     );
     assert_eq!(s.receiver.received_on("via-eu").len(), 1);
     assert_eq!(s.receiver.received_on("direct").len(), 2);
+}
+
+/// Through an HTTP proxy, an https endpoint is reached in a CONNECT tunnel: TLS is end to
+/// end, so the endpoint checks the destination's own client certificate.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_https_endpoint_is_reached_through_a_connect_tunnel_with_its_certificate() {
+    let port = free_port();
+    let _proxy = Proxy::start("http", port);
+    let servers = Authority::new("tunnel test servers");
+    let clients = Authority::new("tunnel test clients");
+    let receiver = TlsReceiver::start(&servers.issue(&["127.0.0.1"]), &clients).await;
+    let client = clients.issue(&["tunnelled.client.test"]);
+    let mut s = Scenario::new().await;
+    s.deployment
+        .proxy(&format!("http://hookflow:{PASSWORD}@127.0.0.1:{port}"))
+        .destination(
+            "tunnelled",
+            s.team,
+            &receiver.url("tunnelled"),
+            &format!(
+                "client_certificate = \"\"\"\n{}\"\"\"\nclient_key = \"\"\"\n{}\"\"\"\n\
+                 ca_certificates = \"\"\"\n{}\"\"\"\n",
+                client.certificate,
+                client.key,
+                servers.pem()
+            ),
+        );
+    let _process = s.deployment.start();
+    let uuid = s.produce_events(1).await[0];
+    let result = temporal::result(&s.temporal, &format!("tunnelled:{uuid}")).await;
+    assert_eq!(
+        (result.outcome, result.attempts),
+        (DeliveryOutcome::Delivered, 1),
+        "{result:?}"
+    );
+    let received = receiver.received_on("tunnelled");
+    assert_eq!(received.len(), 1);
+    assert_eq!(received[0].client_certificate, der_of(&client.certificate));
 }

@@ -1,9 +1,10 @@
 //! Mutual TLS against a real HTTPS receiver that requires a client certificate from its
 //! own authority, with certificates made in the test: each destination presents its own
 //! certificate (two teams' destinations of one id each their own), trusts only the
-//! authority it names, a certificate the receiver refuses ends the delivery at once
-//! (final, not retried), a rotated certificate is used from the next delivery on, and no
-//! key reaches the logs.
+//! authority it names (another's server certificate is a retried connection failure), a
+//! certificate the receiver refuses ends the delivery at once
+//! (final, not retried), a rotated certificate is used from the next delivery on, no key
+//! reaches the logs, and `check-config` refuses an expired certificate.
 
 use std::time::Duration;
 
@@ -48,6 +49,16 @@ async fn each_destination_presents_its_own_certificate_and_a_refused_one_is_fina
             s.team,
             &receiver.url("rogue"),
             &format!("{}retry_schedule_ms = [200]", with(&rogue_client)),
+        )
+        // Trusts another authority than the one the receiver's certificate is from.
+        .destination(
+            "untrusting",
+            s.team,
+            &receiver.url("untrusting"),
+            &format!(
+                "{}retry_schedule_ms = [200]\nmax_age_ms = 1500",
+                tls_fields(&team_a_client, &rogue_authority)
+            ),
         );
     let process = s.deployment.start();
 
@@ -84,6 +95,21 @@ async fn each_destination_presents_its_own_certificate_and_a_refused_one_is_fina
         "{error}"
     );
     assert!(receiver.received_on("rogue").is_empty());
+    // The server's certificate is checked against the destination's authorities only: a
+    // connection failure, retried (it may be the server's misconfiguration of the moment).
+    let untrusting = temporal::result(&s.temporal, &format!("untrusting:{first_a}")).await;
+    assert_eq!(
+        untrusting.outcome,
+        DeliveryOutcome::GaveUp,
+        "{untrusting:?}"
+    );
+    assert!(untrusting.attempts >= 2, "{untrusting:?}");
+    let error = untrusting.last_error.unwrap_or_default();
+    assert!(
+        error.starts_with("connect: ") && error.contains("UnknownIssuer"),
+        "{error}"
+    );
+    assert!(receiver.received_on("untrusting").is_empty());
     assert!(receiver.refused_handshakes() >= 1);
     assert_eq!(
         process
@@ -117,17 +143,30 @@ async fn each_destination_presents_its_own_certificate_and_a_refused_one_is_fina
         },
     )
     .await;
+    // Team B's deliveries went on, each with its own certificate (the rotation's events
+    // went to B too: more than its first).
     let b_der = der_of(&team_b_client.certificate);
-    assert!(
-        receiver
-            .received_on("b")
-            .iter()
-            .all(|r| r.client_certificate == b_der)
-    );
+    let to_b = receiver.received_on("b");
+    assert!(to_b.len() >= 2, "{}", to_b.len());
+    assert!(to_b.iter().all(|r| r.client_certificate == b_der));
 
     let logs = s.deployment.logs();
     for key in [&team_a_client.key, &team_b_client.key, &rotated.key] {
         let body = key.lines().nth(1).expect("a key line");
         assert!(!logs.contains(body), "a client key in the logs");
     }
+
+    // `check-config` is where a file's certificates are written: an expired one is refused
+    // there, naming the field (a running process still reads it, and fails its attempts).
+    let expired = client_authority.issue_expired(&["team-a.client.test"]);
+    s.deployment.clear_destinations();
+    s.deployment
+        .destination("mtls", s.team, &receiver.url("a"), &with(&expired));
+    let (ok, said) = s.deployment.command(&["check-config"]);
+    assert!(!ok, "{said}");
+    assert!(
+        said.contains("destination mtls: field `client_certificate` expired at"),
+        "{said}"
+    );
+    assert!(!said.contains(expired.key.lines().nth(1).expect("a key line")));
 }

@@ -7,7 +7,7 @@
 //! secret or token reaches the logs.
 
 use std::{
-    collections::{HashMap, HashSet},
+    collections::HashMap,
     net::SocketAddr,
     sync::{Arc, Mutex},
     time::{Duration, Instant},
@@ -22,7 +22,8 @@ use axum::{
 };
 use base64::{Engine, engine::general_purpose::STANDARD as BASE64};
 use hookflow_core::DeliveryOutcome;
-use hookflow_e2e::{events, scenario::Scenario, temporal, unique_team};
+use hookflow_e2e::{events, eventually, scenario::Scenario, temporal, unique_team};
+use hookflow_temporal::workflow::DeliveryWorkflow;
 use serde_json::json;
 
 const SECRET_A: &str = "client-secret-of-team-a";
@@ -210,55 +211,61 @@ async fn bearer_tokens_are_fetched_once_refreshed_replaced_on_401_and_kept_per_t
     }
 
     // The endpoint revokes every token before its expiry: the next attempt gets a 401,
-    // fetches once more and is delivered, in one attempt. Tokens live 2 s from now on.
+    // fetches once more and is delivered, in one attempt. Tokens live 15 s from now on.
     {
         let mut state = state.lock().expect("state");
         state.valid.clear();
-        state.lifetime = 2;
+        state.lifetime = 15;
     }
     let (uuid, event) = events::event(s.team, &[(1, "Any")]);
     s.produce(&[&event]).await;
     let result = delivered(uuid).await;
+    let fetched = Instant::now();
     assert_eq!(
         (result.outcome, result.attempts),
         (DeliveryOutcome::Delivered, 1)
     );
-    let statuses = |state: &Authorization| -> Vec<u16> {
-        state
-            .requests
-            .iter()
-            .filter(|r| r.0 == "a")
-            .map(|r| r.2)
-            .collect()
+    let to_a = |state: &Authorization| -> Vec<(String, u16)> {
+        let on_a = state.requests.iter().filter(|r| r.0 == "a");
+        on_a.map(|r| (r.1.clone(), r.2)).collect()
     };
-    {
+    let revoked_token = {
         let state = state.lock().expect("state");
         assert_eq!(state.fetches.get("team-a"), Some(&2));
-        assert_eq!(statuses(&state)[5..], [401, 200]);
-    }
+        let seen = to_a(&state);
+        assert_eq!(
+            seen[5..].iter().map(|r| r.1).collect::<Vec<_>>(),
+            [401, 200]
+        );
+        seen[6].0.clone()
+    };
 
-    // The endpoint enforces expiry: a token is fetched again before it expires, so no
-    // attempt sends an expired one (no 401).
-    let mut tokens = HashSet::new();
-    for _ in 0..3 {
-        tokio::time::sleep(Duration::from_millis(2_100)).await;
-        let (uuid, event) = events::event(s.team, &[(1, "Any")]);
-        s.produce(&[&event]).await;
-        assert_eq!(delivered(uuid).await.outcome, DeliveryOutcome::Delivered);
-        let state = state.lock().expect("state");
-        let last = state
-            .requests
-            .iter()
-            .rev()
-            .find(|r| r.0 == "a")
-            .expect("one");
-        tokens.insert(last.1.clone());
-    }
+    // A fifth of its life before it expires (after 12 s), the token still serves while a
+    // fresh one is fetched aside; the next delivery carries the fresh one. No 401.
+    tokio::time::sleep_until((fetched + Duration::from_secs(13)).into()).await;
+    let (uuid, event) = events::event(s.team, &[(1, "Any")]);
+    s.produce(&[&event]).await;
+    assert_eq!(delivered(uuid).await.outcome, DeliveryOutcome::Delivered);
+    assert!(
+        fetched.elapsed() < Duration::from_secs(15),
+        "within the token's life"
+    );
+    eventually(
+        Duration::from_secs(5),
+        "the refresh ahead of expiry",
+        || async { (state.lock().expect("state").fetches.get("team-a") == Some(&3)).then_some(()) },
+    )
+    .await;
+    let (uuid, event) = events::event(s.team, &[(1, "Any")]);
+    s.produce(&[&event]).await;
+    assert_eq!(delivered(uuid).await.outcome, DeliveryOutcome::Delivered);
     {
         let state = state.lock().expect("state");
-        assert_eq!(statuses(&state)[7..], [200, 200, 200]);
-        assert_eq!(state.fetches.get("team-a"), Some(&5));
-        assert_eq!(tokens.len(), 3, "a fresh token each time");
+        let seen = to_a(&state);
+        assert_eq!(seen.len(), 9);
+        assert_eq!((seen[7].0 == revoked_token, seen[7].1), (true, 200));
+        assert_eq!((seen[8].0 != revoked_token, seen[8].1), (true, 200));
+        assert_eq!(state.fetches.get("team-a"), Some(&3));
     }
 
     // A wrong client secret and a token endpoint inside the network fail the delivery
@@ -316,7 +323,17 @@ async fn bearer_tokens_are_fetched_once_refreshed_replaced_on_401_and_kept_per_t
     );
 
     let logs = s.deployment.logs();
+    let history = s
+        .temporal
+        .get_workflow_handle::<DeliveryWorkflow>(format!("api:{uuid}"))
+        .fetch_history(Default::default())
+        .to_json()
+        .await
+        .expect("history");
+    let history = String::from_utf8_lossy(&history);
+    assert!(history.contains("api:"), "a history was read");
     for secret in [SECRET_A, SECRET_B, "not-the-secret", "-token-"] {
         assert!(!logs.contains(secret), "{secret} in the logs");
+        assert!(!history.contains(secret), "{secret} in a history");
     }
 }

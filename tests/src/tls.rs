@@ -141,8 +141,12 @@ impl TlsReceiver {
                 let (acceptor, shared, failures) =
                     (acceptor.clone(), shared.clone(), failures.clone());
                 tokio::spawn(async move {
-                    let Ok(tls) = acceptor.accept(tcp).await else {
+                    let mut tcp = tcp;
+                    let Ok(tls) = acceptor.accept(&mut tcp).await else {
                         *failures.lock().expect("refused") += 1;
+                        // Closed a moment after the alert, as servers do: the client reads
+                        // the alert rather than a reset.
+                        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
                         return;
                     };
                     let presented = tls

@@ -16,7 +16,8 @@ use sha2::{Digest, Sha256};
 #[derive(Clone, PartialEq, Eq)]
 pub struct DestinationTls {
     /// The client certificate chain and its key, as one PEM text (what reqwest's
-    /// `Identity::from_pem` reads).
+    /// `Identity::from_pem` reads), written from what was checked: nothing else that the
+    /// fields held (another key, another kind of block) reaches the TLS client.
     identity: Option<String>,
     /// When the client certificate (the chain's first) is valid, unix seconds: from, until.
     identity_validity: Option<(i64, i64)>,
@@ -85,8 +86,8 @@ impl DestinationTls {
                 ));
             }
             (Some(certificate), Some(key)) => {
-                let validity = check_identity(certificate, key)?;
-                (Some(format!("{certificate}\n{key}\n")), Some(validity))
+                let (identity, validity) = check_identity(certificate, key)?;
+                (Some(identity), Some(validity))
             }
         };
         if let Some(authorities) = authorities {
@@ -176,8 +177,9 @@ fn certificates_of(pem: &str, field: TlsField) -> Result<Vec<CertificateDer<'sta
     }
 }
 
-/// Checks a client certificate and key; when the certificate is valid (from, until).
-fn check_identity(certificate: &str, key: &str) -> Result<(i64, i64), TlsProblem> {
+/// Checks a client certificate and key; the identity as one PEM text of the chain and the
+/// key checked, and when the certificate is valid (from, until).
+fn check_identity(certificate: &str, key: &str) -> Result<(String, (i64, i64)), TlsProblem> {
     let problem = |field, problem: String| TlsProblem { field, problem };
     let chain = certificates_of(certificate, TlsField::Certificate)?;
     let (_, leaf) = x509_parser::parse_x509_certificate(&chain[0]).map_err(|e| {
@@ -198,6 +200,18 @@ fn check_identity(certificate: &str, key: &str) -> Result<(i64, i64), TlsProblem
             "is not a PEM private key (PKCS#8, PKCS#1 RSA or SEC1 EC)".into(),
         )
     })?;
+    let mut identity: String = chain
+        .iter()
+        .map(|certificate| pem_block("CERTIFICATE", certificate))
+        .collect();
+    identity.push_str(&pem_block(
+        match &private {
+            PrivateKeyDer::Pkcs1(_) => "RSA PRIVATE KEY",
+            PrivateKeyDer::Sec1(_) => "EC PRIVATE KEY",
+            _ => "PRIVATE KEY",
+        },
+        private.secret_der(),
+    ));
     let provider = rustls::crypto::ring::default_provider();
     let signing = provider
         .key_provider
@@ -210,7 +224,7 @@ fn check_identity(certificate: &str, key: &str) -> Result<(i64, i64), TlsProblem
         })?;
     let certified = rustls::sign::CertifiedKey::new(chain, signing);
     match certified.keys_match() {
-        Ok(()) => Ok(validity),
+        Ok(()) => Ok((identity, validity)),
         Err(rustls::Error::InconsistentKeys(rustls::InconsistentKeys::KeyMismatch)) => Err(
             problem(TlsField::Key, "is not the client_certificate's key".into()),
         ),
@@ -219,6 +233,19 @@ fn check_identity(certificate: &str, key: &str) -> Result<(i64, i64), TlsProblem
             format!("cannot be checked against its key: {e}"),
         )),
     }
+}
+
+/// `der` as a PEM block of `label`.
+fn pem_block(label: &str, der: &[u8]) -> String {
+    use base64::{Engine, engine::general_purpose::STANDARD};
+    let encoded = STANDARD.encode(der);
+    let mut block = format!("-----BEGIN {label}-----\n");
+    for line in encoded.as_bytes().chunks(64) {
+        block.push_str(&String::from_utf8_lossy(line));
+        block.push('\n');
+    }
+    block.push_str(&format!("-----END {label}-----\n"));
+    block
 }
 
 /// `seconds` since the epoch, as RFC 3339.
@@ -255,7 +282,18 @@ mod tests {
             .expect("valid")
             .expect("set");
         assert_eq!(tls.check_current(NOW), Ok(()));
-        assert!(tls.identity_pem().expect("pem").contains(key.trim()));
+        // Written from what was checked: the certificate and the key, nothing else.
+        let (_, extra_key) = identity(NOW - 10, NOW + 3600);
+        let noisy_key = format!(
+            "{key}\n-----BEGIN PUBLIC KEY-----\nAAAA\n-----END PUBLIC KEY-----\n{extra_key}"
+        );
+        let noisy = DestinationTls::parse(Some(&cert), Some(&noisy_key), None)
+            .expect("the first key is the certificate's")
+            .expect("set");
+        assert_eq!(
+            noisy.identity_pem(),
+            Some(format!("{}{}", cert, key).as_str())
+        );
         assert_eq!(tls.authorities_pem(), Some(cert.as_str()));
         let debug = format!("{tls:?}");
         assert!(!debug.contains("PRIVATE"), "{debug}");

@@ -29,7 +29,9 @@ use url::Url;
 
 use crate::{
     egress::{EgressProxy, ProxyRefusal},
-    oauth2::{FetchedToken, MAX_TOKEN_ANSWER_BYTES, TokenCache, read_token_answer, token_request},
+    oauth2::{
+        FetchedToken, MAX_TOKEN_ANSWER_BYTES, Token, TokenCache, read_token_answer, token_request,
+    },
     per_destination::PerDestination,
     retry_after::parse_retry_after,
     ssrf::{AddressGuard, BlockedAddress},
@@ -110,6 +112,21 @@ struct Route {
     /// For requests whose host and port the allow-list names.
     exempt: reqwest::Client,
     proxy: Option<EgressProxy>,
+}
+
+/// One request to make.
+struct Outgoing<'a> {
+    route: &'a Route,
+    url: &'a Url,
+    headers: Vec<(String, String)>,
+    body: Vec<u8>,
+    /// The time left for it.
+    timeout: Duration,
+    /// The attempt's whole timeout, which a timeout is said to be.
+    limit: Duration,
+    /// Whether the destination presents a client certificate (a TLS alert about one is
+    /// then the endpoint refusing it).
+    presents_certificate: bool,
 }
 
 /// Why the HTTP client could not be built.
@@ -217,17 +234,30 @@ impl DeliveryClient {
             Ok(route) => route,
             Err(report) => return report,
         };
-        let mut headers = request.headers;
-        let Some(oauth2) = destination.oauth2.as_deref() else {
-            let sent = self.exchange(&route, &destination.url, headers, request.body, timeout);
-            return match sent.await {
-                Ok(response) => self.respond(response, started).await,
-                Err(report) => report,
-            };
+        let outgoing = |headers: Vec<(String, String)>, body: Vec<u8>| Outgoing {
+            route: &route,
+            url: &destination.url,
+            headers,
+            body,
+            timeout: deadline.saturating_duration_since(Instant::now()),
+            limit: timeout,
+            presents_certificate: destination
+                .tls
+                .as_deref()
+                .is_some_and(|tls| tls.identity_pem().is_some()),
         };
-        let mut token_refused = false;
+        let Some(oauth2) = destination.oauth2.as_deref() else {
+            return self
+                .post(outgoing(request.headers, request.body), started)
+                .await;
+        };
+        let mut headers = request.headers;
+        let mut refused = None;
         loop {
-            let token = match self.token(destination, oauth2, deadline).await {
+            let token = self
+                .token(destination, oauth2, deadline, refused.as_deref())
+                .await;
+            let token = match token {
                 Ok(token) => token,
                 Err(mut report) => {
                     report.duration_ms = started.elapsed().as_millis() as u64;
@@ -235,32 +265,17 @@ impl DeliveryClient {
                 }
             };
             headers.retain(|(name, _)| !name.eq_ignore_ascii_case("authorization"));
-            headers.push(("authorization".into(), format!("Bearer {token}")));
-            let remaining = deadline.saturating_duration_since(Instant::now());
-            let sent = self
-                .exchange_within(
-                    &route,
-                    &destination.url,
-                    headers.clone(),
-                    request.body.clone(),
-                    remaining,
-                    timeout,
-                )
+            headers.push(("authorization".into(), format!("Bearer {}", token.value)));
+            let report = self
+                .post(outgoing(headers.clone(), request.body.clone()), started)
                 .await;
-            let report = match sent {
-                Ok(response) => self.respond(response, started).await,
-                Err(mut report) => {
-                    report.duration_ms = started.elapsed().as_millis() as u64;
-                    report
-                }
-            };
-            // A 401 may be a token the endpoint stopped accepting before its expiry (a
-            // key rotated): once, a fresh one.
-            if report.status != Some(401) || token_refused {
+            // A 401 to a token from the cache may be one the endpoint stopped accepting
+            // before its expiry (a key rotated): once, a fresh one. A 401 to a fresh token
+            // is the endpoint's answer.
+            if report.status != Some(401) || token.fresh || refused.is_some() {
                 return report;
             }
-            token_refused = true;
-            self.tokens.refused(destination, oauth2, &token).await;
+            refused = Some(token.value);
         }
     }
 
@@ -270,17 +285,13 @@ impl DeliveryClient {
             return self.route(destination.proxy.as_deref()).cloned();
         };
         // Checked here, not only when written: a stored certificate expires.
-        if let Err(problem) = tls.check_current(chrono::Utc::now().timestamp()) {
-            let reason = format!(
-                "the destination's {} {}: give it a valid one, then redeliver",
-                problem.field.name(),
-                problem.problem
-            );
+        if let Err(error) = destination.check_certificate_current(chrono::Utc::now().timestamp()) {
+            let reason = format!("{error}: give it a valid one, then redeliver");
             return Err(AttemptReport::failed(AttemptErrorKind::Invalid, reason, 0));
         }
         let proxy = match destination.proxy.as_deref() {
             None => self.settings.proxy.as_ref(),
-            Some(name) => Some(self.route(Some(name))?.proxy.as_ref()).flatten(),
+            Some(name) => self.route(Some(name))?.proxy.as_ref(),
         };
         let key = (tls.fingerprint(), destination.proxy.clone());
         self.own
@@ -310,18 +321,29 @@ impl DeliveryClient {
         }
     }
 
-    /// A bearer token for `destination`, from the cache or its token endpoint, by
-    /// `deadline`.
+    /// A bearer token for `destination` by `deadline`, from the cache or its token
+    /// endpoint; `refused` is the token its endpoint just answered 401 to.
     async fn token(
         &self,
         destination: &Destination,
         oauth2: &OAuth2Client,
         deadline: Instant,
-    ) -> Result<String, AttemptReport> {
+        refused: Option<&str>,
+    ) -> Result<Token, AttemptReport> {
+        // A fetch may outlive this attempt (a refresh in the background): it owns what it
+        // needs.
+        let fetch = |deadline: tokio::time::Instant| {
+            let (client, destination) = (self.clone(), destination.clone());
+            let oauth2 = oauth2.clone();
+            async move {
+                client
+                    .fetch_token(&destination, &oauth2, deadline.into_std())
+                    .await
+            }
+        };
+        let deadline = tokio::time::Instant::from_std(deadline);
         self.tokens
-            .token(destination, oauth2, deadline, |deadline| {
-                self.fetch_token(destination, oauth2, deadline)
-            })
+            .token(destination, oauth2, deadline, refused, fetch)
             .await
     }
 
@@ -334,6 +356,8 @@ impl DeliveryClient {
         deadline: Instant,
     ) -> Result<FetchedToken, AttemptReport> {
         let started = Instant::now();
+        // Refused by the guard or not a valid request: said as it is (final). Any other
+        // failure is the token endpoint's (retried).
         let failed = |kind: AttemptErrorKind, reason: String| {
             let kind = match kind {
                 AttemptErrorKind::Blocked | AttemptErrorKind::Invalid => kind,
@@ -342,33 +366,35 @@ impl DeliveryClient {
             let reason = format!("the token endpoint: {reason}");
             AttemptReport::failed(kind, reason, started.elapsed().as_millis() as u64)
         };
-        let route = self.route(destination.proxy.as_deref())?;
         let (headers, body) = token_request(oauth2);
         let remaining = deadline.saturating_duration_since(started);
-        let response = self
-            .exchange_within(
-                route,
-                &oauth2.token_url,
-                headers,
-                body,
-                remaining,
-                remaining,
-            )
-            .await
-            .map_err(|report| match report.error {
-                Some(error) => failed(error.kind, error.message),
-                None => failed(AttemptErrorKind::Other, "no answer".into()),
-            })?;
+        let outgoing = Outgoing {
+            route: self.route(destination.proxy.as_deref())?,
+            url: &oauth2.token_url,
+            headers,
+            body,
+            timeout: remaining,
+            limit: remaining,
+            presents_certificate: false,
+        };
+        let response = self.exchange(outgoing).await.map_err(|report| {
+            let error = report.error.unwrap_or(hookflow_core::AttemptError {
+                kind: AttemptErrorKind::Other,
+                message: "no answer".into(),
+            });
+            failed(error.kind, error.message)
+        })?;
         let status = response.status().as_u16();
         let answer = read_prefix(response, MAX_TOKEN_ANSWER_BYTES)
             .await
             .map_err(|()| failed(AttemptErrorKind::Token, "its answer broke off".into()))?;
-        read_token_answer(status, &answer)
-            .map_err(|reason| AttemptReport::failed(AttemptErrorKind::Token, reason, 0))
-            .map_err(|mut report| {
-                report.duration_ms = started.elapsed().as_millis() as u64;
-                report
-            })
+        read_token_answer(status, &answer).map_err(|reason| {
+            AttemptReport::failed(
+                AttemptErrorKind::Token,
+                reason,
+                started.elapsed().as_millis() as u64,
+            )
+        })
     }
 
     /// Makes one attempt. Never retries, never follows a redirect, never panics: every
@@ -379,44 +405,41 @@ impl DeliveryClient {
             Ok(route) => route,
             Err(report) => return report,
         };
-        let sent = self.exchange(
+        let outgoing = Outgoing {
             route,
-            request.url,
-            request.headers,
-            request.body,
-            request.timeout,
-        );
-        match sent.await {
+            url: request.url,
+            headers: request.headers,
+            body: request.body,
+            timeout: request.timeout,
+            limit: request.timeout,
+            presents_certificate: false,
+        };
+        self.post(outgoing, started).await
+    }
+
+    /// Sends `outgoing` and reports what came of it, timed from `started`.
+    async fn post(&self, outgoing: Outgoing<'_>, started: Instant) -> AttemptReport {
+        match self.exchange(outgoing).await {
             Ok(response) => self.respond(response, started).await,
-            Err(report) => report,
+            Err(mut report) => {
+                report.duration_ms = started.elapsed().as_millis() as u64;
+                report
+            }
         }
     }
 
-    /// [`Self::exchange_within`] the whole of `timeout`.
-    async fn exchange(
-        &self,
-        route: &Route,
-        url: &Url,
-        headers: Vec<(String, String)>,
-        body: Vec<u8>,
-        timeout: Duration,
-    ) -> Result<reqwest::Response, AttemptReport> {
-        self.exchange_within(route, url, headers, body, timeout, timeout)
-            .await
-    }
-
-    /// POSTs `body` to `url` on `route` within `timeout`, up to its response's headers:
-    /// the guard first, then the proxy's pre-check, then the request. What fails before a
-    /// response is a report (a timeout is said to be `limit`'s, the attempt's whole).
-    async fn exchange_within(
-        &self,
-        route: &Route,
-        url: &Url,
-        headers: Vec<(String, String)>,
-        body: Vec<u8>,
-        timeout: Duration,
-        limit: Duration,
-    ) -> Result<reqwest::Response, AttemptReport> {
+    /// POSTs `outgoing` up to its response's headers: the guard first, then the proxy's
+    /// pre-check, then the request. What fails before a response is a report.
+    async fn exchange(&self, outgoing: Outgoing<'_>) -> Result<reqwest::Response, AttemptReport> {
+        let Outgoing {
+            route,
+            url,
+            headers,
+            body,
+            timeout,
+            limit,
+            presents_certificate,
+        } = outgoing;
         let started = Instant::now();
         let elapsed_ms = || started.elapsed().as_millis() as u64;
         if let Err(blocked) = AddressGuard::strict(self.allowed.clone()).check_literal(url) {
@@ -484,7 +507,7 @@ impl DeliveryClient {
         let response = match sent {
             Ok(response) => response,
             Err(error) => {
-                let report = report_error(&error, limit, elapsed_ms());
+                let report = report_error(&error, limit, presents_certificate, elapsed_ms());
                 return Err(match (&route.proxy, &report.error) {
                     // A connection that failed or timed out may be the proxy's as well as
                     // the endpoint's: the proxy is named, never its secrets.
@@ -571,11 +594,16 @@ async fn drain_prefix(mut response: reqwest::Response, limit: usize) {
     }
 }
 
-fn report_error(error: &reqwest::Error, timeout: Duration, elapsed_ms: u64) -> AttemptReport {
+fn report_error(
+    error: &reqwest::Error,
+    timeout: Duration,
+    presents_certificate: bool,
+    elapsed_ms: u64,
+) -> AttemptReport {
     if let Some(blocked) = find_source::<BlockedAddress>(error) {
         return AttemptReport::failed(AttemptErrorKind::Blocked, blocked.to_string(), elapsed_ms);
     }
-    if let Some(alert) = certificate_refusal(error) {
+    if let Some(alert) = certificate_refusal(error).filter(|_| presents_certificate) {
         let message = format!(
             "the endpoint refused the TLS client certificate (alert {alert:?}): give the \
              destination a certificate it accepts, then redeliver"
@@ -611,41 +639,33 @@ fn report_error(error: &reqwest::Error, timeout: Duration, elapsed_ms: u64) -> A
 /// server's certificate, which stays a connection failure, retried).
 fn certificate_refusal(error: &reqwest::Error) -> Option<rustls::AlertDescription> {
     use rustls::AlertDescription as Alert;
-    let mut source = error.source();
-    while let Some(err) = source {
-        // An I/O error's `source` skips the error it wraps: look inside it too.
-        let inner = err
-            .downcast_ref::<std::io::Error>()
-            .and_then(|io| io.get_ref())
-            .map(|inner| inner as &(dyn std::error::Error + 'static));
-        for candidate in [Some(err), inner].into_iter().flatten() {
-            if let Some(rustls::Error::AlertReceived(alert)) =
-                candidate.downcast_ref::<rustls::Error>()
-                && matches!(
-                    alert,
-                    Alert::BadCertificate
-                        | Alert::UnsupportedCertificate
-                        | Alert::CertificateRevoked
-                        | Alert::CertificateExpired
-                        | Alert::CertificateUnknown
-                        | Alert::UnknownCA
-                        | Alert::AccessDenied
-                        | Alert::CertificateRequired
-                )
-            {
-                return Some(*alert);
-            }
-        }
-        source = err.source();
+    match find_source::<rustls::Error>(error)? {
+        rustls::Error::AlertReceived(
+            alert @ (Alert::BadCertificate
+            | Alert::UnsupportedCertificate
+            | Alert::CertificateRevoked
+            | Alert::CertificateExpired
+            | Alert::CertificateUnknown
+            | Alert::UnknownCA
+            | Alert::CertificateRequired),
+        ) => Some(*alert),
+        _ => None,
     }
-    None
 }
 
+/// The first error of type `T` in `error`'s chain, looking inside I/O errors too (an I/O
+/// error's `source` skips the error it wraps).
 fn find_source<T: std::error::Error + 'static>(error: &reqwest::Error) -> Option<&T> {
     let mut source = error.source();
     while let Some(err) = source {
-        if let Some(found) = err.downcast_ref::<T>() {
-            return Some(found);
+        let wrapped = err
+            .downcast_ref::<std::io::Error>()
+            .and_then(|io| io.get_ref())
+            .map(|inner| inner as &(dyn std::error::Error + 'static));
+        for candidate in [Some(err), wrapped].into_iter().flatten() {
+            if let Some(found) = candidate.downcast_ref::<T>() {
+                return Some(found);
+            }
         }
         source = err.source();
     }

@@ -1,25 +1,31 @@
 //! OAuth2 client credentials (RFC 6749 §4.4) for destinations that ask for them: the token
 //! request, reading its answer, and the process's token cache.
 //!
-//! The cache keeps one token per destination ([`PerDestination`]: team, id and uid, and the
-//! client's settings, so a new client secret never gets the old secret's token). Every
-//! attempt of the process shares it: one fetch is in flight per destination however many
-//! attempts wait (they wait on the slot's lock, within their own timeout), a token is
-//! fetched again a little before it expires, and an attempt whose endpoint answers 401
-//! drops the token it sent (not one another attempt fetched since) and fetches once more.
+//! The cache keeps one token per destination ([`PerDestination`]: team, id and uid, the
+//! client's settings, so a new client secret never gets the old secret's token, and the
+//! endpoint's origin, so a token never follows a URL to another host). Every attempt of the
+//! process shares it: one fetch is out per destination however many attempts wait (each
+//! within its own timeout; a failed fetch answers them all), a token is fetched again in
+//! the background a little before it expires while it still serves, and an attempt whose
+//! endpoint answers 401 to a token from the cache drops it (not one another attempt
+//! fetched since) and tries once more with a fresh one.
 //! Tokens are secrets: they are never logged, never in a report, and never recorded.
 
 use std::{
     future::Future,
-    time::{Duration, Instant},
+    sync::{Arc, Mutex},
+    time::Duration,
 };
 
 use base64::{Engine, engine::general_purpose::STANDARD as BASE64};
 use hookflow_core::{
     AttemptErrorKind, AttemptReport, Destination,
     credentials::{ClientAuth, OAuth2Client},
+    sync::LockUnpoisoned,
 };
 use serde::Deserialize;
+// Tokio's clock: the same as the system's, and one tests can pause.
+use tokio::{sync::Notify, time::Instant};
 
 use crate::per_destination::PerDestination;
 
@@ -140,7 +146,14 @@ pub fn read_token_answer(status: u16, body: &[u8]) -> Result<FetchedToken, Strin
     Ok(FetchedToken { value, lifetime })
 }
 
-/// A token kept: used until `refresh_at`, and, should fetching again fail, until
+/// The longest a token is kept, whatever its answer says (a lifetime beyond it, or one
+/// that would overflow the clock, is taken as this).
+const MAX_LIFETIME: Duration = Duration::from_secs(24 * 3600);
+/// How long a failed fetch answers the attempts that were waiting for it, so they fail
+/// at once instead of each asking the failing token endpoint in turn.
+const FAILURE_HOLD: Duration = Duration::from_secs(1);
+
+/// A token kept: used until `refresh_at`, then (while a fresh one is fetched) until
 /// `expires_at`.
 struct Kept {
     value: String,
@@ -150,59 +163,146 @@ struct Kept {
 
 impl Kept {
     fn new(token: FetchedToken, fetched: Instant) -> Kept {
-        let lifetime = token.lifetime.unwrap_or(DEFAULT_LIFETIME);
+        let lifetime = token.lifetime.unwrap_or(DEFAULT_LIFETIME).min(MAX_LIFETIME);
         let ahead = REFRESH_AHEAD.min(lifetime / 5);
         Kept {
             value: token.value,
-            refresh_at: fetched + lifetime - ahead,
+            refresh_at: fetched + (lifetime - ahead),
             expires_at: fetched + lifetime,
         }
     }
 }
 
-/// One destination's token; its lock is held while the token is fetched.
+/// One destination's token and whether a fetch is out. Its lock is never held across an
+/// await: a fetch runs outside it, and the attempts waiting for one wait on `fetched`.
 #[derive(Default)]
-struct Slot(tokio::sync::Mutex<Option<Kept>>);
+struct Slot {
+    state: Mutex<SlotState>,
+    fetched: Notify,
+}
 
-/// The process's OAuth2 tokens.
+#[derive(Default)]
+struct SlotState {
+    kept: Option<Kept>,
+    fetching: bool,
+    /// The last fetch's failure and when it ended.
+    failed: Option<(Instant, AttemptReport)>,
+}
+
+/// A token given to an attempt.
+pub struct Token {
+    /// The token.
+    pub value: String,
+    /// Whether it was fetched for this attempt (a 401 then says the endpoint refuses fresh
+    /// tokens: fetching another would not help).
+    pub fresh: bool,
+}
+
+/// Ends a fetch whatever happens to the attempt doing it (it may be dropped at its
+/// deadline): the slot says no fetch is out, and the waiting attempts look again.
+struct FetchGuard<'a>(&'a Slot);
+
+impl Drop for FetchGuard<'_> {
+    fn drop(&mut self) {
+        self.0.state.lock_unpoisoned().fetching = false;
+        self.0.fetched.notify_waiters();
+    }
+}
+
+/// The process's OAuth2 tokens, one per destination (team, id and uid) and settings (the
+/// client's, and the origin the token is sent to: a token never follows a URL to another
+/// host).
 #[derive(Default)]
 pub struct TokenCache {
-    slots: PerDestination<[u8; 32], Slot>,
+    slots: PerDestination<([u8; 32], Option<String>), Slot>,
 }
 
 impl TokenCache {
-    /// A token for `destination`'s `client`: the one kept while it is fresh, else one
-    /// `fetch` gets (one fetch per destination at a time; the others wait for it), all by
-    /// `deadline`. A token kept that has not yet expired serves when fetching a fresh one
-    /// fails.
+    /// A token for `destination`'s `client` by `deadline`:
+    /// - the one kept while it is fresh;
+    /// - near its expiry, still the one kept, while a fresh one is fetched in the
+    ///   background (a token endpoint that is slow or down then costs no attempt);
+    /// - else one this attempt fetches with `fetch`, or, when another attempt's fetch is
+    ///   out, the one that fetch gets (one fetch per destination at a time).
+    ///
+    /// `refused` is a token the endpoint just answered 401 to: it is dropped first, unless
+    /// another has replaced it already.
     pub async fn token<Fut>(
         &self,
         destination: &Destination,
         client: &OAuth2Client,
         deadline: Instant,
-        fetch: impl FnOnce(Instant) -> Fut,
-    ) -> Result<String, AttemptReport>
+        refused: Option<&str>,
+        fetch: impl Fn(Instant) -> Fut,
+    ) -> Result<Token, AttemptReport>
     where
-        Fut: Future<Output = Result<FetchedToken, AttemptReport>>,
+        Fut: Future<Output = Result<FetchedToken, AttemptReport>> + Send + 'static,
     {
         let started = Instant::now();
         let slot = self.slot(destination, client);
-        let waited = tokio::time::timeout_at(deadline.into(), slot.0.lock()).await;
-        let Ok(mut kept) = waited else {
-            return Err(AttemptReport::failed(
-                AttemptErrorKind::Token,
-                "no token in time: another attempt's fetch from the token endpoint is still \
-                 out",
-                started.elapsed().as_millis() as u64,
-            ));
-        };
-        if let Some(token) = kept.as_ref()
-            && Instant::now() < token.refresh_at
-        {
-            return Ok(token.value.clone());
+        loop {
+            let fetched = slot.fetched.notified();
+            let fetch_here = {
+                let mut state = slot.state.lock_unpoisoned();
+                if let Some(refused) = refused
+                    && state
+                        .kept
+                        .as_ref()
+                        .is_some_and(|kept| kept.value == refused)
+                {
+                    state.kept = None;
+                }
+                let now = Instant::now();
+                match &state.kept {
+                    Some(kept) if now < kept.refresh_at => return Ok(cached(kept)),
+                    Some(kept) if now < kept.expires_at => {
+                        let token = cached(kept);
+                        if !state.fetching {
+                            state.fetching = true;
+                            // Bounded like an attempt, as long as this one's timeout.
+                            let refresh = fetch(now + deadline.saturating_duration_since(started));
+                            tokio::spawn(Self::refresh(slot.clone(), refresh));
+                        }
+                        return Ok(token);
+                    }
+                    _ => {}
+                }
+                if let Some((ended, report)) = &state.failed
+                    && now < *ended + FAILURE_HOLD
+                    && !state.fetching
+                {
+                    return Err(report.clone());
+                }
+                // No fetch out: this attempt fetches; else it waits for the one out.
+                !std::mem::replace(&mut state.fetching, true)
+            };
+            if fetch_here {
+                return self
+                    .fetch_now(&slot, fetch(deadline), deadline, started)
+                    .await;
+            }
+            if tokio::time::timeout_at(deadline, fetched).await.is_err() {
+                return Err(AttemptReport::failed(
+                    AttemptErrorKind::Token,
+                    "no token in time: another attempt's fetch from the token endpoint is \
+                     still out",
+                    started.elapsed().as_millis() as u64,
+                ));
+            }
         }
+    }
+
+    /// Fetches a token for this attempt, keeps it, and wakes the attempts waiting for it.
+    async fn fetch_now(
+        &self,
+        slot: &Slot,
+        fetch: impl Future<Output = Result<FetchedToken, AttemptReport>>,
+        deadline: Instant,
+        started: Instant,
+    ) -> Result<Token, AttemptReport> {
+        let _fetching = FetchGuard(slot);
         let fetched_at = Instant::now();
-        let fetched = match tokio::time::timeout_at(deadline.into(), fetch(deadline)).await {
+        let fetched = match tokio::time::timeout_at(deadline, fetch).await {
             Ok(fetched) => fetched,
             Err(_) => Err(AttemptReport::failed(
                 AttemptErrorKind::Token,
@@ -210,39 +310,57 @@ impl TokenCache {
                 started.elapsed().as_millis() as u64,
             )),
         };
+        let mut state = slot.state.lock_unpoisoned();
         match fetched {
             Ok(token) => {
-                let token = Kept::new(token, fetched_at);
-                let value = token.value.clone();
-                *kept = Some(token);
-                Ok(value)
+                let kept = Kept::new(token, fetched_at);
+                let value = kept.value.clone();
+                state.kept = Some(kept);
+                state.failed = None;
+                Ok(Token { value, fresh: true })
             }
-            Err(report) => match kept.as_ref() {
-                Some(token) if Instant::now() < token.expires_at => Ok(token.value.clone()),
-                _ => Err(report),
-            },
+            Err(report) => {
+                state.failed = Some((Instant::now(), report.clone()));
+                Err(report)
+            }
         }
     }
 
-    /// Forgets `used`, a token `destination`'s endpoint refused, unless another has
-    /// replaced it already.
-    pub async fn refused(&self, destination: &Destination, client: &OAuth2Client, used: &str) {
-        let slot = self.slot(destination, client);
-        let mut kept = slot.0.lock().await;
-        if kept.as_ref().is_some_and(|token| token.value == used) {
-            *kept = None;
+    /// Fetches a fresh token in the background while the kept one still serves; a failure
+    /// leaves the kept one in place, and the next attempt after it tries again.
+    async fn refresh(
+        slot: Arc<Slot>,
+        fetch: impl Future<Output = Result<FetchedToken, AttemptReport>>,
+    ) {
+        let _fetching = FetchGuard(&slot);
+        let fetched_at = Instant::now();
+        if let Ok(Ok(token)) = tokio::time::timeout(MAX_REFRESH_TIME, fetch).await {
+            let mut state = slot.state.lock_unpoisoned();
+            state.kept = Some(Kept::new(token, fetched_at));
+            state.failed = None;
         }
     }
 
-    fn slot(&self, destination: &Destination, client: &OAuth2Client) -> std::sync::Arc<Slot> {
+    fn slot(&self, destination: &Destination, client: &OAuth2Client) -> Arc<Slot> {
+        let origin = hookflow_core::redaction::url_origin(destination.url.as_str());
         let made = self
             .slots
-            .get_or_make(destination, client.fingerprint(), || {
+            .get_or_make(destination, (client.fingerprint(), origin), || {
                 Ok::<_, std::convert::Infallible>(Slot::default())
             });
         match made {
             Ok(slot) => slot,
         }
+    }
+}
+
+/// The longest a background refresh may take (the attempt that started it is not waiting).
+const MAX_REFRESH_TIME: Duration = Duration::from_secs(60);
+
+fn cached(kept: &Kept) -> Token {
+    Token {
+        value: kept.value.clone(),
+        fresh: false,
     }
 }
 
@@ -338,145 +456,200 @@ mod tests {
         }
     }
 
-    /// A fetch that counts its calls and answers `token` after `delay`.
+    /// A fetch that counts its calls and answers `token` (or fails, for `None`) after
+    /// `delay`.
     fn fetcher(
         calls: &Arc<AtomicUsize>,
-        token: &'static str,
+        token: Option<&'static str>,
         lifetime: u64,
         delay: Duration,
-    ) -> impl FnOnce(
-        Instant,
-    ) -> std::pin::Pin<
-        Box<dyn Future<Output = Result<FetchedToken, AttemptReport>> + Send>,
-    > {
+    ) -> impl Fn(Instant) -> futures::future::BoxFuture<'static, Result<FetchedToken, AttemptReport>>
+    {
         let calls = calls.clone();
         move |_| {
+            let calls = calls.clone();
             Box::pin(async move {
                 calls.fetch_add(1, Ordering::SeqCst);
                 tokio::time::sleep(delay).await;
-                Ok(FetchedToken {
-                    value: token.to_owned(),
-                    lifetime: Some(Duration::from_secs(lifetime)),
-                })
+                match token {
+                    Some(token) => Ok(FetchedToken {
+                        value: token.to_owned(),
+                        lifetime: Some(Duration::from_secs(lifetime)),
+                    }),
+                    None => Err(AttemptReport::failed(AttemptErrorKind::Token, "down", 0)),
+                }
             })
         }
     }
 
-    #[tokio::test]
+    async fn get(
+        cache: &TokenCache,
+        d: &Destination,
+        refused: Option<&str>,
+        fetch: impl Fn(
+            Instant,
+        )
+            -> futures::future::BoxFuture<'static, Result<FetchedToken, AttemptReport>>,
+    ) -> Result<(String, bool), AttemptReport> {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let token = cache.token(d, client(d), deadline, refused, fetch).await?;
+        Ok((token.value, token.fresh))
+    }
+
+    fn value(got: Result<(String, bool), AttemptReport>) -> String {
+        got.map(|(value, _)| value).unwrap_or_else(|r| r.describe())
+    }
+
+    #[tokio::test(start_paused = true)]
     async fn one_fetch_serves_every_waiting_attempt_and_a_refused_token_is_fetched_again() {
         let cache = Arc::new(TokenCache::default());
         let d = Arc::new(destination(1, "s", "basic"));
         let calls = Arc::new(AtomicUsize::new(0));
-        let deadline = Instant::now() + Duration::from_secs(10);
         let waiting: Vec<_> = (0..8)
             .map(|_| {
                 let (cache, d, calls) = (cache.clone(), d.clone(), calls.clone());
                 tokio::spawn(async move {
-                    let fetch = fetcher(&calls, "t1", 3600, Duration::from_millis(100));
-                    cache.token(&d, client(&d), deadline, fetch).await
+                    let fetch = fetcher(&calls, Some("t1"), 3600, Duration::from_millis(100));
+                    get(&cache, &d, None, fetch).await
                 })
             })
             .collect();
+        let mut fresh = 0;
         for attempt in waiting {
-            assert_eq!(attempt.await.expect("joined").ok().as_deref(), Some("t1"));
+            let (token, was_fresh) = attempt.await.expect("joined").expect("a token");
+            assert_eq!(token, "t1");
+            fresh += usize::from(was_fresh);
         }
-        assert_eq!(calls.load(Ordering::SeqCst), 1, "one fetch in flight");
+        assert_eq!(
+            (calls.load(Ordering::SeqCst), fresh),
+            (1, 1),
+            "one fetch in flight"
+        );
 
-        // Another team's destination of the same id, and a changed secret, fetch their own.
+        // Another team's destination of the same id, a changed secret, and a URL moved to
+        // another host each fetch their own.
         let other_team = destination(2, "s", "basic");
-        let fetch = fetcher(&calls, "t2", 3600, Duration::ZERO);
-        let token = cache.token(&other_team, client(&other_team), deadline, fetch);
-        assert_eq!(token.await.ok().as_deref(), Some("t2"));
+        let fetch = fetcher(&calls, Some("t2"), 3600, Duration::ZERO);
+        assert_eq!(value(get(&cache, &other_team, None, fetch).await), "t2");
         let rotated = destination(1, "s2", "basic");
-        let fetch = fetcher(&calls, "t3", 3600, Duration::ZERO);
-        let token = cache.token(&rotated, client(&rotated), deadline, fetch);
-        assert_eq!(token.await.ok().as_deref(), Some("t3"));
-        assert_eq!(calls.load(Ordering::SeqCst), 3);
-
-        // A refusal of a token already replaced forgets nothing; of the kept one, it does.
-        cache.refused(&rotated, client(&rotated), "t1").await;
-        let fetch = fetcher(&calls, "never", 3600, Duration::ZERO);
-        let token = cache.token(&rotated, client(&rotated), deadline, fetch);
-        assert_eq!(token.await.ok().as_deref(), Some("t3"));
-        cache.refused(&rotated, client(&rotated), "t3").await;
-        let fetch = fetcher(&calls, "t4", 3600, Duration::ZERO);
-        let token = cache.token(&rotated, client(&rotated), deadline, fetch);
-        assert_eq!(token.await.ok().as_deref(), Some("t4"));
+        let fetch = fetcher(&calls, Some("t3"), 3600, Duration::ZERO);
+        assert_eq!(value(get(&cache, &rotated, None, fetch).await), "t3");
+        let mut moved = destination(1, "s2", "basic");
+        moved.url = url::Url::parse("https://elsewhere.example.com/x").expect("url");
+        let fetch = fetcher(&calls, Some("t4"), 3600, Duration::ZERO);
+        assert_eq!(value(get(&cache, &moved, None, fetch).await), "t4");
         assert_eq!(calls.load(Ordering::SeqCst), 4);
+
+        // An endpoint's 401 to the kept token drops it; a late 401 to a token already
+        // replaced drops nothing.
+        let fetch = fetcher(&calls, Some("t5"), 3600, Duration::ZERO);
+        let got = get(&cache, &rotated, Some("t3"), fetch).await;
+        assert_eq!(got.ok(), Some(("t5".to_owned(), true)));
+        let fetch = fetcher(&calls, Some("never"), 3600, Duration::ZERO);
+        let got = get(&cache, &rotated, Some("t3"), fetch).await;
+        assert_eq!(got.ok(), Some(("t5".to_owned(), false)));
+        assert_eq!(calls.load(Ordering::SeqCst), 5);
     }
 
-    #[tokio::test]
-    async fn a_token_is_fetched_again_before_it_expires_and_serves_while_the_server_fails() {
+    #[tokio::test(start_paused = true)]
+    async fn a_token_is_refreshed_in_the_background_before_it_expires() {
         let cache = TokenCache::default();
         let d = destination(1, "s", "basic");
         let calls = Arc::new(AtomicUsize::new(0));
-        let deadline = Instant::now() + Duration::from_secs(10);
-        // A 5 s token is fetched again after 4 s (a fifth ahead).
-        let fetch = fetcher(&calls, "short", 5, Duration::ZERO);
+        // A 100 s token is refreshed from 80 s on (a fifth ahead), while it still serves.
+        let fetch = fetcher(&calls, Some("first"), 100, Duration::ZERO);
+        assert_eq!(value(get(&cache, &d, None, fetch).await), "first");
+        tokio::time::advance(Duration::from_secs(79)).await;
+        let fetch = fetcher(&calls, Some("never"), 100, Duration::ZERO);
+        assert_eq!(value(get(&cache, &d, None, fetch).await), "first");
+        tokio::time::advance(Duration::from_secs(2)).await;
+        // The endpoint is slow: the kept token serves at once, the refresh runs aside.
+        let fetch = fetcher(&calls, Some("second"), 100, Duration::from_secs(5));
+        assert_eq!(value(get(&cache, &d, None, fetch).await), "first");
+        let fetch = fetcher(&calls, Some("never"), 100, Duration::ZERO);
         assert_eq!(
-            cache
-                .token(&d, client(&d), deadline, fetch)
-                .await
-                .ok()
-                .as_deref(),
-            Some("short")
+            value(get(&cache, &d, None, fetch).await),
+            "first",
+            "one refresh"
         );
-        let fetch = fetcher(&calls, "never", 5, Duration::ZERO);
-        assert_eq!(
-            cache
-                .token(&d, client(&d), deadline, fetch)
-                .await
-                .ok()
-                .as_deref(),
-            Some("short")
-        );
-        tokio::time::sleep(Duration::from_millis(4100)).await;
-        let failing = |_| async { Err(AttemptReport::failed(AttemptErrorKind::Token, "down", 0)) };
-        assert_eq!(
-            cache
-                .token(&d, client(&d), deadline, failing)
-                .await
-                .ok()
-                .as_deref(),
-            Some("short"),
-            "not yet expired: still used"
-        );
-        let fetch = fetcher(&calls, "fresh", 5, Duration::ZERO);
-        let deadline = Instant::now() + Duration::from_secs(10);
-        assert_eq!(
-            cache
-                .token(&d, client(&d), deadline, fetch)
-                .await
-                .ok()
-                .as_deref(),
-            Some("fresh")
-        );
+        tokio::time::sleep(Duration::from_secs(6)).await;
+        let fetch = fetcher(&calls, Some("never"), 100, Duration::ZERO);
+        assert_eq!(value(get(&cache, &d, None, fetch).await), "second");
         assert_eq!(calls.load(Ordering::SeqCst), 2);
+
+        // A refresh that fails leaves the kept token serving until it expires.
+        tokio::time::advance(Duration::from_secs(81)).await;
+        let failing = fetcher(&calls, None, 100, Duration::ZERO);
+        assert_eq!(value(get(&cache, &d, None, failing).await), "second");
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let fetch = fetcher(&calls, Some("third"), 100, Duration::ZERO);
+        assert_eq!(value(get(&cache, &d, None, fetch).await), "second");
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let fetch = fetcher(&calls, Some("never"), 100, Duration::ZERO);
+        assert_eq!(value(get(&cache, &d, None, fetch).await), "third");
+
+        // A lifetime past the clock's range is capped, not a panic.
+        let huge = |_| -> futures::future::BoxFuture<'static, _> {
+            Box::pin(async {
+                Ok(FetchedToken {
+                    value: "huge".into(),
+                    lifetime: Some(Duration::from_secs(u64::MAX)),
+                })
+            })
+        };
+        let other = destination(3, "s", "basic");
+        assert_eq!(value(get(&cache, &other, None, huge).await), "huge");
     }
 
-    #[tokio::test]
-    async fn a_waiter_gives_up_at_its_deadline_while_another_fetch_hangs() {
+    #[tokio::test(start_paused = true)]
+    async fn waiters_give_up_at_their_deadline_and_a_failed_fetch_answers_them_all() {
         let cache = Arc::new(TokenCache::default());
         let d = Arc::new(destination(1, "s", "basic"));
         let calls = Arc::new(AtomicUsize::new(0));
-        let hanging = {
+        let spawn_attempt = |token: Option<&'static str>, timeout_ms: u64, delay: Duration| {
             let (cache, d, calls) = (cache.clone(), d.clone(), calls.clone());
             tokio::spawn(async move {
-                let deadline = Instant::now() + Duration::from_secs(30);
-                let fetch = fetcher(&calls, "late", 3600, Duration::from_secs(30));
-                cache.token(&d, client(&d), deadline, fetch).await
+                let deadline = Instant::now() + Duration::from_millis(timeout_ms);
+                let fetch = fetcher(&calls, token, 3600, delay);
+                cache
+                    .token(&d, client(&d), deadline, None, fetch)
+                    .await
+                    .map(|t| t.value)
             })
         };
-        tokio::time::sleep(Duration::from_millis(50)).await;
-        let deadline = Instant::now() + Duration::from_millis(200);
-        let fetch = fetcher(&calls, "never", 3600, Duration::ZERO);
-        let report = cache
-            .token(&d, client(&d), deadline, fetch)
-            .await
-            .expect_err("no token in time");
+        // The first attempt's fetch hangs past a second attempt's deadline.
+        let hanging = spawn_attempt(Some("late"), 30_000, Duration::from_secs(30));
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        let waiter = spawn_attempt(Some("never"), 200, Duration::ZERO);
+        let report = waiter.await.expect("joined").expect_err("no token in time");
         let error = report.error.expect("an error");
         assert_eq!(error.kind, AttemptErrorKind::Token);
         assert!(error.message.contains("still out"), "{}", error.message);
-        hanging.abort();
+        assert_eq!(hanging.await.expect("joined").ok().as_deref(), Some("late"));
+
+        // A fetch that fails answers the attempts that waited for it: no herd.
+        let other = Arc::new(destination(2, "s", "basic"));
+        let (cache2, calls2) = (cache.clone(), calls.clone());
+        let attempt = |token: Option<&'static str>| {
+            let (cache, d, calls) = (cache2.clone(), other.clone(), calls2.clone());
+            tokio::spawn(async move {
+                let deadline = Instant::now() + Duration::from_secs(10);
+                let fetch = fetcher(&calls, token, 3600, Duration::from_secs(1));
+                cache
+                    .token(&d, client(&d), deadline, None, fetch)
+                    .await
+                    .map(|t| t.value)
+            })
+        };
+        let before = calls.load(Ordering::SeqCst);
+        let failing = attempt(None);
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        let waiters: Vec<_> = (0..5).map(|_| attempt(Some("never"))).collect();
+        assert!(failing.await.expect("joined").is_err());
+        for waiter in waiters {
+            let report = waiter.await.expect("joined").expect_err("the failure");
+            assert_eq!(report.error.map(|e| e.message).as_deref(), Some("down"));
+        }
+        assert_eq!(calls.load(Ordering::SeqCst) - before, 1);
     }
 }

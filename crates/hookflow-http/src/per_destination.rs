@@ -1,14 +1,16 @@
 //! Things a process keeps per destination (its TLS clients, its OAuth2 token), keyed by
 //! what identifies a destination across teams: the team, the id and the uid. Two teams'
 //! destinations of one id never share an entry, nor does a deleted destination and the
-//! one created again under its id. Each entry remembers the settings it was made from
-//! (a fingerprint): when they change (a new certificate, a new client secret), the entry
-//! is made again, so nothing made for the old settings serves the new ones. Entries not
-//! used for [`IDLE`] are dropped when another is added, which bounds the map by the
-//! destinations in use.
+//! one created again under its id. Each entry is also keyed by the settings it was made
+//! from (a fingerprint): after a change (a new certificate, a new client secret) a new
+//! entry is made, so nothing made for the old settings serves the new ones, and attempts
+//! still holding the old settings (in flight during the change) keep theirs rather than
+//! replacing each other's. Whenever an entry is made, those unused for [`IDLE`] are
+//! dropped, which bounds the map by the destinations (and settings) in use.
 
 use std::{
     collections::HashMap,
+    hash::Hash,
     sync::{Arc, Mutex},
     time::{Duration, Instant},
 };
@@ -18,23 +20,23 @@ use hookflow_core::{Destination, sync::LockUnpoisoned};
 /// How long an unused entry is kept.
 pub const IDLE: Duration = Duration::from_secs(15 * 60);
 
-/// What identifies a destination across teams.
+/// What identifies a destination across teams, and the settings an entry was made from.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
-struct DestinationKey {
+struct EntryKey<F> {
     team_id: i64,
     id: String,
     uid: Option<uuid::Uuid>,
+    fingerprint: F,
 }
 
-struct Entry<F, T> {
-    fingerprint: F,
+struct Entry<T> {
     value: Arc<T>,
     used: Instant,
 }
 
-/// One `T` per destination, made from settings whose fingerprint is `F`.
+/// One `T` per destination and settings (whose fingerprint is `F`).
 pub struct PerDestination<F, T> {
-    entries: Mutex<HashMap<DestinationKey, Entry<F, T>>>,
+    entries: Mutex<HashMap<EntryKey<F>, Entry<T>>>,
 }
 
 impl<F, T> Default for PerDestination<F, T> {
@@ -45,52 +47,32 @@ impl<F, T> Default for PerDestination<F, T> {
     }
 }
 
-impl<F: PartialEq + Clone, T> PerDestination<F, T> {
-    /// `destination`'s entry for settings `fingerprint`: the one kept if it was made from
-    /// them, else one `make` makes now (outside the lock: making may take a while), kept
-    /// unless making failed.
+impl<F: Hash + Eq, T> PerDestination<F, T> {
+    /// `destination`'s entry for settings `fingerprint`: the one kept, else one `make`
+    /// makes now (outside the lock: making may take a while), kept unless making failed.
     pub fn get_or_make<E>(
         &self,
         destination: &Destination,
         fingerprint: F,
         make: impl FnOnce() -> Result<T, E>,
     ) -> Result<Arc<T>, E> {
-        let key = DestinationKey {
+        let key = EntryKey {
             team_id: destination.team_id,
             id: destination.id.clone(),
             uid: destination.uid,
+            fingerprint,
         };
         let now = Instant::now();
-        {
-            let mut entries = self.entries.lock_unpoisoned();
-            if let Some(entry) = entries.get_mut(&key)
-                && entry.fingerprint == fingerprint
-            {
-                entry.used = now;
-                return Ok(entry.value.clone());
-            }
+        if let Some(entry) = self.entries.lock_unpoisoned().get_mut(&key) {
+            entry.used = now;
+            return Ok(entry.value.clone());
         }
         let value = Arc::new(make()?);
         let mut entries = self.entries.lock_unpoisoned();
         entries.retain(|_, entry| now.duration_since(entry.used) < IDLE);
         // Another caller may have made one meanwhile: the first kept serves both, so
         // callers waiting on a value inside it (a token being fetched) share it.
-        let entry = entries
-            .entry(key)
-            .and_modify(|entry| {
-                if entry.fingerprint != fingerprint {
-                    *entry = Entry {
-                        fingerprint: fingerprint.clone(),
-                        value: value.clone(),
-                        used: now,
-                    };
-                }
-            })
-            .or_insert_with(|| Entry {
-                fingerprint,
-                value,
-                used: now,
-            });
+        let entry = entries.entry(key).or_insert(Entry { value, used: now });
         entry.used = now;
         Ok(entry.value.clone())
     }
@@ -143,8 +125,13 @@ mod tests {
         assert_eq!(*get(&a, 1, "not made"), "a", "kept");
         assert_eq!(made.get(), 3);
         assert_eq!(*get(&a, 2, "a2"), "a2", "settings changed: made again");
+        assert_eq!(
+            *get(&a, 1, "not made"),
+            "a",
+            "an attempt of the old settings"
+        );
         assert_eq!(*get(&b, 1, "not made"), "b");
-        assert_eq!((made.get(), map.len()), (4, 3));
+        assert_eq!((made.get(), map.len()), (4, 4));
     }
 
     #[test]

@@ -242,7 +242,14 @@ impl DestinationSpec {
                 .and_then(|s| s.oauth2.as_ref())
                 .filter(|s| url_origin(&s.token_url) == url_origin(&oauth2.token_url))
                 .map(|s| s.client_secret.clone());
-            oauth2.client_secret = kept.ok_or_else(|| missing("oauth2.client_secret"))?;
+            oauth2.client_secret = kept.ok_or_else(|| DestinationError::Invalid {
+                destination: self.id.clone(),
+                field: "oauth2.client_secret",
+                problem: format!(
+                    "is `{REDACTED}` but there is no stored secret for this token_url's host: \
+                     secrets do not follow it, give this one again"
+                ),
+            })?;
         }
         if self.url.contains(REDACTED) {
             let kept = stored.and_then(|s| restore_destination_url(&self.url, &s.url));
