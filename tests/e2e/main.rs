@@ -16,6 +16,7 @@ mod dead_letters;
 mod delivery;
 mod deployment;
 mod egress;
+mod erasure;
 mod exactly_once;
 mod faults;
 mod health;

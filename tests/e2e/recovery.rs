@@ -469,7 +469,9 @@ async fn one_delivery_has_one_attempt_chain_whatever_the_redeliveries() {
     let timed_out = input.delivery_id.to_string();
     let options = WorkflowStartOptions::new(s.deployment.task_queue.clone(), timed_out.clone())
         .execution_timeout(Duration::from_secs(1))
-        .search_attributes(hookflow_temporal::search_attributes::for_delivery(&input))
+        .search_attributes(hookflow_temporal::search_attributes::for_delivery(
+            &input, None,
+        ))
         .build();
     s.temporal
         .start_workflow(DeliveryWorkflow::run, input, options)

@@ -32,6 +32,7 @@ pub fn settings(address: &str, namespace: &str, task_queue: &str) -> TemporalSet
         history_max_input_bytes_per_run: 4 << 20,
         max_input_bytes: 2_000_000,
         codec: CodecSettings::default(),
+        person_hash_key: None,
     }
 }
 

@@ -19,6 +19,7 @@ pub mod format;
 pub mod millis;
 pub mod notice;
 pub mod outcomes;
+pub mod person;
 pub mod progress;
 pub mod redaction;
 pub mod request;

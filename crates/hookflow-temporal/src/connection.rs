@@ -2,7 +2,7 @@
 
 use std::{path::PathBuf, str::FromStr, time::Duration};
 
-use hookflow_core::{FieldError, HistoryBound};
+use hookflow_core::{FieldError, HistoryBound, person::PersonKey};
 
 use crate::codec::{CodecError, CodecSettings, EncryptionCodec};
 use serde::Deserialize;
@@ -45,6 +45,12 @@ pub struct TemporalSettings {
     /// `[temporal.codec]`: payload encryption.
     #[serde(default)]
     pub codec: CodecSettings,
+    /// The key of the person hash each delivery carries (`HookflowPersonHash`, what an
+    /// erasure finds a person's deliveries by): base64 of at least 32 random bytes. Set it
+    /// in the environment (`HOOKFLOW_TEMPORAL__PERSON_HASH_KEY`), after the attribute is
+    /// registered; without it deliveries carry no hash and cannot be erased by person.
+    #[serde(default)]
+    pub person_hash_key: Option<hookflow_core::Secret>,
 }
 
 fn default_max_input_bytes() -> usize {
@@ -71,6 +77,10 @@ impl TemporalSettings {
         if let Err(CodecError::Settings(problem)) = EncryptionCodec::from_settings(&self.codec) {
             return Err(FieldError::new("codec", problem));
         }
+        if let Some(key) = &self.person_hash_key {
+            PersonKey::from_base64(key.expose())
+                .map_err(|problem| FieldError::new("person_hash_key", problem))?;
+        }
         if self.history_max_rounds_per_run == 0 || self.history_max_input_bytes_per_run == 0 {
             return Err(FieldError::new(
                 "history_max_rounds_per_run",
@@ -78,6 +88,11 @@ impl TemporalSettings {
             ));
         }
         Ok(())
+    }
+
+    /// The key of the person hash, when one is set (and valid: [`Self::validate`]).
+    pub fn person_key(&self) -> Option<PersonKey> {
+        PersonKey::from_base64(self.person_hash_key.as_ref()?.expose()).ok()
     }
 
     /// The history bound every delivery starts with.
@@ -108,6 +123,7 @@ impl std::fmt::Debug for TemporalSettings {
             )
             .field("max_input_bytes", &self.max_input_bytes)
             .field("codec", &self.codec)
+            .field("person_hash_key", &self.person_hash_key)
             .finish()
     }
 }

@@ -9,6 +9,7 @@ pub mod activities;
 pub mod codec;
 pub mod connection;
 pub mod deliveries;
+pub mod erasure;
 pub mod ownership;
 pub mod recovery;
 pub mod search_attributes;

@@ -74,6 +74,8 @@ pub enum Latest {
         outcome: Option<DeliveryOutcome>,
         /// The workflow status it ended with.
         status: WorkflowExecutionStatus,
+        /// Its person hash, which a run after it carries too (an erasure finds it).
+        person_hash: Option<String>,
     },
 }
 
@@ -90,6 +92,7 @@ impl Latest {
                 run_id,
                 outcome: None,
                 status: WorkflowExecutionStatus::Failed | WorkflowExecutionStatus::TimedOut,
+                ..
             } => Some(run_id),
             _ => None,
         }
@@ -148,6 +151,7 @@ pub async fn latest(client: &Client, workflow_id: &str) -> Result<Latest, Tempor
             .unwrap_or_default(),
         outcome: outcome_of(&info),
         status,
+        person_hash: search_attributes::value_of(&info, search_attributes::PERSON_HASH.name()),
     })
 }
 
@@ -232,11 +236,11 @@ async fn run_again(
     after: impl Fn(&Latest) -> Option<&str>,
 ) -> Result<Rerun, TemporalError> {
     let latest = latest(client, workflow_id).await?;
-    let run_id = match &latest {
+    let (run_id, person_hash) = match &latest {
         Latest::None => return Ok(Rerun::Unknown),
         Latest::Running => return Ok(Rerun::Pending),
-        Latest::Closed { .. } => match after(&latest) {
-            Some(run_id) => run_id.to_owned(),
+        Latest::Closed { person_hash, .. } => match after(&latest) {
+            Some(run_id) => (run_id.to_owned(), person_hash.clone()),
             None => return Ok(Rerun::NotFailed),
         },
     };
@@ -256,7 +260,7 @@ async fn run_again(
             },
         },
     };
-    start_run(client, task_queue, workflow_id, &run_id, input).await
+    start_run(client, task_queue, workflow_id, &run_id, input, person_hash).await
 }
 
 /// Starts a new run of `workflow_id` after its ended run `after_run_id`.
@@ -266,6 +270,7 @@ async fn start_run(
     workflow_id: &str,
     after_run_id: &str,
     input: DeliveryInput,
+    person_hash: Option<String>,
 ) -> Result<Rerun, TemporalError> {
     // Through the client's data converter, so the input is encrypted like any other.
     let context = SerializationContextData::Workflow(WorkflowSerializationContext::new());
@@ -292,7 +297,7 @@ async fn start_run(
         request_id: format!("hookflow-rerun-{after_run_id}"),
         workflow_id_reuse_policy: WorkflowIdReusePolicy::AllowDuplicate as i32,
         workflow_id_conflict_policy: WorkflowIdConflictPolicy::Fail as i32,
-        search_attributes: Some(search_attributes::for_delivery(&input).into_proto()),
+        search_attributes: Some(search_attributes::for_delivery(&input, person_hash).into_proto()),
         priority: Some(starter::priority(&input, true).into()),
         ..Default::default()
     };

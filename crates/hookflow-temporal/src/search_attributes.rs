@@ -26,6 +26,11 @@ pub const EVENT_UUID: SearchAttributeKey<String> = SearchAttributeKey::keyword("
 /// How the delivery ended, set when it ends (Keyword): `delivered`, `failed_permanently`,
 /// `gave_up` or `cancelled`.
 pub const OUTCOME: SearchAttributeKey<String> = SearchAttributeKey::keyword("HookflowOutcome");
+/// The keyed hash of the event's team and distinct id (Keyword), set when
+/// `temporal.person_hash_key` is: what an erasure finds a person's deliveries by
+/// ([`hookflow_core::person`]); never the distinct id itself.
+pub const PERSON_HASH: SearchAttributeKey<String> =
+    SearchAttributeKey::keyword("HookflowPersonHash");
 
 /// The value of attribute `key` a listed or described run carries; `None` when it carries
 /// none, or one of another type.
@@ -38,26 +43,33 @@ pub(crate) fn value_of<T: serde::de::DeserializeOwned>(
 }
 
 /// Every attribute with its type, as the dev server's `--search-attribute` flags spell it.
-pub const ALL: [(&str, &str); 4] = [
+pub const ALL: [(&str, &str); 5] = [
     ("HookflowTeamId", "Int"),
     ("HookflowDestinationId", "Keyword"),
     ("HookflowEventUuid", "Keyword"),
     ("HookflowOutcome", "Keyword"),
+    ("HookflowPersonHash", "Keyword"),
 ];
 
-/// The attributes a delivery starts with.
-pub fn for_delivery(input: &DeliveryInput) -> SearchAttributes {
-    SearchAttributes::new([
+/// The attributes a delivery starts with; `person_hash` is its event's person hash, when
+/// the deployment keeps them.
+pub fn for_delivery(input: &DeliveryInput, person_hash: Option<String>) -> SearchAttributes {
+    let mut attributes = vec![
         TEAM_ID.value_set(input.event.team_id),
         DESTINATION_ID.value_set(input.destination_id.clone()),
         EVENT_UUID.value_set(input.event.uuid.to_string()),
-    ])
+    ];
+    if let Some(hash) = person_hash {
+        attributes.push(PERSON_HASH.value_set(hash));
+    }
+    SearchAttributes::new(attributes)
 }
 
-/// Registers the attributes that `namespace` lacks; returns the names it added.
-pub async fn register(client: &Client, namespace: &str) -> Result<Vec<String>, TemporalError> {
-    let mut operator = client.connection().operator_service();
-    let existing = operator
+/// The names of the attributes `namespace` lacks.
+pub async fn missing(client: &Client, namespace: &str) -> Result<Vec<String>, TemporalError> {
+    let existing = client
+        .connection()
+        .operator_service()
         .list_search_attributes(tonic::Request::new(ListSearchAttributesRequest {
             namespace: namespace.to_owned(),
         }))
@@ -65,9 +77,41 @@ pub async fn register(client: &Client, namespace: &str) -> Result<Vec<String>, T
         .map_err(|s| TemporalError::Rpc(format!("listing search attributes: {}", s.message())))?
         .into_inner()
         .custom_attributes;
-    let missing: HashMap<String, i32> = ALL
+    Ok(ALL
         .iter()
         .filter(|(name, _)| !existing.contains_key(*name))
+        .map(|(name, _)| (*name).to_owned())
+        .collect())
+}
+
+/// Whether the deliveries `settings` starts can carry their person hash: without
+/// `person_hash_key` they carry none; with it, `namespace` must have the attribute, or
+/// every start would be refused.
+pub async fn check_person_hash(
+    client: &Client,
+    settings: &crate::TemporalSettings,
+) -> Result<(), TemporalError> {
+    if settings.person_hash_key.is_none() {
+        return Ok(());
+    }
+    let absent = missing(client, &settings.namespace).await?;
+    if absent.iter().any(|name| name == PERSON_HASH.name()) {
+        return Err(TemporalError::Settings(format!(
+            "temporal.person_hash_key is set but namespace `{}` has no search attribute {}: \
+             run `hookflow register-search-attributes` first",
+            settings.namespace,
+            PERSON_HASH.name()
+        )));
+    }
+    Ok(())
+}
+
+/// Registers the attributes that `namespace` lacks; returns the names it added.
+pub async fn register(client: &Client, namespace: &str) -> Result<Vec<String>, TemporalError> {
+    let absent = missing(client, namespace).await?;
+    let missing: HashMap<String, i32> = ALL
+        .iter()
+        .filter(|(name, _)| absent.iter().any(|absent| absent == name))
         .map(|(name, kind)| {
             let kind = if *kind == "Int" {
                 IndexedValueType::Int
@@ -82,7 +126,9 @@ pub async fn register(client: &Client, namespace: &str) -> Result<Vec<String>, T
     }
     let mut added: Vec<String> = missing.keys().cloned().collect();
     added.sort();
-    operator
+    client
+        .connection()
+        .operator_service()
         .add_search_attributes(tonic::Request::new(AddSearchAttributesRequest {
             search_attributes: missing,
             namespace: namespace.to_owned(),

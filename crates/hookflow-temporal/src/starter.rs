@@ -18,6 +18,7 @@
 
 use hookflow_core::{
     DeliveryInput, DeliveryScheduler, ScheduleError, ScheduleErrorKind, Scheduled,
+    person::PersonKey,
 };
 use sha2::{Digest, Sha256};
 use temporalio_client::{
@@ -46,6 +47,8 @@ pub struct TemporalScheduler {
     event_in_summary: bool,
     /// Whether these starts recover past traffic (a replay) rather than carry live traffic.
     recovery: bool,
+    /// The key of the person hash deliveries carry, if the deployment keeps them.
+    person_key: Option<PersonKey>,
 }
 
 impl TemporalScheduler {
@@ -59,6 +62,7 @@ impl TemporalScheduler {
             max_input_bytes: settings.max_input_bytes,
             event_in_summary: !settings.codec.enabled,
             recovery: false,
+            person_key: settings.person_key(),
         }
     }
 
@@ -125,13 +129,27 @@ impl DeliveryScheduler for TemporalScheduler {
 }
 
 impl TemporalScheduler {
+    /// The person hash of `input`'s event, when the deployment keeps them and the event
+    /// names a person.
+    fn person_hash(&self, input: &DeliveryInput) -> Option<String> {
+        let distinct_id = input.event.distinct_id.as_deref()?;
+        Some(
+            self.person_key
+                .as_ref()?
+                .hash(input.event.team_id, distinct_id),
+        )
+    }
+
     /// Starts `input` under its delivery id, or finds that id taken.
     async fn start(&self, input: &DeliveryInput) -> Result<Scheduled, ScheduleError> {
         let options =
             WorkflowStartOptions::new(self.task_queue.clone(), input.delivery_id.to_string())
                 .id_reuse_policy(WorkflowIdReusePolicy::RejectDuplicate)
                 .id_conflict_policy(WorkflowIdConflictPolicy::Fail)
-                .search_attributes(search_attributes::for_delivery(input))
+                .search_attributes(search_attributes::for_delivery(
+                    input,
+                    self.person_hash(input),
+                ))
                 .enable_eager_workflow_start(!self.recovery)
                 .priority(priority(input, self.recovery))
                 .static_summary(if self.event_in_summary {

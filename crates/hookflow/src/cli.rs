@@ -1,5 +1,5 @@
 //! The command line: `run`, `register-search-attributes`, `check-config`, `migrate`,
-//! `destinations`, `replay`, `codec-server`, `send-sample`, `receive`. Parsing only: each
+//! `destinations`, `replay`, `erase`, `codec-server`, `send-sample`, `receive`. Parsing only: each
 //! subcommand is a module of `commands`.
 
 use std::path::PathBuf;
@@ -58,6 +58,16 @@ enum Command {
     /// pair already delivered is not delivered again; one whose delivery failed is re-run
     /// with --include-failed.
     Replay(commands::replay::ReplayArgs),
+    /// Erase one person's deliveries of one team from Temporal: those still going are
+    /// cancelled, every run is deleted with its event (needs temporal.person_hash_key).
+    Erase {
+        /// The team.
+        #[arg(long)]
+        team: i64,
+        /// The person's distinct id, as the events carry it.
+        #[arg(long)]
+        distinct_id: String,
+    },
     /// Serve Temporal's codec-server API (`/decode`, `/encode`) with the configured payload
     /// keys, so the Temporal UI and CLI can show encrypted deliveries.
     CodecServer,
@@ -96,6 +106,9 @@ impl Cli {
                 .await
                 .context("sending sample events"),
             Command::Replay(args) => commands::replay::replay(&settings()?, args).await,
+            Command::Erase { team, distinct_id } => {
+                commands::erase::run(&settings()?, team, &distinct_id).await
+            }
             Command::CodecServer => commands::codec_server::run(&settings()?).await,
             Command::Receive { listen, secret } => {
                 commands::receive::serve(listen, secret.as_deref()).await

@@ -21,6 +21,7 @@
 
 mod deliveries;
 mod destinations;
+mod erasures;
 mod replays;
 pub mod tokens;
 
@@ -76,6 +77,8 @@ pub struct AdminState {
     pub disabled: Arc<DisabledDestinations>,
     /// Where `destination.enabled` goes.
     pub notices: NoticeSender,
+    /// The key of the person hash deliveries carry, when erasure is on.
+    pub person_key: Option<hookflow_core::person::PersonKey>,
 }
 
 /// Every route the API serves, with what a team token reaches on it: each resource
@@ -86,6 +89,7 @@ fn routes() -> impl Iterator<Item = &'static (&'static str, Reach)> {
         deliveries::ROUTES,
         replays::ROUTES,
         tokens::ROUTES,
+        erasures::ROUTES,
     ]
     .into_iter()
     .flatten()
@@ -112,6 +116,7 @@ pub fn router(state: AdminState) -> Router {
     let router = deliveries::routes(router);
     let router = replays::routes(router);
     let router = tokens::routes(router);
+    let router = erasures::routes(router);
     // A route layer runs once the route is matched, so it knows the route and its
     // parameters (the team, the destination) a team token is checked against.
     router
@@ -338,12 +343,15 @@ mod tests {
     use super::*;
 
     #[test]
-    fn every_route_says_what_a_team_token_reaches_and_only_minting_is_the_operators() {
+    fn every_route_says_what_a_team_token_reaches_and_only_minting_and_erasure_are_the_operators() {
         let operators: Vec<&str> = routes()
             .filter(|(_, reach)| *reach == Reach::Operator)
             .map(|(path, _)| *path)
             .collect();
-        assert_eq!(operators, ["/v1/teams/{team}/tokens"]);
+        assert_eq!(
+            operators,
+            ["/v1/teams/{team}/tokens", "/v1/teams/{team}/erasures"]
+        );
         assert!(
             paths()
                 .iter()

@@ -5,6 +5,7 @@
 pub mod check_config;
 pub mod codec_server;
 pub mod destinations;
+pub mod erase;
 pub mod migrate;
 pub mod receive;
 pub mod register_search_attributes;

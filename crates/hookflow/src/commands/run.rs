@@ -86,6 +86,7 @@ async fn serve_admin(
         defaults: delivery_defaults(settings),
         disabled,
         notices,
+        person_key: settings.temporal.person_key(),
     });
     let stop = shutdown.clone();
     tokio::spawn(async move {
@@ -244,7 +245,15 @@ async fn connect_temporal(
     });
     loop {
         health.beat();
-        match hookflow_temporal::connect(&settings.temporal).await {
+        let connected = match hookflow_temporal::connect(&settings.temporal).await {
+            Ok(client) => {
+                hookflow_temporal::search_attributes::check_person_hash(&client, &settings.temporal)
+                    .await
+                    .map(|()| client)
+            }
+            Err(error) => Err(error),
+        };
+        match connected {
             Ok(client) => return Some(client),
             Err(error) => {
                 let retry_in_ms = backoff.next_wait().as_millis() as u64;
