@@ -151,7 +151,8 @@ async fn one_persons_deliveries_of_one_team_are_cancelled_and_deleted() {
     expected.sort();
     assert_eq!(
         report,
-        json!({"team_id": a, "cancelled": 2, "deleted": 2, "runs": 4, "deliveries": expected})
+        json!({"team_id": a, "cancelled": 2, "deleted": 2, "runs": 4, "deliveries": expected,
+               "failed": []})
     );
     assert!(!report.to_string().contains("alice"));
     for id in [format!("ok:{bob}"), format!("down:{bob}")] {

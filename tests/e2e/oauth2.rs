@@ -211,11 +211,11 @@ async fn bearer_tokens_are_fetched_once_refreshed_replaced_on_401_and_kept_per_t
     }
 
     // The endpoint revokes every token before its expiry: the next attempt gets a 401,
-    // fetches once more and is delivered, in one attempt. Tokens live 15 s from now on.
+    // fetches once more and is delivered, in one attempt. Tokens live 30 s from now on.
     {
         let mut state = state.lock().expect("state");
         state.valid.clear();
-        state.lifetime = 15;
+        state.lifetime = 30;
     }
     let (uuid, event) = events::event(s.team, &[(1, "Any")]);
     s.produce(&[&event]).await;
@@ -240,14 +240,14 @@ async fn bearer_tokens_are_fetched_once_refreshed_replaced_on_401_and_kept_per_t
         seen[6].0.clone()
     };
 
-    // A fifth of its life before it expires (after 12 s), the token still serves while a
+    // A fifth of its life before it expires (after 24 s), the token still serves while a
     // fresh one is fetched aside; the next delivery carries the fresh one. No 401.
-    tokio::time::sleep_until((fetched + Duration::from_secs(13)).into()).await;
+    tokio::time::sleep_until((fetched + Duration::from_secs(25)).into()).await;
     let (uuid, event) = events::event(s.team, &[(1, "Any")]);
     s.produce(&[&event]).await;
     assert_eq!(delivered(uuid).await.outcome, DeliveryOutcome::Delivered);
     assert!(
-        fetched.elapsed() < Duration::from_secs(15),
+        fetched.elapsed() < Duration::from_secs(30),
         "within the token's life"
     );
     eventually(

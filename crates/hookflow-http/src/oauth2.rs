@@ -184,9 +184,24 @@ struct Slot {
 #[derive(Default)]
 struct SlotState {
     kept: Option<Kept>,
+    /// How many tokens were kept so far: an attempt that waited for a fetch takes its
+    /// token (while it has not expired) even when it is already due for a refresh.
+    generation: u64,
     fetching: bool,
-    /// The last fetch's failure and when it ended.
+    /// The token endpoint's last failure and when it ended.
     failed: Option<(Instant, AttemptReport)>,
+}
+
+impl SlotState {
+    /// Keeps `token`, fetched at `fetched_at`; its value.
+    fn keep(&mut self, token: FetchedToken, fetched_at: Instant) -> String {
+        let kept = Kept::new(token, fetched_at);
+        let value = kept.value.clone();
+        self.kept = Some(kept);
+        self.generation += 1;
+        self.failed = None;
+        value
+    }
 }
 
 /// A token given to an attempt.
@@ -198,11 +213,12 @@ pub struct Token {
     pub fresh: bool,
 }
 
-/// Ends a fetch whatever happens to the attempt doing it (it may be dropped at its
-/// deadline): the slot says no fetch is out, and the waiting attempts look again.
-struct FetchGuard<'a>(&'a Slot);
+/// Ends a fetch whatever happens to it (the attempt doing it may be dropped at its
+/// deadline, a background refresh may never run): the slot says no fetch is out, and the
+/// waiting attempts look again. Made before the fetch starts, and owned by whatever runs it.
+struct FetchGuard(Arc<Slot>);
 
-impl Drop for FetchGuard<'_> {
+impl Drop for FetchGuard {
     fn drop(&mut self) {
         self.0.state.lock_unpoisoned().fetching = false;
         self.0.fetched.notify_waiters();
@@ -240,6 +256,7 @@ impl TokenCache {
     {
         let started = Instant::now();
         let slot = self.slot(destination, client);
+        let mut waited_for = None;
         loop {
             let fetched = slot.fetched.notified();
             let fetch_here = {
@@ -253,15 +270,19 @@ impl TokenCache {
                     state.kept = None;
                 }
                 let now = Instant::now();
+                let newer = waited_for.is_some_and(|seen| state.generation > seen);
                 match &state.kept {
-                    Some(kept) if now < kept.refresh_at => return Ok(cached(kept)),
+                    Some(kept) if now < kept.refresh_at || (newer && now < kept.expires_at) => {
+                        return Ok(cached(kept));
+                    }
                     Some(kept) if now < kept.expires_at => {
                         let token = cached(kept);
                         if !state.fetching {
                             state.fetching = true;
+                            let guard = FetchGuard(slot.clone());
                             // Bounded like an attempt, as long as this one's timeout.
                             let refresh = fetch(now + deadline.saturating_duration_since(started));
-                            tokio::spawn(Self::refresh(slot.clone(), refresh));
+                            tokio::spawn(Self::refresh(guard, refresh));
                         }
                         return Ok(token);
                     }
@@ -273,13 +294,13 @@ impl TokenCache {
                 {
                     return Err(report.clone());
                 }
+                waited_for = Some(state.generation);
                 // No fetch out: this attempt fetches; else it waits for the one out.
                 !std::mem::replace(&mut state.fetching, true)
             };
             if fetch_here {
-                return self
-                    .fetch_now(&slot, fetch(deadline), deadline, started)
-                    .await;
+                let guard = FetchGuard(slot.clone());
+                return Self::fetch_now(guard, fetch(deadline), deadline, started).await;
             }
             if tokio::time::timeout_at(deadline, fetched).await.is_err() {
                 return Err(AttemptReport::failed(
@@ -293,52 +314,50 @@ impl TokenCache {
     }
 
     /// Fetches a token for this attempt, keeps it, and wakes the attempts waiting for it.
+    /// A failure of the token endpoint answers them too, for a moment; running out of this
+    /// attempt's own time does not (they have theirs).
     async fn fetch_now(
-        &self,
-        slot: &Slot,
+        guard: FetchGuard,
         fetch: impl Future<Output = Result<FetchedToken, AttemptReport>>,
         deadline: Instant,
         started: Instant,
     ) -> Result<Token, AttemptReport> {
-        let _fetching = FetchGuard(slot);
         let fetched_at = Instant::now();
-        let fetched = match tokio::time::timeout_at(deadline, fetch).await {
-            Ok(fetched) => fetched,
+        let fetched = tokio::time::timeout_at(deadline, fetch).await;
+        let mut state = guard.0.state.lock_unpoisoned();
+        let result = match fetched {
+            Ok(Ok(token)) => Ok(Token {
+                value: state.keep(token, fetched_at),
+                fresh: true,
+            }),
+            // The fetch may have ended on its own timeout, which is this attempt's too.
+            Ok(Err(report)) if Instant::now() + OWN_DEADLINE_MARGIN < deadline => {
+                state.failed = Some((Instant::now(), report.clone()));
+                Err(report)
+            }
+            Ok(Err(report)) => Err(report),
             Err(_) => Err(AttemptReport::failed(
                 AttemptErrorKind::Token,
                 "the token endpoint gave no token in time",
                 started.elapsed().as_millis() as u64,
             )),
         };
-        let mut state = slot.state.lock_unpoisoned();
-        match fetched {
-            Ok(token) => {
-                let kept = Kept::new(token, fetched_at);
-                let value = kept.value.clone();
-                state.kept = Some(kept);
-                state.failed = None;
-                Ok(Token { value, fresh: true })
-            }
-            Err(report) => {
-                state.failed = Some((Instant::now(), report.clone()));
-                Err(report)
-            }
-        }
+        drop(state);
+        drop(guard);
+        result
     }
 
     /// Fetches a fresh token in the background while the kept one still serves; a failure
     /// leaves the kept one in place, and the next attempt after it tries again.
     async fn refresh(
-        slot: Arc<Slot>,
+        guard: FetchGuard,
         fetch: impl Future<Output = Result<FetchedToken, AttemptReport>>,
     ) {
-        let _fetching = FetchGuard(&slot);
         let fetched_at = Instant::now();
         if let Ok(Ok(token)) = tokio::time::timeout(MAX_REFRESH_TIME, fetch).await {
-            let mut state = slot.state.lock_unpoisoned();
-            state.kept = Some(Kept::new(token, fetched_at));
-            state.failed = None;
+            guard.0.state.lock_unpoisoned().keep(token, fetched_at);
         }
+        drop(guard);
     }
 
     fn slot(&self, destination: &Destination, client: &OAuth2Client) -> Arc<Slot> {
@@ -356,6 +375,9 @@ impl TokenCache {
 
 /// The longest a background refresh may take (the attempt that started it is not waiting).
 const MAX_REFRESH_TIME: Duration = Duration::from_secs(60);
+/// A fetch failing this close to its attempt's deadline may have failed for want of time:
+/// not the token endpoint's failure to answer others with.
+const OWN_DEADLINE_MARGIN: Duration = Duration::from_millis(50);
 
 fn cached(kept: &Kept) -> Token {
     Token {
@@ -651,5 +673,34 @@ mod tests {
             assert_eq!(report.error.map(|e| e.message).as_deref(), Some("down"));
         }
         assert_eq!(calls.load(Ordering::SeqCst) - before, 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_attempt_running_out_of_time_leaves_the_fetch_to_those_waiting() {
+        let cache = Arc::new(TokenCache::default());
+        let d = Arc::new(destination(1, "s", "basic"));
+        let calls = Arc::new(AtomicUsize::new(0));
+        let attempt = |timeout: Duration| {
+            let (cache, d, calls) = (cache.clone(), d.clone(), calls.clone());
+            tokio::spawn(async move {
+                let deadline = Instant::now() + timeout;
+                let fetch = fetcher(&calls, Some("slow"), 3600, Duration::from_secs(1));
+                cache
+                    .token(&d, client(&d), deadline, None, fetch)
+                    .await
+                    .map(|t| t.value)
+            })
+        };
+        let short = attempt(Duration::from_millis(100));
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        let patient = attempt(Duration::from_secs(10));
+        let report = short.await.expect("joined").expect_err("out of time");
+        assert_eq!(report.error.map(|e| e.kind), Some(AttemptErrorKind::Token));
+        assert_eq!(patient.await.expect("joined").ok().as_deref(), Some("slow"));
+        assert_eq!(
+            calls.load(Ordering::SeqCst),
+            2,
+            "the patient one fetched itself"
+        );
     }
 }

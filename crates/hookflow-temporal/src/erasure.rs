@@ -1,14 +1,15 @@
 //! Erasing one person's deliveries of one team: every run that carries the person's hash
 //! (`HookflowPersonHash`, [`hookflow_core::person`]) and the team is deleted from Temporal,
-//! with its input (the event), its history and its result. A run still going is stopped
-//! first by the deletion itself (the server terminates it): its delivery is cancelled, never
-//! to be sent. The report lists the delivery ids, which name destinations and event uuids,
-//! never the person.
+//! with its input (the event), its history and its result. A delivery still going is
+//! cancelled: its current run is deleted (the server terminates it first), so no attempt
+//! starts after; an attempt already out at that moment still completes. The report lists
+//! the delivery ids, which name destinations and event uuids, never the person.
 //!
-//! Visibility is eventually consistent: a run started a moment before the erasure may not
-//! be listed yet, and a deleted one may still be listed a moment after. Erasing again is
-//! harmless (a run already deleted is skipped, not counted), so an erasure can be repeated
-//! until it reports nothing.
+//! Runs are found through visibility, which is eventually consistent: a run started a
+//! moment before the erasure may not be listed yet, and a deleted one may still be listed
+//! for a while (the server deletes an ended run in the background). Whether a delivery is
+//! still going is asked of the run itself, which is up to date. Erasing again is harmless,
+//! so an erasure can be repeated until it reports nothing.
 
 use std::collections::BTreeSet;
 
@@ -16,29 +17,31 @@ use futures::StreamExt;
 use hookflow_core::person::PersonKey;
 use serde::Serialize;
 use temporalio_client::{
-    Client, NamespacedClient, WorkflowListOptions,
+    Client, NamespacedClient, WorkflowExecutionStatus, WorkflowListOptions,
+    errors::WorkflowInteractionError,
     tonic::{Code, IntoRequest},
 };
 use temporalio_common::protos::temporal::api::{
-    common::v1::WorkflowExecution, enums::v1::WorkflowExecutionStatus,
-    workflowservice::v1::DeleteWorkflowExecutionRequest,
+    common::v1::WorkflowExecution, workflowservice::v1::DeleteWorkflowExecutionRequest,
 };
 
-use crate::{connection::TemporalError, search_attributes};
+use crate::{connection::TemporalError, deliveries, search_attributes};
 
 /// What an erasure deleted.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct ErasureReport {
     /// The team.
     pub team_id: i64,
-    /// Deliveries that were still going (cancelled: their runs stopped and deleted).
+    /// Deliveries that were still going (cancelled: their current runs deleted).
     pub cancelled: usize,
     /// Deliveries that had ended (their runs deleted).
     pub deleted: usize,
-    /// The runs deleted.
+    /// The runs deleted (a delivery continued or redelivered has several).
     pub runs: usize,
     /// The delivery ids of both, sorted.
     pub deliveries: Vec<String>,
+    /// Deliveries a run of which could not be deleted, with why: erase again.
+    pub failed: Vec<String>,
 }
 
 /// Deletes every delivery run of the person `distinct_id` in team `team_id`, found by the
@@ -59,42 +62,91 @@ pub async fn erase(
     let mut listed = Vec::new();
     let mut runs = client.list_workflows(query, WorkflowListOptions::default());
     while let Some(run) = runs.next().await {
-        let run = run.map_err(|e| TemporalError::Rpc(e.to_string()))?;
-        let info = run.raw();
-        let run_id = info
-            .execution
-            .as_ref()
-            .map(|e| e.run_id.clone())
-            .unwrap_or_default();
-        let going = info.status() == WorkflowExecutionStatus::Running;
-        listed.push((run.id().to_owned(), run_id, going));
+        let run = run.map_err(|e| {
+            TemporalError::Rpc(format!(
+                "listing the person's deliveries: {e} (is {} registered? run `hookflow \
+                 register-search-attributes`)",
+                search_attributes::PERSON_HASH.name()
+            ))
+        })?;
+        let run_id = run.raw().execution.as_ref().map(|e| e.run_id.clone());
+        listed.push((run.id().to_owned(), run_id.unwrap_or_default()));
     }
     let mut report = ErasureReport {
         team_id,
         ..ErasureReport::default()
     };
-    let (mut cancelled, mut deleted) = (BTreeSet::new(), BTreeSet::new());
-    for (workflow_id, run_id, going) in listed {
-        if !delete_run(client, &workflow_id, &run_id).await? {
-            continue;
-        }
-        report.runs += 1;
-        if going {
-            cancelled.insert(workflow_id);
-        } else {
-            deleted.insert(workflow_id);
+    let (mut cancelled, mut deleted, mut failed) =
+        (BTreeSet::new(), BTreeSet::new(), BTreeSet::new());
+    // Deliveries still going: their current run, whichever it is now (one continued as new
+    // since it was listed included), is deleted.
+    let ids: BTreeSet<&str> = listed.iter().map(|(id, _)| id.as_str()).collect();
+    let mut current_runs = BTreeSet::new();
+    for id in ids {
+        let going = match going_run(client, id).await {
+            Ok(going) => going,
+            Err(error) => {
+                failed.insert(format!("{id}: {error}"));
+                continue;
+            }
+        };
+        let Some(run_id) = going else { continue };
+        match delete_run(client, id, "").await {
+            Ok(true) => {
+                report.runs += 1;
+                cancelled.insert(id.to_owned());
+                current_runs.insert(run_id);
+            }
+            Ok(false) => {}
+            Err(error) => {
+                failed.insert(format!("{id}: {error}"));
+            }
         }
     }
-    // A delivery whose latest run was going is cancelled, whatever its earlier runs did.
-    deleted.retain(|id| !cancelled.contains(id));
+    for (id, run_id) in &listed {
+        if run_id.is_empty() || current_runs.contains(run_id) {
+            continue;
+        }
+        match delete_run(client, id, run_id).await {
+            Ok(true) => {
+                report.runs += 1;
+                if !cancelled.contains(id) {
+                    deleted.insert(id.clone());
+                }
+            }
+            Ok(false) => {}
+            Err(error) => {
+                failed.insert(format!("{id}: {error}"));
+            }
+        }
+    }
     report.cancelled = cancelled.len();
     report.deleted = deleted.len();
     report.deliveries = cancelled.into_iter().chain(deleted).collect();
     report.deliveries.sort();
+    report.failed = failed.into_iter().collect();
     Ok(report)
 }
 
-/// Deletes one run; `false` when it is gone already.
+/// The run id of delivery `id`'s current run if it is still going.
+async fn going_run(client: &Client, id: &str) -> Result<Option<String>, TemporalError> {
+    let description = match deliveries::run_handle(client, id, "")
+        .describe(Default::default())
+        .await
+    {
+        Ok(description) => description,
+        Err(WorkflowInteractionError::NotFound(_)) => return Ok(None),
+        Err(error) => return Err(TemporalError::Rpc(error.to_string())),
+    };
+    let Some(info) = description.raw_description.workflow_execution_info else {
+        return Ok(None);
+    };
+    let running = WorkflowExecutionStatus::from(info.status()) == WorkflowExecutionStatus::Running;
+    Ok(running.then(|| info.execution.map(|e| e.run_id).unwrap_or_default()))
+}
+
+/// Deletes one run (the current one when `run_id` is empty); `false` when it is gone
+/// already.
 async fn delete_run(
     client: &Client,
     workflow_id: &str,

@@ -65,8 +65,11 @@ pub fn for_delivery(input: &DeliveryInput, person_hash: Option<String>) -> Searc
     SearchAttributes::new(attributes)
 }
 
-/// The names of the attributes `namespace` lacks.
-pub async fn missing(client: &Client, namespace: &str) -> Result<Vec<String>, TemporalError> {
+/// The attributes `namespace` lacks, with their types.
+pub async fn missing(
+    client: &Client,
+    namespace: &str,
+) -> Result<Vec<(&'static str, &'static str)>, TemporalError> {
     let existing = client
         .connection()
         .operator_service()
@@ -78,15 +81,15 @@ pub async fn missing(client: &Client, namespace: &str) -> Result<Vec<String>, Te
         .into_inner()
         .custom_attributes;
     Ok(ALL
-        .iter()
+        .into_iter()
         .filter(|(name, _)| !existing.contains_key(*name))
-        .map(|(name, _)| (*name).to_owned())
         .collect())
 }
 
 /// Whether the deliveries `settings` starts can carry their person hash: without
 /// `person_hash_key` they carry none; with it, `namespace` must have the attribute, or
-/// every start would be refused.
+/// every start would be refused. Credentials that may not list attributes (an operator's
+/// right) cannot tell: that is logged, and the starts themselves will say.
 pub async fn check_person_hash(
     client: &Client,
     settings: &crate::TemporalSettings,
@@ -94,8 +97,14 @@ pub async fn check_person_hash(
     if settings.person_hash_key.is_none() {
         return Ok(());
     }
-    let absent = missing(client, &settings.namespace).await?;
-    if absent.iter().any(|name| name == PERSON_HASH.name()) {
+    let absent = match missing(client, &settings.namespace).await {
+        Ok(absent) => absent,
+        Err(error) => {
+            tracing::warn!(%error, "cannot check that HookflowPersonHash is registered");
+            return Ok(());
+        }
+    };
+    if absent.iter().any(|(name, _)| *name == PERSON_HASH.name()) {
         return Err(TemporalError::Settings(format!(
             "temporal.person_hash_key is set but namespace `{}` has no search attribute {}: \
              run `hookflow register-search-attributes` first",
@@ -108,17 +117,16 @@ pub async fn check_person_hash(
 
 /// Registers the attributes that `namespace` lacks; returns the names it added.
 pub async fn register(client: &Client, namespace: &str) -> Result<Vec<String>, TemporalError> {
-    let absent = missing(client, namespace).await?;
-    let missing: HashMap<String, i32> = ALL
-        .iter()
-        .filter(|(name, _)| absent.iter().any(|absent| absent == name))
+    let missing: HashMap<String, i32> = missing(client, namespace)
+        .await?
+        .into_iter()
         .map(|(name, kind)| {
-            let kind = if *kind == "Int" {
+            let kind = if kind == "Int" {
                 IndexedValueType::Int
             } else {
                 IndexedValueType::Keyword
             };
-            ((*name).to_owned(), kind as i32)
+            (name.to_owned(), kind as i32)
         })
         .collect();
     if missing.is_empty() {

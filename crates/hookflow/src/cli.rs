@@ -64,7 +64,8 @@ enum Command {
         /// The team.
         #[arg(long)]
         team: i64,
-        /// The person's distinct id, as the events carry it.
+        /// The person's distinct id, as the events carry it; `-` reads it from standard
+        /// input (out of the process list and the shell's history).
         #[arg(long)]
         distinct_id: String,
     },

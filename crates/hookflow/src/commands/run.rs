@@ -159,7 +159,9 @@ pub async fn run(settings: Settings, role: Role) -> anyhow::Result<()> {
              destinations.store = \"postgres\""
         );
     }
-    let Some(client) = connect_temporal(&settings, &shutdown, &temporal_health).await else {
+    let starts = consumer_health.is_some();
+    let Some(client) = connect_temporal(&settings, starts, &shutdown, &temporal_health).await
+    else {
         return Ok(());
     };
     // The admin API is served by `all` and `admin` processes, so a deployment that runs
@@ -233,9 +235,12 @@ pub async fn run(settings: Settings, role: Role) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Connects to Temporal, retrying with backoff while it is unreachable; `None` on shutdown.
+/// Connects to Temporal, retrying with backoff while it is unreachable (or, for a process
+/// that `starts` deliveries, while they could not carry their person hash); `None` on
+/// shutdown.
 async fn connect_temporal(
     settings: &Settings,
+    starts: bool,
     shutdown: &CancellationToken,
     health: &HealthHandle,
 ) -> Option<hookflow_temporal::Client> {
@@ -245,16 +250,19 @@ async fn connect_temporal(
     });
     loop {
         health.beat();
-        let connected = match hookflow_temporal::connect(&settings.temporal).await {
+        match hookflow_temporal::connect(&settings.temporal).await {
+            Ok(client) if !starts => return Some(client),
             Ok(client) => {
-                hookflow_temporal::search_attributes::check_person_hash(&client, &settings.temporal)
-                    .await
-                    .map(|()| client)
+                use hookflow_temporal::search_attributes::check_person_hash;
+                match check_person_hash(&client, &settings.temporal).await {
+                    Ok(()) => return Some(client),
+                    Err(error) => {
+                        let retry_in_ms = backoff.next_wait().as_millis() as u64;
+                        tracing::error!(%error, retry_in_ms, "cannot start deliveries yet");
+                        health.set_ready(false, error.to_string());
+                    }
+                }
             }
-            Err(error) => Err(error),
-        };
-        match connected {
-            Ok(client) => return Some(client),
             Err(error) => {
                 let retry_in_ms = backoff.next_wait().as_millis() as u64;
                 tracing::warn!(%error, retry_in_ms, "Temporal unreachable; retrying");
