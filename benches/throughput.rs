@@ -5,7 +5,8 @@
 //! fastest workflow Temporal runs: started eagerly, completed in its first workflow task,
 //! nothing else).
 //!
-//! Reported for both: deliveries (workflows) per second, history events per workflow,
+//! Reported for both: deliveries (workflows) per second, history events and Temporal Cloud
+//! actions (`hookflow_temporal::actions`) per workflow,
 //! Temporal server CPU ms per workflow (from /proc of the dev server), and for hookflow its
 //! own CPU ms per delivery (all its processes together) and peak RSS (the largest process).
 //! The Temporal server keeps its state in a database file, as a real one does.
@@ -45,6 +46,8 @@ struct Figures {
     workflows: usize,
     elapsed: Duration,
     history_events: f64,
+    /// Temporal Cloud actions per workflow (`hookflow_temporal::actions`).
+    actions: f64,
     temporal_cpu_ms: f64,
     own_cpu_ms: Option<f64>,
     peak_rss_mib: Option<f64>,
@@ -57,13 +60,14 @@ impl Figures {
 
     fn print(&self) {
         println!(
-            "{:<10} {:>6} workflows in {:>6.1} s: {:>6.1}/s, {:>5.1} history events each, \
-             Temporal {:>5.1} ms CPU each{}{}",
+            "{:<10} {:>6} workflows in {:>6.1} s: {:>6.1}/s, {:>5.1} history events and \
+             {:>4.1} actions each, Temporal {:>5.1} ms CPU each{}{}",
             self.name,
             self.workflows,
             self.elapsed.as_secs_f64(),
             self.per_second(),
             self.history_events,
+            self.actions,
             self.temporal_cpu_ms,
             self.own_cpu_ms
                 .map(|ms| format!(", own {ms:.1} ms CPU each"))
@@ -109,14 +113,17 @@ fn temporal_pid(db: &str) -> u32 {
         .expect("the temporal server process")
 }
 
-/// History events of a few of `ids`, on average.
-async fn history_events(client: &Client, ids: &[String]) -> f64 {
+/// History events and Temporal Cloud actions of a few of `ids`, on average.
+async fn history_costs(client: &Client, ids: &[String]) -> (f64, f64) {
     let sample = &ids[..ids.len().min(10)];
-    let mut total = 0;
+    let (mut events, mut actions) = (0, 0);
     for id in sample {
-        total += temporal::history(client, id).await.len();
+        let history = temporal::history(client, id).await;
+        events += history.len();
+        actions += hookflow_temporal::actions::ActionCount::of(&history).total();
     }
-    total as f64 / sample.len() as f64
+    let n = sample.len() as f64;
+    (events as f64 / n, f64::from(actions) / n)
 }
 
 /// The processes that drain the backlog: `["all"]`, or `["consumer", "worker", "worker"]`.
@@ -155,15 +162,17 @@ async fn hookflow_backlog(
         .iter()
         .map(|p| peak_rss_mib(p.pid()))
         .fold(0.0, f64::max);
+    let (history_events, actions) = history_costs(
+        &scenario.temporal,
+        &expected.iter().cloned().collect::<Vec<_>>(),
+    )
+    .await;
     Figures {
         name,
         workflows: events,
         elapsed: last - started,
-        history_events: history_events(
-            &scenario.temporal,
-            &expected.iter().cloned().collect::<Vec<_>>(),
-        )
-        .await,
+        history_events,
+        actions,
         temporal_cpu_ms: (cpu_ms(temporal) - temporal_before) / events as f64,
         own_cpu_ms: Some(own_cpu / events as f64),
         peak_rss_mib: Some(peak_rss),
@@ -289,11 +298,13 @@ async fn engine(client: Client, engine: Engine, workflows: usize, temporal_db: &
     };
     let (worked, (elapsed, temporal_cpu)) = tokio::join!(worker.run(), run);
     worked.expect("engine worker");
+    let (history_events, actions) = history_costs(&client, &ids).await;
     Figures {
         name,
         workflows,
         elapsed,
-        history_events: history_events(&client, &ids).await,
+        history_events,
+        actions,
         temporal_cpu_ms: temporal_cpu / workflows as f64,
         own_cpu_ms: None,
         peak_rss_mib: None,

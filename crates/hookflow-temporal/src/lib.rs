@@ -5,6 +5,7 @@
 //! team's delivery when another team's holds its id; [`deliveries`] lists and stops them
 //! for the admin API; [`recovery`] runs failed ones again.
 
+pub mod actions;
 pub mod activities;
 pub mod codec;
 pub mod connection;

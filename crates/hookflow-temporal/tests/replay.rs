@@ -314,3 +314,55 @@ async fn a_continued_activity_attempts_run_sizes_itself_by_the_recorded_input_si
         other => panic!("the recorded size was not read: {other:?}"),
     }
 }
+
+/// What each recorded kind of delivery of the current workflow costs on Temporal Cloud
+/// (`hookflow_temporal::actions`): the figures docs/operations.md sizes a namespace with.
+/// A change to the workflow that moves one fails here, so the docs move with it.
+#[tokio::test]
+async fn recorded_deliveries_cost_these_actions() {
+    use hookflow_temporal::actions::ActionCount;
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/histories/v3");
+    // Scenario: (actions, of which local-activity workflow tasks, timers, signals).
+    type Costs = (u32, u32, u32, u32);
+    let expected: &[(&str, Costs)] = &[
+        ("delivered_first_try", (3, 1, 0, 0)),
+        ("failed_permanently", (3, 1, 0, 0)),
+        ("retried_then_delivered", (5, 2, 1, 0)),
+        ("retry_after", (5, 2, 1, 0)),
+        ("gave_up", (13, 6, 5, 0)),
+        ("breaker_open", (9, 4, 3, 0)),
+        ("breaker_shared_a", (7, 3, 2, 0)),
+        ("breaker_shared_b", (8, 3, 2, 1)),
+        ("paused_then_resumed", (9, 4, 3, 0)),
+        ("cancelled", (5, 2, 1, 0)),
+        ("destination_deleted", (5, 2, 1, 0)),
+        ("signalled_during_attempt", (6, 2, 1, 1)),
+        // A run continued as new costs its own start: both runs together.
+        ("continued_as_new", (10, 4, 3, 0)),
+    ];
+    for (scenario, (total, local, timers, signals)) in expected {
+        let runs: Vec<PathBuf> = if root.join(format!("{scenario}.json")).exists() {
+            vec![root.join(format!("{scenario}.json"))]
+        } else {
+            (1..=2)
+                .map(|run| root.join(format!("{scenario}.run-{run}.json")))
+                .collect()
+        };
+        let mut count = ActionCount::default();
+        for run in runs {
+            let events = history(&run).into_events().await.expect("events");
+            count = count + ActionCount::of(&events);
+        }
+        assert_eq!(
+            (
+                count.total(),
+                count.local_activity_tasks,
+                count.timers,
+                count.signals
+            ),
+            (*total, *local, *timers, *signals),
+            "{scenario}: {count:?}"
+        );
+        assert_eq!(count.activities, 0, "{scenario}: attempts are local");
+    }
+}
