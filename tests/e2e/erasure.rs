@@ -1,7 +1,8 @@
 //! Erasing one person's deliveries of one team, through the admin API and the CLI: their
 //! deliveries still going are cancelled and every run of theirs is deleted from Temporal,
-//! found by a keyed hash that never is the distinct id; another person's deliveries and
-//! another team's deliveries of the same distinct id stay; a team token cannot erase.
+//! found by a keyed hash that never is the distinct id (under the current key or a
+//! previous one, after a rotation); another person's deliveries and another team's
+//! deliveries of the same distinct id stay; a team token cannot erase.
 
 use std::time::Duration;
 
@@ -159,7 +160,12 @@ async fn one_persons_deliveries_of_one_team_are_cancelled_and_deleted() {
         assert!(exists(&s, &id).await, "{id} stays");
     }
 
-    // The CLI erases Bob.
+    // The key is rotated (the old one kept as previous): the CLI, with the rotated
+    // configuration, still finds Bob's deliveries, made under the old key, and erases them.
+    let rotated = base64::engine::general_purpose::STANDARD.encode([10u8; 32]);
+    s.deployment.config(&format!(
+        "[temporal]\nperson_hash_key = \"{rotated}\"\nperson_hash_previous_keys = [\"{person_key}\"]"
+    ));
     let (ok, said) =
         s.deployment
             .command(&["erase", "--team", &a.to_string(), "--distinct-id", "bob"]);

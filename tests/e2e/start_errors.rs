@@ -2,7 +2,8 @@
 //! namespace without hookflow's search attributes) stops consumption with a clear reason
 //! instead of dead-lettering the traffic, and everything is delivered once it is fixed.
 //! Values derived from the event stay within Temporal's limits: an event with a 10 kB name
-//! is delivered, its summary cut.
+//! is delivered, its summary cut. A person-hash key set before its search attribute is
+//! registered holds consumption, saying why, until it is.
 
 use std::{collections::BTreeSet, time::Duration};
 
@@ -78,4 +79,57 @@ async fn a_misconfigured_namespace_stops_consumption_and_nothing_is_dead_lettere
         summary.len() <= 200 && summary.ends_with("… → d"),
         "{summary}"
     );
+}
+
+/// A deployment given `temporal.person_hash_key` before its namespace has the
+/// `HookflowPersonHash` attribute would have every start refused: the consumer waits,
+/// saying why, until the attribute is registered; then the waiting event is delivered,
+/// carrying its person hash.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_person_hash_key_waits_for_its_search_attribute() {
+    use base64::Engine;
+    let mut s = Scenario::new().await;
+    let namespace = unique("no-person-hash");
+    temporal::create_namespace(&s.stack.temporal, &namespace);
+    s.destination("d", "d", "");
+    let key = base64::engine::general_purpose::STANDARD.encode([5u8; 32]);
+    s.deployment.config(&format!(
+        "[temporal]\nnamespace = \"{namespace}\"\nperson_hash_key = \"{key}\""
+    ));
+    let (uuid, event) = events::event(s.team, &[(1, "Any")]);
+    s.produce(&[&event]).await;
+    let process = s.deployment.start();
+
+    let reason = eventually(Duration::from_secs(60), "readiness to say why", || async {
+        let (status, body) = process.probe("/_readiness").await?;
+        let reason = body["components"]["temporal"]["reason"].as_str()?;
+        (status == 503 && reason.contains("HookflowPersonHash")).then(|| reason.to_owned())
+    })
+    .await;
+    assert!(reason.contains("register-search-attributes"), "{reason}");
+    assert!(!reason.contains(&key), "{reason}");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(s.receiver.received().is_empty());
+    assert_eq!(process.metric(DEAD_LETTERS).await, 0.0);
+
+    let (ok, out) = s.deployment.command(&["register-search-attributes"]);
+    assert!(ok, "{out}");
+    let expected = BTreeSet::from([format!("d:{uuid}")]);
+    let seen = s
+        .receiver
+        .wait_for_ids(&expected, Duration::from_secs(90))
+        .await;
+    assert!(seen.values().all(|n| *n == 1), "once: {seen:?}");
+    let distinct_id = event["distinct_id"].as_str().expect("a distinct id");
+    let hash = hookflow_core::person::PersonKey::from_base64(&key)
+        .expect("key")
+        .hash(s.team, distinct_id);
+    let client = temporal::client_in(&s.stack.temporal, &namespace).await;
+    let query = format!("HookflowPersonHash = '{hash}'");
+    eventually(
+        Duration::from_secs(30),
+        "the delivery found by its hash",
+        || async { (temporal::count(&client, &query).await == 1).then_some(()) },
+    )
+    .await;
 }

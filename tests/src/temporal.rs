@@ -33,6 +33,7 @@ pub fn settings(address: &str, namespace: &str, task_queue: &str) -> TemporalSet
         max_input_bytes: 2_000_000,
         codec: CodecSettings::default(),
         person_hash_key: None,
+        person_hash_previous_keys: Vec::new(),
     }
 }
 

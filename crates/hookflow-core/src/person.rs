@@ -33,6 +33,27 @@ impl PersonKey {
     }
 }
 
+/// The key deliveries are hashed with now, and the keys they were hashed with before a
+/// rotation: an erasure looks for every hash, so a rotation loses no delivery made before
+/// it (keep a previous key until its deliveries leave Temporal's retention).
+#[derive(Debug, Clone)]
+pub struct PersonKeys {
+    /// The key new deliveries are hashed with.
+    pub current: PersonKey,
+    /// Keys earlier deliveries were hashed with.
+    pub previous: Vec<PersonKey>,
+}
+
+impl PersonKeys {
+    /// The hashes of `distinct_id` in team `team_id` under every key, the current one first.
+    pub fn hashes(&self, team_id: i64, distinct_id: &str) -> Vec<String> {
+        std::iter::once(&self.current)
+            .chain(&self.previous)
+            .map(|key| key.hash(team_id, distinct_id))
+            .collect()
+    }
+}
+
 impl std::fmt::Debug for PersonKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("PersonKey(<redacted>)")
@@ -61,6 +82,14 @@ mod tests {
         // (as Python's `hmac` module computes it).
         assert_eq!(hash, "3c4e799193fc5c47b07833c00128cdf3");
         assert!(!format!("{key:?}").contains('7'));
+        let keys = PersonKeys {
+            current: other.clone(),
+            previous: vec![key.clone()],
+        };
+        assert_eq!(
+            keys.hashes(2, "alice@example.com"),
+            [other.hash(2, "alice@example.com"), hash.clone()]
+        );
         assert!(PersonKey::from_base64("c2hvcnQ=").is_err(), "too short");
         assert!(PersonKey::from_base64("not base64!").is_err());
     }

@@ -2,7 +2,10 @@
 
 use std::{path::PathBuf, str::FromStr, time::Duration};
 
-use hookflow_core::{FieldError, HistoryBound, person::PersonKey};
+use hookflow_core::{
+    FieldError, HistoryBound,
+    person::{PersonKey, PersonKeys},
+};
 
 use crate::codec::{CodecError, CodecSettings, EncryptionCodec};
 use serde::Deserialize;
@@ -51,6 +54,10 @@ pub struct TemporalSettings {
     /// registered; without it deliveries carry no hash and cannot be erased by person.
     #[serde(default)]
     pub person_hash_key: Option<hookflow_core::Secret>,
+    /// Keys deliveries were hashed with before the current one: an erasure finds those
+    /// too. Keep one until its deliveries have left the namespace's retention.
+    #[serde(default)]
+    pub person_hash_previous_keys: Vec<hookflow_core::Secret>,
 }
 
 fn default_max_input_bytes() -> usize {
@@ -81,6 +88,16 @@ impl TemporalSettings {
             PersonKey::from_base64(key.expose())
                 .map_err(|problem| FieldError::new("person_hash_key", problem))?;
         }
+        for key in &self.person_hash_previous_keys {
+            PersonKey::from_base64(key.expose())
+                .map_err(|problem| FieldError::new("person_hash_previous_keys", problem))?;
+        }
+        if self.person_hash_key.is_none() && !self.person_hash_previous_keys.is_empty() {
+            return Err(FieldError::new(
+                "person_hash_previous_keys",
+                "needs a current person_hash_key",
+            ));
+        }
         if self.history_max_rounds_per_run == 0 || self.history_max_input_bytes_per_run == 0 {
             return Err(FieldError::new(
                 "history_max_rounds_per_run",
@@ -93,6 +110,18 @@ impl TemporalSettings {
     /// The key of the person hash, when one is set (and valid: [`Self::validate`]).
     pub fn person_key(&self) -> Option<PersonKey> {
         PersonKey::from_base64(self.person_hash_key.as_ref()?.expose()).ok()
+    }
+
+    /// Every person-hash key, for an erasure: the current one and the previous ones.
+    pub fn person_keys(&self) -> Option<PersonKeys> {
+        Some(PersonKeys {
+            current: self.person_key()?,
+            previous: self
+                .person_hash_previous_keys
+                .iter()
+                .filter_map(|key| PersonKey::from_base64(key.expose()).ok())
+                .collect(),
+        })
     }
 
     /// The history bound every delivery starts with.
@@ -124,6 +153,7 @@ impl std::fmt::Debug for TemporalSettings {
             .field("max_input_bytes", &self.max_input_bytes)
             .field("codec", &self.codec)
             .field("person_hash_key", &self.person_hash_key)
+            .field("person_hash_previous_keys", &self.person_hash_previous_keys)
             .finish()
     }
 }

@@ -14,7 +14,7 @@
 use std::collections::BTreeSet;
 
 use futures::StreamExt;
-use hookflow_core::person::PersonKey;
+use hookflow_core::person::PersonKeys;
 use serde::Serialize;
 use temporalio_client::{
     Client, NamespacedClient, WorkflowExecutionStatus, WorkflowListOptions,
@@ -45,19 +45,24 @@ pub struct ErasureReport {
 }
 
 /// Deletes every delivery run of the person `distinct_id` in team `team_id`, found by the
-/// person hash `key` gives them.
+/// person hashes `keys` give them (under the current key and every previous one).
 pub async fn erase(
     client: &Client,
-    key: &PersonKey,
+    keys: &PersonKeys,
     team_id: i64,
     distinct_id: &str,
 ) -> Result<ErasureReport, TemporalError> {
     // Hex, so safe in a query whatever the distinct id holds.
-    let person_hash = key.hash(team_id, distinct_id);
+    let hashes: Vec<String> = keys
+        .hashes(team_id, distinct_id)
+        .into_iter()
+        .map(|hash| format!("'{hash}'"))
+        .collect();
     let query = format!(
-        "{} = {team_id} AND {} = '{person_hash}'",
+        "{} = {team_id} AND {} IN ({})",
         search_attributes::TEAM_ID.name(),
-        search_attributes::PERSON_HASH.name()
+        search_attributes::PERSON_HASH.name(),
+        hashes.join(", ")
     );
     let mut listed = Vec::new();
     let mut runs = client.list_workflows(query, WorkflowListOptions::default());

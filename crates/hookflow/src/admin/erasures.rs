@@ -43,7 +43,7 @@ async fn erase(
             Some("distinct_id"),
         ));
     }
-    let key = state.person_key.as_ref().ok_or_else(|| {
+    let keys = state.person_keys.as_ref().ok_or_else(|| {
         ApiError::new(
             StatusCode::FORBIDDEN,
             "erasure is off: set temporal.person_hash_key (deliveries then carry the hash \
@@ -52,6 +52,6 @@ async fn erase(
         )
     })?;
     let report =
-        hookflow_temporal::erasure::erase(&state.temporal, key, team, &body.distinct_id).await?;
+        hookflow_temporal::erasure::erase(&state.temporal, keys, team, &body.distinct_id).await?;
     Ok(Json(report))
 }

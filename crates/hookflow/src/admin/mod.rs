@@ -78,7 +78,7 @@ pub struct AdminState {
     /// Where `destination.enabled` goes.
     pub notices: NoticeSender,
     /// The key of the person hash deliveries carry, when erasure is on.
-    pub person_key: Option<hookflow_core::person::PersonKey>,
+    pub person_keys: Option<hookflow_core::person::PersonKeys>,
 }
 
 /// Every route the API serves, with what a team token reaches on it: each resource

@@ -11,7 +11,7 @@ use crate::settings::Settings;
 
 /// Erases and prints what was erased; an error when a run could not be deleted.
 pub async fn run(settings: &Settings, team_id: i64, distinct_id: &str) -> anyhow::Result<()> {
-    let key = settings.temporal.person_key().context(
+    let keys = settings.temporal.person_keys().context(
         "erasure finds a person's deliveries by their hash: set temporal.person_hash_key",
     )?;
     let distinct_id = match distinct_id {
@@ -27,7 +27,7 @@ pub async fn run(settings: &Settings, team_id: i64, distinct_id: &str) -> anyhow
     };
     anyhow::ensure!(!distinct_id.is_empty(), "the distinct id is empty");
     let client = hookflow_temporal::connect(&settings.temporal).await?;
-    let report = hookflow_temporal::erasure::erase(&client, &key, team_id, &distinct_id).await?;
+    let report = hookflow_temporal::erasure::erase(&client, &keys, team_id, &distinct_id).await?;
     println!("{}", serde_json::to_string_pretty(&report)?);
     anyhow::ensure!(
         report.failed.is_empty(),

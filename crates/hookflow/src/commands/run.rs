@@ -86,7 +86,7 @@ async fn serve_admin(
         defaults: delivery_defaults(settings),
         disabled,
         notices,
-        person_key: settings.temporal.person_key(),
+        person_keys: settings.temporal.person_keys(),
     });
     let stop = shutdown.clone();
     tokio::spawn(async move {
