@@ -53,12 +53,17 @@ async fn one_persons_deliveries_of_one_team_are_cancelled_and_deleted() {
     let (a, b) = (s.team, unique_team());
     api.wait_until_serving(&format!("/v1/teams/{a}/destinations"))
         .await;
-    // `ok` answers; `down` answers 503 and retries in a minute: its deliveries stay going.
+    // `ok` answers; `down` answers 503 and retries in ten minutes: its deliveries stay
+    // going for the whole test.
     s.receiver
         .script(&format!("{a}-down"), vec![Answer::Status(503, None)]);
     for (team, id, extra) in [
         (a, "ok", json!({})),
-        (a, "down", json!({"retry_schedule_ms": [60000]})),
+        (
+            a,
+            "down",
+            json!({"retry_schedule_ms": [600000], "max_age_ms": 3600000}),
+        ),
         (b, "ok", json!({})),
     ] {
         let mut spec = json!({"id": id, "url": s.receiver.url(&format!("{team}-{id}"))});

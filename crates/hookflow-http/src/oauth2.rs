@@ -149,8 +149,9 @@ pub fn read_token_answer(status: u16, body: &[u8]) -> Result<FetchedToken, Strin
 /// The longest a token is kept, whatever its answer says (a lifetime beyond it, or one
 /// that would overflow the clock, is taken as this).
 const MAX_LIFETIME: Duration = Duration::from_secs(24 * 3600);
-/// How long a failed fetch answers the attempts that were waiting for it, so they fail
-/// at once instead of each asking the failing token endpoint in turn.
+/// How long a failed fetch answers the attempts that were waiting for it and those that
+/// come just after, so they fail at once instead of each asking the failing token endpoint
+/// in turn.
 const FAILURE_HOLD: Duration = Duration::from_secs(1);
 
 /// A token kept: used until `refresh_at`, then (while a fresh one is fetched) until
@@ -257,11 +258,13 @@ impl TokenCache {
         let started = Instant::now();
         let slot = self.slot(destination, client);
         let mut waited_for = None;
+        // Dropped once: a token another attempt fetched meanwhile may be equal to it.
+        let mut refused = refused;
         loop {
             let fetched = slot.fetched.notified();
             let fetch_here = {
                 let mut state = slot.state.lock_unpoisoned();
-                if let Some(refused) = refused
+                if let Some(refused) = refused.take()
                     && state
                         .kept
                         .as_ref()

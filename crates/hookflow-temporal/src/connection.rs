@@ -55,9 +55,30 @@ pub struct TemporalSettings {
     #[serde(default)]
     pub person_hash_key: Option<hookflow_core::Secret>,
     /// Keys deliveries were hashed with before the current one: an erasure finds those
-    /// too. Keep one until its deliveries have left the namespace's retention.
-    #[serde(default)]
+    /// too. Keep one until its deliveries have left the namespace's retention. One key or
+    /// a list; a value of another shape is refused without being quoted.
+    #[serde(default, deserialize_with = "one_or_more_secrets")]
     pub person_hash_previous_keys: Vec<hookflow_core::Secret>,
+}
+
+/// A secret or a list of secrets; an error that never quotes the value (a list's own
+/// error would).
+fn one_or_more_secrets<'de, D: serde::Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Vec<hookflow_core::Secret>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum OneOrMore {
+        One(hookflow_core::Secret),
+        More(Vec<hookflow_core::Secret>),
+    }
+    match OneOrMore::deserialize(deserializer) {
+        Ok(OneOrMore::One(secret)) => Ok(vec![secret]),
+        Ok(OneOrMore::More(secrets)) => Ok(secrets),
+        Err(_) => Err(serde::de::Error::custom(
+            "must be a key or a list of keys (the value is not shown)",
+        )),
+    }
 }
 
 fn default_max_input_bytes() -> usize {
@@ -271,4 +292,27 @@ pub async fn probe(
         health.beat();
     })
     .await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, Deserialize)]
+    struct Keys {
+        #[serde(deserialize_with = "one_or_more_secrets")]
+        keys: Vec<hookflow_core::Secret>,
+    }
+
+    #[test]
+    fn previous_keys_are_one_or_a_list_and_a_wrong_shape_is_not_quoted() {
+        let one: Keys = serde_json::from_str(r#"{"keys": "k1"}"#).expect("one");
+        let two: Keys = serde_json::from_str(r#"{"keys": ["k1", "k2"]}"#).expect("two");
+        assert_eq!((one.keys.len(), two.keys.len()), (1, 2));
+        assert_eq!(two.keys[1].expose(), "k2");
+        let error = serde_json::from_str::<Keys>(r#"{"keys": {"nested": "secretvalue9"}}"#)
+            .expect_err("a map");
+        assert!(!error.to_string().contains("secretvalue9"), "{error}");
+        assert!(error.to_string().contains("not shown"), "{error}");
+    }
 }

@@ -95,16 +95,34 @@ pub async fn erase(
                 continue;
             }
         };
-        let Some(run_id) = going else { continue };
-        match delete_run(client, id, "").await {
-            Ok(true) => {
-                report.runs += 1;
-                cancelled.insert(id.to_owned());
-                current_runs.insert(run_id);
+        // The run described is deleted by its id; one it continued as into meanwhile is
+        // going then, and is deleted in turn (a few times at most: a continue takes a
+        // round of attempts).
+        let mut going = going;
+        let mut rounds = 0;
+        while let Some(run_id) = going.take() {
+            match delete_run(client, id, &run_id).await {
+                Ok(true) => {
+                    report.runs += 1;
+                    cancelled.insert(id.to_owned());
+                    current_runs.insert(run_id.clone());
+                }
+                Ok(false) => {}
+                Err(error) => {
+                    failed.insert(format!("{id}: {error}"));
+                    break;
+                }
             }
-            Ok(false) => {}
-            Err(error) => {
-                failed.insert(format!("{id}: {error}"));
+            rounds += 1;
+            match going_run(client, id).await {
+                Ok(Some(next)) if next != run_id && rounds < 5 => going = Some(next),
+                Ok(Some(next)) if next != run_id => {
+                    failed.insert(format!("{id}: run {next} is still going"));
+                }
+                Ok(_) => {}
+                Err(error) => {
+                    failed.insert(format!("{id}: {error}"));
+                }
             }
         }
     }

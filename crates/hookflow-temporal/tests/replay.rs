@@ -337,8 +337,10 @@ async fn recorded_deliveries_cost_these_actions() {
         ("cancelled", (5, 2, 1, 0)),
         ("destination_deleted", (5, 2, 1, 0)),
         ("signalled_during_attempt", (6, 2, 1, 1)),
+        ("cancelled_in_breaker_wait", (9, 4, 3, 0)),
         // A run continued as new costs its own start: both runs together.
         ("continued_as_new", (10, 4, 3, 0)),
+        ("continued_as_suggested", (12, 5, 4, 0)),
     ];
     for (scenario, (total, local, timers, signals)) in expected {
         let runs: Vec<PathBuf> = if root.join(format!("{scenario}.json")).exists() {
@@ -363,6 +365,10 @@ async fn recorded_deliveries_cost_these_actions() {
             (*total, *local, *timers, *signals),
             "{scenario}: {count:?}"
         );
-        assert_eq!(count.activities, 0, "{scenario}: attempts are local");
+        assert_eq!(
+            (count.activities, count.task_heartbeats),
+            (0, 0),
+            "{scenario}: attempts are local, and none was slow"
+        );
     }
 }
