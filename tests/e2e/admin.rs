@@ -1,7 +1,8 @@
 //! The admin API with the real binary and the Redis store: bearer-token auth; create, read,
 //! list, pause, resume and delete; field errors, 404 and 409; a destination created through
 //! the API receives deliveries; its deliveries are listed and looked up through Temporal
-//! visibility; a test send; pausing holds deliveries and cancel-pending ends them.
+//! visibility; a test send; pausing holds deliveries and cancel-pending ends them; erasure
+//! refused while it is off.
 
 use std::time::Duration;
 
@@ -58,6 +59,18 @@ async fn destinations_are_managed_through_the_api() {
         .call("POST", &collection, Some(json!("not an object")))
         .await;
     assert_eq!(status, 400);
+    // Erasure is off without a person-hash key: refused, saying what to set.
+    let erasures = format!("/v1/teams/{team}/erasures");
+    let (status, off) = api
+        .call("POST", &erasures, Some(json!({"distinct_id": "alice"})))
+        .await;
+    assert_eq!(status, 403, "{off}");
+    assert!(
+        off["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("temporal.person_hash_key")),
+        "{off}"
+    );
     let (status, _) = api.call("GET", &format!("{collection}/nope"), None).await;
     assert_eq!(status, 404);
     let (status, listed) = api.call("GET", &collection, None).await;
