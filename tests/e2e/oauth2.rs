@@ -23,7 +23,6 @@ use axum::{
 use base64::{Engine, engine::general_purpose::STANDARD as BASE64};
 use hookflow_core::DeliveryOutcome;
 use hookflow_e2e::{events, eventually, scenario::Scenario, temporal, unique_team};
-use hookflow_temporal::workflow::DeliveryWorkflow;
 use serde_json::json;
 
 const SECRET_A: &str = "client-secret-of-team-a";
@@ -323,14 +322,7 @@ async fn bearer_tokens_are_fetched_once_refreshed_replaced_on_401_and_kept_per_t
     );
 
     let logs = s.deployment.logs();
-    let history = s
-        .temporal
-        .get_workflow_handle::<DeliveryWorkflow>(format!("api:{uuid}"))
-        .fetch_history(Default::default())
-        .to_json()
-        .await
-        .expect("history");
-    let history = String::from_utf8_lossy(&history);
+    let history = temporal::history_text(&s.temporal, &format!("api:{uuid}")).await;
     assert!(history.contains("api:"), "a history was read");
     for secret in [SECRET_A, SECRET_B, "not-the-secret", "-token-"] {
         assert!(!logs.contains(secret), "{secret} in the logs");

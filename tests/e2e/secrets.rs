@@ -14,7 +14,6 @@ use hookflow_e2e::{
     admin::AdminApi, eventually, hookflow, hookflow::Deployment, scenario::Scenario, temporal,
     unique,
 };
-use hookflow_temporal::workflow::DeliveryWorkflow;
 use serde_json::{Value, json};
 
 #[tokio::test(flavor = "multi_thread")]
@@ -255,17 +254,8 @@ async fn no_log_line_metric_answer_or_history_holds_a_secret() {
         haystacks.push(("an admin answer".to_owned(), answer));
     }
     for uuid in [first, second] {
-        let history = s
-            .temporal
-            .get_workflow_handle::<DeliveryWorkflow>(format!("guarded:{uuid}"))
-            .fetch_history(Default::default())
-            .to_json()
-            .await
-            .expect("history");
-        haystacks.push((
-            "a workflow history".to_owned(),
-            String::from_utf8_lossy(&history).into_owned(),
-        ));
+        let history = temporal::history_text(&s.temporal, &format!("guarded:{uuid}")).await;
+        haystacks.push(("a workflow history".to_owned(), history));
     }
     // And the catalog, as a dump of its database would show it.
     let catalog = s.deployment.catalog_url();

@@ -172,6 +172,18 @@ pub async fn history(client: &Client, id: &str) -> Vec<HistoryEvent> {
         .expect("history")
 }
 
+/// The history of delivery `id`'s latest run as text (its JSON, payloads as stored), to
+/// search for what must not be there.
+pub async fn history_text(client: &Client, id: &str) -> String {
+    let json = client
+        .get_workflow_handle::<DeliveryWorkflow>(id)
+        .fetch_history(Default::default())
+        .to_json()
+        .await
+        .expect("history");
+    String::from_utf8_lossy(&json).into_owned()
+}
+
 /// The input the latest run of delivery `id` started with (payloads unencrypted).
 pub async fn input(client: &Client, id: &str) -> hookflow_core::DeliveryInput {
     use temporalio_common::protos::temporal::api::history::v1::history_event::Attributes;

@@ -17,15 +17,18 @@ use futures::StreamExt;
 use hookflow_core::person::PersonKeys;
 use serde::Serialize;
 use temporalio_client::{
-    Client, NamespacedClient, WorkflowExecutionStatus, WorkflowListOptions,
-    errors::WorkflowInteractionError,
+    Client, NamespacedClient, WorkflowListOptions,
     tonic::{Code, IntoRequest},
 };
 use temporalio_common::protos::temporal::api::{
     common::v1::WorkflowExecution, workflowservice::v1::DeleteWorkflowExecutionRequest,
 };
 
-use crate::{connection::TemporalError, deliveries, search_attributes};
+use crate::{
+    connection::TemporalError,
+    recovery::{self, Latest},
+    search_attributes,
+};
 
 /// What an erasure deleted.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
@@ -153,19 +156,10 @@ pub async fn erase(
 
 /// The run id of delivery `id`'s current run if it is still going.
 async fn going_run(client: &Client, id: &str) -> Result<Option<String>, TemporalError> {
-    let description = match deliveries::run_handle(client, id, "")
-        .describe(Default::default())
-        .await
-    {
-        Ok(description) => description,
-        Err(WorkflowInteractionError::NotFound(_)) => return Ok(None),
-        Err(error) => return Err(TemporalError::Rpc(error.to_string())),
-    };
-    let Some(info) = description.raw_description.workflow_execution_info else {
-        return Ok(None);
-    };
-    let running = WorkflowExecutionStatus::from(info.status()) == WorkflowExecutionStatus::Running;
-    Ok(running.then(|| info.execution.map(|e| e.run_id).unwrap_or_default()))
+    Ok(match recovery::latest(client, id).await? {
+        Latest::Running { run_id } => Some(run_id),
+        Latest::None | Latest::Closed { .. } => None,
+    })
 }
 
 /// Deletes one run (the current one when `run_id` is empty); `false` when it is gone

@@ -64,7 +64,10 @@ pub enum Latest {
     /// No run of it exists.
     None,
     /// Its latest run is still going.
-    Running,
+    Running {
+        /// The run.
+        run_id: String,
+    },
     /// Its latest run ended (`outcome` is `None` when it ended without one: failed by a bug,
     /// terminated, timed out).
     Closed {
@@ -140,15 +143,16 @@ pub async fn latest(client: &Client, workflow_id: &str) -> Result<Latest, Tempor
         return Ok(Latest::None);
     };
     let status = WorkflowExecutionStatus::from(info.status());
+    let run_id = info
+        .execution
+        .as_ref()
+        .map(|e| e.run_id.clone())
+        .unwrap_or_default();
     if status == WorkflowExecutionStatus::Running {
-        return Ok(Latest::Running);
+        return Ok(Latest::Running { run_id });
     }
     Ok(Latest::Closed {
-        run_id: info
-            .execution
-            .as_ref()
-            .map(|e| e.run_id.clone())
-            .unwrap_or_default(),
+        run_id,
         outcome: outcome_of(&info),
         status,
         person_hash: search_attributes::value_of(&info, search_attributes::PERSON_HASH.name()),
@@ -238,7 +242,7 @@ async fn run_again(
     let latest = latest(client, workflow_id).await?;
     let (run_id, person_hash) = match &latest {
         Latest::None => return Ok(Rerun::Unknown),
-        Latest::Running => return Ok(Rerun::Pending),
+        Latest::Running { .. } => return Ok(Rerun::Pending),
         Latest::Closed { person_hash, .. } => match after(&latest) {
             Some(run_id) => (run_id.to_owned(), person_hash.clone()),
             None => return Ok(Rerun::NotFailed),
